@@ -1,0 +1,126 @@
+//! `config.json` of a BERT-family checkpoint, plus the `shrink` section we add for task heads.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Mirrors the Hugging Face `BertConfig` fields we use; unknown fields are kept so a saved config round-trips.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Config {
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f32,
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f32,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default)]
+    pub pad_token_id: usize,
+    #[serde(default = "default_pos_type")]
+    pub position_embedding_type: String,
+    /// Label names of a classification head, HF style (`{"0": "business", ...}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id2label: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label2id: Option<BTreeMap<String, usize>>,
+    /// What shrink added on top of the encoder (a head, how it pools).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shrink: Option<ShrinkSection>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The task head shrink trains: mean pooling over the attention mask, then `classifier` (Linear C -> num labels).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ShrinkSection {
+    pub pooling: String,
+    pub head: String,
+    /// `max_len` the model was fine-tuned with; commands default to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_len: Option<usize>,
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_dropout() -> f32 {
+    0.1
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_pos_type() -> String {
+    "absolute".into()
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read config", path.display()))?;
+        let cfg: Config =
+            serde_json::from_str(&text).with_context(|| format!("{}: not a valid BERT config.json", path.display()))?;
+        cfg.validate().with_context(|| format!("{}: unsupported config", path.display()))?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.model_type != "bert" {
+            bail!("model_type is {:?}; shrink supports \"bert\"", self.model_type);
+        }
+        for (name, v) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+        ] {
+            if v == 0 {
+                bail!("{name} must be positive");
+            }
+        }
+        if self.hidden_size % self.num_attention_heads != 0 {
+            bail!("hidden_size {} is not a multiple of num_attention_heads {}", self.hidden_size, self.num_attention_heads);
+        }
+        if !matches!(self.hidden_act.as_str(), "gelu" | "gelu_python") {
+            bail!("hidden_act {:?} is not supported (expected \"gelu\", the exact erf GELU)", self.hidden_act);
+        }
+        if self.position_embedding_type != "absolute" {
+            bail!("position_embedding_type {:?} is not supported (expected \"absolute\")", self.position_embedding_type);
+        }
+        Ok(())
+    }
+
+    /// D: width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// Label names in index order, when the checkpoint carries a classification head.
+    pub fn labels(&self) -> Option<Vec<String>> {
+        let map = self.id2label.as_ref()?;
+        let mut v: Vec<(usize, String)> = map.iter().filter_map(|(k, l)| Some((k.parse().ok()?, l.clone()))).collect();
+        v.sort();
+        Some(v.into_iter().map(|(_, l)| l).collect())
+    }
+
+    pub fn set_labels(&mut self, labels: &[String]) {
+        self.id2label = Some(labels.iter().enumerate().map(|(i, l)| (i.to_string(), l.clone())).collect());
+        self.label2id = Some(labels.iter().enumerate().map(|(i, l)| (l.clone(), i)).collect());
+    }
+}

@@ -1,0 +1,30 @@
+//! LayerNorm with checkpoint names `*.LayerNorm.weight/bias`.
+
+use anyhow::Result;
+use candle_core::Tensor;
+
+use crate::checkpoint::Weights;
+use crate::ops;
+use crate::params::ParamVisitor;
+
+#[derive(Clone)]
+pub struct LayerNorm {
+    pub weight: Tensor, // (C,)
+    pub bias: Tensor,   // (C,)
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub fn load(w: &mut Weights, prefix: &str, c: usize, eps: f64) -> Result<Self> {
+        Ok(Self { weight: w.take(&format!("{prefix}.weight"), &[c])?, bias: w.take(&format!("{prefix}.bias"), &[c])?, eps })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        ops::layer_norm(x, &self.weight, &self.bias, self.eps)
+    }
+
+    pub fn visit(&mut self, prefix: &str, f: &mut ParamVisitor) {
+        f(&format!("{prefix}.weight"), &mut self.weight);
+        f(&format!("{prefix}.bias"), &mut self.bias);
+    }
+}

@@ -1,0 +1,77 @@
+//! The model's own `tokenizer.json` (HF tokenizers), with truncation and padding to a batch.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Result};
+use tokenizers::{Tokenizer, TruncationParams};
+
+use crate::checkpoint::TOKENIZER_FILE;
+
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    file: PathBuf,
+    pub max_len: usize,
+    pad_id: u32,
+}
+
+/// A padded batch: B sequences of T tokens, row-major.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub ids: Vec<u32>,  // (B, T)
+    pub mask: Vec<u32>, // (B, T): 1 = real token, 0 = padding
+    pub b: usize,
+    pub t: usize,
+}
+
+impl TextTokenizer {
+    /// Loads `dir/tokenizer.json`; texts are cut to `max_len` tokens, special tokens included.
+    pub fn load(dir: &Path, max_len: usize) -> Result<Self> {
+        let file = dir.join(TOKENIZER_FILE);
+        if !file.is_file() {
+            bail!("{}: tokenizer missing (a model folder needs tokenizer.json)", file.display());
+        }
+        if max_len < 2 {
+            bail!("max length {max_len} leaves no room for text between [CLS] and [SEP]");
+        }
+        let mut inner =
+            Tokenizer::from_file(&file).map_err(|e| anyhow!("{}: cannot read tokenizer: {e}", file.display()))?;
+        inner
+            .with_truncation(Some(TruncationParams { max_length: max_len, ..Default::default() }))
+            .map_err(|e| anyhow!("{}: {e}", file.display()))?;
+        inner.with_padding(None);
+        let pad_id = inner.token_to_id("[PAD]").unwrap_or(0);
+        Ok(Self { inner, file, max_len, pad_id })
+    }
+
+    /// Token ids of one text, with special tokens, truncated to `max_len`.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        if text.trim().is_empty() {
+            bail!("empty text: nothing to encode");
+        }
+        let enc = self.inner.encode(text, true).map_err(|e| anyhow!("{}: tokenization failed: {e}", self.file.display()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Encodes and right-pads to the longest text of the batch.
+    pub fn batch<S: AsRef<str>>(&self, texts: &[S]) -> Result<Batch> {
+        let seqs = texts.iter().map(|t| self.encode(t.as_ref())).collect::<Result<Vec<_>>>()?;
+        Ok(pad(&seqs, self.pad_id))
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+}
+
+/// Right-pads id sequences to a (B, T) batch with its attention mask.
+pub fn pad(seqs: &[Vec<u32>], pad_id: u32) -> Batch {
+    let b = seqs.len();
+    let t = seqs.iter().map(Vec::len).max().unwrap_or(0);
+    let mut ids = vec![pad_id; b * t];
+    let mut mask = vec![0u32; b * t];
+    for (i, s) in seqs.iter().enumerate() {
+        ids[i * t..i * t + s.len()].copy_from_slice(s);
+        mask[i * t..i * t + s.len()].fill(1);
+    }
+    Batch { ids, mask, b, t }
+}

@@ -1,0 +1,11 @@
+//! shrink: data, training, evaluation and the commands behind the `shrink` binary.
+
+pub mod data;
+pub mod embed;
+pub mod eval;
+pub mod inspect;
+pub mod model;
+pub mod optim;
+pub mod progress;
+pub mod timing;
+pub mod train;

@@ -1,0 +1,36 @@
+//! Opening a model folder (or hub id) for a command: weights, config and tokenizer together.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use shrink_model::{Bert, TextTokenizer};
+
+pub struct Loaded {
+    pub dir: PathBuf,
+    pub model: Bert,
+    pub tokenizer: TextTokenizer,
+}
+
+/// `max_len`: None = what the model was fine-tuned with, else 128.
+pub fn load(spec: &str, max_len: Option<usize>) -> Result<Loaded> {
+    let dir = shrink_model::resolve_model(spec)?;
+    let model = Bert::load_dir(&dir).with_context(|| format!("loading model {spec}"))?;
+    let max_len = max_len.or(model.config.shrink.as_ref().and_then(|s| s.max_len)).unwrap_or(128);
+    if max_len > model.config.max_position_embeddings {
+        bail!(
+            "--max-len {max_len} exceeds the model's max_position_embeddings {} ({})",
+            model.config.max_position_embeddings,
+            dir.join("config.json").display()
+        );
+    }
+    let tokenizer = TextTokenizer::load(&dir, max_len)?;
+    if tokenizer.vocab_size() > model.config.vocab_size {
+        bail!(
+            "{}: tokenizer has {} tokens but config.json vocab_size is {}",
+            dir.join("tokenizer.json").display(),
+            tokenizer.vocab_size(),
+            model.config.vocab_size
+        );
+    }
+    Ok(Loaded { dir, model, tokenizer })
+}

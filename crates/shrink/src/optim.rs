@@ -1,0 +1,117 @@
+//! AdamW (decoupled weight decay) updating each parameter in place in one fused pass: candle_nn's version runs ~14
+//! tensor ops with fresh allocations per parameter, which costs more than the encoder's backward at MiniLM size.
+
+use anyhow::Result;
+use candle_core::backprop::GradStore;
+use candle_core::{CpuStorage, InplaceOp1, Layout, Var};
+
+pub struct AdamW {
+    params: Vec<Param>,
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    step: i32,
+}
+
+struct Param {
+    var: Var,
+    decay: f64,
+    m: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl AdamW {
+    /// `params`: (variable, weight decay) pairs.
+    pub fn new(params: Vec<(Var, f64)>, lr: f64) -> Self {
+        let params = params
+            .into_iter()
+            .map(|(var, decay)| {
+                let n = var.elem_count();
+                Param { var, decay, m: vec![0.0; n], v: vec![0.0; n] }
+            })
+            .collect();
+        Self { params, lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 0 }
+    }
+
+    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.step += 1;
+        let bc1 = 1.0 - self.beta1.powi(self.step);
+        let bc2 = 1.0 - self.beta2.powi(self.step);
+        for p in &mut self.params {
+            let Some(g) = grads.get(p.var.as_tensor()) else { continue };
+            let g: Vec<f32> = g.flatten_all()?.to_vec1()?;
+            let op = Update {
+                g: &g,
+                m: std::cell::RefCell::new(&mut p.m),
+                v: std::cell::RefCell::new(&mut p.v),
+                lr: self.lr as f32,
+                decay: (self.lr * p.decay) as f32,
+                beta1: self.beta1 as f32,
+                beta2: self.beta2 as f32,
+                bc1: bc1 as f32,
+                bc2: bc2 as f32,
+                eps: self.eps as f32,
+            };
+            p.var.as_tensor().inplace_op1(&op)?;
+        }
+        Ok(())
+    }
+}
+
+struct Update<'a> {
+    g: &'a [f32],
+    m: std::cell::RefCell<&'a mut Vec<f32>>,
+    v: std::cell::RefCell<&'a mut Vec<f32>>,
+    lr: f32,
+    decay: f32,
+    beta1: f32,
+    beta2: f32,
+    bc1: f32,
+    bc2: f32,
+    eps: f32,
+}
+
+impl InplaceOp1 for Update<'_> {
+    fn name(&self) -> &'static str {
+        "adamw-update"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let CpuStorage::F32(theta) = storage else { candle_core::bail!("adamw: parameters must be f32") };
+        let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("adamw: parameter not contiguous") };
+        let theta = &mut theta[start..end];
+        let (mut m, mut v) = (self.m.borrow_mut(), self.v.borrow_mut());
+        for i in 0..theta.len() {
+            let g = self.g[i];
+            m[i] = self.beta1 * m[i] + (1.0 - self.beta1) * g;
+            v[i] = self.beta2 * v[i] + (1.0 - self.beta2) * g * g;
+            let update = (m[i] / self.bc1) / ((v[i] / self.bc2).sqrt() + self.eps);
+            theta[i] -= self.decay * theta[i] + self.lr * update;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    /// Against candle_nn's AdamW (the textbook formula) on a small quadratic.
+    #[test]
+    fn matches_candle_nn_adamw() {
+        use candle_nn::Optimizer;
+        let init = Tensor::new(&[1.0f32, -2.0, 0.5, 3.0], &Device::Cpu).unwrap();
+        let (a, b) = (Var::from_tensor(&init).unwrap(), Var::from_tensor(&init).unwrap());
+        let mut ours = AdamW::new(vec![(a.clone(), 0.01)], 0.1);
+        let params = candle_nn::ParamsAdamW { lr: 0.1, weight_decay: 0.01, ..Default::default() };
+        let mut reference = candle_nn::AdamW::new(vec![b.clone()], params).unwrap();
+        for _ in 0..5 {
+            ours.step(&(a.as_tensor().sqr().unwrap().sum_all().unwrap()).backward().unwrap()).unwrap();
+            reference.step(&(b.as_tensor().sqr().unwrap().sum_all().unwrap()).backward().unwrap()).unwrap();
+        }
+        let d: f32 = (a.as_tensor() - b.as_tensor()).unwrap().abs().unwrap().max(0).unwrap().to_scalar().unwrap();
+        assert!(d < 1e-6, "diff {d}");
+    }
+}

@@ -1,0 +1,69 @@
+//! `shrink timing`: a timing server for the `bench/` scripts, so shrink and a peer can be timed interleaved in one
+//! run without reloading. Reads `forward B T R` or `train B T R` per line on stdin, answers `{"ms": [...]}`.
+
+use std::io::{BufRead, Write};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+
+use crate::model::Loaded;
+use crate::train::{TrainOptions, Trainer};
+
+/// Deterministic ids shared with bench/compare_torch.py: [CLS] ... [SEP], all tokens real.
+fn bench_batch(b: usize, t: usize) -> Result<(Tensor, Tensor, Tensor)> {
+    let mut ids = vec![0u32; b * t];
+    for bi in 0..b {
+        for ti in 0..t {
+            ids[bi * t + ti] = match ti {
+                0 => 101,
+                _ if ti == t - 1 => 102,
+                _ => 1000 + ((bi * 131 + ti * 7919) % 28000) as u32,
+            };
+        }
+    }
+    let labels: Vec<u32> = (0..b).map(|bi| (bi % 5) as u32).collect();
+    Ok((
+        Tensor::from_vec(ids, (b, t), &Device::Cpu)?,
+        Tensor::ones((b, t), candle_core::DType::U32, &Device::Cpu)?,
+        Tensor::from_vec(labels, b, &Device::Cpu)?,
+    ))
+}
+
+pub fn serve(mut m: Loaded) -> Result<()> {
+    if m.model.classifier.is_none() {
+        let labels: Vec<String> = crate::data::BBC_LABELS.iter().map(|s| s.to_string()).collect();
+        m.model.add_classifier(&labels, 0)?;
+    }
+    let opts = TrainOptions { epochs: 1, batch: 16, lr: 5e-5, weight_decay: 0.01, warmup: 0.0, clip: 1.0, seed: 0 };
+    let mut trainer: Option<Trainer> = None;
+    let stdout = std::io::stdout();
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let [what, b, t, r] = parts[..] else { bail!("expected `forward|train B T R`, got {line:?}") };
+        let (b, t, r): (usize, usize, usize) =
+            (b.parse().context("B")?, t.parse().context("T")?, r.parse().context("R")?);
+        let (ids, mask, labels) = bench_batch(b, t)?;
+        let mut ms = Vec::with_capacity(r);
+        for _ in 0..r {
+            let start = Instant::now();
+            match what {
+                "forward" => drop(m.model.embed(&ids, &mask)?),
+                "train" => {
+                    let tr = match trainer.as_mut() {
+                        Some(tr) => tr,
+                        None => trainer.insert(Trainer::new(m.model.clone(), &opts, 1_000_000)?),
+                    };
+                    tr.step(&ids, &mask, &labels)?;
+                }
+                _ => bail!("unknown timing case {what:?}"),
+            }
+            ms.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+        let mut out = stdout.lock();
+        writeln!(out, "{}", serde_json::json!({ "ms": ms }))?;
+        out.flush()?;
+    }
+    Ok(())
+}

