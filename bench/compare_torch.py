@@ -26,8 +26,9 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import BertModel  # noqa: E402
 
-# Default repetitions per round: about the same wall time per case on 2 cores.
-DEFAULT_REPS = {"forward-1x128": 10, "forward-32x128": 2, "train-16x128": 2}
+# Default repetitions per round: with 5 rounds the whole run stays well under 10 min on 2 cores
+# (torch at 1 thread: ~40 ms, ~1.1 s, ~2 s per rep), even if shrink is a few times slower.
+DEFAULT_REPS = {"forward-1x128": 20, "forward-32x128": 2, "train-16x128": 2}
 PAUSE_S = 0.1  # between sides: lets the idle side's spinning worker threads go to sleep
 
 
@@ -56,8 +57,8 @@ class Torch:
         torch.manual_seed(0)
         self.train_model = copy.deepcopy(self.model).train()  # train(): dropout as in config
         self.head = torch.nn.Linear(self.model.config.hidden_size, 5)
-        params = list(self.train_model.parameters()) + list(self.head.parameters())
-        self.opt = torch.optim.AdamW(params, lr=5e-5, weight_decay=0.01)
+        self.train_params = list(self.train_model.parameters()) + list(self.head.parameters())
+        self.opt = torch.optim.AdamW(self.train_params, lr=5e-5, weight_decay=0.01)
 
     def forward(self, ids, mask, _labels):
         with torch.inference_mode():
@@ -71,6 +72,7 @@ class Torch:
         pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)  # mean pooling over real tokens
         loss = torch.nn.functional.cross_entropy(self.head(pooled), labels)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.train_params, 1.0)  # shrink's recipe clips at 1.0 too
         self.opt.step()
         self.opt.zero_grad()
 
@@ -141,6 +143,7 @@ def main():
     if not os.access(args.shrink, os.X_OK):
         sys.exit(f"no shrink binary at {args.shrink} (cargo build --release -p shrink)")
 
+    load_start = os.getloadavg()  # other jobs on the machine skew the 2-thread numbers most
     side_torch = Torch(args.model)
     results = []
     for n in threads:
@@ -174,6 +177,7 @@ def main():
         "torch": torch.__version__, "transformers": transformers.__version__,
         "torch_attention": side_torch.model.config._attn_implementation,
         "torch_parallel": torch.__config__.parallel_info(),
+        "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
         "model": args.model, "shrink": args.shrink,
         "rounds": args.rounds, "warmup": args.warmup, "results": results,
     }

@@ -8,7 +8,7 @@ use crate::checkpoint::Weights;
 use crate::config::Config;
 use crate::layer_norm::LayerNorm;
 use crate::linear::Linear;
-use crate::ops;
+use crate::{fused, ops};
 use crate::params::ParamVisitor;
 
 #[derive(Clone)]
@@ -38,7 +38,7 @@ impl Attention {
         })
     }
 
-    /// x: (B, T, C), bias: (B, 1, 1, T) -> (B, T, C)
+    /// x: (B, T, C), bias: (B, T) additive mask -> (B, T, C)
     pub fn forward(&self, x: &Tensor, bias: &Tensor, mut rng: Option<&mut StdRng>) -> candle_core::Result<Tensor> {
         let (b, t, c) = x.dims3()?;
         let (h, d) = (self.heads, c / self.heads);
@@ -46,8 +46,9 @@ impl Attention {
         let q = split(self.query.forward(x)?)?;
         let k = split(self.key.forward(x)?)?;
         let v = split(self.value.forward(x)?)?;
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?.broadcast_add(bias)?; // (B, H, T, T)
-        let probs = ops::dropout(&ops::softmax(&scores)?, self.probs_dropout, rng.as_deref_mut())?;
+        let scores = q.matmul(&k.t()?)?; // (B, H, T, T)
+        let probs = fused::masked_softmax(&scores, bias, 1.0 / (d as f64).sqrt())?; // (B, H, T, T)
+        let probs = ops::dropout(&probs, self.probs_dropout, rng.as_deref_mut())?;
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c))?; // (B, T, C)
         let out = ops::dropout(&self.output.forward(&ctx)?, self.hidden_dropout, rng)?;
         self.layer_norm.forward(&(out + x)?)

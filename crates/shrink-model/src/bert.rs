@@ -63,7 +63,7 @@ impl Bert {
         if t > self.embeddings.max_positions() {
             candle_core::bail!("sequence of {t} tokens exceeds max_position_embeddings {}", self.embeddings.max_positions());
         }
-        let bias = mask_bias(mask)?; // (B, 1, 1, T)
+        let bias = mask_bias(mask)?; // (B, T)
         let mut x = self.embeddings.forward(ids, rng.as_deref_mut())?; // (B, T, C)
         if let Some(h) = hidden.as_deref_mut() {
             h.push(x.clone());

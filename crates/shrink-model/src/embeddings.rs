@@ -54,9 +54,7 @@ impl Embeddings {
     }
 }
 
-/// Additive attention bias from a (B, T) 0/1 mask: 0 for tokens, a large negative for padding. (B, 1, 1, T)
+/// Additive attention bias from a (B, T) 0/1 mask: 0 for tokens, a large negative for padding. (B, T)
 pub fn mask_bias(mask: &Tensor) -> candle_core::Result<Tensor> {
-    let (b, t) = mask.dims2()?;
-    let m = mask.to_dtype(DType::F32)?;
-    ((m - 1.0)? * 1e9)?.reshape((b, 1, 1, t))
+    (mask.to_dtype(DType::F32)? - 1.0)? * 1e9
 }

@@ -9,7 +9,7 @@ use crate::checkpoint::Weights;
 use crate::config::Config;
 use crate::layer_norm::LayerNorm;
 use crate::linear::Linear;
-use crate::ops;
+use crate::{fused, ops};
 use crate::params::ParamVisitor;
 
 #[derive(Clone)]
@@ -37,7 +37,7 @@ impl Layer {
     /// x: (B, T, C) -> (B, T, C)
     pub fn forward(&self, x: &Tensor, bias: &Tensor, mut rng: Option<&mut StdRng>) -> candle_core::Result<Tensor> {
         let a = self.attention.forward(x, bias, rng.as_deref_mut())?; // (B, T, C)
-        let hmid = self.intermediate.forward(&a)?.gelu_erf()?; // (B, T, F)
+        let hmid = fused::gelu(&self.intermediate.forward(&a)?)?; // (B, T, F)
         let out = ops::dropout(&self.output.forward(&hmid)?, self.hidden_dropout, rng)?; // (B, T, C)
         self.layer_norm.forward(&(out + a)?)
     }

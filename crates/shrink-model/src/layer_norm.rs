@@ -4,7 +4,7 @@ use anyhow::Result;
 use candle_core::Tensor;
 
 use crate::checkpoint::Weights;
-use crate::ops;
+use crate::fused;
 use crate::params::ParamVisitor;
 
 #[derive(Clone)]
@@ -20,7 +20,7 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        ops::layer_norm(x, &self.weight, &self.bias, self.eps)
+        fused::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 
     pub fn visit(&mut self, prefix: &str, f: &mut ParamVisitor) {

@@ -8,6 +8,7 @@ pub mod bert;
 pub mod checkpoint;
 pub mod config;
 pub mod embeddings;
+pub mod fused;
 pub mod layer;
 pub mod layer_norm;
 pub mod linear;

@@ -22,13 +22,7 @@ impl Linear {
 
     /// x: (..., I) -> (..., O)
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let dims = x.dims();
-        let (n_in, lead) = (dims[dims.len() - 1], &dims[..dims.len() - 1]);
-        let x2 = x.reshape(((), n_in))?; // (N, I)
-        let y = x2.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?; // (N, O)
-        let mut out_shape = lead.to_vec();
-        out_shape.push(self.weight.dim(0)?);
-        y.reshape(out_shape)
+        crate::fused::linear(x, &self.weight, &self.bias)
     }
 
     pub fn visit(&mut self, prefix: &str, f: &mut ParamVisitor) {

@@ -99,6 +99,15 @@ pub fn field(path: &Path, rows: &[serde_json::Map<String, serde_json::Value>], n
         .collect()
 }
 
+/// A seeded random sample of `n` rows in their original order (all rows when `n` is None or too large).
+pub fn sample<T: Clone>(rows: Vec<T>, n: Option<usize>, seed: u64) -> Vec<T> {
+    use rand::{seq::index, SeedableRng};
+    let Some(n) = n.filter(|&n| n < rows.len()) else { return rows };
+    let mut picked = index::sample(&mut rand::rngs::StdRng::seed_from_u64(seed), rows.len(), n).into_vec();
+    picked.sort_unstable();
+    picked.into_iter().map(|i| rows[i].clone()).collect()
+}
+
 /// Texts of a `.txt` (one per line; empty lines are errors) or `.jsonl` (`field`) file.
 pub fn read_texts(path: &Path, text_field: &str) -> Result<Vec<String>> {
     if path.extension().is_some_and(|e| e == "jsonl") {

@@ -4,6 +4,10 @@
 use anyhow::Result;
 use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, InplaceOp1, Layout, Var};
+use rayon::prelude::*;
+
+/// Parameters per parallel task.
+const ELEMS_PER_TASK: usize = 1 << 16;
 
 pub struct AdamW {
     params: Vec<Param>,
@@ -34,15 +38,18 @@ impl AdamW {
         Self { params, lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 0 }
     }
 
-    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+    /// `grad_scale` multiplies every gradient first (gradient clipping without rewriting the gradients).
+    pub fn step(&mut self, grads: &GradStore, grad_scale: f32) -> Result<()> {
         self.step += 1;
         let bc1 = 1.0 - self.beta1.powi(self.step);
         let bc2 = 1.0 - self.beta2.powi(self.step);
         for p in &mut self.params {
             let Some(g) = grads.get(p.var.as_tensor()) else { continue };
-            let g: Vec<f32> = g.flatten_all()?.to_vec1()?;
+            let (storage, layout) = g.storage_and_layout();
+            let g = f32_slice(&storage, layout)?;
             let op = Update {
-                g: &g,
+                g,
+                grad_scale,
                 m: std::cell::RefCell::new(&mut p.m),
                 v: std::cell::RefCell::new(&mut p.v),
                 lr: self.lr as f32,
@@ -59,8 +66,17 @@ impl AdamW {
     }
 }
 
+/// The contiguous f32 data of a CPU tensor, without a copy.
+pub fn f32_slice<'a>(storage: &'a candle_core::Storage, layout: &Layout) -> Result<&'a [f32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => Ok(&v[a..b]),
+        _ => anyhow::bail!("expected a contiguous f32 CPU tensor"),
+    }
+}
+
 struct Update<'a> {
     g: &'a [f32],
+    grad_scale: f32,
     m: std::cell::RefCell<&'a mut Vec<f32>>,
     v: std::cell::RefCell<&'a mut Vec<f32>>,
     lr: f32,
@@ -82,13 +98,20 @@ impl InplaceOp1 for Update<'_> {
         let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("adamw: parameter not contiguous") };
         let theta = &mut theta[start..end];
         let (mut m, mut v) = (self.m.borrow_mut(), self.v.borrow_mut());
-        for i in 0..theta.len() {
-            let g = self.g[i];
-            m[i] = self.beta1 * m[i] + (1.0 - self.beta1) * g;
-            v[i] = self.beta2 * v[i] + (1.0 - self.beta2) * g * g;
-            let update = (m[i] / self.bc1) / ((v[i] / self.bc2).sqrt() + self.eps);
-            theta[i] -= self.decay * theta[i] + self.lr * update;
-        }
+        let Update { grad_scale, lr, decay, beta1, beta2, bc1, bc2, eps, .. } = *self;
+        theta
+            .par_chunks_mut(ELEMS_PER_TASK)
+            .zip(m.par_chunks_mut(ELEMS_PER_TASK).zip(v.par_chunks_mut(ELEMS_PER_TASK)))
+            .zip(self.g.par_chunks(ELEMS_PER_TASK))
+            .for_each(|((theta, (m, v)), g)| {
+                for i in 0..theta.len() {
+                    let g = g[i] * grad_scale;
+                    m[i] = beta1 * m[i] + (1.0 - beta1) * g;
+                    v[i] = beta2 * v[i] + (1.0 - beta2) * g * g;
+                    let update = (m[i] / bc1) / ((v[i] / bc2).sqrt() + eps);
+                    theta[i] -= decay * theta[i] + lr * update;
+                }
+            });
         Ok(())
     }
 }
@@ -108,7 +131,7 @@ mod tests {
         let params = candle_nn::ParamsAdamW { lr: 0.1, weight_decay: 0.01, ..Default::default() };
         let mut reference = candle_nn::AdamW::new(vec![b.clone()], params).unwrap();
         for _ in 0..5 {
-            ours.step(&(a.as_tensor().sqr().unwrap().sum_all().unwrap()).backward().unwrap()).unwrap();
+            ours.step(&(a.as_tensor().sqr().unwrap().sum_all().unwrap()).backward().unwrap(), 1.0).unwrap();
             reference.step(&(b.as_tensor().sqr().unwrap().sum_all().unwrap()).backward().unwrap()).unwrap();
         }
         let d: f32 = (a.as_tensor() - b.as_tensor()).unwrap().abs().unwrap().max(0).unwrap().to_scalar().unwrap();

@@ -90,38 +90,29 @@ impl Trainer {
     pub fn step(&mut self, ids: &Tensor, mask: &Tensor, labels: &Tensor) -> Result<f32> {
         let logits = self.model.logits(ids, mask, Some(&mut self.rng))?; // (B, L)
         let loss = ops::cross_entropy(&logits, labels)?;
-        let mut grads = loss.backward()?;
-        if self.clip > 0.0 {
-            clip_grad_norm(&mut grads, &self.vars, self.clip)?;
-        }
+        let grads = loss.backward()?;
+        let scale = if self.clip > 0.0 { clip_scale(&grads, &self.vars, self.clip)? } else { 1.0 };
         self.optim.lr = self.schedule.at(self.step);
-        self.optim.step(&grads)?;
+        self.optim.step(&grads, scale)?;
         self.step += 1;
         Ok(loss.to_scalar::<f32>()?)
     }
 }
 
-/// Scales all gradients so their global L2 norm is at most `max_norm`.
-fn clip_grad_norm(grads: &mut candle_core::backprop::GradStore, vars: &[Var], max_norm: f64) -> Result<()> {
+/// Factor that brings the global L2 norm of the gradients down to `max_norm` (1 when already below).
+fn clip_scale(grads: &candle_core::backprop::GradStore, vars: &[Var], max_norm: f64) -> Result<f32> {
     let mut sq = 0f64;
     for v in vars {
         if let Some(g) = grads.get(v.as_tensor()) {
-            sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+            let (storage, layout) = g.storage_and_layout();
+            sq += crate::optim::f32_slice(&storage, layout)?.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
         }
     }
     let norm = sq.sqrt();
     if !norm.is_finite() {
         bail!("gradient norm is {norm}: training diverged (lower --lr?)");
     }
-    if norm > max_norm {
-        let scale = max_norm / (norm + 1e-6);
-        for v in vars {
-            if let Some(g) = grads.remove(v.as_tensor()) {
-                grads.insert(v.as_tensor(), (g * scale)?);
-            }
-        }
-    }
-    Ok(())
+    Ok(if norm > max_norm { (max_norm / (norm + 1e-6)) as f32 } else { 1.0 })
 }
 
 /// Fine-tunes `model` (which must already have its head) on pre-tokenised examples.

