@@ -39,7 +39,6 @@ if [[ ! -d "$corpus" ]]; then
 fi
 
 if [[ ! -f "$data/train.jsonl" || ! -f "$data/test.jsonl" ]]; then
-  cargo build --release --quiet -p shrink --manifest-path "$root/Cargo.toml"
-  "$root/target/release/shrink" data bbc --corpus "$corpus" --out "$data"
+  cargo run --release --quiet --manifest-path "$root/Cargo.toml" -p shrink -- data bbc --corpus "$corpus" --out "$data"
 fi
 echo "assets ready in $assets"

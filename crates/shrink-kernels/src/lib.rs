@@ -1,5 +1,7 @@
-//! shrink-kernels: numeric kernels with no model knowledge. Each fast routine has a reference (std or a naive loop)
-//! and a test with a named error budget.
+//! shrink-kernels: numeric kernels with no model knowledge. Each fast routine has a reference (std, a naive loop or
+//! its own scalar build) and a test with a named error budget.
 
+pub mod activation;
 pub mod gemm;
+pub mod isa;
 pub mod math;

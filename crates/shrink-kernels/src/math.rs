@@ -18,7 +18,10 @@ pub fn exp(x: f32) -> f32 {
     // Taylor coefficients 1/k! (the remainder term is below 1 ulp on |r| <= 0.347).
     let p = 1.0
         + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2^n from the exponent bits. `n + 127 + ROUND_MAGIC` holds n + 127 in its low mantissa bits; reading them as
+    // an integer avoids `as i32`, whose saturating semantics stop vectorisation.
+    let biased = ((n + 127.0) + ROUND_MAGIC).to_bits() - ROUND_MAGIC.to_bits();
+    p * f32::from_bits(biased << 23)
 }
 
 /// erf(x), Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7), odd symmetry.

@@ -47,11 +47,11 @@ impl Attention {
         let k = split(self.key.forward(x)?)?;
         let v = split(self.value.forward(x)?)?;
         let scores = q.matmul(&k.t()?)?; // (B, H, T, T)
-        let probs = fused::masked_softmax(&scores, bias, 1.0 / (d as f64).sqrt())?; // (B, H, T, T)
-        let probs = ops::dropout(&probs, self.probs_dropout, rng.as_deref_mut())?;
+        let drop = ops::DropMask::new(self.probs_dropout, rng.as_deref_mut());
+        let probs = fused::masked_softmax(&scores, bias, 1.0 / (d as f64).sqrt(), drop)?; // (B, H, T, T)
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c))?; // (B, T, C)
-        let out = ops::dropout(&self.output.forward(&ctx)?, self.hidden_dropout, rng)?;
-        self.layer_norm.forward(&(out + x)?)
+        let drop = ops::DropMask::new(self.hidden_dropout, rng);
+        self.layer_norm.forward(&self.output.forward(&ctx)?, x, drop)
     }
 
     pub fn visit(&mut self, prefix: &str, f: &mut ParamVisitor) {

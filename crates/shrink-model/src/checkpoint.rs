@@ -23,7 +23,10 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf> {
     if path.exists() {
         bail!("{spec}: expected a model folder (config.json + model.safetensors + tokenizer.json), found a file");
     }
-    let looks_like_hub_id = spec.split('/').count() == 2 && !spec.starts_with('.') && !spec.contains('\\');
+    // `org/name` whose `org` is not a local folder; anything else is a local path that does not exist.
+    let parent_is_local = path.parent().is_some_and(|p| p.as_os_str().is_empty() || p.is_dir());
+    let looks_like_hub_id =
+        spec.split('/').count() == 2 && !parent_is_local && !spec.starts_with(['.', '/']) && !spec.contains('\\');
     if !looks_like_hub_id {
         bail!("{spec}: no such model folder (and not a hub id of the form org/name)");
     }

@@ -38,8 +38,8 @@ impl Embeddings {
         let words = self.word_embeddings.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, c))?; // (B, T, C)
         let pos = self.position_embeddings.narrow(0, 0, t)?; // (T, C)
         let typ = self.token_type_embeddings.narrow(0, 0, 1)?; // (1, C)
-        let x = words.broadcast_add(&pos.broadcast_add(&typ)?)?; // (B, T, C)
-        ops::dropout(&self.layer_norm.forward(&x)?, self.dropout, rng)
+        let pos_typ = pos.broadcast_add(&typ)?.broadcast_as((b, t, c))?; // (B, T, C)
+        ops::dropout(&self.layer_norm.forward(&words, &pos_typ, None)?, self.dropout, rng)
     }
 
     pub fn visit(&mut self, f: &mut ParamVisitor) {

@@ -1,10 +1,12 @@
-//! Fused CPU ops with hand-written backward passes. candle builds LayerNorm and softmax from a chain of
+//! Fused CPU ops with hand-written backward passes. candle builds LayerNorm, softmax and dropout from a chain of
 //! elementwise ops, each allocating a full tensor and reading memory again, forward and backward; these do one pass
 //! per direction, parallel over rows. The basic-op versions in `ops` are their references (tests compare them).
 
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use shrink_kernels::gemm::{matmul, Mat};
-use shrink_kernels::math;
+use shrink_kernels::activation;
+
+use crate::ops::DropMask;
 use rayon::prelude::*;
 
 /// Rows per parallel task: enough work to amortise scheduling, small enough to balance two to many cores.
@@ -18,6 +20,14 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     }
 }
 
+/// A zeroed output buffer, zeroed by all threads: a serial memset of every activation was a tenth of a training
+/// step on two threads.
+fn par_zeros(n: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n);
+    v.par_extend(rayon::iter::repeat_n(0f32, n));
+    v
+}
+
 /// Runs `f` on the contiguous f32 data of a CPU tensor.
 fn with_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
     let t = t.contiguous()?;
@@ -28,165 +38,194 @@ fn with_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
     }
 }
 
-/// LayerNorm over the last dimension: y = (x - mean) / sqrt(var + eps) * w + b.
-pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
-    x.contiguous()?.apply_op3(w, b, LayerNormOp { eps: eps as f32 })
+/// Post-norm residual block end in one node: LayerNorm(dropout(y) + residual) over the last dimension.
+/// y, residual: (..., C); w, b: (C,). Backward recomputes the sum and regenerates the dropout mask.
+pub fn residual_layer_norm(y: &Tensor, residual: &Tensor, w: &Tensor, b: &Tensor, eps: f64, drop: Option<DropMask>) -> Result<Tensor> {
+    let wb = Tensor::stack(&[w, b], 0)?; // (2, C): a custom op takes at most three inputs
+    y.contiguous()?.apply_op3(&residual.contiguous()?, &wb, ResidualLayerNormOp { eps: eps as f32, drop })
 }
 
-struct LayerNormOp {
+struct ResidualLayerNormOp {
     eps: f32,
+    drop: Option<DropMask>,
 }
 
-/// Mean and 1/std of one row.
-fn moments(row: &[f32], eps: f32) -> (f32, f32) {
-    let n = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / n;
-    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    (mean, 1.0 / (var + eps).sqrt())
+impl ResidualLayerNormOp {
+    /// Row `row` of z = dropout(y) + residual into `z`; returns its mean and 1/std.
+    fn sum_row(&self, row: usize, y: &[f32], r: &[f32], z: &mut [f32]) -> (f32, f32) {
+        let c = z.len();
+        match &self.drop {
+            Some(m) => z.iter_mut().enumerate().for_each(|(i, z)| *z = y[i] * m.factor(row * c + i) + r[i]),
+            None => z.iter_mut().enumerate().for_each(|(i, z)| *z = y[i] + r[i]),
+        }
+        let n = c as f32;
+        let mean = z.iter().sum::<f32>() / n;
+        let var = z.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+        (mean, 1.0 / (var + self.eps).sqrt())
+    }
 }
 
-impl CustomOp3 for LayerNormOp {
+impl CustomOp3 for ResidualLayerNormOp {
     fn name(&self) -> &'static str {
-        "fused-layer-norm"
+        "fused-residual-layer-norm"
     }
 
     fn cpu_fwd(
         &self,
-        sx: &CpuStorage,
-        lx: &Layout,
-        sw: &CpuStorage,
-        lw: &Layout,
-        sb: &CpuStorage,
-        lb: &Layout,
+        sy: &CpuStorage,
+        ly: &Layout,
+        sr: &CpuStorage,
+        lr: &Layout,
+        swb: &CpuStorage,
+        lwb: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, w, b) = (slice(sx, lx)?, slice(sw, lw)?, slice(sb, lb)?);
-        let c = w.len();
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(c * ROWS_PER_TASK).zip(x.par_chunks(c * ROWS_PER_TASK)).for_each(|(yb, xb)| {
-            for (yr, xr) in yb.chunks_mut(c).zip(xb.chunks(c)) {
-                let (mean, rstd) = moments(xr, self.eps);
+        let (y, r, wb) = (slice(sy, ly)?, slice(sr, lr)?, slice(swb, lwb)?);
+        let c = wb.len() / 2;
+        if y.len() != r.len() || y.len() % c != 0 {
+            bail!("residual layer norm: shapes {:?}, {:?} and width {c} do not fit", ly.shape(), lr.shape());
+        }
+        let (w, b) = wb.split_at(c);
+        let mut out = par_zeros(y.len());
+        out.par_chunks_mut(c * ROWS_PER_TASK).enumerate().for_each(|(task, ob)| {
+            for (k, or) in ob.chunks_mut(c).enumerate() {
+                let row = task * ROWS_PER_TASK + k;
+                let (mean, rstd) = self.sum_row(row, &y[row * c..][..c], &r[row * c..][..c], or);
                 for i in 0..c {
-                    yr[i] = (xr[i] - mean) * rstd * w[i] + b[i];
+                    or[i] = (or[i] - mean) * rstd * w[i] + b[i];
                 }
             }
         });
-        Ok((CpuStorage::F32(y), lx.shape().clone()))
+        Ok((CpuStorage::F32(out), ly.shape().clone()))
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let c = w.elem_count();
-        let (dx, dw, db) = with_data(x, |x| {
-            with_data(w, |w| {
-                with_data(dy, |dy| {
-                    let mut dx = vec![0f32; x.len()];
-                    let (dw, db) = dx
-                        .par_chunks_mut(c * ROWS_PER_TASK)
-                        .zip(x.par_chunks(c * ROWS_PER_TASK).zip(dy.par_chunks(c * ROWS_PER_TASK)))
-                        .fold(
-                            || (vec![0f32; c], vec![0f32; c]),
-                            |(mut dw, mut db), (dxb, (xb, dyb))| {
-                                for ((dxr, xr), dyr) in dxb.chunks_mut(c).zip(xb.chunks(c)).zip(dyb.chunks(c)) {
-                                    let (mean, rstd) = moments(xr, self.eps);
-                                    // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * w
-                                    let (mut sum_g, mut sum_gx) = (0f32, 0f32);
-                                    for i in 0..c {
-                                        let xhat = (xr[i] - mean) * rstd;
-                                        let g = dyr[i] * w[i];
-                                        sum_g += g;
-                                        sum_gx += g * xhat;
-                                        dw[i] += dyr[i] * xhat;
-                                        db[i] += dyr[i];
+    fn bwd(&self, y: &Tensor, r: &Tensor, wb: &Tensor, _out: &Tensor, dout: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let c = wb.elem_count() / 2;
+        let (dz, dwb) = with_data(y, |y| {
+            with_data(r, |r| {
+                with_data(wb, |wb| {
+                    with_data(dout, |dout| {
+                        let w = &wb[..c];
+                        let mut dz = par_zeros(y.len());
+                        let dwb = dz
+                            .par_chunks_mut(c * ROWS_PER_TASK)
+                            .enumerate()
+                            .fold(
+                                || vec![0f32; 2 * c],
+                                |mut dwb, (task, db)| {
+                                    let mut z = vec![0f32; c];
+                                    for (k, dzr) in db.chunks_mut(c).enumerate() {
+                                        let row = task * ROWS_PER_TASK + k;
+                                        let (mean, rstd) = self.sum_row(row, &y[row * c..][..c], &r[row * c..][..c], &mut z);
+                                        let g_out = &dout[row * c..][..c];
+                                        // dz = rstd * (g - mean(g) - zhat * mean(g * zhat)), g = dout * w
+                                        let (mut sum_g, mut sum_gz) = (0f32, 0f32);
+                                        for i in 0..c {
+                                            let zhat = (z[i] - mean) * rstd;
+                                            let g = g_out[i] * w[i];
+                                            sum_g += g;
+                                            sum_gz += g * zhat;
+                                            dwb[i] += g_out[i] * zhat;
+                                            dwb[c + i] += g_out[i];
+                                        }
+                                        let (mg, mgz) = (sum_g / c as f32, sum_gz / c as f32);
+                                        for i in 0..c {
+                                            let zhat = (z[i] - mean) * rstd;
+                                            dzr[i] = rstd * (g_out[i] * w[i] - mg - zhat * mgz);
+                                        }
                                     }
-                                    let (mg, mgx) = (sum_g / c as f32, sum_gx / c as f32);
-                                    for i in 0..c {
-                                        let xhat = (xr[i] - mean) * rstd;
-                                        dxr[i] = rstd * (dyr[i] * w[i] - mg - xhat * mgx);
-                                    }
-                                }
-                                (dw, db)
-                            },
-                        )
-                        .reduce(
-                            || (vec![0f32; c], vec![0f32; c]),
-                            |(mut a, mut b), (a2, b2)| {
-                                a.iter_mut().zip(a2).for_each(|(u, v)| *u += v);
-                                b.iter_mut().zip(b2).for_each(|(u, v)| *u += v);
-                                (a, b)
-                            },
-                        );
-                    Ok((dx, dw, db))
+                                    dwb
+                                },
+                            )
+                            .reduce(|| vec![0f32; 2 * c], |mut a, b| {
+                                a.iter_mut().zip(b).for_each(|(u, v)| *u += v);
+                                a
+                            });
+                        Ok((dz, dwb))
+                    })
                 })
             })
         })?;
-        let dev = x.device();
+        // d residual = dz; d y = dz times the dropout mask.
+        let dy = match &self.drop {
+            Some(m) => dz.par_iter().enumerate().map(|(i, g)| g * m.factor(i)).collect(),
+            None => dz.clone(),
+        };
+        let dev = y.device();
         Ok((
-            Some(Tensor::from_vec(dx, x.shape(), dev)?),
-            Some(Tensor::from_vec(dw, c, dev)?),
-            Some(Tensor::from_vec(db, c, dev)?),
+            Some(Tensor::from_vec(dy, y.shape(), dev)?),
+            Some(Tensor::from_vec(dz, r.shape(), dev)?),
+            Some(Tensor::from_vec(dwb, (2, c), dev)?),
         ))
     }
 }
 
-/// Attention probabilities: softmax over the last dim of `scores * scale + bias`, bias broadcast per batch row.
+/// Attention probabilities: softmax over the last dim of `scores * scale + bias` (bias broadcast per batch row),
+/// then dropout, in one node. Backward recomputes the softmax and regenerates the mask rather than storing them.
 /// scores: (B, H, T, T), bias: (B, T) additive mask -> (B, H, T, T)
-pub fn masked_softmax(scores: &Tensor, bias: &Tensor, scale: f64) -> Result<Tensor> {
-    scores.contiguous()?.apply_op2(&bias.contiguous()?, MaskedSoftmaxOp { scale: scale as f32 })
+pub fn masked_softmax(scores: &Tensor, bias: &Tensor, scale: f64, drop: Option<DropMask>) -> Result<Tensor> {
+    scores.contiguous()?.apply_op2(&bias.contiguous()?, MaskedSoftmaxOp { scale: scale as f32, drop })
 }
 
 struct MaskedSoftmaxOp {
     scale: f32,
+    drop: Option<DropMask>,
+}
+
+impl MaskedSoftmaxOp {
+    /// Runs `f(row index, probabilities before dropout, row of out)` over all rows of `out`, in parallel.
+    fn rows(&self, s: &[f32], bias: &[f32], t: usize, out: &mut [f32], f: impl Fn(usize, &[f32], &mut [f32]) + Sync) -> Result<()> {
+        let b = bias.len() / t;
+        if bias.len() != b * t || s.len() % (b * t) != 0 {
+            bail!("masked softmax: {} scores do not fit a bias of {} values and rows of {t}", s.len(), bias.len());
+        }
+        let rows_per_batch = s.len() / (b * t); // H * T
+        out.par_chunks_mut(t * ROWS_PER_TASK).enumerate().for_each(|(task, ob)| {
+            let mut y = vec![0f32; t];
+            for (r, or) in ob.chunks_mut(t).enumerate() {
+                let row = task * ROWS_PER_TASK + r;
+                let br = &bias[(row / rows_per_batch) * t..][..t];
+                activation::softmax_row(&s[row * t..(row + 1) * t], br, self.scale, &mut y);
+                f(row, &y, or);
+            }
+        });
+        Ok(())
+    }
 }
 
 impl CustomOp2 for MaskedSoftmaxOp {
     fn name(&self) -> &'static str {
-        "fused-masked-softmax"
+        "fused-masked-softmax-dropout"
     }
 
     fn cpu_fwd(&self, ss: &CpuStorage, ls: &Layout, sb: &CpuStorage, lb: &Layout) -> Result<(CpuStorage, Shape)> {
         let (s, bias) = (slice(ss, ls)?, slice(sb, lb)?);
-        let (b, _, _, t) = ls.shape().dims4()?;
-        if bias.len() != b * t {
-            bail!("masked softmax: bias has {} values, expected B*T = {}", bias.len(), b * t);
-        }
-        let rows_per_batch = s.len() / (b * t); // H * T
-        let mut y = vec![0f32; s.len()];
-        y.par_chunks_mut(t * ROWS_PER_TASK).enumerate().for_each(|(task, yb)| {
-            for (r, yr) in yb.chunks_mut(t).enumerate() {
-                let row = task * ROWS_PER_TASK + r;
-                let (sr, br) = (&s[row * t..(row + 1) * t], &bias[(row / rows_per_batch) * t..][..t]);
-                let mut max = f32::NEG_INFINITY;
-                for j in 0..t {
-                    yr[j] = sr[j] * self.scale + br[j];
-                    max = max.max(yr[j]);
-                }
-                let mut sum = 0f32;
-                for v in yr.iter_mut() {
-                    *v = math::exp(*v - max);
-                    sum += *v;
-                }
-                let inv = 1.0 / sum;
-                yr.iter_mut().for_each(|v| *v *= inv);
-            }
-        });
-        Ok((CpuStorage::F32(y), ls.shape().clone()))
+        let t = ls.shape().dims4()?.3;
+        let mut out = par_zeros(s.len());
+        self.rows(s, bias, t, &mut out, |row, y, o| match &self.drop {
+            Some(m) => o.iter_mut().zip(y).enumerate().for_each(|(j, (o, &y))| *o = y * m.factor(row * t + j)),
+            None => o.copy_from_slice(y),
+        })?;
+        Ok((CpuStorage::F32(out), ls.shape().clone()))
     }
 
-    fn bwd(&self, scores: &Tensor, _bias: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, scores: &Tensor, bias: &Tensor, _out: &Tensor, dout: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let t = scores.dims()[3];
-        let ds = with_data(y, |y| {
-            with_data(dy, |dy| {
-                let mut ds = vec![0f32; y.len()];
-                ds.par_chunks_mut(t * ROWS_PER_TASK)
-                    .zip(y.par_chunks(t * ROWS_PER_TASK).zip(dy.par_chunks(t * ROWS_PER_TASK)))
-                    .for_each(|(db, (yb, dyb))| {
-                        for ((dr, yr), gr) in db.chunks_mut(t).zip(yb.chunks(t)).zip(dyb.chunks(t)) {
-                            let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
-                            for j in 0..t {
-                                dr[j] = self.scale * yr[j] * (gr[j] - dot);
-                            }
+        let ds = with_data(scores, |s| {
+            with_data(bias, |bias| {
+                with_data(dout, |dout| {
+                    let mut ds = par_zeros(s.len());
+                    self.rows(s, bias, t, &mut ds, |row, y, dr| {
+                        let go = &dout[row * t..(row + 1) * t];
+                        // Gradient w.r.t. the probabilities before dropout, then through the softmax.
+                        let mut g = go.to_vec();
+                        if let Some(m) = &self.drop {
+                            g.iter_mut().enumerate().for_each(|(j, g)| *g *= m.factor(row * t + j));
                         }
-                    });
-                Ok(ds)
+                        let mut tmp = vec![0f32; t];
+                        activation::softmax_row_backward(y, &g, self.scale, &mut tmp, dr);
+                    })?;
+                    Ok(ds)
+                })
             })
         })?;
         // The mask is not trainable: no gradient for it.
@@ -222,7 +261,7 @@ impl CustomOp3 for LinearOp {
             bail!("linear: x {:?}, w {:?}, b {:?} do not fit", lx.shape(), lw.shape(), lb.shape());
         }
         let n = x.len() / i;
-        let mut y = vec![0f32; n * o]; // (N, O), starts as bias rows
+        let mut y = par_zeros(n * o); // (N, O), starts as bias rows
         y.chunks_mut(o).for_each(|row| row.copy_from_slice(b));
         matmul(&mut y, Mat::row_major(x, n, i), Mat::row_major(w, o, i).t(), true);
         let mut dims = lx.shape().dims().to_vec();
@@ -237,9 +276,9 @@ impl CustomOp3 for LinearOp {
             with_data(w, |w| {
                 with_data(dy, |dy| {
                     let (dyv, xv) = (Mat::row_major(dy, n, o), Mat::row_major(x, n, i));
-                    let mut dx = vec![0f32; n * i];
+                    let mut dx = par_zeros(n * i);
                     matmul(&mut dx, dyv, Mat::row_major(w, o, i), false); // (N, O) (O, I)
-                    let mut dw = vec![0f32; o * i];
+                    let mut dw = par_zeros(o * i);
                     matmul(&mut dw, dyv.t(), xv, false); // (O, N) (N, I)
                     let mut db = vec![0f32; o];
                     for row in dy.chunks(o) {
@@ -275,9 +314,9 @@ impl CustomOp1 for GeluOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = slice(s, l)?;
-        let mut y = vec![0f32; x.len()];
+        let mut y = par_zeros(x.len());
         y.par_chunks_mut(ELEMS_PER_TASK).zip(x.par_chunks(ELEMS_PER_TASK)).for_each(|(yb, xb)| {
-            yb.iter_mut().zip(xb).for_each(|(y, &x)| *y = math::gelu(x));
+            activation::gelu(xb, yb);
         });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
@@ -285,13 +324,9 @@ impl CustomOp1 for GeluOp {
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         let dx = with_data(x, |x| {
             with_data(dy, |dy| {
-                let mut dx = vec![0f32; x.len()];
+                let mut dx = par_zeros(x.len());
                 dx.par_chunks_mut(ELEMS_PER_TASK).zip(x.par_chunks(ELEMS_PER_TASK).zip(dy.par_chunks(ELEMS_PER_TASK))).for_each(
-                    |(db, (xb, gb))| {
-                        for ((d, &x), &g) in db.iter_mut().zip(xb).zip(gb) {
-                            *d = g * math::gelu_grad(x);
-                        }
-                    },
+                    |(db, (xb, gb))| activation::gelu_backward(xb, gb, db),
                 );
                 Ok(dx)
             })
@@ -314,21 +349,29 @@ mod tests {
     }
 
     #[test]
-    fn layer_norm_matches_reference_forward_and_backward() {
+    fn residual_layer_norm_matches_reference_forward_and_backward() {
+        use rand::SeedableRng;
         let dev = Device::Cpu;
         // 131 rows (not a multiple of the task size), odd width.
-        let x = Var::from_tensor(&Tensor::randn(0.5f32, 2.0, (131, 37), &dev).unwrap()).unwrap();
-        let w = Var::from_tensor(&Tensor::randn(1f32, 0.3, 37, &dev).unwrap()).unwrap();
-        let b = Var::from_tensor(&Tensor::randn(0f32, 0.3, 37, &dev).unwrap()).unwrap();
+        let var = |mean: f32, std: f32, shape: &[usize]| Var::from_tensor(&Tensor::randn(mean, std, shape, &dev).unwrap()).unwrap();
+        let (y, r) = (var(0.5, 2.0, &[131, 37]), var(-0.2, 1.0, &[131, 37]));
+        let (w, b) = (var(1.0, 0.3, &[37]), var(0.0, 0.3, &[37]));
         let up = Tensor::randn(0f32, 1.0, (131, 37), &dev).unwrap(); // random upstream gradient
-        let fused = layer_norm(&x, &w, &b, 1e-12).unwrap();
-        let reference = ops::layer_norm(&x, &w, &b, 1e-12).unwrap();
-        assert!(max_diff(&fused, &reference) < FUSED_TOL);
-        let gf = (fused * &up).unwrap().sum_all().unwrap().backward().unwrap();
-        let gr = (reference * &up).unwrap().sum_all().unwrap().backward().unwrap();
-        for (name, v) in [("x", &x), ("w", &w), ("b", &b)] {
-            let d = max_diff(gf.get(v).unwrap(), gr.get(v).unwrap());
-            assert!(d < FUSED_TOL * 10.0, "d{name}: {d}");
+        for drop in [None, DropMask::new(0.2, Some(&mut rand::rngs::StdRng::seed_from_u64(3)))] {
+            let keep = match &drop {
+                Some(m) => Tensor::from_vec((0..131 * 37).map(|i| m.factor(i)).collect::<Vec<_>>(), (131, 37), &dev).unwrap(),
+                None => Tensor::ones((131, 37), candle_core::DType::F32, &dev).unwrap(),
+            };
+            let fused = residual_layer_norm(&y, &r, &w, &b, 1e-12, drop).unwrap();
+            let z = (y.as_tensor() * &keep).unwrap().add(&r).unwrap();
+            let reference = ops::layer_norm(&z, &w, &b, 1e-12).unwrap();
+            assert!(max_diff(&fused, &reference) < FUSED_TOL);
+            let gf = (fused * &up).unwrap().sum_all().unwrap().backward().unwrap();
+            let gr = (reference * &up).unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, v) in [("y", &y), ("r", &r), ("w", &w), ("b", &b)] {
+                let d = max_diff(gf.get(v).unwrap(), gr.get(v).unwrap());
+                assert!(d < FUSED_TOL * 10.0, "d{name} (dropout {}): {d}", drop.is_some());
+            }
         }
     }
 
@@ -370,7 +413,7 @@ mod tests {
         let bias = crate::embeddings::mask_bias(&mask).unwrap(); // (B, T)
         let up = Tensor::randn(0f32, 1.0, (b, h, t, t), &dev).unwrap();
         let scale = 0.125;
-        let fused = masked_softmax(&s, &bias, scale).unwrap();
+        let fused = masked_softmax(&s, &bias, scale, None).unwrap();
         let bias4 = bias.reshape((b, 1, 1, t)).unwrap();
         let reference = ops::softmax(&(s.as_tensor() * scale).unwrap().broadcast_add(&bias4).unwrap()).unwrap();
         assert!(max_diff(&fused, &reference) < FUSED_TOL);
@@ -378,5 +421,19 @@ mod tests {
         let gr = (reference * &up).unwrap().sum_all().unwrap().backward().unwrap();
         let d = max_diff(gf.get(&s).unwrap(), gr.get(&s).unwrap());
         assert!(d < FUSED_TOL, "dscores: {d}");
+
+        // With dropout: the same as the reference times the mask the op regenerates.
+        use rand::SeedableRng;
+        let mask = DropMask::new(0.3, Some(&mut rand::rngs::StdRng::seed_from_u64(1))).unwrap();
+        let keep: Vec<f32> = (0..b * h * t * t).map(|i| mask.factor(i)).collect();
+        assert!(keep.iter().any(|&k| k == 0.0) && keep.iter().any(|&k| k > 1.0));
+        let keep = Tensor::from_vec(keep, (b, h, t, t), &dev).unwrap();
+        let fused = masked_softmax(&s, &bias, scale, Some(mask)).unwrap();
+        let reference = ops::softmax(&(s.as_tensor() * scale).unwrap().broadcast_add(&bias4).unwrap()).unwrap().mul(&keep).unwrap();
+        assert!(max_diff(&fused, &reference) < FUSED_TOL * 2.0);
+        let gf = (fused * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        let gr = (reference * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        let d = max_diff(gf.get(&s).unwrap(), gr.get(&s).unwrap());
+        assert!(d < FUSED_TOL * 2.0, "dscores with dropout: {d}");
     }
 }

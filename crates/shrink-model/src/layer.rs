@@ -38,8 +38,8 @@ impl Layer {
     pub fn forward(&self, x: &Tensor, bias: &Tensor, mut rng: Option<&mut StdRng>) -> candle_core::Result<Tensor> {
         let a = self.attention.forward(x, bias, rng.as_deref_mut())?; // (B, T, C)
         let hmid = fused::gelu(&self.intermediate.forward(&a)?)?; // (B, T, F)
-        let out = ops::dropout(&self.output.forward(&hmid)?, self.hidden_dropout, rng)?; // (B, T, C)
-        self.layer_norm.forward(&(out + a)?)
+        let drop = ops::DropMask::new(self.hidden_dropout, rng);
+        self.layer_norm.forward(&self.output.forward(&hmid)?, &a, drop)
     }
 
     pub fn visit(&mut self, l: usize, f: &mut ParamVisitor) {

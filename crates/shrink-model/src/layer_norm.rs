@@ -5,6 +5,7 @@ use candle_core::Tensor;
 
 use crate::checkpoint::Weights;
 use crate::fused;
+use crate::ops::DropMask;
 use crate::params::ParamVisitor;
 
 #[derive(Clone)]
@@ -19,8 +20,9 @@ impl LayerNorm {
         Ok(Self { weight: w.take(&format!("{prefix}.weight"), &[c])?, bias: w.take(&format!("{prefix}.bias"), &[c])?, eps })
     }
 
-    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        fused::layer_norm(x, &self.weight, &self.bias, self.eps)
+    /// LayerNorm(dropout(y) + residual): the end of every post-norm block. (..., C)
+    pub fn forward(&self, y: &Tensor, residual: &Tensor, drop: Option<DropMask>) -> candle_core::Result<Tensor> {
+        fused::residual_layer_norm(y, residual, &self.weight, &self.bias, self.eps, drop)
     }
 
     pub fn visit(&mut self, prefix: &str, f: &mut ParamVisitor) {

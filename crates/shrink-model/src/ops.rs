@@ -21,25 +21,39 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
     xn.broadcast_mul(weight)?.broadcast_add(bias)
 }
 
-/// Inverted dropout with a caller-owned, seeded RNG (candle's CPU RNG cannot be seeded). `None` = eval mode.
-/// One draw from `rng` seeds a SplitMix64 stream for the mask: a BERT step needs ~30M draws, too many for StdRng.
-pub fn dropout(x: &Tensor, p: f32, rng: Option<&mut rand::rngs::StdRng>) -> Result<Tensor> {
-    let Some(rng) = rng else { return Ok(x.clone()) };
-    if p <= 0.0 {
-        return Ok(x.clone());
+/// A dropout mask as a pure function of (seed, element index), so fused ops can regenerate it in backward instead
+/// of storing it, and fill it in parallel.
+#[derive(Debug, Clone, Copy)]
+pub struct DropMask {
+    pub seed: u64,
+    /// Drop when the hash's low 32 bits fall below p * 2^32.
+    threshold: u64,
+    /// 1 / (1 - p): kept values are scaled so the expectation is unchanged.
+    pub scale: f32,
+}
+
+impl DropMask {
+    /// `None` when dropout is off (eval mode or p = 0). One draw from `rng` seeds the whole mask.
+    pub fn new(p: f32, rng: Option<&mut rand::rngs::StdRng>) -> Option<Self> {
+        let rng = rng.filter(|_| p > 0.0)?;
+        Some(Self { seed: rng.random(), threshold: (p as f64 * 4_294_967_296.0) as u64, scale: 1.0 / (1.0 - p) })
     }
-    let scale = 1.0 / (1.0 - p);
-    let threshold = (p as f64 * 4_294_967_296.0) as u64; // keep when the low 32 bits are >= p * 2^32
-    let mut state: u64 = rng.random();
-    let keep: Vec<f32> = (0..x.elem_count())
-        .map(|_| {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            if (z ^ (z >> 31)) & 0xffff_ffff < threshold { 0.0 } else { scale }
-        })
-        .collect();
+
+    /// The multiplier of element `i`: 0 or 1 / (1 - p). SplitMix64 of seed + i.
+    #[inline(always)]
+    pub fn factor(&self, i: usize) -> f32 {
+        let mut z = self.seed.wrapping_add((i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        if (z ^ (z >> 31)) & 0xffff_ffff < self.threshold { 0.0 } else { self.scale }
+    }
+}
+
+/// Inverted dropout with a caller-owned, seeded RNG (candle's CPU RNG cannot be seeded). `None` = eval mode.
+pub fn dropout(x: &Tensor, p: f32, rng: Option<&mut rand::rngs::StdRng>) -> Result<Tensor> {
+    let Some(mask) = DropMask::new(p, rng) else { return Ok(x.clone()) };
+    use rayon::prelude::*;
+    let keep: Vec<f32> = (0..x.elem_count()).into_par_iter().map(|i| mask.factor(i)).collect();
     x.mul(&Tensor::from_vec(keep, x.shape(), x.device())?)
 }
 

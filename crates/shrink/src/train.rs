@@ -6,6 +6,7 @@ use candle_core::{Tensor, Var};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use rayon::prelude::*;
 use shrink_model::{batch_tensors, ops, tokenizer, Bert};
 
 use crate::optim::AdamW;
@@ -105,7 +106,8 @@ fn clip_scale(grads: &candle_core::backprop::GradStore, vars: &[Var], max_norm: 
     for v in vars {
         if let Some(g) = grads.get(v.as_tensor()) {
             let (storage, layout) = g.storage_and_layout();
-            sq += crate::optim::f32_slice(&storage, layout)?.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
+            let g = crate::optim::f32_slice(&storage, layout)?;
+            sq += g.par_chunks(1 << 16).map(|c| c.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>()).sum::<f64>();
         }
     }
     let norm = sq.sqrt();

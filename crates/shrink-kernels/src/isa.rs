@@ -1,0 +1,85 @@
+//! The SIMD level kernels run at, detected once (`SHRINK_ISA=scalar|avx2|avx512` forces a lower one), and a macro
+//! that compiles one plain loop body for each level so the compiler vectorises it at that width.
+
+use std::sync::OnceLock;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    Scalar,
+    Avx2,
+    Avx512,
+}
+
+impl Isa {
+    /// Every level this CPU can run, lowest first.
+    pub fn available() -> Vec<Isa> {
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().filter(|&i| i <= detected()).collect()
+    }
+}
+
+fn detected() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let f = |n| match n {
+            "avx512" => is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512dq")
+                && is_x86_feature_detected!("avx512vl"),
+            _ => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+        };
+        if f("avx512") {
+            return Isa::Avx512;
+        }
+        if f("avx2") {
+            return Isa::Avx2;
+        }
+    }
+    Isa::Scalar
+}
+
+/// The level in use: the best detected, or `SHRINK_ISA` if it names one this CPU supports.
+pub fn isa() -> Isa {
+    static ISA: OnceLock<Isa> = OnceLock::new();
+    *ISA.get_or_init(|| {
+        let best = detected();
+        match std::env::var("SHRINK_ISA").as_deref() {
+            Ok("scalar") => Isa::Scalar,
+            Ok("avx2") => Isa::Avx2.min(best),
+            Ok("avx512") => Isa::Avx512.min(best),
+            _ => best,
+        }
+    })
+}
+
+/// `multiversion!(name, name_on; (args) body)` defines `name_on(isa, args)`, which runs `body` compiled for `isa`
+/// (or the best level below it this CPU has), and `name(args)` = `name_on(isa(), args)`.
+#[macro_export]
+macro_rules! multiversion {
+    ($(#[$m:meta])* $name:ident, $name_on:ident; ($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
+        $(#[$m])*
+        pub fn $name($($arg: $ty),*) {
+            $name_on($crate::isa::isa(), $($arg),*)
+        }
+
+        $(#[$m])*
+        pub fn $name_on(level: $crate::isa::Isa, $($arg: $ty),*) {
+            #[inline(always)]
+            fn imp($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) { imp($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) { imp($($arg),*) }
+                let level = level.min($crate::isa::Isa::available().last().copied().unwrap_or($crate::isa::Isa::Scalar));
+                // SAFETY: `level` is capped at what this CPU reports.
+                match level {
+                    $crate::isa::Isa::Avx512 => return unsafe { avx512($($arg),*) },
+                    $crate::isa::Isa::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::isa::Isa::Scalar => {}
+                }
+            }
+            imp($($arg),*)
+        }
+    };
+}
