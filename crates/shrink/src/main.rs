@@ -202,6 +202,7 @@ fn run(cmd: Command) -> Result<()> {
                     serde_json::to_value(eval::retrieval_metrics(&queries, &docs))?
                 }
                 Task::Classify => {
+                    let pred = eval::predict(&m, &data::field(&path, &rows, &text_field)?, batch)?;
                     let labels = m.model.config.labels().unwrap_or_default();
                     let gold = data::field(&path, &rows, &label_field)?
                         .iter()
@@ -211,7 +212,6 @@ fn run(cmd: Command) -> Result<()> {
                             None => bail!("{}: row {}: label {l:?} is not one the model knows ({labels:?})", path.display(), i + 1),
                         })
                         .collect::<Result<Vec<_>>>()?;
-                    let pred = eval::predict(&m, &data::field(&path, &rows, &text_field)?, batch)?;
                     let r = eval::classify_metrics(&labels, &gold, &pred);
                     if !json {
                         eprintln!("confusion (rows = true, columns = predicted; {}):", labels.join(", "));

@@ -121,6 +121,9 @@ mod tests {
     use super::*;
     use candle_core::{Device, Tensor};
 
+    /// Same formula, different f32 operation order: a few ulps at parameter magnitudes of ~3.
+    const ADAMW_TOL: f32 = 1e-5;
+
     /// Against candle_nn's AdamW (the textbook formula) on a small quadratic.
     #[test]
     fn matches_candle_nn_adamw() {
@@ -135,6 +138,6 @@ mod tests {
             reference.step(&(b.as_tensor().sqr().unwrap().sum_all().unwrap()).backward().unwrap()).unwrap();
         }
         let d: f32 = (a.as_tensor() - b.as_tensor()).unwrap().abs().unwrap().max(0).unwrap().to_scalar().unwrap();
-        assert!(d < 1e-6, "diff {d}");
+        assert!(d < ADAMW_TOL, "diff {d}");
     }
 }

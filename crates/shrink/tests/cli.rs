@@ -145,7 +145,7 @@ fn inspect_counts_minilm() {
     // 30522*384 + 512*384 + 2*384 + 2*384 (embeddings) + 6 * (4*(384*384+384) + 2*384*1536 + 1536 + 384 + 4*384)
     assert_eq!(r["total"]["params"], 22_565_376);
     assert_eq!(r["total"]["fp32_bytes"], 4 * 22_565_376);
-    let per_layer = 2 * 128 * (4 * 384 * 384 + 2 * 384 * 1536) + 4 * 128 * 128 * 384;
+    let per_layer: u64 = 2 * 128 * (4 * 384 * 384 + 2 * 384 * 1536) + 4 * 128 * 128 * 384;
     assert_eq!(r["flops_per_sequence"], 6 * per_layer);
     let text = ok(&["inspect", &model()]);
     for c in ["token embeddings", "attention q/k/v", "ffn up", "ffn down", "layernorms", "layer 5"] {
