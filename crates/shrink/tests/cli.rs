@@ -169,10 +169,13 @@ fn retrieval_on_bbc_test() {
     let r: serde_json::Value =
         serde_json::from_str(&ok(&["eval", &model(), "--task", "retrieval", "--data", test.to_str().unwrap(), "--json"])).unwrap();
     assert_eq!(r["n"], 448);
-    // Measured with this exact model (golden parity); PyTorch's published protocol gives 0.888 / 0.996 / 0.933.
-    assert!(r["recall@1"].as_f64().unwrap() >= 0.88, "{r}");
-    assert!(r["recall@10"].as_f64().unwrap() >= 0.99, "{r}");
-    assert!(r["mrr@10"].as_f64().unwrap() >= 0.925, "{r}");
+    // PyTorch (transformers BertModel, same truncation and pooling) on this file: bench/retrieval_reference.py.
+    // One query moves recall by 1/448; float ties between near-identical scores may flip one.
+    let one_query = 1.0 / 448.0 + 1e-9;
+    for (metric, want) in [("recall@1", 0.904_017_9), ("recall@10", 0.995_535_7), ("mrr@10", 0.941_374_4)] {
+        let got = r[metric].as_f64().unwrap();
+        assert!((got - want).abs() <= one_query, "{metric}: {got} vs PyTorch {want}");
+    }
 }
 
 /// A short real fine-tune: a sample of BBC train at 32 tokens must learn the topics well above chance (20%).
