@@ -27,15 +27,23 @@ impl<'a> Mat<'a> {
     }
 }
 
-/// c (m x n, row-major) = a (m x k) * b (k x n), plus the old c when `accumulate`.
+/// c (m x n, row-major) = a (m x k) * b (k x n), plus the old c when `accumulate`; on all rayon threads.
 pub fn matmul(c: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
+    matmul_on(c, a, b, accumulate, rayon::current_num_threads())
+}
+
+/// `matmul` on the calling thread only: for many small products that are already spread over threads.
+pub fn matmul_serial(c: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
+    matmul_on(c, a, b, accumulate, 1)
+}
+
+fn matmul_on(c: &mut [f32], a: Mat, b: Mat, accumulate: bool, threads: usize) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "inner dimensions differ");
     assert!(c.len() >= m * n, "output too small");
     if m == 0 || n == 0 {
         return;
     }
-    let threads = rayon::current_num_threads();
     let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     // SAFETY: the views were bounds-checked at construction, c holds m x n, and no slice aliases c.
     unsafe {
@@ -105,6 +113,9 @@ mod tests {
                     let init = pseudo_random(m * n, 3);
                     let (mut got, mut want) = (init.clone(), init.clone());
                     matmul(&mut got, av, bv, accumulate);
+                    let mut serial = init.clone();
+                    matmul_serial(&mut serial, av, bv, accumulate);
+                    assert_eq!(got, serial);
                     matmul_ref(&mut want, av, bv, accumulate);
                     let tol = GEMM_REL_TOL * (k as f32).sqrt() + GEMM_REL_TOL;
                     for (g, w) in got.iter().zip(&want) {

@@ -46,10 +46,9 @@ impl Attention {
         let q = split(self.query.forward(x)?)?;
         let k = split(self.key.forward(x)?)?;
         let v = split(self.value.forward(x)?)?;
-        let scores = q.matmul(&k.t()?)?; // (B, H, T, T)
         let drop = ops::DropMask::new(self.probs_dropout, rng.as_deref_mut());
-        let probs = fused::masked_softmax(&scores, bias, 1.0 / (d as f64).sqrt(), drop)?; // (B, H, T, T)
-        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c))?; // (B, T, C)
+        let ctx = fused::attention(&q, &k, &v, bias, 1.0 / (d as f64).sqrt(), drop)?; // (B, H, T, D)
+        let ctx = ctx.transpose(1, 2)?.reshape((b, t, c))?; // (B, T, C)
         let drop = ops::DropMask::new(self.hidden_dropout, rng);
         self.layer_norm.forward(&self.output.forward(&ctx)?, x, drop)
     }

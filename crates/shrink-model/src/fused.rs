@@ -2,8 +2,8 @@
 //! elementwise ops, each allocating a full tensor and reading memory again, forward and backward; these do one pass
 //! per direction, parallel over rows. The basic-op versions in `ops` are their references (tests compare them).
 
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
-use shrink_kernels::gemm::{matmul, Mat};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use shrink_kernels::gemm::{matmul, matmul_serial, Mat};
 use shrink_kernels::activation;
 
 use crate::ops::DropMask;
@@ -159,77 +159,119 @@ impl CustomOp3 for ResidualLayerNormOp {
     }
 }
 
-/// Attention probabilities: softmax over the last dim of `scores * scale + bias` (bias broadcast per batch row),
-/// then dropout, in one node. Backward recomputes the softmax and regenerates the mask rather than storing them.
-/// scores: (B, H, T, T), bias: (B, T) additive mask -> (B, H, T, T)
-pub fn masked_softmax(scores: &Tensor, bias: &Tensor, scale: f64, drop: Option<DropMask>) -> Result<Tensor> {
-    scores.contiguous()?.apply_op2(&bias.contiguous()?, MaskedSoftmaxOp { scale: scale as f32, drop })
+/// Scaled dot-product attention with an additive key mask and dropout on the probabilities, in one node:
+/// out = dropout(softmax(q k^T * scale + bias)) v, one (batch, head) at a time so the T x T scores live only in a
+/// per-thread scratch buffer. Backward recomputes them (as flash attention does) and regenerates the mask.
+/// q, k, v: (B, H, T, D), bias: (B, T) -> (B, H, T, D)
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64, drop: Option<DropMask>) -> Result<Tensor> {
+    let (b, _, t, _) = q.dims4()?;
+    if bias.dims() != [b, t] {
+        bail!("attention: bias {:?} does not match (B, T) = ({b}, {t})", bias.dims());
+    }
+    let bias = bias.flatten_all()?.to_vec1::<f32>()?;
+    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, AttentionOp { bias, scale: scale as f32, drop })
 }
 
-struct MaskedSoftmaxOp {
+struct AttentionOp {
+    bias: Vec<f32>, // (B, T)
     scale: f32,
     drop: Option<DropMask>,
 }
 
-impl MaskedSoftmaxOp {
-    /// Runs `f(row index, probabilities before dropout, row of out)` over all rows of `out`, in parallel.
-    fn rows(&self, s: &[f32], bias: &[f32], t: usize, out: &mut [f32], f: impl Fn(usize, &[f32], &mut [f32]) + Sync) -> Result<()> {
-        let b = bias.len() / t;
-        if bias.len() != b * t || s.len() % (b * t) != 0 {
-            bail!("masked softmax: {} scores do not fit a bias of {} values and rows of {t}", s.len(), bias.len());
+impl AttentionOp {
+    /// Probabilities of head-slice `bh` (row-major T x T) into `p`, before dropout.
+    fn probs(&self, bh: usize, heads: usize, q: &[f32], k: &[f32], t: usize, d: usize, p: &mut [f32]) {
+        let (qm, km) = (Mat::row_major(q, t, d), Mat::row_major(k, t, d));
+        matmul_serial(p, qm, km.t(), false); // (T, T) raw scores
+        let bias = &self.bias[(bh / heads) * t..][..t];
+        for row in p.chunks_mut(t) {
+            let scores = row.to_vec();
+            activation::softmax_row(&scores, bias, self.scale, row);
         }
-        let rows_per_batch = s.len() / (b * t); // H * T
-        out.par_chunks_mut(t * ROWS_PER_TASK).enumerate().for_each(|(task, ob)| {
-            let mut y = vec![0f32; t];
-            for (r, or) in ob.chunks_mut(t).enumerate() {
-                let row = task * ROWS_PER_TASK + r;
-                let br = &bias[(row / rows_per_batch) * t..][..t];
-                activation::softmax_row(&s[row * t..(row + 1) * t], br, self.scale, &mut y);
-                f(row, &y, or);
-            }
-        });
-        Ok(())
+    }
+
+    /// Applies the dropout mask of head-slice `bh` to a T x T buffer in place.
+    fn apply_mask(&self, bh: usize, t: usize, buf: &mut [f32]) {
+        if let Some(m) = &self.drop {
+            buf.iter_mut().enumerate().for_each(|(i, v)| *v *= m.factor(bh * t * t + i));
+        }
     }
 }
 
-impl CustomOp2 for MaskedSoftmaxOp {
+impl CustomOp3 for AttentionOp {
     fn name(&self) -> &'static str {
-        "fused-masked-softmax-dropout"
+        "fused-attention"
     }
 
-    fn cpu_fwd(&self, ss: &CpuStorage, ls: &Layout, sb: &CpuStorage, lb: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (s, bias) = (slice(ss, ls)?, slice(sb, lb)?);
-        let t = ls.shape().dims4()?.3;
-        let mut out = par_zeros(s.len());
-        self.rows(s, bias, t, &mut out, |row, y, o| match &self.drop {
-            Some(m) => o.iter_mut().zip(y).enumerate().for_each(|(j, (o, &y))| *o = y * m.factor(row * t + j)),
-            None => o.copy_from_slice(y),
-        })?;
-        Ok((CpuStorage::F32(out), ls.shape().clone()))
+    fn cpu_fwd(
+        &self,
+        sq: &CpuStorage,
+        lq: &Layout,
+        sk: &CpuStorage,
+        lk: &Layout,
+        sv: &CpuStorage,
+        lv: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (q, k, v) = (slice(sq, lq)?, slice(sk, lk)?, slice(sv, lv)?);
+        let (_, h, t, d) = lq.shape().dims4()?;
+        if lk.shape() != lq.shape() || lv.shape() != lq.shape() {
+            bail!("attention: q {:?}, k {:?}, v {:?} differ", lq.shape(), lk.shape(), lv.shape());
+        }
+        let mut out = par_zeros(q.len());
+        out.par_chunks_mut(t * d).enumerate().for_each_init(
+            || vec![0f32; t * t],
+            |p, (bh, o)| {
+                let span = bh * t * d..(bh + 1) * t * d;
+                self.probs(bh, h, &q[span.clone()], &k[span.clone()], t, d, p);
+                self.apply_mask(bh, t, p);
+                matmul_serial(o, Mat::row_major(p, t, t), Mat::row_major(&v[span], t, d), false); // (T, D)
+            },
+        );
+        Ok((CpuStorage::F32(out), lq.shape().clone()))
     }
 
-    fn bwd(&self, scores: &Tensor, bias: &Tensor, _out: &Tensor, dout: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let t = scores.dims()[3];
-        let ds = with_data(scores, |s| {
-            with_data(bias, |bias| {
-                with_data(dout, |dout| {
-                    let mut ds = par_zeros(s.len());
-                    self.rows(s, bias, t, &mut ds, |row, y, dr| {
-                        let go = &dout[row * t..(row + 1) * t];
-                        // Gradient w.r.t. the probabilities before dropout, then through the softmax.
-                        let mut g = go.to_vec();
-                        if let Some(m) = &self.drop {
-                            g.iter_mut().enumerate().for_each(|(j, g)| *g *= m.factor(row * t + j));
-                        }
-                        let mut tmp = vec![0f32; t];
-                        activation::softmax_row_backward(y, &g, self.scale, &mut tmp, dr);
-                    })?;
-                    Ok(ds)
+    fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, _out: &Tensor, dout: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (_, h, t, d) = q.dims4()?;
+        let (dq, dk, dv) = with_data(q, |q| {
+            with_data(k, |k| {
+                with_data(v, |v| {
+                    with_data(dout, |dout| {
+                        let (mut dq, mut dk, mut dv) = (par_zeros(q.len()), par_zeros(q.len()), par_zeros(q.len()));
+                        dq.par_chunks_mut(t * d)
+                            .zip(dk.par_chunks_mut(t * d).zip(dv.par_chunks_mut(t * d)))
+                            .enumerate()
+                            .for_each_init(
+                                || (vec![0f32; t * t], vec![0f32; t * t], vec![0f32; t * t], vec![0f32; t]),
+                                |(p, pd, dp, tmp), (bh, (dq, (dk, dv)))| {
+                                    let span = bh * t * d..(bh + 1) * t * d;
+                                    let (qs, ks, vs, gs) = (&q[span.clone()], &k[span.clone()], &v[span.clone()], &dout[span]);
+                                    self.probs(bh, h, qs, ks, t, d, p);
+                                    pd.copy_from_slice(p);
+                                    self.apply_mask(bh, t, pd);
+                                    let g = Mat::row_major(gs, t, d);
+                                    matmul_serial(dv, Mat::row_major(pd, t, t).t(), g, false); // dV = Pd^T dO
+                                    matmul_serial(dp, g, Mat::row_major(vs, t, d).t(), false); // dPd = dO V^T
+                                    self.apply_mask(bh, t, dp); // through dropout
+                                    for (prow, dprow) in p.chunks(t).zip(dp.chunks_mut(t)) {
+                                        let g_row = dprow.to_vec();
+                                        activation::softmax_row_backward(prow, &g_row, self.scale, tmp, dprow); // dS
+                                    }
+                                    let ds = Mat::row_major(dp, t, t);
+                                    matmul_serial(dq, ds, Mat::row_major(ks, t, d), false); // dQ = dS K
+                                    matmul_serial(dk, ds.t(), Mat::row_major(qs, t, d), false); // dK = dS^T Q
+                                },
+                            );
+                        Ok((dq, dk, dv))
+                    })
                 })
             })
         })?;
-        // The mask is not trainable: no gradient for it.
-        Ok((Some(Tensor::from_vec(ds, scores.shape(), scores.device())?), None))
+        let (dev, shape) = (q.device(), q.shape());
+        Ok((
+            Some(Tensor::from_vec(dq, shape, dev)?),
+            Some(Tensor::from_vec(dk, shape, dev)?),
+            Some(Tensor::from_vec(dv, shape, dev)?),
+        ))
     }
 }
 
@@ -405,35 +447,32 @@ mod tests {
     }
 
     #[test]
-    fn masked_softmax_matches_reference_forward_and_backward() {
+    fn attention_matches_reference_forward_and_backward() {
+        use rand::SeedableRng;
         let dev = Device::Cpu;
-        let (b, h, t) = (3, 2, 7);
-        let s = Var::from_tensor(&Tensor::randn(0f32, 3.0, (b, h, t, t), &dev).unwrap()).unwrap();
+        let (b, h, t, d) = (3, 2, 7, 5);
+        let var = || Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, h, t, d), &dev).unwrap()).unwrap();
+        let (q, k, v) = (var(), var(), var());
         let mask = Tensor::new(&[[1u32, 1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 0]], &dev).unwrap();
         let bias = crate::embeddings::mask_bias(&mask).unwrap(); // (B, T)
-        let up = Tensor::randn(0f32, 1.0, (b, h, t, t), &dev).unwrap();
-        let scale = 0.125;
-        let fused = masked_softmax(&s, &bias, scale, None).unwrap();
         let bias4 = bias.reshape((b, 1, 1, t)).unwrap();
-        let reference = ops::softmax(&(s.as_tensor() * scale).unwrap().broadcast_add(&bias4).unwrap()).unwrap();
-        assert!(max_diff(&fused, &reference) < FUSED_TOL);
-        let gf = (fused * &up).unwrap().sum_all().unwrap().backward().unwrap();
-        let gr = (reference * &up).unwrap().sum_all().unwrap().backward().unwrap();
-        let d = max_diff(gf.get(&s).unwrap(), gr.get(&s).unwrap());
-        assert!(d < FUSED_TOL, "dscores: {d}");
-
-        // With dropout: the same as the reference times the mask the op regenerates.
-        use rand::SeedableRng;
-        let mask = DropMask::new(0.3, Some(&mut rand::rngs::StdRng::seed_from_u64(1))).unwrap();
-        let keep: Vec<f32> = (0..b * h * t * t).map(|i| mask.factor(i)).collect();
-        assert!(keep.iter().any(|&k| k == 0.0) && keep.iter().any(|&k| k > 1.0));
-        let keep = Tensor::from_vec(keep, (b, h, t, t), &dev).unwrap();
-        let fused = masked_softmax(&s, &bias, scale, Some(mask)).unwrap();
-        let reference = ops::softmax(&(s.as_tensor() * scale).unwrap().broadcast_add(&bias4).unwrap()).unwrap().mul(&keep).unwrap();
-        assert!(max_diff(&fused, &reference) < FUSED_TOL * 2.0);
-        let gf = (fused * &up).unwrap().sum_all().unwrap().backward().unwrap();
-        let gr = (reference * &up).unwrap().sum_all().unwrap().backward().unwrap();
-        let d = max_diff(gf.get(&s).unwrap(), gr.get(&s).unwrap());
-        assert!(d < FUSED_TOL * 2.0, "dscores with dropout: {d}");
+        let up = Tensor::randn(0f32, 1.0, (b, h, t, d), &dev).unwrap();
+        let scale = 0.4;
+        for drop in [None, DropMask::new(0.3, Some(&mut rand::rngs::StdRng::seed_from_u64(1)))] {
+            let keep = match &drop {
+                Some(m) => Tensor::from_vec((0..b * h * t * t).map(|i| m.factor(i)).collect::<Vec<_>>(), (b, h, t, t), &dev).unwrap(),
+                None => Tensor::ones((b, h, t, t), candle_core::DType::F32, &dev).unwrap(),
+            };
+            let fused = attention(&q, &k, &v, &bias, scale, drop).unwrap();
+            let scores = (q.matmul(&k.t().unwrap()).unwrap() * scale).unwrap().broadcast_add(&bias4).unwrap();
+            let reference = ops::softmax(&scores).unwrap().mul(&keep).unwrap().matmul(&v).unwrap();
+            assert!(max_diff(&fused, &reference) < FUSED_TOL * 2.0);
+            let gf = (fused * &up).unwrap().sum_all().unwrap().backward().unwrap();
+            let gr = (reference * &up).unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+                let diff = max_diff(gf.get(x).unwrap(), gr.get(x).unwrap());
+                assert!(diff < FUSED_TOL * 10.0, "d{name} (dropout {}): {diff}", drop.is_some());
+            }
+        }
     }
 }
