@@ -25,8 +25,9 @@ multiversion!(
 /// Independent accumulators for reductions: float sums only vectorise when split into lanes by hand.
 const LANES: usize = 16;
 
+/// Max of a slice, vectorisable.
 #[inline(always)]
-fn lanes_max(v: &[f32]) -> f32 {
+pub fn lanes_max(v: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
     let chunks = v.chunks_exact(LANES);
     let tail = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
@@ -38,8 +39,9 @@ fn lanes_max(v: &[f32]) -> f32 {
     acc.iter().fold(tail, |m, &x| m.max(x))
 }
 
+/// Sum of a slice in LANES independent accumulators, vectorisable.
 #[inline(always)]
-fn lanes_sum(v: &[f32]) -> f32 {
+pub fn lanes_sum(v: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let chunks = v.chunks_exact(LANES);
     let tail: f32 = chunks.remainder().iter().sum();

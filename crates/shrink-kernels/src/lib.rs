@@ -2,6 +2,7 @@
 //! its own scalar build) and a test with a named error budget.
 
 pub mod activation;
+pub mod dropout;
 pub mod gemm;
 pub mod isa;
 pub mod math;

@@ -46,10 +46,10 @@ impl Attention {
         let q = split(self.query.forward(x)?)?;
         let k = split(self.key.forward(x)?)?;
         let v = split(self.value.forward(x)?)?;
-        let drop = ops::DropMask::new(self.probs_dropout, rng.as_deref_mut());
+        let drop = ops::drop_mask(self.probs_dropout, rng.as_deref_mut());
         let ctx = fused::attention(&q, &k, &v, bias, 1.0 / (d as f64).sqrt(), drop)?; // (B, H, T, D)
         let ctx = ctx.transpose(1, 2)?.reshape((b, t, c))?; // (B, T, C)
-        let drop = ops::DropMask::new(self.hidden_dropout, rng);
+        let drop = ops::drop_mask(self.hidden_dropout, rng);
         self.layer_norm.forward(&self.output.forward(&ctx)?, x, drop)
     }
 

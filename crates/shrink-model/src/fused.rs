@@ -55,11 +55,14 @@ impl ResidualLayerNormOp {
     fn sum_row(&self, row: usize, y: &[f32], r: &[f32], z: &mut [f32]) -> (f32, f32) {
         let c = z.len();
         match &self.drop {
-            Some(m) => z.iter_mut().enumerate().for_each(|(i, z)| *z = y[i] * m.factor(row * c + i) + r[i]),
-            None => z.iter_mut().enumerate().for_each(|(i, z)| *z = y[i] + r[i]),
+            Some(m) => {
+                m.fill(row * c, z);
+                z.iter_mut().zip(y).zip(r).for_each(|((z, &y), &r)| *z = y * *z + r);
+            }
+            None => z.iter_mut().zip(y).zip(r).for_each(|((z, &y), &r)| *z = y + r),
         }
         let n = c as f32;
-        let mean = z.iter().sum::<f32>() / n;
+        let mean = activation::lanes_sum(z) / n;
         let var = z.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
         (mean, 1.0 / (var + self.eps).sqrt())
     }
@@ -147,7 +150,11 @@ impl CustomOp3 for ResidualLayerNormOp {
         })?;
         // d residual = dz; d y = dz times the dropout mask.
         let dy = match &self.drop {
-            Some(m) => dz.par_iter().enumerate().map(|(i, g)| g * m.factor(i)).collect(),
+            Some(m) => {
+                let mut dy = dz.clone();
+                dy.par_chunks_mut(c * ROWS_PER_TASK).enumerate().for_each(|(k, ch)| m.apply(k * c * ROWS_PER_TASK, ch));
+                dy
+            }
             None => dz.clone(),
         };
         let dev = y.device();
@@ -193,7 +200,7 @@ impl AttentionOp {
     /// Applies the dropout mask of head-slice `bh` to a T x T buffer in place.
     fn apply_mask(&self, bh: usize, t: usize, buf: &mut [f32]) {
         if let Some(m) = &self.drop {
-            buf.iter_mut().enumerate().for_each(|(i, v)| *v *= m.factor(bh * t * t + i));
+            m.apply(bh * t * t, buf);
         }
     }
 }
@@ -399,7 +406,7 @@ mod tests {
         let (y, r) = (var(0.5, 2.0, &[131, 37]), var(-0.2, 1.0, &[131, 37]));
         let (w, b) = (var(1.0, 0.3, &[37]), var(0.0, 0.3, &[37]));
         let up = Tensor::randn(0f32, 1.0, (131, 37), &dev).unwrap(); // random upstream gradient
-        for drop in [None, DropMask::new(0.2, Some(&mut rand::rngs::StdRng::seed_from_u64(3)))] {
+        for drop in [None, crate::ops::drop_mask(0.2, Some(&mut rand::rngs::StdRng::seed_from_u64(3)))] {
             let keep = match &drop {
                 Some(m) => Tensor::from_vec((0..131 * 37).map(|i| m.factor(i)).collect::<Vec<_>>(), (131, 37), &dev).unwrap(),
                 None => Tensor::ones((131, 37), candle_core::DType::F32, &dev).unwrap(),
@@ -458,7 +465,7 @@ mod tests {
         let bias4 = bias.reshape((b, 1, 1, t)).unwrap();
         let up = Tensor::randn(0f32, 1.0, (b, h, t, d), &dev).unwrap();
         let scale = 0.4;
-        for drop in [None, DropMask::new(0.3, Some(&mut rand::rngs::StdRng::seed_from_u64(1)))] {
+        for drop in [None, crate::ops::drop_mask(0.3, Some(&mut rand::rngs::StdRng::seed_from_u64(1)))] {
             let keep = match &drop {
                 Some(m) => Tensor::from_vec((0..b * h * t * t).map(|i| m.factor(i)).collect::<Vec<_>>(), (b, h, t, t), &dev).unwrap(),
                 None => Tensor::ones((b, h, t, t), candle_core::DType::F32, &dev).unwrap(),

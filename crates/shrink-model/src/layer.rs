@@ -38,7 +38,7 @@ impl Layer {
     pub fn forward(&self, x: &Tensor, bias: &Tensor, mut rng: Option<&mut StdRng>) -> candle_core::Result<Tensor> {
         let a = self.attention.forward(x, bias, rng.as_deref_mut())?; // (B, T, C)
         let hmid = fused::gelu(&self.intermediate.forward(&a)?)?; // (B, T, F)
-        let drop = ops::DropMask::new(self.hidden_dropout, rng);
+        let drop = ops::drop_mask(self.hidden_dropout, rng);
         self.layer_norm.forward(&self.output.forward(&hmid)?, &a, drop)
     }
 

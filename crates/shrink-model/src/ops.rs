@@ -21,39 +21,24 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
     xn.broadcast_mul(weight)?.broadcast_add(bias)
 }
 
-/// A dropout mask as a pure function of (seed, element index), so fused ops can regenerate it in backward instead
-/// of storing it, and fill it in parallel.
-#[derive(Debug, Clone, Copy)]
-pub struct DropMask {
-    pub seed: u64,
-    /// Drop when the hash's low 32 bits fall below p * 2^32.
-    threshold: u64,
-    /// 1 / (1 - p): kept values are scaled so the expectation is unchanged.
-    pub scale: f32,
+pub use shrink_kernels::dropout::Mask as DropMask;
+
+/// The dropout mask of one call site: `None` when dropout is off (eval mode or p = 0). One draw from the caller's
+/// seeded RNG seeds the whole mask (candle's CPU RNG cannot be seeded).
+pub fn drop_mask(p: f32, rng: Option<&mut rand::rngs::StdRng>) -> Option<DropMask> {
+    let rng = rng.filter(|_| p > 0.0)?;
+    Some(DropMask::new(p, rng.random()))
 }
 
-impl DropMask {
-    /// `None` when dropout is off (eval mode or p = 0). One draw from `rng` seeds the whole mask.
-    pub fn new(p: f32, rng: Option<&mut rand::rngs::StdRng>) -> Option<Self> {
-        let rng = rng.filter(|_| p > 0.0)?;
-        Some(Self { seed: rng.random(), threshold: (p as f64 * 4_294_967_296.0) as u64, scale: 1.0 / (1.0 - p) })
-    }
+/// Elements per parallel task when filling masks.
+const MASK_CHUNK: usize = 1 << 14;
 
-    /// The multiplier of element `i`: 0 or 1 / (1 - p). SplitMix64 of seed + i.
-    #[inline(always)]
-    pub fn factor(&self, i: usize) -> f32 {
-        let mut z = self.seed.wrapping_add((i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        if (z ^ (z >> 31)) & 0xffff_ffff < self.threshold { 0.0 } else { self.scale }
-    }
-}
-
-/// Inverted dropout with a caller-owned, seeded RNG (candle's CPU RNG cannot be seeded). `None` = eval mode.
+/// Inverted dropout; `rng: None` = eval mode.
 pub fn dropout(x: &Tensor, p: f32, rng: Option<&mut rand::rngs::StdRng>) -> Result<Tensor> {
-    let Some(mask) = DropMask::new(p, rng) else { return Ok(x.clone()) };
     use rayon::prelude::*;
-    let keep: Vec<f32> = (0..x.elem_count()).into_par_iter().map(|i| mask.factor(i)).collect();
+    let Some(mask) = drop_mask(p, rng) else { return Ok(x.clone()) };
+    let mut keep = vec![0f32; x.elem_count()];
+    keep.par_chunks_mut(MASK_CHUNK).enumerate().for_each(|(k, c)| mask.fill(k * MASK_CHUNK, c));
     x.mul(&Tensor::from_vec(keep, x.shape(), x.device())?)
 }
 
