@@ -171,26 +171,27 @@ impl CustomOp3 for ResidualLayerNormOp {
 /// per-thread scratch buffer. Backward recomputes them (as flash attention does) and regenerates the mask.
 /// q, k, v: (B, H, T, D), bias: (B, T) -> (B, H, T, D)
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64, drop: Option<DropMask>) -> Result<Tensor> {
-    let (b, _, t, _) = q.dims4()?;
+    let (b, heads, t, _) = q.dims4()?;
     if bias.dims() != [b, t] {
         bail!("attention: bias {:?} does not match (B, T) = ({b}, {t})", bias.dims());
     }
     let bias = bias.flatten_all()?.to_vec1::<f32>()?;
-    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, AttentionOp { bias, scale: scale as f32, drop })
+    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, AttentionOp { bias, heads, scale: scale as f32, drop })
 }
 
 struct AttentionOp {
     bias: Vec<f32>, // (B, T)
+    heads: usize,
     scale: f32,
     drop: Option<DropMask>,
 }
 
 impl AttentionOp {
     /// Probabilities of head-slice `bh` (row-major T x T) into `p`, before dropout.
-    fn probs(&self, bh: usize, heads: usize, q: &[f32], k: &[f32], t: usize, d: usize, p: &mut [f32]) {
+    fn probs(&self, bh: usize, q: &[f32], k: &[f32], t: usize, d: usize, p: &mut [f32]) {
         let (qm, km) = (Mat::row_major(q, t, d), Mat::row_major(k, t, d));
         matmul_serial(p, qm, km.t(), false); // (T, T) raw scores
-        let bias = &self.bias[(bh / heads) * t..][..t];
+        let bias = &self.bias[(bh / self.heads) * t..][..t];
         for row in p.chunks_mut(t) {
             let scores = row.to_vec();
             activation::softmax_row(&scores, bias, self.scale, row);
@@ -220,7 +221,7 @@ impl CustomOp3 for AttentionOp {
         lv: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (q, k, v) = (slice(sq, lq)?, slice(sk, lk)?, slice(sv, lv)?);
-        let (_, h, t, d) = lq.shape().dims4()?;
+        let (_, _, t, d) = lq.shape().dims4()?;
         if lk.shape() != lq.shape() || lv.shape() != lq.shape() {
             bail!("attention: q {:?}, k {:?}, v {:?} differ", lq.shape(), lk.shape(), lv.shape());
         }
@@ -229,7 +230,7 @@ impl CustomOp3 for AttentionOp {
             || vec![0f32; t * t],
             |p, (bh, o)| {
                 let span = bh * t * d..(bh + 1) * t * d;
-                self.probs(bh, h, &q[span.clone()], &k[span.clone()], t, d, p);
+                self.probs(bh, &q[span.clone()], &k[span.clone()], t, d, p);
                 self.apply_mask(bh, t, p);
                 matmul_serial(o, Mat::row_major(p, t, t), Mat::row_major(&v[span], t, d), false); // (T, D)
             },
@@ -238,7 +239,7 @@ impl CustomOp3 for AttentionOp {
     }
 
     fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, _out: &Tensor, dout: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (_, h, t, d) = q.dims4()?;
+        let (_, _, t, d) = q.dims4()?;
         let (dq, dk, dv) = with_data(q, |q| {
             with_data(k, |k| {
                 with_data(v, |v| {
@@ -252,7 +253,7 @@ impl CustomOp3 for AttentionOp {
                                 |(p, pd, dp, tmp), (bh, (dq, (dk, dv)))| {
                                     let span = bh * t * d..(bh + 1) * t * d;
                                     let (qs, ks, vs, gs) = (&q[span.clone()], &k[span.clone()], &v[span.clone()], &dout[span]);
-                                    self.probs(bh, h, qs, ks, t, d, p);
+                                    self.probs(bh, qs, ks, t, d, p);
                                     pd.copy_from_slice(p);
                                     self.apply_mask(bh, t, pd);
                                     let g = Mat::row_major(gs, t, d);
