@@ -43,6 +43,20 @@ impl TextTokenizer {
         Ok(Self { inner, file, max_len, pad_id })
     }
 
+    /// `load`, then checks every token id fits the model's embedding table of `vocab_size` rows.
+    pub fn for_model(dir: &Path, max_len: usize, vocab_size: usize) -> Result<Self> {
+        let tok = Self::load(dir, max_len)?;
+        if tok.vocab_size() > vocab_size {
+            bail!(
+                "{}: tokenizer has {} tokens but config.json vocab_size is {}",
+                tok.file.display(),
+                tok.vocab_size(),
+                vocab_size
+            );
+        }
+        Ok(tok)
+    }
+
     /// Token ids of one text, with special tokens, truncated to `max_len`.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         if text.trim().is_empty() {

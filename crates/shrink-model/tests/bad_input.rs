@@ -151,6 +151,19 @@ fn missing_tokenizer_and_missing_model_are_clear_errors() {
 }
 
 #[test]
+fn tokenizer_larger_than_the_vocab_is_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    let mut cfg = tiny_config();
+    cfg["vocab_size"] = 1000.into();
+    write_dir(&dir, &cfg, &safetensors_bytes(&tiny_tensors(&cfg)).unwrap());
+    let m = Bert::load_dir(&dir).unwrap();
+    let e = TextTokenizer::for_model(&dir, 16, m.config.vocab_size).err().unwrap().to_string();
+    assert!(e.contains("tokenizer.json") && e.contains("30522 tokens") && e.contains("vocab_size is 1000"), "{e}");
+    assert!(TextTokenizer::for_model(&assets_model(), 16, 30522).is_ok());
+}
+
+#[test]
 fn hub_id_offline_fails_with_a_clear_message() {
     // Points the hub client at a closed local port so the test never leaves the machine.
     std::env::set_var("HF_ENDPOINT", "http://127.0.0.1:9");

@@ -23,14 +23,6 @@ pub fn load(spec: &str, max_len: Option<usize>) -> Result<Loaded> {
             dir.join("config.json").display()
         );
     }
-    let tokenizer = TextTokenizer::load(&dir, max_len)?;
-    if tokenizer.vocab_size() > model.config.vocab_size {
-        bail!(
-            "{}: tokenizer has {} tokens but config.json vocab_size is {}",
-            dir.join("tokenizer.json").display(),
-            tokenizer.vocab_size(),
-            model.config.vocab_size
-        );
-    }
+    let tokenizer = TextTokenizer::for_model(&dir, max_len, model.config.vocab_size)?;
     Ok(Loaded { dir, model, tokenizer })
 }
