@@ -187,14 +187,13 @@ struct AttentionOp {
 }
 
 impl AttentionOp {
-    /// Probabilities of head-slice `bh` (row-major T x T) into `p`, before dropout.
-    fn probs(&self, bh: usize, q: &[f32], k: &[f32], t: usize, d: usize, p: &mut [f32]) {
-        let (qm, km) = (Mat::row_major(q, t, d), Mat::row_major(k, t, d));
-        matmul_serial(p, qm, km.t(), false); // (T, T) raw scores
+    /// Probabilities of head-slice `bh` (row-major T x T) into `p`, before dropout; `scores` is T x T scratch.
+    fn probs(&self, bh: usize, q: &[f32], k: &[f32], t: usize, scores: &mut [f32], p: &mut [f32]) {
+        let d = q.len() / t;
+        matmul_serial(scores, Mat::row_major(q, t, d), Mat::row_major(k, t, d).t(), false); // (T, T)
         let bias = &self.bias[(bh / self.heads) * t..][..t];
-        for row in p.chunks_mut(t) {
-            let scores = row.to_vec();
-            activation::softmax_row(&scores, bias, self.scale, row);
+        for (s, row) in scores.chunks(t).zip(p.chunks_mut(t)) {
+            activation::softmax_row(s, bias, self.scale, row);
         }
     }
 
@@ -227,10 +226,10 @@ impl CustomOp3 for AttentionOp {
         }
         let mut out = par_zeros(q.len());
         out.par_chunks_mut(t * d).enumerate().for_each_init(
-            || vec![0f32; t * t],
-            |p, (bh, o)| {
+            || (vec![0f32; t * t], vec![0f32; t * t]),
+            |(scores, p), (bh, o)| {
                 let span = bh * t * d..(bh + 1) * t * d;
-                self.probs(bh, &q[span.clone()], &k[span.clone()], t, d, p);
+                self.probs(bh, &q[span.clone()], &k[span.clone()], t, scores, p);
                 self.apply_mask(bh, t, p);
                 matmul_serial(o, Mat::row_major(p, t, t), Mat::row_major(&v[span], t, d), false); // (T, D)
             },
@@ -253,16 +252,15 @@ impl CustomOp3 for AttentionOp {
                                 |(p, pd, dp, tmp), (bh, (dq, (dk, dv)))| {
                                     let span = bh * t * d..(bh + 1) * t * d;
                                     let (qs, ks, vs, gs) = (&q[span.clone()], &k[span.clone()], &v[span.clone()], &dout[span]);
-                                    self.probs(bh, qs, ks, t, d, p);
+                                    self.probs(bh, qs, ks, t, dp, p); // dp: scratch until dS lands in it
                                     pd.copy_from_slice(p);
                                     self.apply_mask(bh, t, pd);
                                     let g = Mat::row_major(gs, t, d);
                                     matmul_serial(dv, Mat::row_major(pd, t, t).t(), g, false); // dV = Pd^T dO
-                                    matmul_serial(dp, g, Mat::row_major(vs, t, d).t(), false); // dPd = dO V^T
-                                    self.apply_mask(bh, t, dp); // through dropout
-                                    for (prow, dprow) in p.chunks(t).zip(dp.chunks_mut(t)) {
-                                        let g_row = dprow.to_vec();
-                                        activation::softmax_row_backward(prow, &g_row, self.scale, tmp, dprow); // dS
+                                    matmul_serial(pd, g, Mat::row_major(vs, t, d).t(), false); // dPd = dO V^T
+                                    self.apply_mask(bh, t, pd); // through dropout
+                                    for ((prow, grow), dsrow) in p.chunks(t).zip(pd.chunks(t)).zip(dp.chunks_mut(t)) {
+                                        activation::softmax_row_backward(prow, grow, self.scale, tmp, dsrow); // dS
                                     }
                                     let ds = Mat::row_major(dp, t, t);
                                     matmul_serial(dq, ds, Mat::row_major(ks, t, d), false); // dQ = dS K
