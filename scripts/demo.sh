@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job end to end on the real example: fetch all-MiniLM-L6-v2 and BBC News, fine-tune the topic classifier,
-# evaluate it and the base model's retrieval on the test split, and print one table.
+# quantize it and the base model to int8, evaluate every variant on the test split (classify, retrieval) and time it
+# on the runtime (batch 1 x MAX_LEN, 1 thread), and print one table.
 # THREADS (default: all cores), EPOCHS (3) and MAX_LEN (128) can be set in the environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,18 +19,27 @@ threads=()
 start=$(date +%s)
 "$shrink" finetune "$base" --data "$data/train.jsonl" --out "$out" --max-len "$max_len" --epochs "${EPOCHS:-3}" "${threads[@]}"
 train_s=$(( $(date +%s) - start ))
-cls=$("$shrink" eval "$out" --task classify --data "$data/test.jsonl" --json "${threads[@]}")
-ret=$("$shrink" eval "$base" --task retrieval --data "$data/test.jsonl" --json "${threads[@]}")
+"$shrink" quantize "$out" --scheme int8-dynamic --out "$out-int8"
+"$shrink" quantize "$base" --scheme int8-dynamic --out out/minilm-int8
 
-python3 - "$cls" "$ret" "$train_s" "$out" "$max_len" <<'PY'
-import json, os, sys
-cls, ret, train_s, out, max_len = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
-mb = os.path.getsize(os.path.join(out, "model.safetensors")) / 1e6
+eval_json() { "$shrink" eval "$1" --task "$2" --data "$data/test.jsonl" --json "${threads[@]}"; }
+bench_json() { "$shrink" --threads 1 bench "$1" --batch 1 --seq "$max_len" --runs 30 --json; }
+rows=()
+for m in "$out" "$out-int8"; do rows+=("$m" classify "$(eval_json "$m" classify)" "$(bench_json "$m")"); done
+for m in "$base" out/minilm-int8; do rows+=("$m" retrieval "$(eval_json "$m" retrieval)" "$(bench_json "$m")"); done
+
+python3 - "$train_s" "$max_len" "${rows[@]}" <<'PY'
+import json, sys
+train_s, max_len, rest = sys.argv[1], sys.argv[2], sys.argv[3:]
 print()
-print("| model | task (BBC test) | n | metrics | size |")
-print("|---|---|---|---|---|")
-print(f"| {out} (fine-tuned, {max_len} tokens, {train_s} s) | classify | {cls['n']} | "
-      f"accuracy {cls['accuracy']:.4f}, macro F1 {cls['macro_f1']:.4f} | {mb:.1f} MB |")
-print(f"| all-MiniLM-L6-v2 | retrieval (title -> body) | {ret['n']} | "
-      f"recall@1 {ret['recall@1']:.4f}, recall@10 {ret['recall@10']:.4f}, MRR@10 {ret['mrr@10']:.4f} | 90.9 MB |")
+print(f"| model | task (BBC test, n=448) | metrics | file | latency 1 x {max_len}, 1 thread | peak RSS |")
+print("|---|---|---|---|---|---|")
+for i in range(0, len(rest), 4):
+    model, task, r, b = rest[i], rest[i + 1], json.loads(rest[i + 2]), json.loads(rest[i + 3])
+    if task == "classify":
+        metrics = f"accuracy {r['accuracy']:.4f}, macro F1 {r['macro_f1']:.4f}"
+    else:
+        metrics = f"recall@1 {r['recall@1']:.4f}, recall@10 {r['recall@10']:.4f}, MRR@10 {r['mrr@10']:.4f}"
+    print(f"| {model} | {task} | {metrics} | {b['file_mb']:.1f} MB | {b['median_ms']:.1f} ms | {b['peak_rss_mb']:.0f} MB |")
+print(f"\nfine-tuning took {train_s} s")
 PY

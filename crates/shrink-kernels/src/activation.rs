@@ -59,13 +59,64 @@ multiversion!(
         for ((y, &s), &b) in y.iter_mut().zip(s).zip(bias) {
             *y = s * scale + b;
         }
-        let max = lanes_max(y);
-        for y in y.iter_mut() {
-            *y = math::exp(*y - max);
+        normalize_exp(y);
+    }
+);
+
+multiversion!(
+    /// `softmax_row` in place: y = softmax(y * scale + bias).
+    softmax_inplace, softmax_inplace_on; (y: &mut [f32], bias: &[f32], scale: f32) {
+        for (y, &b) in y.iter_mut().zip(bias) {
+            *y = *y * scale + b;
         }
-        let inv = 1.0 / lanes_sum(y);
-        for y in y.iter_mut() {
-            *y *= inv;
+        normalize_exp(y);
+    }
+);
+
+/// y = exp(y - max y) / sum: the shared tail of both softmax forms; exp and sum in one pass.
+#[inline(always)]
+fn normalize_exp(y: &mut [f32]) {
+    let max = lanes_max(y);
+    let mut acc = [0f32; LANES];
+    let mut chunks = y.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            c[i] = math::exp(c[i] - max);
+            acc[i] += c[i];
+        }
+    }
+    let mut tail = 0.0;
+    for v in chunks.into_remainder() {
+        *v = math::exp(*v - max);
+        tail += *v;
+    }
+    let inv = 1.0 / (acc.iter().sum::<f32>() + tail);
+    for y in y.iter_mut() {
+        *y *= inv;
+    }
+}
+
+multiversion!(
+    /// Row-wise LayerNorm in place: x = (x - mean) / sqrt(var + eps) * w + b, over rows of `w.len()` values.
+    layer_norm_rows, layer_norm_rows_on; (x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+        let c = w.len();
+        for row in x.chunks_exact_mut(c) {
+            let mean = lanes_sum(row) / c as f32;
+            for v in row.iter_mut() {
+                *v -= mean;
+            }
+            let mut sq = [0f32; LANES];
+            let chunks = row.chunks_exact(LANES);
+            let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+            for ch in chunks {
+                for i in 0..LANES {
+                    sq[i] += ch[i] * ch[i];
+                }
+            }
+            let inv = 1.0 / ((sq.iter().sum::<f32>() + tail) / c as f32 + eps).sqrt();
+            for ((v, &w), &b) in row.iter_mut().zip(w).zip(b) {
+                *v = *v * inv * w + b;
+            }
         }
     }
 );
@@ -90,6 +141,16 @@ mod tests {
 
     /// SIMD vs scalar build of the same loop: only reassociated sums differ.
     const SIMD_TOL: f32 = 1e-6;
+    /// f32 LayerNorm vs the f64 textbook formula.
+    const LN_TOL: f32 = 1e-5;
+
+    fn layer_norm_naive(x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
+        let n = x.len() as f64;
+        let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+        let inv = 1.0 / (var + 1e-12).sqrt();
+        x.iter().zip(w).zip(b).map(|((&v, &w), &b)| ((v as f64 - mean) * inv * w as f64 + b as f64) as f32).collect()
+    }
 
     fn data(n: usize) -> Vec<f32> {
         (0..n).map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 5.0).collect()
@@ -107,13 +168,21 @@ mod tests {
                 gelu_backward_on(isa, &x, &dy, &mut dx);
                 softmax_row_on(isa, &x, &bias, 0.7, &mut p);
                 softmax_row_backward_on(isa, &p, &dy, 0.7, &mut tmp, &mut dp);
-                (y, dx, p, dp)
+                let mut q = x.clone();
+                softmax_inplace_on(isa, &mut q, &bias, 0.7);
+                assert_eq!(q, p, "{isa:?}: in-place softmax is the same loop");
+                let mut ln = x.clone();
+                layer_norm_rows_on(isa, &mut ln, &dy, &bias[..n].iter().map(|b| b.max(-1.0)).collect::<Vec<_>>(), 1e-12);
+                (y, dx, p, dp, ln)
             };
             let reference = run(Isa::Scalar);
             assert!((reference.2.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+            let ln_want = layer_norm_naive(&x, &dy, &(0..n).map(|i| if i % 3 == 2 { -1.0 } else { 0.0 }).collect::<Vec<_>>());
+            let d = reference.4.iter().zip(&ln_want).map(|(u, v)| (u - v).abs()).fold(0f32, f32::max);
+            assert!(d <= LN_TOL, "scalar layer norm vs f64 reference: {d}");
             for isa in Isa::available() {
                 let got = run(isa);
-                for (a, b) in [(&got.0, &reference.0), (&got.1, &reference.1), (&got.2, &reference.2), (&got.3, &reference.3)] {
+                for (a, b) in [(&got.0, &reference.0), (&got.1, &reference.1), (&got.2, &reference.2), (&got.3, &reference.3), (&got.4, &reference.4)] {
                     let d = a.iter().zip(b.iter()).map(|(u, v)| (u - v).abs()).fold(0f32, f32::max);
                     assert!(d <= SIMD_TOL, "{isa:?} n={n}: {d}");
                 }

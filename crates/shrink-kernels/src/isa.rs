@@ -13,11 +13,17 @@ pub enum Isa {
 impl Isa {
     /// Every level this CPU can run, lowest first.
     pub fn available() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().filter(|&i| i <= detected()).collect()
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().filter(|&i| i <= best()).collect()
     }
 }
 
-fn detected() -> Isa {
+/// The highest level this CPU runs, detected once.
+pub fn best() -> Isa {
+    static BEST: OnceLock<Isa> = OnceLock::new();
+    *BEST.get_or_init(detect)
+}
+
+fn detect() -> Isa {
     #[cfg(target_arch = "x86_64")]
     {
         let f = |n| match n {
@@ -41,7 +47,7 @@ fn detected() -> Isa {
 pub fn isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| {
-        let best = detected();
+        let best = best();
         match std::env::var("SHRINK_ISA").as_deref() {
             Ok("scalar") => Isa::Scalar,
             Ok("avx2") => Isa::Avx2.min(best),
@@ -71,7 +77,7 @@ macro_rules! multiversion {
                 unsafe fn avx512($($arg: $ty),*) { imp($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($arg: $ty),*) { imp($($arg),*) }
-                let level = level.min($crate::isa::Isa::available().last().copied().unwrap_or($crate::isa::Isa::Scalar));
+                let level = level.min($crate::isa::best());
                 // SAFETY: `level` is capped at what this CPU reports.
                 match level {
                     $crate::isa::Isa::Avx512 => return unsafe { avx512($($arg),*) },

@@ -3,6 +3,9 @@
 
 pub mod activation;
 pub mod dropout;
+pub mod epilogue;
 pub mod gemm;
 pub mod isa;
 pub mod math;
+pub mod qgemm;
+pub mod sgemm;

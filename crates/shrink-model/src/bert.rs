@@ -27,6 +27,13 @@ impl Bert {
     /// Loads `dir/config.json` + `dir/model.safetensors`; every problem names the file and the tensor.
     pub fn load_dir(dir: &Path) -> Result<Self> {
         let config = Config::load(&dir.join(CONFIG_FILE))?;
+        if let Some(q) = &config.quantization {
+            bail!(
+                "{}: a quantized model ({}); training needs the fp32 folder it came from (inference commands take either)",
+                dir.display(),
+                q.scheme
+            );
+        }
         let mut w = Weights::load(&dir.join(WEIGHTS_FILE))?;
         Self::from_weights(config, &mut w)
     }

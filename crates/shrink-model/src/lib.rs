@@ -6,7 +6,6 @@
 pub mod attention;
 pub mod bert;
 pub mod checkpoint;
-pub mod config;
 pub mod embeddings;
 pub mod fused;
 pub mod layer;
@@ -15,12 +14,11 @@ pub mod linear;
 pub mod ops;
 pub mod params;
 pub mod pooling;
-pub mod tokenizer;
 
 pub use bert::Bert;
 pub use checkpoint::resolve_model;
-pub use config::Config;
-pub use tokenizer::{Batch, TextTokenizer};
+pub use shrink_format::{config, tokenizer, Config, TextTokenizer};
+pub use tokenizer::Batch;
 
 use candle_core::{Device, Tensor};
 

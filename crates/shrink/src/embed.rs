@@ -3,29 +3,29 @@
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use shrink_model::batch_tensors;
+use shrink_model::tokenizer::pad;
+use shrink_runtime::Engine;
 
-use crate::model::Loaded;
 use crate::progress;
 
 /// Mean-pooled, L2-normalised embeddings (N, C) in input order. Texts are batched by token length so little
 /// padding is computed.
-pub fn embed_texts(m: &Loaded, texts: &[String], batch: usize, what: &str) -> Result<Vec<Vec<f32>>> {
+pub fn embed_texts(engine: &mut Engine, texts: &[String], batch: usize, what: &str) -> Result<Vec<Vec<f32>>> {
     let encoded = texts
         .iter()
         .enumerate()
-        .map(|(i, t)| m.tokenizer.encode(t).map_err(|e| e.context(format!("text {}", i + 1))))
+        .map(|(i, t)| engine.tokenizer.encode(t).map_err(|e| e.context(format!("text {}", i + 1))))
         .collect::<Result<Vec<_>>>()?;
+    let c = engine.config.hidden_size;
     let mut order: Vec<usize> = (0..texts.len()).collect();
     order.sort_by_key(|&i| encoded[i].len());
     let mut out = vec![Vec::new(); texts.len()];
     let pb = progress::bar(texts.len(), what);
     for chunk in order.chunks(batch.max(1)) {
         let seqs: Vec<Vec<u32>> = chunk.iter().map(|&i| encoded[i].clone()).collect();
-        let (ids, mask) = batch_tensors(&shrink_model::tokenizer::pad(&seqs, 0))?;
-        let emb: Vec<Vec<f32>> = m.model.embed(&ids, &mask)?.to_vec2()?; // (B, C)
-        for (&i, e) in chunk.iter().zip(emb) {
-            out[i] = e;
+        let emb = engine.embed_batch(&pad(&seqs, 0))?; // (B, C)
+        for (&i, e) in chunk.iter().zip(emb.chunks_exact(c)) {
+            out[i] = e.to_vec();
         }
         pb.inc(chunk.len() as u64);
     }

@@ -3,9 +3,8 @@
 
 use anyhow::{bail, Result};
 use serde::Serialize;
-use shrink_model::batch_tensors;
+use shrink_runtime::Engine;
 
-use crate::model::Loaded;
 use crate::progress;
 
 #[derive(Debug, Serialize)]
@@ -77,16 +76,16 @@ pub fn classify_metrics(labels: &[String], gold: &[usize], pred: &[usize]) -> Cl
 }
 
 /// Predicted label index per text.
-pub fn predict(m: &Loaded, texts: &[String], batch: usize) -> Result<Vec<usize>> {
-    if m.model.classifier.is_none() {
-        bail!("{}: no classification head (fine-tune it with `shrink finetune` first)", m.dir.display());
-    }
+pub fn predict(engine: &mut Engine, texts: &[String], batch: usize) -> Result<Vec<usize>> {
+    let Some(l) = engine.labels().map(|l| l.len()) else {
+        bail!("{}: no classification head (fine-tune it with `shrink finetune` first)", engine.dir.display());
+    };
     let pb = progress::bar(texts.len(), "classify");
     let mut out = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(batch.max(1)) {
-        let (ids, mask) = batch_tensors(&m.tokenizer.batch(chunk)?)?;
-        let logits = m.model.logits(&ids, &mask, None)?; // (B, L)
-        out.extend(logits.argmax(1)?.to_vec1::<u32>()?.into_iter().map(|i| i as usize));
+        let b = engine.tokenizer.batch(chunk)?;
+        let logits = engine.logits_batch(&b)?; // (B, L)
+        out.extend(logits.chunks_exact(l).map(|row| (0..l).max_by(|&i, &j| row[i].total_cmp(&row[j])).unwrap_or(0)));
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();

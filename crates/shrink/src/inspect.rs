@@ -1,7 +1,13 @@
-//! `shrink inspect`: parameters, bytes at each precision and FLOPs, per component and per layer.
+//! `shrink inspect`: parameters, bytes as stored and at each precision, bits per weight, and FLOPs, per component
+//! and per layer. Reads the folder itself (config.json + safetensors), so fp32 and quantized folders alike.
 
+use std::path::Path;
+
+use anyhow::Result;
+use safetensors::Dtype;
 use serde::Serialize;
-use shrink_model::Bert;
+use shrink_format::folder::{CONFIG_FILE, WEIGHTS_FILE};
+use shrink_format::{Config, TensorFile};
 
 /// Weight matrices and embedding tables quantize; vectors (biases, LayerNorm) stay f32 below 16 bits. These are the storage rules the
 /// numbers assume: int8 = 1 byte per weight + an f32 scale per output row; int4 = half a byte per weight + an f32
@@ -11,6 +17,8 @@ const INT4_GROUP: usize = 32;
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Size {
     pub params: usize,
+    /// Bytes in this folder's file, scales included.
+    pub stored_bytes: usize,
     pub fp32_bytes: usize,
     pub fp16_bytes: usize,
     pub int8_bytes: usize,
@@ -25,11 +33,17 @@ impl Size {
         } else {
             (4 * n, 4 * n)
         };
-        Self { params: n, fp32_bytes: 4 * n, fp16_bytes: 2 * n, int8_bytes: int8, int4_bytes: int4 }
+        Self { params: n, stored_bytes: 0, fp32_bytes: 4 * n, fp16_bytes: 2 * n, int8_bytes: int8, int4_bytes: int4 }
+    }
+
+    /// Average stored bits per parameter.
+    pub fn bits(&self) -> f64 {
+        self.stored_bytes as f64 * 8.0 / self.params.max(1) as f64
     }
 
     fn add(&mut self, o: &Size) {
         self.params += o.params;
+        self.stored_bytes += o.stored_bytes;
         self.fp32_bytes += o.fp32_bytes;
         self.fp16_bytes += o.fp16_bytes;
         self.int8_bytes += o.int8_bytes;
@@ -48,7 +62,7 @@ pub struct Report {
     pub flops_per_layer: Vec<u64>,
 }
 
-pub const COMPONENTS: [&str; 9] = [
+pub const COMPONENTS: [&str; 10] = [
     "token embeddings",
     "position embeddings",
     "type embeddings",
@@ -58,6 +72,7 @@ pub const COMPONENTS: [&str; 9] = [
     "ffn down",
     "layernorms",
     "head",
+    "pooler (unused)",
 ];
 
 fn component(name: &str) -> &'static str {
@@ -70,41 +85,51 @@ fn component(name: &str) -> &'static str {
         n if n.contains(".attention.output.") => "attention output",
         n if n.contains(".intermediate.") => "ffn up",
         n if n.contains(".output.dense") => "ffn down",
+        // BERT's [CLS] pooler: mean-pooling sentence models never run it.
+        n if n.starts_with("pooler.") => "pooler (unused)",
         _ => "head",
     }
 }
 
-pub fn inspect(model: &Bert, seq: usize) -> Report {
+/// Bytes of a tensor as stored.
+fn stored(file: &TensorFile, name: &str) -> usize {
+    let n: usize = file.shape(name).map_or(0, |s| s.iter().product());
+    (n * file.dtype(name).map_or(0, |d| d.bitsize())).div_ceil(8)
+}
+
+pub fn inspect(dir: &Path, seq: usize) -> Result<Report> {
+    let cfg = Config::load(&dir.join(CONFIG_FILE))?;
+    let file = TensorFile::open(&dir.join(WEIGHTS_FILE))?;
     let mut comps: Vec<(String, Size)> = COMPONENTS.iter().map(|c| (c.to_string(), Size::default())).collect();
     let mut layers: Vec<(String, Size)> =
-        (0..model.layers.len()).map(|l| (format!("layer {l}"), Size::default())).collect();
+        (0..cfg.num_hidden_layers).map(|l| (format!("layer {l}"), Size::default())).collect();
     let mut total = Size::default();
-    for (name, t) in model.named_params() {
-        let s = Size::of(t.dims());
-        let c = component(&name);
+    let mut names: Vec<&str> = file.names().collect();
+    names.sort();
+    for name in names {
+        // Scales are counted with their weight; integer buffers (position_ids) are not parameters.
+        if name.ends_with("_scale") || !matches!(file.dtype(name), Some(Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::I8)) {
+            continue;
+        }
+        let mut s = Size::of(file.shape(name).unwrap_or_default());
+        s.stored_bytes = stored(&file, name) + stored(&file, &format!("{name}_scale"));
+        let c = component(name);
         comps.iter_mut().find(|(n, _)| n == c).expect("known component").1.add(&s);
         if let Some(l) = name.strip_prefix("encoder.layer.").and_then(|r| r.split('.').next()?.parse::<usize>().ok()) {
-            layers[l].1.add(&s);
+            if let Some(layer) = layers.get_mut(l) {
+                layer.1.add(&s);
+            }
         }
         total.add(&s);
     }
     comps.retain(|(_, s)| s.params > 0);
-    let t = seq as u64;
-    let linear = |l: &shrink_model::linear::Linear| 2 * t * l.weight.elem_count() as u64;
-    let flops_per_layer: Vec<u64> = model
-        .layers
-        .iter()
-        .map(|l| {
-            let a = &l.attention;
-            let c = a.query.weight.dims()[0] as u64;
-            linear(&a.query) + linear(&a.key) + linear(&a.value) + linear(&a.output)
-                + 2 * 2 * t * t * c // scores Q K^T and context P V
-                + linear(&l.intermediate) + linear(&l.output)
-        })
-        .collect();
-    let head = model.classifier.as_ref().map_or(0, |h| 2 * h.weight.elem_count() as u64);
+    let (t, c, f) = (seq as u64, cfg.hidden_size as u64, cfg.intermediate_size as u64);
+    // Q, K, V, output (C x C each), FFN up and down (C x F), scores Q·Kᵀ and context P·V (T x T x C each).
+    let per_layer = 2 * t * (4 * c * c + 2 * c * f) + 2 * 2 * t * t * c;
+    let flops_per_layer = vec![per_layer; cfg.num_hidden_layers];
+    let head = cfg.labels().filter(|_| file.contains("classifier.weight")).map_or(0, |l| 2 * c * l.len() as u64);
     let flops_per_sequence = flops_per_layer.iter().sum::<u64>() + head;
-    Report { components: comps, layers, total, seq, flops_per_sequence, flops_per_layer }
+    Ok(Report { components: comps, layers, total, seq, flops_per_sequence, flops_per_layer })
 }
 
 fn mb(b: usize) -> String {
@@ -113,14 +138,16 @@ fn mb(b: usize) -> String {
 
 pub fn render(r: &Report) -> String {
     let mut s = format!(
-        "{:<22} {:>12} {:>10} {:>10} {:>10} {:>10}\n",
-        "component", "params", "fp32 MB", "fp16 MB", "int8 MB", "int4 MB"
+        "{:<22} {:>12} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
+        "component", "params", "bits", "stored MB", "fp32 MB", "fp16 MB", "int8 MB", "int4 MB"
     );
     let row = |name: &str, z: &Size| {
         format!(
-            "{:<22} {:>12} {:>10} {:>10} {:>10} {:>10}\n",
+            "{:<22} {:>12} {:>6.2} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
             name,
             z.params,
+            z.bits(),
+            mb(z.stored_bytes),
             mb(z.fp32_bytes),
             mb(z.fp16_bytes),
             mb(z.int8_bytes),

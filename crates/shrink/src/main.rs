@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use shrink::{data, embed, eval, inspect, model, timing, train};
+use shrink::{bench, data, embed, eval, inspect, model, quantize, timing, train};
 
 #[derive(Parser)]
 #[command(name = "shrink", version, about = "Make transformer models small and fast for devices, and measure every step.")]
@@ -110,6 +110,33 @@ enum Command {
         #[arg(long, default_value = "label")]
         label_field: String,
     },
+    /// Quantize a model folder for the runtime; the output is an HF-style folder every shrink command loads.
+    #[command(after_help = "Example:\n  shrink quantize assets/models/all-MiniLM-L6-v2 --scheme int8-dynamic --out out/minilm-int8")]
+    Quantize {
+        model: String,
+        #[arg(long, value_enum)]
+        scheme: quantize::Scheme,
+        #[arg(long)]
+        out: PathBuf,
+        /// Storage of the embedding tables.
+        #[arg(long, value_enum, default_value = "fp32")]
+        embeddings: quantize::EmbeddingStorage,
+    },
+    /// Latency (median, p90), sequences per second, peak RSS and load time of a model on the runtime.
+    #[command(after_help = "Example:\n  shrink --threads 1 bench out/minilm-int8 --batch 1 --seq 128 --runs 50")]
+    Bench {
+        model: String,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long, default_value_t = 128)]
+        seq: usize,
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Timing server for the bench/ scripts: reads `forward|train B T R` lines, answers {"ms": [...]}.
     #[command(after_help = "Example:\n  echo 'forward 1 128 5' | shrink timing --model assets/models/all-MiniLM-L6-v2 --threads 1")]
     Timing {
@@ -144,7 +171,7 @@ fn main() {
         // Before any thread pool exists: candle's matmul and rayon both read it.
         std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
     }
-    if let Err(e) = run(cli.command) {
+    if let Err(e) = run(cli.command, model::threads(cli.threads)) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
@@ -161,7 +188,7 @@ fn keep_freed_memory() {
     }
 }
 
-fn run(cmd: Command) -> Result<()> {
+fn run(cmd: Command, threads: usize) -> Result<()> {
     match cmd {
         Command::Data(DataCmd::Bbc { corpus, out }) => {
             let (train, test) = data::bbc_split(&corpus)?;
@@ -177,8 +204,7 @@ fn run(cmd: Command) -> Result<()> {
             }
         }
         Command::Inspect { model, json, seq } => {
-            let m = model::load(&model, None)?;
-            let r = inspect::inspect(&m.model, seq);
+            let r = inspect::inspect(&shrink_model::resolve_model(&model)?, seq)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
@@ -187,23 +213,23 @@ fn run(cmd: Command) -> Result<()> {
         }
         Command::Embed { model, input, output, text_field, max_len, batch } => {
             let texts = data::read_texts(&input, &text_field)?;
-            let m = model::load(&model, max_len)?;
-            let emb = embed::embed_texts(&m, &texts, batch, "embed")?;
+            let mut engine = model::engine(&model, max_len, threads)?;
+            let emb = embed::embed_texts(&mut engine, &texts, batch, "embed")?;
             embed::write_embeddings(&output, &emb)?;
             eprintln!("wrote {} embeddings of {} dims to {}", emb.len(), emb[0].len(), output.display());
         }
         Command::Eval { model, task, data: path, query_field, doc_field, text_field, label_field, max_len, batch, json } => {
-            let m = model::load(&model, max_len)?;
+            let mut engine = model::engine(&model, max_len, threads)?;
             let rows = data::read_jsonl(&path)?;
             let report = match task {
                 Task::Retrieval => {
-                    let queries = embed::embed_texts(&m, &data::field(&path, &rows, &query_field)?, batch, "queries")?;
-                    let docs = embed::embed_texts(&m, &data::field(&path, &rows, &doc_field)?, batch, "docs")?;
+                    let queries = embed::embed_texts(&mut engine, &data::field(&path, &rows, &query_field)?, batch, "queries")?;
+                    let docs = embed::embed_texts(&mut engine, &data::field(&path, &rows, &doc_field)?, batch, "docs")?;
                     serde_json::to_value(eval::retrieval_metrics(&queries, &docs))?
                 }
                 Task::Classify => {
-                    let pred = eval::predict(&m, &data::field(&path, &rows, &text_field)?, batch)?;
-                    let labels = m.model.config.labels().unwrap_or_default();
+                    let pred = eval::predict(&mut engine, &data::field(&path, &rows, &text_field)?, batch)?;
+                    let labels = engine.labels().unwrap_or_default();
                     let gold = data::field(&path, &rows, &label_field)?
                         .iter()
                         .enumerate()
@@ -262,6 +288,28 @@ fn run(cmd: Command) -> Result<()> {
             }
             tuned.save_dir(&out, &m.dir)?;
             eprintln!("saved {}", out.display());
+        }
+        Command::Quantize { model, scheme, out, embeddings } => {
+            let src = shrink_model::resolve_model(&model)?;
+            let r = quantize::quantize(&src, &out, scheme, embeddings)?;
+            eprintln!(
+                "quantized {} Linears: {:.1} MB -> {:.1} MB ({:.2}x smaller); wrote {}",
+                r.quantized,
+                r.bytes_in as f64 / 1e6,
+                r.bytes_out as f64 / 1e6,
+                r.bytes_in as f64 / r.bytes_out as f64,
+                out.display()
+            );
+        }
+        Command::Bench { model, batch, seq, runs, warmup, json } => {
+            let dir = shrink_model::resolve_model(&model)?;
+            let opts = shrink_runtime::Options { threads, max_len: Some(seq) };
+            let r = bench::bench(&dir, || Ok(shrink_runtime::Engine::load(&dir, opts)?), batch, seq, runs, warmup)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                print!("{}", bench::render(&r));
+            }
         }
         Command::Timing { model } => timing::serve(model::load(&model, None)?)?,
     }

@@ -1,9 +1,23 @@
-//! Opening a model folder (or hub id) for a command: weights, config and tokenizer together.
+//! Opening a model folder (or hub id) for a command: on the runtime engine for inference commands, as a trainable
+//! candle model (weights, config and tokenizer together) for training commands.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use shrink_model::{Bert, TextTokenizer};
+use shrink_runtime::{Engine, Options};
+
+/// Threads for the runtime: `--threads`, else every core.
+pub fn threads(flag: Option<usize>) -> usize {
+    flag.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1)
+}
+
+/// The runtime engine for any model folder (fp32 or quantized). `max_len`: None = what the model was fine-tuned
+/// with, else 128.
+pub fn engine(spec: &str, max_len: Option<usize>, threads: usize) -> Result<Engine> {
+    let dir = shrink_model::resolve_model(spec)?;
+    Engine::load(&dir, Options { threads, max_len }).with_context(|| format!("loading model {spec}"))
+}
 
 pub struct Loaded {
     pub dir: PathBuf,

@@ -143,19 +143,21 @@ fn bad_inputs_are_clear_errors_and_leave_no_output() {
 fn inspect_counts_minilm() {
     let r: serde_json::Value = serde_json::from_str(&ok(&["inspect", &model(), "--json", "--seq", "128"])).unwrap();
     // 30522*384 + 512*384 + 2*384 + 2*384 (embeddings) + 6 * (4*(384*384+384) + 2*384*1536 + 1536 + 384 + 4*384)
-    assert_eq!(r["total"]["params"], 22_565_376);
-    assert_eq!(r["total"]["fp32_bytes"], 4 * 22_565_376);
+    // + the unused [CLS] pooler 384*384 + 384.
+    assert_eq!(r["total"]["params"], 22_565_376 + 147_840);
+    assert_eq!(r["total"]["fp32_bytes"], 4 * (22_565_376 + 147_840));
+    assert_eq!(r["total"]["stored_bytes"], 4 * (22_565_376 + 147_840), "an f32 checkpoint stores 32 bits a weight");
     let per_layer: u64 = 2 * 128 * (4 * 384 * 384 + 2 * 384 * 1536) + 4 * 128 * 128 * 384;
     assert_eq!(r["flops_per_sequence"], 6 * per_layer);
     let text = ok(&["inspect", &model()]);
-    for c in ["token embeddings", "attention q/k/v", "ffn up", "ffn down", "layernorms", "layer 5"] {
+    for c in ["token embeddings", "attention q/k/v", "ffn up", "ffn down", "layernorms", "pooler (unused)", "layer 5"] {
         assert!(text.contains(c), "{c} missing from\n{text}");
     }
 }
 
 #[test]
 fn every_command_has_help_with_an_example() {
-    for cmd in [&["inspect"][..], &["embed"], &["eval"], &["finetune"], &["timing"], &["data", "bbc"]] {
+    for cmd in [&["inspect"][..], &["embed"], &["eval"], &["finetune"], &["quantize"], &["bench"], &["timing"], &["data", "bbc"]] {
         let mut args = cmd.to_vec();
         args.push("--help");
         let out = ok(&args);
@@ -195,7 +197,15 @@ fn short_finetune_learns_bbc_topics() {
     let r: serde_json::Value =
         serde_json::from_str(&ok(&["eval", out.to_str().unwrap(), "--task", "classify", "--data", sub.to_str().unwrap(), "--json"])).unwrap();
     assert_eq!(r["n"], 112);
-    assert!(r["accuracy"].as_f64().unwrap() >= MIN_SUBSET_ACCURACY, "{r}");
+    let fp32 = r["accuracy"].as_f64().unwrap();
+    assert!(fp32 >= MIN_SUBSET_ACCURACY, "{r}");
+    // The same classifier through int8-dynamic on the runtime: at most one of the 112 texts may flip.
+    let q = tmp.path().join("clf-int8");
+    ok(&["quantize", out.to_str().unwrap(), "--scheme", "int8-dynamic", "--out", q.to_str().unwrap()]);
+    let r8: serde_json::Value =
+        serde_json::from_str(&ok(&["eval", q.to_str().unwrap(), "--task", "classify", "--data", sub.to_str().unwrap(), "--json"])).unwrap();
+    let int8 = r8["accuracy"].as_f64().unwrap();
+    assert!(int8 >= fp32 - 1.0 / 112.0 - 1e-9, "int8 {int8} vs fp32 {fp32}");
     let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["id2label"]["3"], "sports");
     assert_eq!(cfg["shrink"]["max_len"], 32);

@@ -1,4 +1,5 @@
-//! `config.json` of a BERT-family checkpoint, plus the `shrink` section we add for task heads.
+//! `config.json` of a BERT-family checkpoint, plus the sections shrink adds: `shrink` (task head) and
+//! `quantization` (how a compressed folder stores its weights).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -38,6 +39,9 @@ pub struct Config {
     /// What shrink added on top of the encoder (a head, how it pools).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shrink: Option<ShrinkSection>,
+    /// Present only in folders written by `shrink quantize`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<QuantSection>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -50,6 +54,21 @@ pub struct ShrinkSection {
     /// `max_len` the model was fine-tuned with; commands default to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_len: Option<usize>,
+}
+
+/// How a quantized folder stores its weights. Tensor names stay the HF ones; a Linear stored as `int8` has
+/// `NAME.weight` (I8, [N, K], symmetric per output channel) and `NAME.weight_scale` (F32, [N]); embedding tables
+/// stored as `int8` likewise have an I8 table and one F32 scale per row.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QuantSection {
+    /// The recipe that produced it, e.g. `int8-dynamic`.
+    pub scheme: String,
+    /// How the runtime quantizes activations: `int8-per-token-dynamic` (asymmetric u8, scale per token per call).
+    pub activations: String,
+    /// Embedding tables: `fp32` or `int8` (per row).
+    pub embeddings: String,
+    /// Storage of every Linear by HF name (`encoder.layer.0.attention.self.query`): `int8` or `fp32`.
+    pub layers: BTreeMap<String, String>,
 }
 
 fn default_act() -> String {

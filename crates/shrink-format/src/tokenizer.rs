@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 use tokenizers::{Tokenizer, TruncationParams};
 
-use crate::checkpoint::TOKENIZER_FILE;
+use crate::folder::TOKENIZER_FILE;
 
 pub struct TextTokenizer {
     inner: Tokenizer,

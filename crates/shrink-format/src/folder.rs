@@ -1,0 +1,46 @@
+//! A model folder's file names, and writing files and folders so a failure never leaves a half-written output.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// Files copied along when a model folder is written, so the output is self-contained.
+const TOKENIZER_COMPANIONS: [&str; 4] = ["tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"];
+
+/// Writes `bytes` to `path` through a temp file in the same folder and a rename, so a failure leaves no partial file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("{}: cannot create temp file", dir.display()))?;
+    tmp.write_all(bytes).with_context(|| format!("{}: write failed", path.display()))?;
+    tmp.persist(path).with_context(|| format!("{}: cannot move temp file into place", path.display()))?;
+    Ok(())
+}
+
+/// Writes a complete model folder (config, weights, tokenizer files copied from `tokenizer_src`) into a temp folder
+/// beside `out`, then swaps it into place: a failed run never leaves a half-written model.
+pub fn write_model_dir(out: &Path, config_json: &str, weights: &[u8], tokenizer_src: &Path) -> Result<()> {
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).with_context(|| format!("{}: cannot create folder", parent.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".shrink-tmp-")
+        .tempdir_in(parent)
+        .with_context(|| format!("{}: cannot create temp folder", parent.display()))?;
+    std::fs::write(tmp.path().join(CONFIG_FILE), config_json)?;
+    std::fs::write(tmp.path().join(WEIGHTS_FILE), weights)?;
+    for name in TOKENIZER_COMPANIONS {
+        let src = tokenizer_src.join(name);
+        if src.is_file() {
+            std::fs::copy(&src, tmp.path().join(name)).with_context(|| format!("{}: cannot copy", src.display()))?;
+        }
+    }
+    if out.exists() {
+        std::fs::remove_dir_all(out).with_context(|| format!("{}: cannot replace existing folder", out.display()))?;
+    }
+    let tmp_path = tmp.keep();
+    std::fs::rename(&tmp_path, out).with_context(|| format!("{}: cannot move finished folder into place", out.display()))?;
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! GOP/s (2 M N K / s) of the int8 and int4 GEMMs at each ISA level against the f32 `gemm::matmul_serial`, on
+//! MiniLM's shapes, one thread, medians. `cargo bench -p shrink-kernels --bench qgemm`
+
+use std::time::Instant;
+
+use shrink_kernels::gemm::{matmul_serial, Mat};
+use shrink_kernels::isa::Isa;
+use shrink_kernels::qgemm::{
+    gemm_i4_on, gemm_i8_on, quantize_int4, quantize_per_channel, Epilogue, PackedI4, PackedI8, QuantActs,
+};
+
+/// (median, fastest) seconds of timed calls after a warm-up call, as many as fit in about 0.3 s (5 to 301). The
+/// fastest is printed too: on a shared machine it is the better estimate of what the kernel can do.
+fn time_s(mut f: impl FnMut()) -> (f64, f64) {
+    let s = Instant::now();
+    f();
+    let reps = ((0.3 / s.elapsed().as_secs_f64()) as usize).clamp(5, 301);
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    (t[reps / 2], t[0])
+}
+
+fn data(n: usize, seed: usize) -> Vec<f32> {
+    (0..n).map(|i| ((i * 7919 + seed * 104_729) % 2001) as f32 / 1000.0 - 1.0).collect()
+}
+
+fn main() {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    pool.install(|| {
+        println!("GOP/s (2 M N K / s) median/fastest, one thread. i8 = int8 x int8; +gelu = with bias and GELU;");
+        println!("i4gG = int8 x int4, group G. quantize = the activations' per-row quantization, microseconds.");
+        for (m, k, n) in
+            [(128, 384, 1536), (128, 1536, 384), (16, 384, 1536), (16, 1536, 384), (1, 384, 1536), (1, 1536, 384)]
+        {
+            // Weights at 3 / sqrt(K) make the outputs (GELU's inputs) O(1), as in a network: GELU's cost depends on
+            // them (inputs beyond ~13 take slow denormal paths inside erf).
+            let w: Vec<f32> = data(n * k, 2).iter().map(|v| v * 3.0 / (k as f32).sqrt()).collect();
+            let (x, bias) = (data(m * k, 1), data(n, 3));
+            let mut out = vec![0f32; m * n]; // m x n
+            let ops = 2.0 * (m * n * k) as f64;
+            let gops = |(med, best): (f64, f64)| format!("{:5.0}/{:<5.0}", ops / med / 1e9, ops / best / 1e9);
+            let f32_t =
+                time_s(|| matmul_serial(&mut out, Mat::row_major(&x, m, k), Mat::row_major(&w, n, k).t(), false));
+            let mut a = QuantActs::new();
+            let (quant_med, quant_best) = time_s(|| a.quantize(&x, m, k));
+            println!(
+                "m{m:4} k{k:5} n{n:5}   f32 gemm-crate {}   quantize {:.1}/{:.1} us",
+                gops(f32_t),
+                quant_med * 1e6,
+                quant_best * 1e6
+            );
+            let (q, s) = quantize_per_channel(&w, n, k);
+            let w8 = PackedI8::pack(&q, &s, n, k);
+            let w4: Vec<(usize, PackedI4)> = [32, 128]
+                .into_iter()
+                .map(|g| {
+                    let (q, s) = quantize_int4(&w, n, k, g);
+                    (g, PackedI4::pack(&q, &s, n, k, g))
+                })
+                .collect();
+            let gelu = Epilogue { bias: Some(&bias), gelu: true, residual: None };
+            for level in Isa::available() {
+                print!("    {:7}", format!("{level:?}"));
+                for (name, ep) in [("i8", Epilogue::default()), ("i8+gelu", gelu)] {
+                    print!("  {name} {}", gops(time_s(|| gemm_i8_on(level, &mut out, &a, &w8, ep))));
+                }
+                for (g, w4) in &w4 {
+                    let t = time_s(|| gemm_i4_on(level, &mut out, &a, w4, Epilogue::default()));
+                    print!("  i4g{g} {}", gops(t));
+                }
+                println!();
+            }
+        }
+    });
+}

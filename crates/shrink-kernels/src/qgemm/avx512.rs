@@ -1,0 +1,148 @@
+//! AVX-512 VNNI microkernels: vpdpbusd adds the products of 4 u8 activations and 4 s8 weights into each i32 lane,
+//! so one chunk (16 columns x 4 K) times a broadcast of a row's 4 activation bytes is one instruction. Broadcasts
+//! from memory use only load ports, so the two vector ports run vpdpbusd (and the int4 unpacking) alone.
+
+use super::{I4Panels, I8Panels, Micro, Out, Rows};
+use std::arch::x86_64::*;
+
+pub(super) struct Vnni;
+
+/// `shape!(f, mr, np, [rows..], (args))` calls `f::<mr, np>(args)` for np in 1..=3 and mr in the listed rows: the
+/// accumulators are arrays of compile-time size, so they live in registers.
+macro_rules! shape {
+    ($f:ident, $mr:expr, $np:expr, [$($r:literal)*], $args:tt) => {
+        match $np {
+            1 => shape!(@rows $f, 1, $mr, [$($r)*], $args),
+            2 => shape!(@rows $f, 2, $mr, [$($r)*], $args),
+            _ => shape!(@rows $f, 3, $mr, [$($r)*], $args),
+        }
+    };
+    (@rows $f:ident, $v:literal, $mr:expr, [$($r:literal)*], $args:tt) => {
+        match $mr {
+            $($r => shape!(@call $f, $r, $v, $args),)*
+            _ => unreachable!("tile rows"),
+        }
+    };
+    (@call $f:ident, $r:literal, $v:literal, ($($arg:expr),*)) => {
+        $f::<$r, $v>($($arg),*)
+    };
+}
+
+/// The 4 activation bytes at `k` of row r, broadcast to all 16 lanes.
+#[inline(always)]
+unsafe fn act4(a: &Rows, r: usize, k: usize) -> __m512i {
+    _mm512_set1_epi32(a.ptr.add(r * a.lda + k).cast::<i32>().read_unaligned())
+}
+
+/// Stores columns 16v..16v+16 of row r, those below `out.nc`.
+#[inline(always)]
+unsafe fn store(out: &Out, r: usize, v: usize, y: __m512) {
+    let p = out.ptr.add(r * out.ld + 16 * v);
+    let left = out.nc - 16 * v;
+    if left >= 16 {
+        _mm512_storeu_ps(p, y);
+    } else {
+        _mm512_mask_storeu_ps(p, ((1u32 << left) - 1) as __mmask16, y);
+    }
+}
+
+/// R rows x V panels of i32 accumulators: 8 x 3 = 24 zmm plus 3 weights and a broadcast of 32 registers; 24
+/// independent chains cover vpdpbusd's latency (5 cycles) at 2 per cycle.
+#[inline(always)]
+unsafe fn i8_tile<const R: usize, const V: usize>(a: &Rows, w: &I8Panels, out: &Out) {
+    let mut c = [[_mm512_setzero_si512(); V]; R];
+    for t in 0..w.kq {
+        let mut b = [_mm512_setzero_si512(); V];
+        for (v, b) in b.iter_mut().enumerate() {
+            *b = _mm512_load_si512(w.ptr.add(v * w.stride + t).cast());
+        }
+        for (r, c) in c.iter_mut().enumerate() {
+            let x = act4(a, r, 4 * t);
+            for (c, b) in c.iter_mut().zip(&b) {
+                *c = _mm512_dpbusd_epi32(*c, x, *b);
+            }
+        }
+    }
+    for (r, c) in c.iter().enumerate() {
+        let (z, sa) = (_mm512_set1_epi32(*a.zero.add(r)), _mm512_set1_ps(*a.scale.add(r)));
+        for (v, c) in c.iter().enumerate() {
+            let s = _mm512_sub_epi32(*c, _mm512_mullo_epi32(z, _mm512_loadu_si512(w.colsum.add(16 * v).cast())));
+            let y = _mm512_mul_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(sa, _mm512_loadu_ps(w.scale.add(16 * v))));
+            store(out, r, v, y);
+        }
+    }
+}
+
+/// R rows x V panels: per group, i32 sums start at -zero * colsum (vpmaddwd of (-zero, 0) i16 pairs with the i32
+/// column sums, which fit i16), take the group's chunks, then one fma each into the f32 sums. 6 x 3 = 18 i32
+/// accumulators + 6 unpacked weights + the nibble mask + 2 broadcasts fit the 32 registers; the f32 sums, touched
+/// once a group, may live on the stack.
+#[inline(always)]
+unsafe fn i4_tile<const R: usize, const V: usize>(a: &Rows, w: &I4Panels, out: &Out) {
+    let high = _mm512_set1_epi8(0xF0u8 as i8);
+    let mut f = [[_mm512_setzero_ps(); V]; R];
+    for g in 0..w.groups {
+        let mut c = [[_mm512_setzero_si512(); V]; R];
+        for (r, c) in c.iter_mut().enumerate() {
+            let negz = _mm512_set1_epi32((-*a.zero.add(r)) & 0xFFFF);
+            for (v, c) in c.iter_mut().enumerate() {
+                *c = _mm512_madd_epi16(negz, _mm512_loadu_si512(w.colsum(v, g).cast()));
+            }
+        }
+        for t in g * w.per_group..(g + 1) * w.per_group {
+            // Each nibble into the high half of a byte: 16 q as i8. Low nibbles are K group 2t, high ones 2t+1.
+            let (mut lo, mut hi) = ([_mm512_setzero_si512(); V], [_mm512_setzero_si512(); V]);
+            for v in 0..V {
+                let b = _mm512_load_si512(w.ptr.add(v * w.stride + t).cast());
+                lo[v] = _mm512_and_si512(_mm512_slli_epi16::<4>(b), high);
+                hi[v] = _mm512_and_si512(b, high);
+            }
+            for (r, c) in c.iter_mut().enumerate() {
+                let (xl, xh) = (act4(a, r, 8 * t), act4(a, r, 8 * t + 4));
+                for v in 0..V {
+                    c[v] = _mm512_dpbusd_epi32(c[v], xl, lo[v]);
+                    c[v] = _mm512_dpbusd_epi32(c[v], xh, hi[v]);
+                }
+            }
+        }
+        for (f, c) in f.iter_mut().zip(&c) {
+            for (v, (f, c)) in f.iter_mut().zip(c).enumerate() {
+                *f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(*c), _mm512_loadu_ps(w.scale(v, g)), *f);
+            }
+        }
+    }
+    for (r, f) in f.iter().enumerate() {
+        let sa = _mm512_set1_ps(*a.scale.add(r));
+        for (v, f) in f.iter().enumerate() {
+            store(out, r, v, _mm512_mul_ps(*f, sa));
+        }
+    }
+}
+
+impl Micro for Vnni {
+    const I8_TILE: (usize, usize) = (8, 3);
+    const I4_TILE: (usize, usize) = (6, 3);
+
+    #[inline(always)]
+    unsafe fn i8(a: Rows, w: &I8Panels, out: &Out) {
+        shape!(i8_tile, a.mr, w.np, [1 2 3 4 5 6 7 8], (&a, w, out))
+    }
+
+    #[inline(always)]
+    unsafe fn i4(a: Rows, w: &I4Panels, out: &Out) {
+        shape!(i4_tile, a.mr, w.np, [1 2 3 4 5 6], (&a, w, out))
+    }
+
+    #[inline(always)]
+    unsafe fn range_with_zero(x: &[f32]) -> (f32, f32) {
+        let (mut lo, mut hi) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let (chunks, tail) = x.as_chunks::<16>();
+        for c in chunks {
+            let v = _mm512_loadu_ps(c.as_ptr());
+            (lo, hi) = (_mm512_min_ps(lo, v), _mm512_max_ps(hi, v));
+        }
+        // The tail loaded with zeros in the lanes past it, which the range holds anyway.
+        let v = _mm512_maskz_loadu_ps(((1u32 << tail.len()) - 1) as __mmask16, tail.as_ptr());
+        (_mm512_reduce_min_ps(_mm512_min_ps(lo, v)), _mm512_reduce_max_ps(_mm512_max_ps(hi, v)))
+    }
+}

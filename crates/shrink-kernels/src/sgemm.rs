@@ -1,0 +1,355 @@
+//! f32 GEMM against weights packed once: y (M x N) = x (M x K) · Wᵀ, W the HF Linear weight [N, K], with a fused
+//! epilogue. BLIS-style: W is stored as NR-column panels [K][NR]; a KC x NR sliver of a panel stays in L1 while
+//! MR-row tiles of x stream past it, and an MR x NR accumulator tile lives in registers. Threads split the panels,
+//! so each writes its own columns and no thread waits on another.
+
+use std::ops::Range;
+
+use crate::epilogue::Epilogue;
+use crate::isa::{self, Isa};
+
+/// Weights in panels of `nr` columns: [ceil(N / NR)][K][NR], zero-padded past N.
+pub struct PackedF32 {
+    n: usize,
+    k: usize,
+    isa: Isa,
+    data: Vec<f32>,
+}
+
+/// Microkernel tile (MR rows x NR columns) and the K block that keeps a KC x NR weight sliver within L1.
+struct Geometry {
+    mr: usize,
+    nr: usize,
+    kc: usize,
+}
+
+const fn geometry(isa: Isa) -> Geometry {
+    match isa {
+        // 8 x 3 zmm accumulators + 3 weight registers + 1 broadcast of 32 registers.
+        Isa::Avx512 => Geometry { mr: 8, nr: 48, kc: 128 },
+        // 6 x 2 ymm accumulators + 2 + 1 of 16.
+        Isa::Avx2 => Geometry { mr: 6, nr: 16, kc: 384 },
+        Isa::Scalar => Geometry { mr: 4, nr: 8, kc: 768 },
+    }
+}
+
+/// Rows of x a thread keeps hot (in L2) while it walks its panels.
+const MC: usize = 256;
+
+impl PackedF32 {
+    /// Packs for the kernel level in use.
+    pub fn pack(w: &[f32], n: usize, k: usize) -> Self {
+        Self::pack_for(isa::isa(), w, n, k)
+    }
+
+    /// Packs for a given level (capped at what this CPU runs).
+    pub fn pack_for(isa: Isa, w: &[f32], n: usize, k: usize) -> Self {
+        let mut p = Self::empty(isa);
+        p.repack(w, n, k, k, 1);
+        p
+    }
+
+    /// Holds nothing yet; `repack` fills it.
+    pub fn empty(isa: Isa) -> Self {
+        Self { n: 0, k: 0, isa: isa.min(isa::best()), data: Vec::new() }
+    }
+
+    /// Packs W (n x k) whose element (j, p) is `src[j * sn + p * sk]`, reusing this buffer: no allocation once it
+    /// has held a matrix this large (attention repacks K and V per head this way).
+    pub fn repack(&mut self, src: &[f32], n: usize, k: usize, sn: usize, sk: usize) {
+        assert!(n == 0 || k == 0 || src.len() > (n - 1) * sn + (k - 1) * sk, "weight source too short for {n} x {k}");
+        let nr = geometry(self.isa).nr;
+        let panels = n.div_ceil(nr);
+        if self.data.len() < panels * k * nr {
+            self.data.resize(panels * k * nr, 0.0);
+        }
+        for (p, panel) in self.data[..panels * k * nr].chunks_exact_mut(k * nr).enumerate() {
+            let cols = nr.min(n - p * nr);
+            let first = &src[p * nr * sn..];
+            for (kk, dst) in panel.chunks_exact_mut(nr).enumerate() {
+                // [K][NR]: one NR-wide row per k; a contiguous copy when columns are adjacent in the source.
+                if sn == 1 {
+                    dst[..cols].copy_from_slice(&first[kk * sk..kk * sk + cols]);
+                } else {
+                    for (j, d) in dst[..cols].iter_mut().enumerate() {
+                        *d = first[j * sn + kk * sk];
+                    }
+                }
+                dst[cols..].fill(0.0);
+            }
+        }
+        (self.n, self.k) = (n, k);
+    }
+
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 4
+    }
+}
+
+/// Output rows at stride `ld`, shared by threads that write disjoint column ranges.
+#[derive(Clone, Copy)]
+struct Out {
+    ptr: *mut f32,
+    ld: usize,
+}
+// SAFETY: every thread writes only the columns of its own panels.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+/// out (m x n) = x (m x k) · Wᵀ, then the epilogue, on the threads of the current rayon pool (see `gemm_f32_ex`).
+pub fn gemm_f32(out: &mut [f32], x: &[f32], m: usize, w: &PackedF32, ep: Epilogue) {
+    gemm_f32_ex(out, w.n, x, w.k, m, w, ep, rayon::current_num_threads())
+}
+
+/// `gemm_f32` with row strides: output row i at `out[i * ldc..]`, input row i at `x[i * lda..]`. Splits panels over
+/// `threads` rayon tasks when above one; with one it runs on the caller and allocates nothing.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_f32_ex(out: &mut [f32], ldc: usize, x: &[f32], lda: usize, m: usize, w: &PackedF32, ep: Epilogue, threads: usize) {
+    let (n, k) = (w.n, w.k);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(lda >= k && x.len() >= (m - 1) * lda + k, "input too short for {m} x {k} at stride {lda}");
+    assert!(ldc >= n && out.len() >= (m - 1) * ldc + n, "output too short for {m} x {n} at stride {ldc}");
+    assert!(ep.residual.is_none() || ldc == n, "a residual needs a dense output");
+    assert!(ep.bias.is_none_or(|b| b.len() >= n) && ep.residual.is_none_or(|r| r.len() >= m * n));
+    let panels = n.div_ceil(geometry(w.isa).nr);
+    let threads = threads.min(panels).max(1);
+    let o = Out { ptr: out.as_mut_ptr(), ld: ldc };
+    if threads == 1 {
+        // SAFETY: shapes checked above; this call owns all panels.
+        unsafe { run(o, x, lda, m, w, &ep, 0..panels) };
+        return;
+    }
+    use rayon::prelude::*;
+    (0..threads).into_par_iter().for_each(|t| {
+        let span = panels * t / threads..panels * (t + 1) / threads;
+        // SAFETY: panel ranges are disjoint, so the written columns are.
+        unsafe { run(o, x, lda, m, w, &ep, span) };
+    });
+}
+
+/// Naive reference: w is the unpacked [N, K] weight.
+pub fn gemm_f32_ref(out: &mut [f32], x: &[f32], m: usize, w: &[f32], n: usize, k: usize, ep: Epilogue) {
+    for i in 0..m {
+        for j in 0..n {
+            out[i * n + j] = (0..k).map(|p| x[i * k + p] * w[j * k + p]).sum();
+        }
+        ep.apply(&mut out[i * n..(i + 1) * n], i, 0, n);
+    }
+}
+
+/// Loops MC row blocks, KC depth blocks, the given panels, then MR-row tiles; the epilogue runs on each finished tile
+/// while it is still in cache.
+unsafe fn run(out: Out, x: &[f32], lda: usize, m: usize, w: &PackedF32, ep: &Epilogue, panels: Range<usize>) {
+    let Geometry { mr, nr, kc } = geometry(w.isa);
+    let (n, k) = (w.n, w.k);
+    let kernel = KERNELS[w.isa as usize];
+    for m0 in (0..m).step_by(MC) {
+        let m1 = (m0 + MC).min(m);
+        for k0 in (0..k).step_by(kc) {
+            let kb = kc.min(k - k0);
+            let last = k0 + kb == k;
+            for p in panels.clone() {
+                let (j0, cols) = (p * nr, nr.min(n - p * nr));
+                let b = w.data.as_ptr().add(p * k * nr + k0 * nr);
+                for i0 in (m0..m1).step_by(mr) {
+                    let rows = mr.min(m1 - i0);
+                    let c = out.ptr.add(i0 * out.ld + j0);
+                    kernel(x.as_ptr().add(i0 * lda + k0), lda, b, kb, c, out.ld, rows, cols, k0 > 0);
+                    if last {
+                        for r in 0..rows {
+                            ep.apply(std::slice::from_raw_parts_mut(c.add(r * out.ld), cols), i0 + r, j0, n);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// (a: MR rows of x at stride lda, b: kc x NR sliver, kc, c: tile at stride ldc, rows <= MR, cols <= NR, add to c?)
+type Kernel = unsafe fn(*const f32, usize, *const f32, usize, *mut f32, usize, usize, usize, bool);
+
+/// Indexed by `Isa as usize`.
+const KERNELS: [Kernel; 3] = [kernel_scalar, kernel_avx2, kernel_avx512];
+
+/// One register-blocked kernel per level. Short edge tiles go through stack copies so the register loop is always
+/// full size; zero-padded panels make the extra columns harmless.
+macro_rules! microkernel {
+    ($(#[$attr:meta])* $name:ident, $geom:expr, $V:ty, $w:expr, $zero:expr, $load:expr, $splat:expr, $fma:expr, $add:expr, $store:expr) => {
+        $(#[$attr])*
+        unsafe fn $name(
+            a: *const f32, lda: usize, b: *const f32, kc: usize, c: *mut f32, ldc: usize, rows: usize, cols: usize,
+            accumulate: bool,
+        ) {
+            const G: Geometry = $geom;
+            const MR: usize = G.mr;
+            const NV: usize = G.nr / $w;
+            // (MR, kc) copy of a short tile; uninitialised so full tiles pay no memset, and only its first `rows`
+            // rows are written: the rows below feed accumulators that are never stored.
+            let mut a_pad = std::mem::MaybeUninit::<[f32; G.mr * G.kc]>::uninit();
+            let (a, lda) = if rows < MR {
+                let pad = a_pad.as_mut_ptr().cast::<f32>();
+                for r in 0..MR {
+                    if r < rows {
+                        std::ptr::copy_nonoverlapping(a.add(r * lda), pad.add(r * kc), kc);
+                    } else {
+                        std::ptr::write_bytes(pad.add(r * kc), 0, kc);
+                    }
+                }
+                (pad as *const f32, kc)
+            } else {
+                (a, lda)
+            };
+            let mut acc: [[$V; NV]; MR] = [[$zero; NV]; MR];
+            for p in 0..kc {
+                let bp = b.add(p * G.nr);
+                let mut bv: [$V; NV] = [$zero; NV];
+                for j in 0..NV {
+                    bv[j] = $load(bp.add(j * $w));
+                }
+                for i in 0..MR {
+                    let av = $splat(*a.add(i * lda + p));
+                    for j in 0..NV {
+                        acc[i][j] = $fma(av, bv[j], acc[i][j]);
+                    }
+                }
+            }
+            if rows == MR && cols == G.nr {
+                for i in 0..MR {
+                    for j in 0..NV {
+                        let cp = c.add(i * ldc + j * $w);
+                        let v = if accumulate { $add($load(cp), acc[i][j]) } else { acc[i][j] };
+                        $store(cp, v);
+                    }
+                }
+            } else {
+                let mut tile = [0f32; G.mr * G.nr]; // (MR, NR)
+                for i in 0..MR {
+                    for j in 0..NV {
+                        $store(tile.as_mut_ptr().add(i * G.nr + j * $w), acc[i][j]);
+                    }
+                }
+                for i in 0..rows {
+                    for j in 0..cols {
+                        let cp = c.add(i * ldc + j);
+                        *cp = if accumulate { *cp } else { 0.0 } + tile[i * G.nr + j];
+                    }
+                }
+            }
+        }
+    };
+}
+
+microkernel!(kernel_scalar, geometry(Isa::Scalar), f32, 1, 0.0, |p: *const f32| *p, |x| x, |a: f32, b: f32, c: f32| a * b + c,
+    |a: f32, b: f32| a + b, |p: *mut f32, v| *p = v);
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+#[cfg(target_arch = "x86_64")]
+microkernel!(#[target_feature(enable = "avx2,fma")] kernel_avx2, geometry(Isa::Avx2), __m256, 8, _mm256_setzero_ps(),
+    _mm256_loadu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps, _mm256_storeu_ps);
+
+#[cfg(target_arch = "x86_64")]
+microkernel!(#[target_feature(enable = "avx512f")] kernel_avx512, geometry(Isa::Avx512), __m512, 16,
+    _mm512_setzero_ps(), _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, _mm512_storeu_ps);
+
+#[cfg(not(target_arch = "x86_64"))]
+use kernel_scalar as kernel_avx2;
+#[cfg(not(target_arch = "x86_64"))]
+use kernel_scalar as kernel_avx512;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// |fast - ref| <= budget x sum_k |x w|: reordered f32 sums differ by a few ulps of the absolute sum.
+    const F32_GEMM_REL_BUDGET: f32 = 1e-5;
+
+    fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn packed_matches_reference_on_awkward_shapes() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        for &(m, k, n) in &[(1, 1, 1), (1, 5, 7), (3, 33, 17), (9, 130, 50), (17, 384, 97), (128, 384, 384), (2, 1536, 48)] {
+            let (x, w, bias, res) = (rand_vec(m * k, 1), rand_vec(n * k, 2), rand_vec(n, 3), rand_vec(m * n, 4));
+            let mag: Vec<f32> = (0..m * n).map(|i| (0..k).map(|p| (x[i / n * k + p] * w[i % n * k + p]).abs()).sum()).collect();
+            for ep in [
+                Epilogue::default(),
+                Epilogue { bias: Some(&bias), gelu: true, residual: None },
+                Epilogue { bias: Some(&bias), gelu: false, residual: Some(&res) },
+            ] {
+                let mut want = vec![0f32; m * n];
+                gemm_f32_ref(&mut want, &x, m, &w, n, k, ep);
+                for level in Isa::available() {
+                    let packed = PackedF32::pack_for(level, &w, n, k);
+                    for threads in [1, 2] {
+                        let mut got = vec![f32::NAN; m * n];
+                        pool.install(|| {
+                            if threads == 1 {
+                                rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| {
+                                    gemm_f32(&mut got, &x, m, &packed, ep)
+                                })
+                            } else {
+                                gemm_f32(&mut got, &x, m, &packed, ep)
+                            }
+                        });
+                        for i in 0..m * n {
+                            let tol = F32_GEMM_REL_BUDGET * (mag[i] + 1.0);
+                            assert!(
+                                (got[i] - want[i]).abs() <= tol,
+                                "{level:?} {threads}t m{m} k{k} n{n} [{i}]: {} vs {}",
+                                got[i],
+                                want[i]
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn strided_input_output_and_transposed_repack() {
+        let (m, k, n, lda, ldc) = (19, 40, 33, 57, 70);
+        let x = rand_vec(m * lda, 5);
+        let w = rand_vec(n * k, 6);
+        let wt: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect(); // (K, N)
+        let dense: Vec<f32> = (0..m * k).map(|i| x[i / k * lda + i % k]).collect();
+        let mut want = vec![0f32; m * n];
+        gemm_f32_ref(&mut want, &dense, m, &w, n, k, Epilogue::default());
+        for level in Isa::available() {
+            let mut p = PackedF32::empty(level);
+            p.repack(&rand_vec(3 * n * k, 7), n + 5, k, k, 1); // leaves stale panels behind
+            p.repack(&wt, n, k, 1, n);
+            let mut got = vec![-7f32; m * ldc];
+            gemm_f32_ex(&mut got, ldc, &x, lda, m, &p, Epilogue::default(), 2);
+            for i in 0..m {
+                for j in 0..n {
+                    assert!((got[i * ldc + j] - want[i * n + j]).abs() < 1e-4, "{level:?} ({i},{j})");
+                }
+                assert!(got[i * ldc + n..(i + 1) * ldc].iter().all(|&v| v == -7.0), "{level:?}: wrote past n");
+            }
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The public face of the runtime: load a folder once, then embed, classify or run the raw forward pass.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use shrink_format::folder::{CONFIG_FILE, WEIGHTS_FILE};
+use shrink_format::{Batch, Config, TensorFile, TextTokenizer};
+
+use crate::model::{Buffers, Model};
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Worker threads for this engine's own pool.
+    pub threads: usize,
+    /// Tokens per text (longer texts are cut); None = what the model was fine-tuned with, else 128.
+    pub max_len: Option<usize>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { threads: 1, max_len: None }
+    }
+}
+
+/// One classified text.
+#[derive(Clone, Debug)]
+pub struct Prediction {
+    pub index: usize,
+    pub label: String,
+    /// Softmax over the labels.
+    pub probs: Vec<f32>,
+}
+
+pub struct Engine {
+    pub config: Config,
+    pub dir: PathBuf,
+    pub tokenizer: TextTokenizer,
+    model: Model,
+    bufs: Buffers,
+    pool: rayon::ThreadPool,
+    threads: usize,
+}
+
+impl Engine {
+    /// Loads an fp32 HF folder or a folder written by `shrink quantize`: packs the weights once and maps the
+    /// embedding table in place when it is stored as F32.
+    pub fn load(dir: &Path, opts: Options) -> Result<Self> {
+        if !dir.is_dir() {
+            bail!("{}: no such model folder", dir.display());
+        }
+        let config = Config::load(&dir.join(CONFIG_FILE))?;
+        let max_len = opts.max_len.or(config.shrink.as_ref().and_then(|s| s.max_len)).unwrap_or(128);
+        if max_len > config.max_position_embeddings {
+            bail!(
+                "max length {max_len} exceeds max_position_embeddings {} ({})",
+                config.max_position_embeddings,
+                dir.join(CONFIG_FILE).display()
+            );
+        }
+        let tokenizer = TextTokenizer::for_model(dir, max_len, config.vocab_size)?;
+        let file = Arc::new(TensorFile::open(&dir.join(WEIGHTS_FILE))?);
+        let labels = match (&config.shrink, config.labels()) {
+            (Some(_), Some(l)) => Some(l.len()),
+            (Some(_), None) => bail!("{}: config.json has a shrink head but no id2label", dir.join(CONFIG_FILE).display()),
+            _ => None,
+        };
+        let threads = opts.threads.max(1);
+        let model = Model::load(&file, &config, labels).with_context(|| format!("loading {}", dir.display()))?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("shrink-{i}"))
+            .build()
+            .context("cannot start worker threads")?;
+        Ok(Self { config, dir: dir.to_path_buf(), tokenizer, model, bufs: Buffers::default(), pool, threads })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Bytes of weights in memory (a mapped table counts, though its pages are shared with the page cache).
+    pub fn weight_bytes(&self) -> usize {
+        self.model.bytes()
+    }
+
+    pub fn labels(&self) -> Option<Vec<String>> {
+        self.model.classifier.as_ref().and(self.config.labels())
+    }
+
+    /// Last hidden state (B*T, C) for ids and mask (B, T, row-major; mask 1 = token, 0 = padding). After the first
+    /// call at a given size, allocates nothing.
+    pub fn forward(&mut self, ids: &[u32], mask: &[u32], b: usize, t: usize) -> Result<&[f32]> {
+        self.run(ids, mask, b, t, None)?;
+        Ok(&self.bufs_x()[..b * t * self.config.hidden_size])
+    }
+
+    /// `forward` that also returns the embedding output and every layer's output, each (B*T, C).
+    pub fn forward_all_layers(&mut self, ids: &[u32], mask: &[u32], b: usize, t: usize) -> Result<Vec<Vec<f32>>> {
+        let mut hidden = Vec::new();
+        self.run(ids, mask, b, t, Some(&mut hidden))?;
+        Ok(hidden)
+    }
+
+    /// Sentence embeddings: mean over real tokens, L2-normalised; (B, C) row-major.
+    pub fn embed_batch(&mut self, batch: &Batch) -> Result<&[f32]> {
+        self.run(&batch.ids, &batch.mask, batch.b, batch.t, None)?;
+        let c = self.config.hidden_size;
+        self.model.pool(&batch.mask, batch.b, batch.t, &mut self.bufs);
+        let pooled = &mut self.bufs.pooled[..batch.b * c];
+        for row in pooled.chunks_exact_mut(c) {
+            let inv = 1.0 / row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+            row.iter_mut().for_each(|v| *v *= inv);
+        }
+        Ok(pooled)
+    }
+
+    /// Classifier logits (B, L) from the mean-pooled output.
+    pub fn logits_batch(&mut self, batch: &Batch) -> Result<&[f32]> {
+        if self.model.classifier.is_none() {
+            bail!("{}: this model has no classification head (fine-tune it with `shrink finetune` first)", self.dir.display());
+        }
+        self.run(&batch.ids, &batch.mask, batch.b, batch.t, None)?;
+        self.model.pool(&batch.mask, batch.b, batch.t, &mut self.bufs);
+        self.model.head(batch.b, &mut self.bufs)?;
+        let l = self.model.classifier.as_ref().map_or(0, |h| h.n());
+        Ok(&self.bufs.logits[..batch.b * l])
+    }
+
+    /// One embedding per text.
+    pub fn embed<S: AsRef<str>>(&mut self, texts: &[S]) -> Result<Vec<Vec<f32>>> {
+        let batch = self.tokenizer.batch(texts)?;
+        let c = self.config.hidden_size;
+        Ok(self.embed_batch(&batch)?.chunks_exact(c).map(<[f32]>::to_vec).collect())
+    }
+
+    /// The most likely label of each text, with the probabilities of all labels.
+    pub fn classify<S: AsRef<str>>(&mut self, texts: &[S]) -> Result<Vec<Prediction>> {
+        let batch = self.tokenizer.batch(texts)?;
+        let names = self.labels().unwrap_or_default();
+        let l = names.len();
+        let logits = self.logits_batch(&batch)?;
+        Ok(logits
+            .chunks_exact(l.max(1))
+            .map(|row| {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let e: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
+                let sum: f32 = e.iter().sum();
+                let probs: Vec<f32> = e.iter().map(|v| v / sum).collect();
+                let index = (0..l).max_by(|&a, &b| probs[a].total_cmp(&probs[b])).unwrap_or(0);
+                Prediction { index, label: names.get(index).cloned().unwrap_or_default(), probs }
+            })
+            .collect())
+    }
+
+    fn bufs_x(&self) -> &[f32] {
+        self.model.hidden(&self.bufs)
+    }
+
+    fn run(&mut self, ids: &[u32], mask: &[u32], b: usize, t: usize, hidden: Option<&mut Vec<Vec<f32>>>) -> Result<()> {
+        self.check(ids, mask, b, t)?;
+        let threads = self.threads;
+        let Self { model, bufs, pool, .. } = self;
+        model.plan(bufs, b, t, threads);
+        pool.install(|| model.forward(ids, mask, b, t, threads, bufs, hidden));
+        Ok(())
+    }
+
+    fn check(&self, ids: &[u32], mask: &[u32], b: usize, t: usize) -> Result<()> {
+        if b == 0 || t == 0 {
+            bail!("empty batch ({b} x {t})");
+        }
+        if ids.len() != b * t || mask.len() != b * t {
+            bail!("ids ({}) and mask ({}) must both hold B x T = {b} x {t} values", ids.len(), mask.len());
+        }
+        if t > self.model.embeddings.max_positions {
+            bail!("sequence of {t} tokens exceeds max_position_embeddings {}", self.model.embeddings.max_positions);
+        }
+        if let Some(i) = ids.iter().position(|&id| id as usize >= self.model.embeddings.vocab) {
+            return Err(anyhow!("token id {} at position {i} is outside the vocabulary of {}", ids[i], self.model.embeddings.vocab));
+        }
+        if let Some(i) = mask.iter().position(|&v| v > 1) {
+            bail!("mask value {} at position {i}: expected 0 or 1", mask[i]);
+        }
+        Ok(())
+    }
+}

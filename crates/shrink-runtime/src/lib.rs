@@ -1,0 +1,21 @@
+//! shrink-runtime: the on-device engine. Loads an fp32 HF folder or a shrink-quantized one, packs weights once,
+//! plans activation buffers once per shape, and runs BERT on shrink-kernels (f32, int8). No candle, no training.
+//!
+//! ```no_run
+//! let mut engine = shrink_runtime::Engine::load("model".as_ref(), shrink_runtime::Options { threads: 2, max_len: None })?;
+//! let embeddings = engine.embed(&["a sentence", "another one"])?;
+//! # anyhow::Ok(())
+//! ```
+//!
+//! Dimensions: B batch, T tokens, M = B*T rows, C hidden, H heads, D head width, F FFN width, L labels.
+
+mod attention;
+mod embeddings;
+mod engine;
+pub mod linear;
+mod model;
+mod norm;
+
+pub use engine::{Engine, Options, Prediction};
+pub use linear::Format;
+pub use shrink_format::{Batch, Config};

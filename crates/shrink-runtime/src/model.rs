@@ -1,0 +1,202 @@
+//! The BERT encoder on the runtime's kernels: embeddings, then per layer fused QKV GEMM, blocked attention, output
+//! GEMM + residual + LayerNorm, FFN GEMM + GELU, GEMM + residual + LayerNorm. Weights are packed once at load;
+//! every activation lives in `Buffers`, planned once per shape.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use shrink_format::{Config, TensorFile};
+use shrink_kernels::qgemm::QuantActs;
+
+use crate::attention::{self, Scratch, Shape};
+use crate::embeddings::Embeddings;
+use crate::linear::{Format, Linear};
+use crate::norm::LayerNorm;
+
+/// Added to attention scores of padding keys (the training model uses the same).
+const MASKED: f32 = -1e9;
+
+pub struct Layer {
+    qkv: Linear,      // C -> 3C: query, key, value stacked
+    attn_out: Linear, // C -> C
+    ln1: LayerNorm,
+    inter: Linear, // C -> F, GELU fused
+    out: Linear,   // F -> C
+    ln2: LayerNorm,
+}
+
+pub struct Model {
+    pub embeddings: Embeddings,
+    pub layers: Vec<Layer>,
+    /// Mean-pooled sentence -> label logits, for fine-tuned classifiers.
+    pub classifier: Option<Linear>,
+    c: usize,
+    h: usize,
+}
+
+/// Activations for the largest batch seen so far; smaller batches reuse them, so a steady workload allocates
+/// nothing after its first call.
+#[derive(Default)]
+pub struct Buffers {
+    x: Vec<f32>,         // (M, C) hidden state
+    y: Vec<f32>,         // (M, C) pre-LayerNorm sum
+    /// (M, 3C) QKV, later (M, F) FFN activations: never live at once, so they share memory.
+    wide: Vec<f32>,
+    ctx: Vec<f32>, // (M, C)
+    bias: Vec<f32>,      // (B, T) mask bias
+    pub pooled: Vec<f32>, // (B, C)
+    pub logits: Vec<f32>, // (B, L)
+    qa: QuantActs,
+    attn: Vec<Scratch>, // one per thread
+}
+
+fn grow(v: &mut Vec<f32>, n: usize) {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+}
+
+/// Which storage each Linear uses: the quantization section's table, fp32 when the folder has none.
+struct Formats<'a>(Option<&'a BTreeMap<String, String>>);
+
+impl Formats<'_> {
+    fn of(&self, file: &TensorFile, names: &[&str]) -> Result<Format> {
+        let get = |n: &str| match self.0 {
+            None => Ok(Format::Fp32),
+            Some(map) => {
+                let f = map.get(n).ok_or_else(|| anyhow!("quantization.layers has no entry for {n}"))?;
+                Format::parse(f).with_context(|| format!("quantization.layers.{n}"))
+            }
+        };
+        let first = get(names[0])?;
+        for n in &names[1..] {
+            if get(n)? != first {
+                bail!("{}: {} and {n} must share a format (they run as one GEMM)", file.file.display(), names[0]);
+            }
+        }
+        Ok(first)
+    }
+}
+
+impl Model {
+    pub fn load(file: &Arc<TensorFile>, cfg: &Config, labels: Option<usize>) -> Result<Self> {
+        let (c, f) = (cfg.hidden_size, cfg.intermediate_size);
+        let q = cfg.quantization.as_ref();
+        let formats = Formats(q.map(|q| &q.layers));
+        let embeddings = Embeddings::load(file, cfg, q.map_or("fp32", |q| q.embeddings.as_str()))?;
+        let extra = format!("encoder.layer.{}.output.dense.bias", cfg.num_hidden_layers);
+        if file.contains(&extra) {
+            bail!(
+                "{}: holds more layers than config.json's num_hidden_layers = {}",
+                file.file.display(),
+                cfg.num_hidden_layers
+            );
+        }
+        let eps = cfg.layer_norm_eps;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|l| {
+                let p = format!("encoder.layer.{l}");
+                let name = |s: &str| format!("{p}.{s}");
+                let (qn, kn, vn) = (name("attention.self.query"), name("attention.self.key"), name("attention.self.value"));
+                let qkv_names = [qn.as_str(), kn.as_str(), vn.as_str()];
+                let linear = |n: &str, out: usize, inp: usize| Linear::load(file, &[n], out, inp, formats.of(file, &[n])?);
+                Ok(Layer {
+                    qkv: Linear::load(file, &qkv_names, c, c, formats.of(file, &qkv_names)?)?,
+                    attn_out: linear(&name("attention.output.dense"), c, c)?,
+                    ln1: LayerNorm::load(file, &name("attention.output.LayerNorm"), c, eps)?,
+                    inter: linear(&name("intermediate.dense"), f, c)?,
+                    out: linear(&name("output.dense"), c, f)?,
+                    ln2: LayerNorm::load(file, &name("output.LayerNorm"), c, eps)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let classifier = match labels {
+            Some(l) => Some(Linear::load(file, &["classifier"], l, c, formats.of(file, &["classifier"]).unwrap_or(Format::Fp32))?),
+            None => None,
+        };
+        Ok(Self { embeddings, layers, classifier, c, h: cfg.num_attention_heads })
+    }
+
+    /// Bytes of weights held in memory (mapped tables included).
+    pub fn bytes(&self) -> usize {
+        let layers: usize = self.layers.iter().map(|l| l.qkv.bytes() + l.attn_out.bytes() + l.inter.bytes() + l.out.bytes()).sum();
+        self.embeddings.bytes() + layers + self.classifier.as_ref().map_or(0, Linear::bytes)
+    }
+
+    /// Sizes every buffer for a (B, T) batch on `threads` threads.
+    pub fn plan(&self, bufs: &mut Buffers, b: usize, t: usize, threads: usize) {
+        let (m, c) = (b * t, self.c);
+        let f = self.layers.first().map_or(0, |l| l.inter.n());
+        for (v, n) in [(&mut bufs.x, m * c), (&mut bufs.y, m * c), (&mut bufs.wide, m * f.max(3 * c)), (&mut bufs.ctx, m * c)] {
+            grow(v, n);
+        }
+        grow(&mut bufs.bias, m);
+        grow(&mut bufs.pooled, b * c);
+        grow(&mut bufs.logits, b * self.classifier.as_ref().map_or(0, Linear::n));
+        bufs.attn.resize_with(threads.max(bufs.attn.len()), Scratch::new);
+    }
+
+    /// Last hidden state (B*T, C) into `bufs.x`; `hidden` (if given) receives the embedding output and every layer's.
+    pub fn forward(&self, ids: &[u32], mask: &[u32], b: usize, t: usize, threads: usize, bufs: &mut Buffers, mut hidden: Option<&mut Vec<Vec<f32>>>) {
+        let (m, c) = (b * t, self.c);
+        let shape = Shape { b, t, h: self.h, d: c / self.h };
+        for (o, &v) in bufs.bias[..m].iter_mut().zip(mask) {
+            *o = if v == 0 { MASKED } else { 0.0 };
+        }
+        let f = self.layers.first().map_or(0, |l| l.inter.n());
+        let Buffers { x, y, wide, ctx, bias, qa, attn, .. } = bufs;
+        let (ctx, bias) = (&mut ctx[..m * c], &bias[..m]);
+        self.embeddings.forward(ids, t, &mut x[..m * c]);
+        if let Some(h) = hidden.as_deref_mut() {
+            h.push(x[..m * c].to_vec());
+        }
+        for layer in &self.layers {
+            let qkv = &mut wide[..3 * m * c];
+            layer.qkv.forward(&x[..m * c], m, qkv, qa, false, None);
+            attention::attention(qkv, bias, &shape, ctx, &mut attn[..threads]);
+            layer.attn_out.forward(ctx, m, &mut y[..m * c], qa, false, Some(&x[..m * c]));
+            layer.ln1.forward(&mut y[..m * c]);
+            std::mem::swap(x, y);
+            let ffn = &mut wide[..m * f];
+            layer.inter.forward(&x[..m * c], m, ffn, qa, true, None);
+            layer.out.forward(ffn, m, &mut y[..m * c], qa, false, Some(&x[..m * c]));
+            layer.ln2.forward(&mut y[..m * c]);
+            std::mem::swap(x, y);
+            if let Some(h) = hidden.as_deref_mut() {
+                h.push(x[..m * c].to_vec());
+            }
+        }
+    }
+
+    /// Mean over real tokens of `bufs.x` into `bufs.pooled` (B, C).
+    pub fn pool(&self, mask: &[u32], b: usize, t: usize, bufs: &mut Buffers) {
+        let c = self.c;
+        let Buffers { x, pooled, .. } = bufs;
+        for (bi, out) in pooled[..b * c].chunks_exact_mut(c).enumerate() {
+            out.fill(0.0);
+            let mut n = 0.0f32;
+            for ti in (0..t).filter(|&ti| mask[bi * t + ti] != 0) {
+                for (o, &v) in out.iter_mut().zip(&x[(bi * t + ti) * c..][..c]) {
+                    *o += v;
+                }
+                n += 1.0;
+            }
+            let inv = 1.0 / n.max(1e-9);
+            out.iter_mut().for_each(|o| *o *= inv);
+        }
+    }
+
+    /// The hidden state `forward` left in `bufs`.
+    pub fn hidden<'a>(&self, bufs: &'a Buffers) -> &'a [f32] {
+        &bufs.x
+    }
+
+    /// Classifier logits of `bufs.pooled` into `bufs.logits` (B, L).
+    pub fn head(&self, b: usize, bufs: &mut Buffers) -> Result<()> {
+        let head = self.classifier.as_ref().ok_or_else(|| anyhow!("this model has no classification head"))?;
+        let Buffers { pooled, logits, qa, .. } = bufs;
+        head.forward(&pooled[..b * self.c], b, &mut logits[..b * head.n()], qa, false, None);
+        Ok(())
+    }
+}

@@ -1,0 +1,68 @@
+//! After its first call at a shape, the runtime's forward pass allocates nothing: a counting global allocator
+//! watches repeated calls at that shape and at smaller ones, fp32 and int8, on one and two threads.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use shrink_runtime::{Engine, Options};
+
+struct Counting;
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator, only counting.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        System.alloc(l)
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        System.dealloc(p, l)
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        System.realloc(p, l, n)
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+fn model() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets/models/all-MiniLM-L6-v2");
+    assert!(p.is_dir(), "{} missing: run scripts/fetch-assets.sh", p.display());
+    p
+}
+
+fn batch(b: usize, t: usize) -> (Vec<u32>, Vec<u32>) {
+    let ids = (0..b * t).map(|i| 1000 + (i as u32 * 7919) % 20000).collect();
+    let mask = (0..b * t).map(|i| u32::from(i % t < t - i / t % 3)).collect(); // some padding
+    (ids, mask)
+}
+
+fn allocations_after_warmup(dir: &std::path::Path, threads: usize) -> usize {
+    let mut e = Engine::load(dir, Options { threads, max_len: None }).unwrap();
+    let (ids, mask) = batch(3, 40);
+    e.forward(&ids, &mask, 3, 40).unwrap();
+    let (small_ids, small_mask) = batch(2, 17);
+    let before = ALLOCS.load(Ordering::SeqCst);
+    for _ in 0..3 {
+        e.forward(&ids, &mask, 3, 40).unwrap();
+        e.forward(&small_ids, &small_mask, 2, 17).unwrap();
+    }
+    ALLOCS.load(Ordering::SeqCst) - before
+}
+
+#[test]
+fn forward_allocates_nothing_after_warmup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let int8 = tmp.path().join("int8");
+    shrink::quantize::quantize(&model(), &int8, shrink::quantize::Scheme::Int8Dynamic, shrink::quantize::EmbeddingStorage::Fp32)
+        .unwrap();
+    for dir in [model(), int8] {
+        for threads in [1, 2] {
+            let n = allocations_after_warmup(&dir, threads);
+            assert_eq!(n, 0, "{} on {threads} thread(s): {n} allocations in 6 warm calls", dir.display());
+        }
+    }
+}
