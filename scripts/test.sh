@@ -8,3 +8,4 @@ export SHRINK_NO_PROGRESS=1
 cargo test --release --workspace "$@"
 # Golden parity again on the scalar kernels (the SIMD level is picked at run time; CI may have a different CPU).
 SHRINK_ISA=scalar cargo test --release -p shrink-model --test golden
+SHRINK_ISA=scalar cargo test --release -p shrink-runtime --test golden

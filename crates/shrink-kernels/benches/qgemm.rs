@@ -26,8 +26,16 @@ fn time_s(mut f: impl FnMut()) -> (f64, f64) {
     (t[reps / 2], t[0])
 }
 
-fn data(n: usize, seed: usize) -> Vec<f32> {
-    (0..n).map(|i| ((i * 7919 + seed * 104_729) % 2001) as f32 / 1000.0 - 1.0).collect()
+/// Uniform in [-1, 1): splitmix64 of (seed, index), so products of two arrays sum like random data.
+fn data(n: usize, seed: u64) -> Vec<f32> {
+    (0..n as u64)
+        .map(|i| {
+            let mut z = (i + (seed << 40)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z >> 40) as f32 / (1u32 << 23) as f32 - 1.0
+        })
+        .collect()
 }
 
 fn main() {

@@ -39,5 +39,10 @@ fn main() {
             }
             println!();
         }
+        // The epilogue's GELU, per element, on an FFN-sized block.
+        let x: Vec<f32> = (0..128 * 1536).map(|i| ((i * 7919) % 2000) as f32 / 250.0 - 4.0).collect();
+        let mut y = x.clone();
+        let s = median_s(|| shrink_kernels::activation::gelu(&x, &mut y), 50);
+        println!("gelu {:.2} ns/element", s * 1e9 / x.len() as f64);
     });
 }

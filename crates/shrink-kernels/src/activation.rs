@@ -7,9 +7,8 @@ use crate::multiversion;
 multiversion!(
     /// y = GELU(x), exact (erf) form.
     gelu, gelu_on; (x: &[f32], y: &mut [f32]) {
-        for (y, &x) in y.iter_mut().zip(x) {
-            *y = math::gelu(x);
-        }
+        y.copy_from_slice(x);
+        math::gelu_slice(y);
     }
 );
 
@@ -64,18 +63,31 @@ multiversion!(
 );
 
 multiversion!(
-    /// `softmax_row` in place: y = softmax(y * scale + bias).
-    softmax_inplace, softmax_inplace_on; (y: &mut [f32], bias: &[f32], scale: f32) {
-        for (y, &b) in y.iter_mut().zip(bias) {
-            *y = *y * scale + b;
+    /// Softmax without its division, in place: y = exp(y + bias - max), returning the sum, so a caller that next
+    /// multiplies by a narrower matrix can divide the D outputs instead of the T probabilities. An empty `bias`
+    /// means none.
+    softmax_unnormalized, softmax_unnormalized_on; (y: &mut [f32], bias: &[f32]) -> f32 {
+        if !bias.is_empty() {
+            for (y, &b) in y.iter_mut().zip(bias) {
+                *y += b;
+            }
         }
-        normalize_exp(y);
+        exp_sum(y)
     }
 );
 
-/// y = exp(y - max y) / sum: the shared tail of both softmax forms; exp and sum in one pass.
+/// y = exp(y - max y) / sum: the shared tail of the softmax forms.
 #[inline(always)]
 fn normalize_exp(y: &mut [f32]) {
+    let inv = 1.0 / exp_sum(y);
+    for y in y.iter_mut() {
+        *y *= inv;
+    }
+}
+
+/// y = exp(y - max y), returning the sum; exp and sum in one pass.
+#[inline(always)]
+fn exp_sum(y: &mut [f32]) -> f32 {
     let max = lanes_max(y);
     let mut acc = [0f32; LANES];
     let mut chunks = y.chunks_exact_mut(LANES);
@@ -90,10 +102,7 @@ fn normalize_exp(y: &mut [f32]) {
         *v = math::exp(*v - max);
         tail += *v;
     }
-    let inv = 1.0 / (acc.iter().sum::<f32>() + tail);
-    for y in y.iter_mut() {
-        *y *= inv;
-    }
+    acc.iter().sum::<f32>() + tail
 }
 
 multiversion!(
@@ -168,12 +177,12 @@ mod tests {
                 gelu_backward_on(isa, &x, &dy, &mut dx);
                 softmax_row_on(isa, &x, &bias, 0.7, &mut p);
                 softmax_row_backward_on(isa, &p, &dy, 0.7, &mut tmp, &mut dp);
-                let mut q = x.clone();
-                softmax_inplace_on(isa, &mut q, &bias, 0.7);
-                assert_eq!(q, p, "{isa:?}: in-place softmax is the same loop");
+                let mut q: Vec<f32> = x.iter().map(|v| v * 0.7).collect();
+                let sum = softmax_unnormalized_on(isa, &mut q, &bias);
+                q.iter_mut().for_each(|v| *v /= sum);
                 let mut ln = x.clone();
                 layer_norm_rows_on(isa, &mut ln, &dy, &bias[..n].iter().map(|b| b.max(-1.0)).collect::<Vec<_>>(), 1e-12);
-                (y, dx, p, dp, ln)
+                (y, dx, p, dp, ln, q)
             };
             let reference = run(Isa::Scalar);
             assert!((reference.2.iter().sum::<f32>() - 1.0).abs() < 1e-5);
@@ -182,7 +191,7 @@ mod tests {
             assert!(d <= LN_TOL, "scalar layer norm vs f64 reference: {d}");
             for isa in Isa::available() {
                 let got = run(isa);
-                for (a, b) in [(&got.0, &reference.0), (&got.1, &reference.1), (&got.2, &reference.2), (&got.3, &reference.3), (&got.4, &reference.4)] {
+                for (a, b) in [(&got.0, &reference.0), (&got.1, &reference.1), (&got.2, &reference.2), (&got.3, &reference.3), (&got.4, &reference.4), (&got.5, &reference.2)] {
                     let d = a.iter().zip(b.iter()).map(|(u, v)| (u - v).abs()).fold(0f32, f32::max);
                     assert!(d <= SIMD_TOL, "{isa:?} n={n}: {d}");
                 }

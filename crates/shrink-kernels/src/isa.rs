@@ -57,26 +57,29 @@ pub fn isa() -> Isa {
     })
 }
 
-/// `multiversion!(name, name_on; (args) body)` defines `name_on(isa, args)`, which runs `body` compiled for `isa`
-/// (or the best level below it this CPU has), and `name(args)` = `name_on(isa(), args)`.
+/// `multiversion!(name, name_on; (args) [-> ret] body)` defines `name_on(isa, args)`, which runs `body` compiled for
+/// `isa` (or the best level below it this CPU has), and `name(args)` = `name_on(isa(), args)`.
 #[macro_export]
 macro_rules! multiversion {
     ($(#[$m:meta])* $name:ident, $name_on:ident; ($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
+        $crate::multiversion!($(#[$m])* $name, $name_on; ($($arg: $ty),*) -> () $body);
+    };
+    ($(#[$m:meta])* $name:ident, $name_on:ident; ($($arg:ident : $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
         $(#[$m])*
-        pub fn $name($($arg: $ty),*) {
+        pub fn $name($($arg: $ty),*) -> $ret {
             $name_on($crate::isa::isa(), $($arg),*)
         }
 
         $(#[$m])*
-        pub fn $name_on(level: $crate::isa::Isa, $($arg: $ty),*) {
+        pub fn $name_on(level: $crate::isa::Isa, $($arg: $ty),*) -> $ret {
             #[inline(always)]
-            fn imp($($arg: $ty),*) $body
+            fn imp($($arg: $ty),*) -> $ret $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-                unsafe fn avx512($($arg: $ty),*) { imp($($arg),*) }
+                unsafe fn avx512($($arg: $ty),*) -> $ret { imp($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) { imp($($arg),*) }
+                unsafe fn avx2($($arg: $ty),*) -> $ret { imp($($arg),*) }
                 let level = level.min($crate::isa::best());
                 // SAFETY: `level` is capped at what this CPU reports.
                 match level {

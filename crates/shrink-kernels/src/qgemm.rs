@@ -11,7 +11,6 @@
 
 pub use crate::epilogue::Epilogue;
 use crate::isa::{self, Isa};
-use crate::math;
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
@@ -202,6 +201,12 @@ pub struct PackedI8 {
 }
 
 impl PackedI8 {
+    /// Multiplies output columns `cols` by `s`, exactly: only their scales change (folds a constant into a layer).
+    pub fn scale_columns(&mut self, cols: std::ops::Range<usize>, s: f32) {
+        assert!(cols.end <= self.n, "columns {cols:?} outside {}", self.n);
+        self.scale[cols].iter_mut().for_each(|v| *v *= s);
+    }
+
     /// q is n x k row-major (as `quantize_per_channel` returns), scale n.
     pub fn pack(q: &[i8], scale: &[f32], n: usize, k: usize) -> Self {
         assert_eq!(q.len(), n * k, "int8 weight: {n}x{k} needs {} values, has {}", n * k, q.len());
@@ -331,28 +336,6 @@ impl PackedI4 {
     /// Heap bytes held.
     pub fn bytes(&self) -> usize {
         self.data.len() * 64 + self.scale16.len() * 4 + self.colsum16.len() * 4
-    }
-}
-
-/// Bias, GELU and residual on y = columns j0.. of output row i (n wide), once y holds the scaled product. Shared
-/// by kernels and references, so both do the same float operations; inlined into each level's kernel, so it is
-/// vectorised at that level without a dispatch per row (`Epilogue::apply` dispatches per call).
-#[inline(always)]
-fn finish(y: &mut [f32], ep: &Epilogue, i: usize, j0: usize, n: usize) {
-    if let Some(b) = ep.bias {
-        for (y, b) in y.iter_mut().zip(&b[j0..]) {
-            *y += b;
-        }
-    }
-    if ep.gelu {
-        for y in y.iter_mut() {
-            *y = math::gelu(*y);
-        }
-    }
-    if let Some(r) = ep.residual {
-        for (y, r) in y.iter_mut().zip(&r[i * n + j0..]) {
-            *y += r;
-        }
     }
 }
 
@@ -495,7 +478,7 @@ per_level!(
                         }
                     }
                     for r in 0..mr {
-                        finish(std::slice::from_raw_parts_mut(out.ptr.add(r * n), nc), &job.ep, i0 + r, j0, n);
+                        job.ep.apply_inline(std::slice::from_raw_parts_mut(out.ptr.add(r * n), nc), i0 + r, j0, n);
                     }
                 }
             }
@@ -556,7 +539,7 @@ pub fn gemm_i8_ref(out: &mut [f32], a: &QuantActs, q: &[i8], scale: &[f32], n: u
             let dot: i32 = row.iter().zip(&q[j * k..(j + 1) * k]).map(|(&x, &w)| (x as i32 - z) * w as i32).sum();
             *y = dot as f32 * (sa * scale[j]);
         }
-        finish(y, &ep, i, 0, n);
+        ep.apply_inline(y, i, 0, n);
     }
 }
 
@@ -590,7 +573,7 @@ pub fn gemm_i4_ref(out: &mut [f32], a: &QuantActs, q: &[u8], scale: &[f32], n: u
             }
             *y = acc * sa;
         }
-        finish(y, &ep, i, 0, n);
+        ep.apply_inline(y, i, 0, n);
     }
 }
 

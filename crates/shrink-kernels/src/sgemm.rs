@@ -13,7 +13,26 @@ pub struct PackedF32 {
     n: usize,
     k: usize,
     isa: Isa,
-    data: Vec<f32>,
+    data: Vec<Line>,
+}
+
+/// One cache line of weights: panels start on a line, so the kernel's vector loads never straddle two (the NR of
+/// every SIMD level is a whole number of lines).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+const _: () = assert!(std::mem::size_of::<Line>() == 64);
+
+impl PackedF32 {
+    fn values(&self) -> &[f32] {
+        // SAFETY: Line is 16 plain f32s with no padding.
+        unsafe { std::slice::from_raw_parts(self.data.as_ptr().cast(), self.data.len() * 16) }
+    }
+
+    fn values_mut(&mut self) -> &mut [f32] {
+        // SAFETY: as above.
+        unsafe { std::slice::from_raw_parts_mut(self.data.as_mut_ptr().cast(), self.data.len() * 16) }
+    }
 }
 
 /// Microkernel tile (MR rows x NR columns) and the K block that keeps a KC x NR weight sliver within L1.
@@ -25,8 +44,8 @@ struct Geometry {
 
 const fn geometry(isa: Isa) -> Geometry {
     match isa {
-        // 8 x 3 zmm accumulators + 3 weight registers + 1 broadcast of 32 registers.
-        Isa::Avx512 => Geometry { mr: 8, nr: 48, kc: 128 },
+        // 8 x 3 zmm accumulators + 3 weight registers + 1 broadcast of 32 registers; K = 384 (MiniLM) in one pass.
+        Isa::Avx512 => Geometry { mr: 8, nr: 48, kc: 384 },
         // 6 x 2 ymm accumulators + 2 + 1 of 16.
         Isa::Avx2 => Geometry { mr: 6, nr: 16, kc: 384 },
         Isa::Scalar => Geometry { mr: 4, nr: 8, kc: 768 },
@@ -60,10 +79,11 @@ impl PackedF32 {
         assert!(n == 0 || k == 0 || src.len() > (n - 1) * sn + (k - 1) * sk, "weight source too short for {n} x {k}");
         let nr = geometry(self.isa).nr;
         let panels = n.div_ceil(nr);
-        if self.data.len() < panels * k * nr {
-            self.data.resize(panels * k * nr, 0.0);
+        let lines = (panels * k * nr).div_ceil(16);
+        if self.data.len() < lines {
+            self.data.resize(lines, Line([0.0; 16]));
         }
-        for (p, panel) in self.data[..panels * k * nr].chunks_exact_mut(k * nr).enumerate() {
+        for (p, panel) in self.values_mut()[..panels * k * nr].chunks_exact_mut(k * nr).enumerate() {
             let cols = nr.min(n - p * nr);
             let first = &src[p * nr * sn..];
             for (kk, dst) in panel.chunks_exact_mut(nr).enumerate() {
@@ -81,6 +101,17 @@ impl PackedF32 {
         (self.n, self.k) = (n, k);
     }
 
+    /// Multiplies output columns `cols` by `s` (folds a constant into a layer).
+    pub fn scale_columns(&mut self, cols: Range<usize>, s: f32) {
+        assert!(cols.end <= self.n, "columns {cols:?} outside {}", self.n);
+        let nr = geometry(self.isa).nr;
+        for j in cols {
+            let k = self.k;
+            let panel = &mut self.values_mut()[j / nr * k * nr..][..k * nr];
+            panel.iter_mut().skip(j % nr).step_by(nr).for_each(|v| *v *= s);
+        }
+    }
+
     pub fn n(&self) -> usize {
         self.n
     }
@@ -90,7 +121,7 @@ impl PackedF32 {
     }
 
     pub fn bytes(&self) -> usize {
-        self.data.len() * 4
+        self.data.len() * 64
     }
 }
 
@@ -160,7 +191,7 @@ unsafe fn run(out: Out, x: &[f32], lda: usize, m: usize, w: &PackedF32, ep: &Epi
             let last = k0 + kb == k;
             for p in panels.clone() {
                 let (j0, cols) = (p * nr, nr.min(n - p * nr));
-                let b = w.data.as_ptr().add(p * k * nr + k0 * nr);
+                let b = w.values().as_ptr().add(p * k * nr + k0 * nr);
                 for i0 in (m0..m1).step_by(mr) {
                     let rows = mr.min(m1 - i0);
                     let c = out.ptr.add(i0 * out.ld + j0);
@@ -187,6 +218,7 @@ const KERNELS: [Kernel; 3] = [kernel_scalar, kernel_avx2, kernel_avx512];
 macro_rules! microkernel {
     ($(#[$attr:meta])* $name:ident, $geom:expr, $V:ty, $w:expr, $zero:expr, $load:expr, $splat:expr, $fma:expr, $add:expr, $store:expr) => {
         $(#[$attr])*
+        #[allow(clippy::too_many_arguments)]
         unsafe fn $name(
             a: *const f32, lda: usize, b: *const f32, kc: usize, c: *mut f32, ldc: usize, rows: usize, cols: usize,
             accumulate: bool,

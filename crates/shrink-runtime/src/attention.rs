@@ -3,7 +3,7 @@
 //! softmaxes them, and multiplies by V. No more than one block of scores per thread ever exists (never
 //! B x H x T x T), and both products run on the packed f32 kernel.
 
-use shrink_kernels::activation::softmax_inplace;
+use shrink_kernels::activation::softmax_unnormalized;
 use shrink_kernels::epilogue::Epilogue;
 use shrink_kernels::isa;
 use shrink_kernels::sgemm::{gemm_f32_ex, PackedF32};
@@ -16,13 +16,14 @@ pub struct Scratch {
     k: PackedF32,     // K of one head as a GEMM weight: (T, D)
     v: PackedF32,     // Vᵀ of one head: (D, T)
     scores: Vec<f32>, // (block, T)
+    sums: Vec<f32>,   // (block): softmax denominators, applied to the D outputs rather than the T scores
     out: Vec<f32>,    // (block, D)
 }
 
 impl Scratch {
     pub fn new() -> Self {
         let level = isa::isa();
-        Self { k: PackedF32::empty(level), v: PackedF32::empty(level), scores: Vec::new(), out: Vec::new() }
+        Self { k: PackedF32::empty(level), v: PackedF32::empty(level), scores: Vec::new(), sums: Vec::new(), out: Vec::new() }
     }
 }
 
@@ -53,16 +54,19 @@ impl Ctx {
     }
 }
 
-/// ctx (B*T, C) = softmax(Q·Kᵀ / sqrt(D) + mask_bias) · V per head, from qkv (B*T, 3C) laid out [Q | K | V] with heads
-/// side by side. mask_bias (B, T): 0 for real tokens, a large negative for padding. One task per scratch.
-pub fn attention(qkv: &[f32], mask_bias: &[f32], s: &Shape, ctx: &mut [f32], scratch: &mut [Scratch]) {
+/// ctx (B*T, C) = softmax(Q·Kᵀ + mask_bias) · V per head, from qkv (B*T, 3C) laid out [Q | K | V] with heads side by
+/// side, Q already scaled by 1/sqrt(D) (folded into its weights at load). mask_bias (B, T): 0 for real tokens, a
+/// large negative for padding; `padded[b]` says whether sequence b has any. One task per scratch.
+pub fn attention(qkv: &[f32], mask_bias: &[f32], padded: &[bool], s: &Shape, ctx: &mut [f32], scratch: &mut [Scratch]) {
     let (c, tasks) = (s.h * s.d, scratch.len().max(1));
     assert!(qkv.len() >= s.b * s.t * 3 * c && ctx.len() >= s.b * s.t * c && mask_bias.len() >= s.b * s.t);
     let items = s.b * s.h;
     let out = Ctx(ctx.as_mut_ptr());
     let run = |task: usize, sc: &mut Scratch| {
         for item in items * task / tasks..items * (task + 1) / tasks {
-            head_attention(qkv, mask_bias, s, item / s.h, item % s.h, out, sc);
+            let bi = item / s.h;
+            let bias = if padded[bi] { &mask_bias[bi * s.t..(bi + 1) * s.t] } else { &[][..] };
+            head_attention(qkv, bias, s, bi, item % s.h, out, sc);
         }
     };
     if tasks == 1 {
@@ -73,16 +77,15 @@ pub fn attention(qkv: &[f32], mask_bias: &[f32], s: &Shape, ctx: &mut [f32], scr
     }
 }
 
-/// Head h of sequence bi, block by block of query rows.
-fn head_attention(qkv: &[f32], mask_bias: &[f32], s: &Shape, bi: usize, h: usize, ctx: Ctx, sc: &mut Scratch) {
+/// Head h of sequence bi, block by block of query rows; `bias` (T) is empty when the sequence has no padding.
+fn head_attention(qkv: &[f32], bias: &[f32], s: &Shape, bi: usize, h: usize, ctx: Ctx, sc: &mut Scratch) {
     let (t, d, c) = (s.t, s.d, s.h * s.d);
     let ld = 3 * c;
     let seq = &qkv[bi * t * ld..(bi + 1) * t * ld]; // (T, 3C)
-    let bias = &mask_bias[bi * t..(bi + 1) * t]; // (T)
-    let scale = 1.0 / (d as f32).sqrt();
     let block = QUERY_BLOCK.min(t);
     if sc.scores.len() < block * t {
         sc.scores.resize(block * t, 0.0);
+        sc.sums.resize(block, 0.0);
     }
     if sc.out.len() < block * d {
         sc.out.resize(block * d, 0.0);
@@ -93,12 +96,14 @@ fn head_attention(qkv: &[f32], mask_bias: &[f32], s: &Shape, bi: usize, h: usize
         let rows = block.min(t - q0);
         let scores = &mut sc.scores[..rows * t]; // (rows, T)
         gemm_f32_ex(scores, t, &seq[q0 * ld + h * d..], ld, rows, &sc.k, Epilogue::default(), 1);
-        for row in scores.chunks_exact_mut(t) {
-            softmax_inplace(row, bias, scale);
+        for (row, sum) in scores.chunks_exact_mut(t).zip(&mut sc.sums) {
+            *sum = softmax_unnormalized(row, bias);
         }
         let out = &mut sc.out[..rows * d]; // (rows, D)
         gemm_f32_ex(out, d, scores, t, rows, &sc.v, Epilogue::default(), 1);
-        for (r, o) in out.chunks_exact(d).enumerate() {
+        for (r, (o, &sum)) in out.chunks_exact_mut(d).zip(&sc.sums).enumerate() {
+            let inv = 1.0 / sum;
+            o.iter_mut().for_each(|v| *v *= inv);
             // SAFETY: row (bi, q0 + r), columns of head h: this task's alone, inside ctx by the caller's assert.
             unsafe { ctx.write((bi * t + q0 + r) * c + h * d, o) };
         }

@@ -84,6 +84,15 @@ impl Linear {
         self.bias.len()
     }
 
+    /// Multiplies outputs `rows` (weight rows and bias) by `s`.
+    pub fn scale_rows(&mut self, rows: std::ops::Range<usize>, s: f32) {
+        match &mut self.weight {
+            Weight::F32(p) => p.scale_columns(rows.clone(), s),
+            Weight::Int8(p) => p.scale_columns(rows.clone(), s),
+        }
+        self.bias[rows].iter_mut().for_each(|v| *v *= s);
+    }
+
     /// Bytes the packed weights hold in memory.
     pub fn bytes(&self) -> usize {
         match &self.weight {

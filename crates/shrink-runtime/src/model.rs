@@ -45,6 +45,7 @@ pub struct Buffers {
     wide: Vec<f32>,
     ctx: Vec<f32>, // (M, C)
     bias: Vec<f32>,      // (B, T) mask bias
+    padded: Vec<bool>,   // (B): any padding in the sequence
     pub pooled: Vec<f32>, // (B, C)
     pub logits: Vec<f32>, // (B, L)
     qa: QuantActs,
@@ -101,8 +102,11 @@ impl Model {
                 let (qn, kn, vn) = (name("attention.self.query"), name("attention.self.key"), name("attention.self.value"));
                 let qkv_names = [qn.as_str(), kn.as_str(), vn.as_str()];
                 let linear = |n: &str, out: usize, inp: usize| Linear::load(file, &[n], out, inp, formats.of(file, &[n])?);
+                let mut qkv = Linear::load(file, &qkv_names, c, c, formats.of(file, &qkv_names)?)?;
+                // Attention's 1/sqrt(D) folded into the query rows: exact for int8 (it scales the row scales).
+                qkv.scale_rows(0..c, 1.0 / ((c / cfg.num_attention_heads) as f32).sqrt());
                 Ok(Layer {
-                    qkv: Linear::load(file, &qkv_names, c, c, formats.of(file, &qkv_names)?)?,
+                    qkv,
                     attn_out: linear(&name("attention.output.dense"), c, c)?,
                     ln1: LayerNorm::load(file, &name("attention.output.LayerNorm"), c, eps)?,
                     inter: linear(&name("intermediate.dense"), f, c)?,
@@ -132,20 +136,27 @@ impl Model {
             grow(v, n);
         }
         grow(&mut bufs.bias, m);
+        if bufs.padded.len() < b {
+            bufs.padded.resize(b, false);
+        }
         grow(&mut bufs.pooled, b * c);
         grow(&mut bufs.logits, b * self.classifier.as_ref().map_or(0, Linear::n));
         bufs.attn.resize_with(threads.max(bufs.attn.len()), Scratch::new);
     }
 
     /// Last hidden state (B*T, C) into `bufs.x`; `hidden` (if given) receives the embedding output and every layer's.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward(&self, ids: &[u32], mask: &[u32], b: usize, t: usize, threads: usize, bufs: &mut Buffers, mut hidden: Option<&mut Vec<Vec<f32>>>) {
         let (m, c) = (b * t, self.c);
         let shape = Shape { b, t, h: self.h, d: c / self.h };
         for (o, &v) in bufs.bias[..m].iter_mut().zip(mask) {
             *o = if v == 0 { MASKED } else { 0.0 };
         }
+        for (p, row) in bufs.padded.iter_mut().zip(mask.chunks_exact(t)) {
+            *p = row.contains(&0);
+        }
         let f = self.layers.first().map_or(0, |l| l.inter.n());
-        let Buffers { x, y, wide, ctx, bias, qa, attn, .. } = bufs;
+        let Buffers { x, y, wide, ctx, bias, padded, qa, attn, .. } = bufs;
         let (ctx, bias) = (&mut ctx[..m * c], &bias[..m]);
         self.embeddings.forward(ids, t, &mut x[..m * c]);
         if let Some(h) = hidden.as_deref_mut() {
@@ -154,7 +165,7 @@ impl Model {
         for layer in &self.layers {
             let qkv = &mut wide[..3 * m * c];
             layer.qkv.forward(&x[..m * c], m, qkv, qa, false, None);
-            attention::attention(qkv, bias, &shape, ctx, &mut attn[..threads]);
+            attention::attention(qkv, bias, &padded[..b], &shape, ctx, &mut attn[..threads]);
             layer.attn_out.forward(ctx, m, &mut y[..m * c], qa, false, Some(&x[..m * c]));
             layer.ln1.forward(&mut y[..m * c]);
             std::mem::swap(x, y);

@@ -304,7 +304,7 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
         Command::Bench { model, batch, seq, runs, warmup, json } => {
             let dir = shrink_model::resolve_model(&model)?;
             let opts = shrink_runtime::Options { threads, max_len: Some(seq) };
-            let r = bench::bench(&dir, || Ok(shrink_runtime::Engine::load(&dir, opts)?), batch, seq, runs, warmup)?;
+            let r = bench::bench(&dir, || shrink_runtime::Engine::load(&dir, opts), batch, seq, runs, warmup)?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
