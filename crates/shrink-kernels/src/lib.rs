@@ -9,3 +9,20 @@ pub mod isa;
 pub mod math;
 pub mod qgemm;
 pub mod sgemm;
+
+/// Reproducible test data shared by the kernels' tests.
+#[cfg(test)]
+pub(crate) mod testdata {
+    /// Uniform in [-1, 1) from an xorshift stream seeded by `seed`.
+    pub fn uniform(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
+    }
+}

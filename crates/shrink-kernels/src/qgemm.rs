@@ -60,7 +60,19 @@ impl QuantActs {
         self.data.resize(m * k_pad, 0);
         self.scale.resize(m, 0.0);
         self.zero.resize(m, 0);
-        quantize_rows(level(isa::isa()), x, k, &mut self.data, &mut self.scale, &mut self.zero);
+        let (lvl, tasks) = (level(isa::isa()), rayon::current_num_threads().min(m / ROWS_PER_TASK).max(1));
+        if tasks == 1 {
+            quantize_rows(lvl, x, k, &mut self.data, &mut self.scale, &mut self.zero);
+            return;
+        }
+        use rayon::prelude::*;
+        let rows = m.div_ceil(tasks);
+        self.data
+            .par_chunks_mut(rows * k_pad)
+            .zip(self.scale.par_chunks_mut(rows))
+            .zip(self.zero.par_chunks_mut(rows))
+            .zip(x.par_chunks(rows * k))
+            .for_each(|(((d, s), z), x)| quantize_rows(lvl, x, k, d, s, z));
     }
 
     pub fn rows(&self) -> usize {
@@ -80,6 +92,9 @@ impl QuantActs {
         x
     }
 }
+
+/// Rows below which quantizing on one thread beats handing work to others.
+const ROWS_PER_TASK: usize = 256;
 
 /// 1.5 * 2^23: adding it to an f32 in [0, 2^22) leaves round-to-nearest-even of it in the low mantissa bits, which
 /// vectorises where `f32::round` is a libm call and `as u8` a saturating conversion.
@@ -591,17 +606,7 @@ mod tests {
     /// whose rounding dominates: measured 0.098 and 0.118.
     const I4_FROB_TOL: [(usize, f64); 2] = [(32, 0.12), (128, 0.14)];
 
-    fn uniform(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::testdata::uniform;
 
     /// Standard normal by Box-Muller on `uniform`.
     fn gaussian(n: usize, seed: u64) -> Vec<f32> {

@@ -308,17 +308,7 @@ mod tests {
     /// |fast - ref| <= budget x sum_k |x w|: reordered f32 sums differ by a few ulps of the absolute sum.
     const F32_GEMM_REL_BUDGET: f32 = 1e-5;
 
-    fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::testdata::uniform as rand_vec;
 
     #[test]
     fn packed_matches_reference_on_awkward_shapes() {

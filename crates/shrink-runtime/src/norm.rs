@@ -4,6 +4,9 @@ use anyhow::Result;
 use shrink_format::TensorFile;
 use shrink_kernels::activation::layer_norm_rows;
 
+/// Rows below which normalising on one thread beats handing work to others.
+const ROWS_PER_TASK: usize = 256;
+
 pub struct LayerNorm {
     weight: Vec<f32>, // C
     bias: Vec<f32>,   // C
@@ -19,8 +22,15 @@ impl LayerNorm {
         })
     }
 
-    /// x: (M, C), normalised row by row.
+    /// x: (M, C), normalised row by row; large batches on all the pool's threads.
     pub fn forward(&self, x: &mut [f32]) {
-        layer_norm_rows(x, &self.weight, &self.bias, self.eps);
+        let c = self.weight.len();
+        let tasks = rayon::current_num_threads().min(x.len() / c / ROWS_PER_TASK).max(1);
+        if tasks == 1 {
+            return layer_norm_rows(x, &self.weight, &self.bias, self.eps);
+        }
+        use rayon::prelude::*;
+        let rows = (x.len() / c).div_ceil(tasks);
+        x.par_chunks_mut(rows * c).for_each(|x| layer_norm_rows(x, &self.weight, &self.bias, self.eps));
     }
 }

@@ -1,48 +1,16 @@
 //! The `shrink` binary end to end on the real model and data (run scripts/fetch-assets.sh first).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::path::Path;
 
 use candle_core::{Device, Tensor};
+use common::{asset, fails, model, ok, root};
 
 /// Same budget as the model's golden tests: f32 vs PyTorch f32.
 const EMBED_TOL: f32 = 1e-4;
 /// 240 training texts, 2 epochs at 32 tokens, scored on 112 test texts (chance: 0.2).
 const MIN_SUBSET_ACCURACY: f64 = 0.85;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn asset(rel: &str) -> PathBuf {
-    let p = root().join("assets").join(rel);
-    assert!(p.exists(), "{} missing: run scripts/fetch-assets.sh", p.display());
-    p
-}
-
-fn model() -> String {
-    asset("models/all-MiniLM-L6-v2").display().to_string()
-}
-
-fn shrink(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shrink")).args(args).env("SHRINK_NO_PROGRESS", "1").output().expect("run shrink")
-}
-
-/// Runs and requires success; returns stdout.
-fn ok(args: &[&str]) -> String {
-    let out = shrink(args);
-    assert!(out.status.success(), "shrink {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs and requires failure; returns stderr.
-fn fails(args: &[&str]) -> String {
-    let out = shrink(args);
-    assert!(!out.status.success(), "shrink {args:?} should fail");
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(!err.contains("panicked"), "shrink {args:?} panicked: {err}");
-    err
-}
 
 fn read_rows(p: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()

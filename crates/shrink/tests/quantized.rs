@@ -1,9 +1,11 @@
 //! `shrink quantize` + the runtime's int8 path on the real model and data: quality against fp32, the folder format,
 //! inspect, bench, and clear errors on damaged quantized folders.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::path::Path;
+
+use common::{asset, fails, model, ok};
 use shrink_runtime::{Engine, Options};
 
 /// Issue target: mean cosine of int8 vs fp32 sentence embeddings over the 448 BBC test bodies (ONNX Runtime's
@@ -13,37 +15,9 @@ const MIN_MEAN_COSINE: f64 = 0.995;
 const MAX_MRR_DROP: f64 = 0.005;
 const FP32_MRR: f64 = 0.941_374_4;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn asset(rel: &str) -> PathBuf {
-    let p = root().join("assets").join(rel);
-    assert!(p.exists(), "{} missing: run scripts/fetch-assets.sh", p.display());
-    p
-}
-
-fn shrink(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shrink")).args(args).env("SHRINK_NO_PROGRESS", "1").output().expect("run shrink")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = shrink(args);
-    assert!(out.status.success(), "shrink {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = shrink(args);
-    assert!(!out.status.success(), "shrink {args:?} should fail");
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(!err.contains("panicked"), "shrink {args:?} panicked: {err}");
-    err
-}
-
 fn quantize(out: &Path, extra: &[&str]) {
-    let model = asset("models/all-MiniLM-L6-v2");
-    let mut args = vec!["quantize", model.to_str().unwrap(), "--scheme", "int8-dynamic", "--out", out.to_str().unwrap()];
+    let model = model();
+    let mut args = vec!["quantize", &model, "--scheme", "int8-dynamic", "--out", out.to_str().unwrap()];
     args.extend_from_slice(extra);
     ok(&args);
 }

@@ -1,10 +1,11 @@
-//! GOP/s (2 M N K / s) of the int8 and int4 GEMMs at each ISA level against the f32 `gemm::matmul_serial`, on
-//! MiniLM's shapes, one thread, medians. `cargo bench -p shrink-kernels --bench qgemm`
+//! GOP/s (2 M N K / s) of the packed f32, int8 and int4 GEMMs at each ISA level against the `gemm` crate's f32, on
+//! MiniLM's shapes, one thread, medians; and GELU's cost per value. `cargo bench -p shrink-kernels --bench gemm`
 
 use std::time::Instant;
 
 use shrink_kernels::gemm::{matmul_serial, Mat};
 use shrink_kernels::isa::Isa;
+use shrink_kernels::sgemm::{gemm_f32, PackedF32};
 use shrink_kernels::qgemm::{
     gemm_i4_on, gemm_i8_on, quantize_int4, quantize_per_channel, Epilogue, PackedI4, PackedI8, QuantActs,
 };
@@ -41,7 +42,8 @@ fn data(n: usize, seed: u64) -> Vec<f32> {
 fn main() {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     pool.install(|| {
-        println!("GOP/s (2 M N K / s) median/fastest, one thread. i8 = int8 x int8; +gelu = with bias and GELU;");
+        println!("GOP/s (2 M N K / s) median/fastest, one thread. f32 = packed f32 (sgemm.rs); i8 = int8 x int8;");
+        println!("+gelu = with bias and GELU;");
         println!("i4gG = int8 x int4, group G. quantize = the activations' per-row quantization, microseconds.");
         for (m, k, n) in
             [(128, 384, 1536), (128, 1536, 384), (16, 384, 1536), (16, 1536, 384), (1, 384, 1536), (1, 1536, 384)]
@@ -75,6 +77,8 @@ fn main() {
             let gelu = Epilogue { bias: Some(&bias), gelu: true, residual: None };
             for level in Isa::available() {
                 print!("    {:7}", format!("{level:?}"));
+                let wf = PackedF32::pack_for(level, &w, n, k);
+                print!("  f32 {}", gops(time_s(|| gemm_f32(&mut out, &x, m, &wf, Epilogue::default()))));
                 for (name, ep) in [("i8", Epilogue::default()), ("i8+gelu", gelu)] {
                     print!("  {name} {}", gops(time_s(|| gemm_i8_on(level, &mut out, &a, &w8, ep))));
                 }
@@ -85,5 +89,10 @@ fn main() {
                 println!();
             }
         }
+        // The epilogue's GELU alone, per value, on an FFN-sized block.
+        let x: Vec<f32> = data(128 * 1536, 4).iter().map(|v| v * 4.0).collect();
+        let mut y = x.clone();
+        let (med, best) = time_s(|| shrink_kernels::activation::gelu(&x, &mut y));
+        println!("gelu {:.2}/{:.2} ns per value", med * 1e9 / x.len() as f64, best * 1e9 / x.len() as f64);
     });
 }

@@ -1,0 +1,40 @@
+//! Running the `shrink` binary on the real assets, shared by the integration tests.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn asset(rel: &str) -> PathBuf {
+    let p = root().join("assets").join(rel);
+    assert!(p.exists(), "{} missing: run scripts/fetch-assets.sh", p.display());
+    p
+}
+
+/// The base model folder, as a string argument.
+pub fn model() -> String {
+    asset("models/all-MiniLM-L6-v2").display().to_string()
+}
+
+pub fn shrink(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shrink")).args(args).env("SHRINK_NO_PROGRESS", "1").output().expect("run shrink")
+}
+
+/// Runs and requires success; returns stdout.
+pub fn ok(args: &[&str]) -> String {
+    let out = shrink(args);
+    assert!(out.status.success(), "shrink {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs and requires failure without a panic; returns stderr.
+pub fn fails(args: &[&str]) -> String {
+    let out = shrink(args);
+    assert!(!out.status.success(), "shrink {args:?} should fail");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!err.contains("panicked"), "shrink {args:?} panicked: {err}");
+    err
+}
