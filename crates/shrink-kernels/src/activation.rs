@@ -35,7 +35,21 @@ pub fn lanes_max(v: &[f32]) -> f32 {
             acc[i] = acc[i].max(c[i]);
         }
     }
-    acc.iter().fold(tail, |m, &x| m.max(x))
+    tail.max(tree(acc, f32::max))
+}
+
+/// Folds LANES accumulators pairwise (log2 LANES dependent steps instead of LANES - 1): the reduction ends every
+/// short row, so its latency counts.
+#[inline(always)]
+fn tree(mut a: [f32; LANES], op: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut w = LANES / 2;
+    while w > 0 {
+        for i in 0..w {
+            a[i] = op(a[i], a[i + w]);
+        }
+        w /= 2;
+    }
+    a[0]
 }
 
 /// Sum of a slice in LANES independent accumulators, vectorisable.
@@ -49,7 +63,7 @@ pub fn lanes_sum(v: &[f32]) -> f32 {
             acc[i] += c[i];
         }
     }
-    acc.iter().sum::<f32>() + tail
+    tree(acc, |a, b| a + b) + tail
 }
 
 multiversion!(
@@ -63,16 +77,18 @@ multiversion!(
 );
 
 multiversion!(
-    /// Softmax without its division, in place: y = exp(y + bias - max), returning the sum, so a caller that next
-    /// multiplies by a narrower matrix can divide the D outputs instead of the T probabilities. An empty `bias`
-    /// means none.
-    softmax_unnormalized, softmax_unnormalized_on; (y: &mut [f32], bias: &[f32]) -> f32 {
-        if !bias.is_empty() {
-            for (y, &b) in y.iter_mut().zip(bias) {
-                *y += b;
+    /// Softmax without its division, in place, for every row of `y` (rows of `bias.len()` or `sums.len()`
+    /// values): row = exp(row + bias - max), its sum into `sums`, so a caller that next multiplies by a narrower
+    /// matrix can divide the D outputs instead of the T probabilities. An empty `bias` means none.
+    softmax_rows_unnormalized, softmax_rows_unnormalized_on; (y: &mut [f32], t: usize, bias: &[f32], sums: &mut [f32]) {
+        for (row, sum) in y.chunks_exact_mut(t).zip(sums.iter_mut()) {
+            if !bias.is_empty() {
+                for (v, &b) in row.iter_mut().zip(bias) {
+                    *v += b;
+                }
             }
+            *sum = exp_sum(row);
         }
-        exp_sum(y)
     }
 );
 
@@ -102,7 +118,7 @@ fn exp_sum(y: &mut [f32]) -> f32 {
         *v = math::exp(*v - max);
         tail += *v;
     }
-    acc.iter().sum::<f32>() + tail
+    tree(acc, |a, b| a + b) + tail
 }
 
 multiversion!(
@@ -178,8 +194,9 @@ mod tests {
                 softmax_row_on(isa, &x, &bias, 0.7, &mut p);
                 softmax_row_backward_on(isa, &p, &dy, 0.7, &mut tmp, &mut dp);
                 let mut q: Vec<f32> = x.iter().map(|v| v * 0.7).collect();
-                let sum = softmax_unnormalized_on(isa, &mut q, &bias);
-                q.iter_mut().for_each(|v| *v /= sum);
+                let mut sum = [0f32];
+                softmax_rows_unnormalized_on(isa, &mut q, n, &bias, &mut sum);
+                q.iter_mut().for_each(|v| *v /= sum[0]);
                 let mut ln = x.clone();
                 layer_norm_rows_on(isa, &mut ln, &dy, &bias[..n].iter().map(|b| b.max(-1.0)).collect::<Vec<_>>(), 1e-12);
                 (y, dx, p, dp, ln, q)

@@ -40,11 +40,12 @@ pub fn erf(x: f32) -> f32 {
 }
 
 /// 1/x for x in [1, 3] without a divide (a vector divide costs 16 cycles, more than the rest of GELU): a guess
-/// from the bit pattern (within 13%), then Newton steps in residual form, each squaring the relative error, down to f32 rounding.
+/// from the bit pattern (within 13%), then three Newton steps in residual form, each squaring the relative error
+/// (0.13 -> 2e-2 -> 3e-4 -> 8e-8).
 #[inline(always)]
 fn recip(x: f32) -> f32 {
     let mut y = f32::from_bits(0x7EF3_11C7u32.wrapping_sub(x.to_bits()));
-    for _ in 0..4 {
+    for _ in 0..3 {
         y = fma(y, fma(-x, y, 1.0), y);
     }
     y

@@ -3,7 +3,7 @@
 //! softmaxes them, and multiplies by V. No more than one block of scores per thread ever exists (never
 //! B x H x T x T), and both products run on the packed f32 kernel.
 
-use shrink_kernels::activation::softmax_unnormalized;
+use shrink_kernels::activation::softmax_rows_unnormalized;
 use shrink_kernels::epilogue::Epilogue;
 use shrink_kernels::isa;
 use shrink_kernels::sgemm::{gemm_f32_ex, PackedF32};
@@ -96,9 +96,7 @@ fn head_attention(qkv: &[f32], bias: &[f32], s: &Shape, bi: usize, h: usize, ctx
         let rows = block.min(t - q0);
         let scores = &mut sc.scores[..rows * t]; // (rows, T)
         gemm_f32_ex(scores, t, &seq[q0 * ld + h * d..], ld, rows, &sc.k, Epilogue::default(), 1);
-        for (row, sum) in scores.chunks_exact_mut(t).zip(&mut sc.sums) {
-            *sum = softmax_unnormalized(row, bias);
-        }
+        softmax_rows_unnormalized(scores, t, bias, &mut sc.sums[..rows]);
         let out = &mut sc.out[..rows * d]; // (rows, D)
         gemm_f32_ex(out, d, scores, t, rows, &sc.v, Epilogue::default(), 1);
         for (r, (o, &sum)) in out.chunks_exact_mut(d).zip(&sc.sums).enumerate() {
