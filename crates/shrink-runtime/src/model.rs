@@ -116,7 +116,7 @@ impl Model {
             })
             .collect::<Result<Vec<_>>>()?;
         let classifier = match labels {
-            Some(l) => Some(Linear::load(file, &["classifier"], l, c, formats.of(file, &["classifier"]).unwrap_or(Format::Fp32))?),
+            Some(l) => Some(Linear::load(file, &["classifier"], l, c, formats.of(file, &["classifier"])?)?),
             None => None,
         };
         Ok(Self { embeddings, layers, classifier, c, h: cfg.num_attention_heads })
