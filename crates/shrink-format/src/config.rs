@@ -125,6 +125,18 @@ impl Config {
         Ok(())
     }
 
+    /// A weights file holding a layer past `num_hidden_layers` means config.json does not describe it.
+    pub fn check_layer_count(&self, file: &Path, contains: impl Fn(&str) -> bool) -> Result<()> {
+        if contains(&format!("encoder.layer.{}.output.dense.weight", self.num_hidden_layers)) {
+            bail!(
+                "{}: holds more encoder layers than num_hidden_layers = {} in config.json",
+                file.display(),
+                self.num_hidden_layers
+            );
+        }
+        Ok(())
+    }
+
     /// D: width of one attention head.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads

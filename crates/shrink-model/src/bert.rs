@@ -46,14 +46,7 @@ impl Bert {
             (Some(_), None) => bail!("{}: config.json has a shrink head but no id2label", w.file.display()),
             _ => None,
         };
-        let extra_layer = format!("encoder.layer.{}.output.dense.weight", config.num_hidden_layers);
-        if w.contains(&extra_layer) {
-            bail!(
-                "{}: holds more encoder layers than num_hidden_layers = {} in config.json",
-                w.file.display(),
-                config.num_hidden_layers
-            );
-        }
+        config.check_layer_count(&w.file, |n| w.contains(n))?;
         Ok(Self { config, embeddings, layers, classifier })
     }
 

@@ -92,7 +92,7 @@ impl Engine {
     /// call at a given size, allocates nothing.
     pub fn forward(&mut self, ids: &[u32], mask: &[u32], b: usize, t: usize) -> Result<&[f32]> {
         self.run(ids, mask, b, t, None)?;
-        Ok(&self.bufs_x()[..b * t * self.config.hidden_size])
+        Ok(&self.model.hidden(&self.bufs)[..b * t * self.config.hidden_size])
     }
 
     /// `forward` that also returns the embedding output and every layer's output, each (B*T, C).
@@ -151,10 +151,6 @@ impl Engine {
                 Prediction { index, label: names.get(index).cloned().unwrap_or_default(), probs }
             })
             .collect())
-    }
-
-    fn bufs_x(&self) -> &[f32] {
-        self.model.hidden(&self.bufs)
     }
 
     fn run(&mut self, ids: &[u32], mask: &[u32], b: usize, t: usize, hidden: Option<&mut Vec<Vec<f32>>>) -> Result<()> {

@@ -86,14 +86,7 @@ impl Model {
         let q = cfg.quantization.as_ref();
         let formats = Formats(q.map(|q| &q.layers));
         let embeddings = Embeddings::load(file, cfg, q.map_or("fp32", |q| q.embeddings.as_str()))?;
-        let extra = format!("encoder.layer.{}.output.dense.bias", cfg.num_hidden_layers);
-        if file.contains(&extra) {
-            bail!(
-                "{}: holds more layers than config.json's num_hidden_layers = {}",
-                file.file.display(),
-                cfg.num_hidden_layers
-            );
-        }
+        cfg.check_layer_count(&file.file, |n| file.contains(n))?;
         let eps = cfg.layer_norm_eps;
         let layers = (0..cfg.num_hidden_layers)
             .map(|l| {

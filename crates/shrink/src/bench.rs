@@ -20,6 +20,8 @@ pub struct BenchReport {
     pub load_ms: f64,
     /// Peak resident set of this process (weights, buffers, and the mapped pages touched).
     pub peak_rss_mb: f64,
+    /// Packed weights and tables the engine holds (a mapped table counts).
+    pub weights_mb: f64,
     pub file_mb: f64,
     pub runs_ms: Vec<f64>,
 }
@@ -83,6 +85,7 @@ pub fn bench(dir: &Path, load: impl FnOnce() -> Result<Engine>, b: usize, t: usi
         seqs_per_s: b as f64 / (median_ms / 1e3),
         load_ms,
         peak_rss_mb: peak_rss_mb(),
+        weights_mb: engine.weight_bytes() as f64 / 1e6,
         file_mb,
         runs_ms,
     })
@@ -91,7 +94,8 @@ pub fn bench(dir: &Path, load: impl FnOnce() -> Result<Engine>, b: usize, t: usi
 pub fn render(r: &BenchReport) -> String {
     format!(
         "model      {}\nshape      batch {} x {} tokens, {} thread(s), {} runs\nlatency    median {:.2} ms, p90 {:.2} ms\n\
-         throughput {:.1} sequences/s\nload       {:.1} ms\nmemory     peak RSS {:.1} MB (weights file {:.1} MB)\n",
-        r.model, r.batch, r.seq, r.threads, r.runs, r.median_ms, r.p90_ms, r.seqs_per_s, r.load_ms, r.peak_rss_mb, r.file_mb
+         throughput {:.1} sequences/s\nload       {:.1} ms\nmemory     peak RSS {:.1} MB, weights in memory {:.1} MB (file {:.1} MB)\n",
+        r.model, r.batch, r.seq, r.threads, r.runs, r.median_ms, r.p90_ms, r.seqs_per_s, r.load_ms, r.peak_rss_mb,
+        r.weights_mb, r.file_mb
     )
 }

@@ -82,7 +82,7 @@ fn quantized_folder_format_inspect_and_bench() {
     assert!(size < 25e6, "int8 with int8 embeddings should be about a quarter of 90.9 MB, is {size}");
     let b: serde_json::Value =
         serde_json::from_str(&ok(&["--threads", "1", "bench", q.to_str().unwrap(), "--seq", "16", "--runs", "3", "--json"])).unwrap();
-    for k in ["median_ms", "p90_ms", "seqs_per_s", "peak_rss_mb", "load_ms"] {
+    for k in ["median_ms", "p90_ms", "seqs_per_s", "peak_rss_mb", "weights_mb", "load_ms"] {
         assert!(b[k].as_f64().unwrap() > 0.0, "{k} in {b}");
     }
     // The candle (training) side refuses quantized folders rather than misreading them.
