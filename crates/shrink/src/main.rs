@@ -122,7 +122,7 @@ enum Command {
         #[arg(long, value_enum, default_value = "fp32")]
         embeddings: quantize::EmbeddingStorage,
     },
-    /// Latency (median, p90), sequences per second, peak RSS and load time of a model on the runtime.
+    /// Latency (median, p90), sequences per second, peak RSS, weights in memory and load time of a model on the runtime.
     #[command(after_help = "Example:\n  shrink --threads 1 bench out/minilm-int8 --batch 1 --seq 128 --runs 50")]
     Bench {
         model: String,
