@@ -56,19 +56,24 @@ pub struct ShrinkSection {
     pub max_len: Option<usize>,
 }
 
-/// How a quantized folder stores its weights. Tensor names stay the HF ones; a Linear stored as `int8` has
-/// `NAME.weight` (I8, [N, K], symmetric per output channel) and `NAME.weight_scale` (F32, [N]); embedding tables
-/// stored as `int8` likewise have an I8 table and one F32 scale per row.
+/// How a quantized folder stores its weights. Tensor names stay the HF ones; what each Linear format stores is
+/// documented in `shrink_runtime::linear` (e.g. `int8`: `NAME.weight` I8 [N, K] + `NAME.weight_scale` F32 [N];
+/// `int4-g32`: `NAME.weight` U8 [N, K/2] + `NAME.weight_scale` F16 [N, K/32]; `int8-static` adds
+/// `NAME.input_scale` / `NAME.input_zero`; SmoothQuant adds `NAME.smooth` [K]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct QuantSection {
-    /// The recipe that produced it, e.g. `int8-dynamic`.
+    /// The format every Linear got, or `mixed`.
     pub scheme: String,
-    /// How the runtime quantizes activations: `int8-per-token-dynamic` (asymmetric u8, scale per token per call).
+    /// How the runtime quantizes activations: `int8-per-token-dynamic`, `int8-per-tensor-static`, `fp32` or `mixed`.
     pub activations: String,
-    /// Embedding tables: `fp32` or `int8` (per row).
+    /// Embedding tables: `fp32`, `int8` (per row) or `int4-g32` (per row, groups of 32).
     pub embeddings: String,
-    /// Storage of every Linear by HF name (`encoder.layer.0.attention.self.query`): `int8` or `fp32`.
+    /// Storage of every Linear by HF name (`encoder.layer.0.attention.self.query`): a runtime format name.
     pub layers: BTreeMap<String, String>,
+    /// How the folder was made (observer, SmoothQuant, GPTQ, calibration, mixed-precision search): a record for
+    /// people; the runtime reads only the fields above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<serde_json::Value>,
 }
 
 fn default_act() -> String {

@@ -160,6 +160,11 @@ impl OwnedTensor {
     pub fn u8(name: impl Into<String>, shape: Vec<usize>, v: Vec<u8>) -> Self {
         Self { name: name.into(), shape, dtype: Dtype::U8, bytes: v }
     }
+    /// Rounds to the nearest f16.
+    pub fn f16(name: impl Into<String>, shape: Vec<usize>, v: &[f32]) -> Self {
+        let bytes = v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect();
+        Self { name: name.into(), shape, dtype: Dtype::F16, bytes }
+    }
 }
 
 /// safetensors bytes, tensors sorted by name as HF writes them.

@@ -45,15 +45,37 @@ pub struct QuantActs {
     zero: Vec<i32>,  // m, in 0..=255
 }
 
+/// How `QuantActs::quantize_with` quantizes: the default is dynamic per row with no multiplier.
+#[derive(Clone, Copy, Default)]
+pub struct ActQuant<'a> {
+    /// (scale, zero point) for every row, fixed at calibration (static quantization): no range pass per call, and
+    /// values outside the calibrated range clip.
+    pub fixed: Option<(f32, i32)>,
+    /// Multiplies column k before quantizing: SmoothQuant's 1 / s, whose s the weights carry instead.
+    pub col: Option<&'a [f32]>,
+}
+
 impl QuantActs {
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Quantizes x (m x k, row-major f32, finite). The range of each row is widened to include 0 (so 0 is exact
-    /// and the zero point is a u8). Reuses its buffers: no heap allocation once grown to this size.
+    /// Quantizes x (m x k, row-major f32, finite), each row from its own range. The range of each row is widened
+    /// to include 0 (so 0 is exact and the zero point is a u8). Reuses its buffers: no heap allocation once grown to
+    /// this size.
     pub fn quantize(&mut self, x: &[f32], m: usize, k: usize) {
+        self.quantize_with(x, m, k, ActQuant::default())
+    }
+
+    /// `quantize` with fixed parameters and/or a per-column multiplier (see `ActQuant`).
+    pub fn quantize_with(&mut self, x: &[f32], m: usize, k: usize, p: ActQuant) {
         assert_eq!(x.len(), m * k, "activations: {m}x{k} needs {} values, has {}", m * k, x.len());
+        if let Some(c) = p.col {
+            assert_eq!(c.len(), k, "activations: {k} column multipliers needed, {} given", c.len());
+        }
+        if let Some((s, z)) = p.fixed {
+            assert!(s > 0.0 && (0..=255).contains(&z), "activations: fixed scale {s} / zero point {z} out of range");
+        }
         let k_pad = k.next_multiple_of(4);
         (self.m, self.k, self.k_pad) = (m, k, k_pad);
         // resize never shrinks capacity, and every byte is overwritten below.
@@ -62,17 +84,16 @@ impl QuantActs {
         self.zero.resize(m, 0);
         let (lvl, tasks) = (level(isa::isa()), rayon::current_num_threads().min(m / ROWS_PER_TASK).max(1));
         if tasks == 1 {
-            quantize_rows(lvl, x, k, &mut self.data, &mut self.scale, &mut self.zero);
+            quantize_rows(lvl, x, k, p, &mut self.data, &mut self.scale, &mut self.zero);
             return;
         }
-        use rayon::prelude::*;
         let rows = m.div_ceil(tasks);
         self.data
             .par_chunks_mut(rows * k_pad)
             .zip(self.scale.par_chunks_mut(rows))
             .zip(self.zero.par_chunks_mut(rows))
             .zip(x.par_chunks(rows * k))
-            .for_each(|(((d, s), z), x)| quantize_rows(lvl, x, k, d, s, z));
+            .for_each(|(((d, s), z), x)| quantize_rows(lvl, x, k, p, d, s, z));
     }
 
     pub fn rows(&self) -> usize {
@@ -165,25 +186,49 @@ macro_rules! per_level {
 }
 
 per_level!(
-    /// Per row: scale and zero point from the row's range, then q = round(x / scale) + zero, padding = zero.
-    fn quantize_rows<M>(x: &[f32], k: usize, data: &mut [u8], scale: &mut [f32], zero: &mut [i32]) {
+    /// Per row: scale and zero point from the row's range (or `p.fixed`), then q = round(x c / scale) + zero,
+    /// padding = zero.
+    fn quantize_rows<M>(x: &[f32], k: usize, p: ActQuant, data: &mut [u8], scale: &mut [f32], zero: &mut [i32]) {
         let k_pad = data.len() / scale.len().max(1);
         for (((x, q), s), z) in x.chunks_exact(k.max(1)).zip(data.chunks_exact_mut(k_pad.max(1))).zip(scale).zip(zero) {
-            // SAFETY: any slice.
-            let (lo, hi) = unsafe { M::range_with_zero(x) };
-            // An all-zero row gets scale 1 (any scale represents it exactly).
-            *s = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
-            let inv = 1.0 / *s;
-            let zq = round_u8(-lo * inv);
+            let zq = match p.fixed {
+                Some((fs, fz)) => {
+                    *s = fs;
+                    fz as u8
+                }
+                None => {
+                    let (lo, hi) = match p.col {
+                        // SAFETY: any slice.
+                        None => unsafe { M::range_with_zero(x) },
+                        Some(c) => scaled_range_with_zero(x, c),
+                    };
+                    // An all-zero row gets scale 1 (any scale represents it exactly).
+                    *s = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+                    round_u8(-lo * (1.0 / *s))
+                }
+            };
             *z = zq as i32;
-            let zf = zq as f32;
-            for (q, &x) in q.iter_mut().zip(x) {
-                *q = round_u8(x * inv + zf);
+            let (inv, zf) = (1.0 / *s, zq as f32);
+            match p.col {
+                None => q.iter_mut().zip(x).for_each(|(q, &x)| *q = round_u8(x * inv + zf)),
+                Some(c) => q.iter_mut().zip(x).zip(c).for_each(|((q, &x), &c)| *q = round_u8(x * c * inv + zf)),
             }
             q[k..].fill(zq);
         }
     }
 );
+
+/// (min(x c, 0), max(x c, 0)); the compare-and-select form vectorises as min/max instructions.
+#[inline(always)]
+fn scaled_range_with_zero(x: &[f32], c: &[f32]) -> (f32, f32) {
+    let (mut lo, mut hi) = (0f32, 0f32);
+    for (&x, &c) in x.iter().zip(c) {
+        let v = x * c;
+        lo = if v < lo { v } else { lo };
+        hi = if v > hi { v } else { hi };
+    }
+    (lo, hi)
+}
 
 /// Per-output-channel symmetric int8 of a Linear weight w (n x k row-major, the HF [out, in] layout):
 /// returns (q n x k in [-127, 127], scale n) with w ≈ scale[j] * q[j, k]. An all-zero row gets scale 0.
@@ -295,6 +340,17 @@ pub fn quantize_int4(w: &[f32], n: usize, k: usize, group: usize) -> (Vec<u8>, V
     (q, scale)
 }
 
+/// w ≈ s[n, g] * q: the inverse of `quantize_int4` (n x k f32).
+pub fn dequantize_int4(q: &[u8], scale: &[f32], n: usize, k: usize, group: usize) -> Vec<f32> {
+    check_group(k, group);
+    assert_eq!((q.len(), scale.len()), (n * k / 2, n * (k / group)), "int4 weight: {n}x{k} group {group} sizes");
+    let mut w = Vec::with_capacity(n * k); // n x k
+    for (row, s) in q.chunks_exact(k / 2).zip(scale.chunks_exact(k / group)) {
+        w.extend((0..k).map(|p| s[p / group] * nibble(row, p) as f32));
+    }
+    w
+}
+
 /// Int4 weights packed for the kernels. Panel p (columns 16p..16p+16) is K/8 chunks; chunk (p, t) byte 4c + i holds
 /// q[16p + c, 8t + i] in its low nibble and q[16p + c, 8t + 4 + i] in its high nibble (K groups 2t and 2t+1), so
 /// `data[p * k/8 + t]`. The kernels take each nibble into the high half of a byte (16 q, exact in i8), so the
@@ -309,6 +365,17 @@ pub struct PackedI4 {
 }
 
 impl PackedI4 {
+    /// Multiplies output columns `cols` by `s`, exactly: only their group scales change.
+    pub fn scale_columns(&mut self, cols: std::ops::Range<usize>, s: f32) {
+        assert!(cols.end <= self.n, "columns {cols:?} outside {}", self.n);
+        let groups = self.k / self.group;
+        for j in cols {
+            for g in 0..groups {
+                self.scale16[((j / PANEL) * groups + g) * PANEL + j % PANEL] *= s;
+            }
+        }
+    }
+
     /// q, scale as `quantize_int4` returns them.
     pub fn pack(q: &[u8], scale: &[f32], n: usize, k: usize, group: usize) -> Self {
         check_group(k, group);
@@ -663,6 +730,28 @@ mod tests {
                     assert!(dr.iter().all(|&d| d == 0.0));
                 }
             }
+        }
+    }
+
+    #[test]
+    fn fixed_and_column_scaled_activations() {
+        let (m, k) = (7, 37);
+        let x = acts(m, k, 9);
+        let c: Vec<f32> = (0..k).map(|i| 0.25 + (i % 5) as f32 * 0.5).collect();
+        let xc: Vec<f32> = x.chunks_exact(k).flat_map(|r| r.iter().zip(&c).map(|(v, c)| v * c)).collect();
+        // A column multiplier is the same as quantizing x * c.
+        let (mut a, mut b) = (QuantActs::new(), QuantActs::new());
+        a.quantize_with(&x, m, k, ActQuant { col: Some(&c), ..ActQuant::default() });
+        b.quantize(&xc, m, k);
+        assert_eq!((&a.data, &a.zero), (&b.data, &b.zero));
+        // Fixed parameters: every row uses them, values inside the range within half a step, outside clipped.
+        let (s, z) = (0.02f32, 100);
+        a.quantize_with(&x, m, k, ActQuant { fixed: Some((s, z)), ..ActQuant::default() });
+        assert!(a.scale.iter().all(|&v| v == s) && a.zero.iter().all(|&v| v == z));
+        let (lo, hi) = (-(z as f32) * s, (255 - z) as f32 * s);
+        for (v, d) in x.iter().zip(a.dequantize()) {
+            let want = v.clamp(lo, hi);
+            assert!((want - d).abs() <= s * (0.5 + ROUND_SLACK), "{v} -> {d} with range [{lo}, {hi}]");
         }
     }
 

@@ -1,7 +1,8 @@
 //! Word + position + token-type embeddings, then LayerNorm. The word table is used in place from the mapped file
-//! when stored as F32, or dequantized row by row when stored int8.
+//! when stored as F32, or dequantized row by row when stored int8 or int4.
 
 use anyhow::{bail, Result};
+use shrink_kernels::qgemm::INT4_GROUPS;
 use shrink_format::{Config, F32Data, TensorFile};
 use std::sync::Arc;
 
@@ -12,6 +13,8 @@ enum Table {
     F32(F32Data),
     /// Per-row symmetric int8: row r = scale[r] * q[r].
     Int8 { q: Vec<i8>, scale: Vec<f32> },
+    /// Per-row groups of int4 (`quantize_int4` layout): row r = q[r] nibbles x scale[r, k / group].
+    Int4 { q: Vec<u8>, scale: Vec<f32>, group: usize },
 }
 
 pub struct Embeddings {
@@ -34,7 +37,18 @@ impl Embeddings {
                 q: file.i8(name, &[v, c])?.to_vec(),
                 scale: file.f32("embeddings.word_embeddings.weight_scale", &[v])?.into_owned(),
             },
-            other => bail!("{}: embeddings stored as {other:?}; expected \"fp32\" or \"int8\"", file.file.display()),
+            int4 if int4.starts_with("int4-g") => {
+                let group = int4["int4-g".len()..].parse().ok().filter(|g| INT4_GROUPS.contains(g) && c % g == 0);
+                let Some(group) = group else {
+                    bail!("{}: embeddings stored as {int4:?}: the group must be one of {INT4_GROUPS:?} and divide C = {c}", file.file.display());
+                };
+                Table::Int4 {
+                    q: file.u8(name, &[v, c / 2])?.to_vec(),
+                    scale: file.f32("embeddings.word_embeddings.weight_scale", &[v, c / group])?.into_owned(),
+                    group,
+                }
+            }
+            other => bail!("{}: embeddings stored as {other:?}; expected fp32, int8 or int4-g32/64/128", file.file.display()),
         };
         Ok(Self {
             word,
@@ -59,6 +73,15 @@ impl Embeddings {
                         *o = qv as f32 * scale[id];
                     }
                 }
+                Table::Int4 { q, scale, group } => {
+                    let (q, s) = (&q[id * c / 2..][..c / 2], &scale[id * (c / group)..][..c / group]);
+                    for (i, (o, &byte)) in row.chunks_exact_mut(2).zip(q).enumerate() {
+                        // Two's complement nibbles, low = even column; a pair never straddles a group.
+                        let s = s[2 * i / group];
+                        o[0] = ((byte << 4) as i8 >> 4) as f32 * s;
+                        o[1] = (byte as i8 >> 4) as f32 * s;
+                    }
+                }
             }
             let pos = &self.position[(r % t) * c..][..c];
             for ((o, &p), &ty) in row.iter_mut().zip(pos).zip(&self.token_type) {
@@ -72,6 +95,7 @@ impl Embeddings {
         let word = match &self.word {
             Table::F32(w) => w.len() * 4,
             Table::Int8 { q, scale } => q.len() + scale.len() * 4,
+            Table::Int4 { q, scale, .. } => q.len() + scale.len() * 4,
         };
         word + (self.position.len() + self.token_type.len()) * 4
     }

@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use shrink_format::folder::{CONFIG_FILE, WEIGHTS_FILE};
 use shrink_format::{Batch, Config, TensorFile, TextTokenizer};
 
-use crate::model::{Buffers, Model};
+use crate::model::{Buffers, Model, Observer};
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -97,9 +97,14 @@ impl Engine {
 
     /// `forward` that also returns the embedding output and every layer's output, each (B*T, C).
     pub fn forward_all_layers(&mut self, ids: &[u32], mask: &[u32], b: usize, t: usize) -> Result<Vec<Vec<f32>>> {
-        let mut hidden = Vec::new();
+        let mut hidden: Vec<Vec<f32>> = Vec::new();
         self.run(ids, mask, b, t, Some(&mut hidden))?;
         Ok(hidden)
+    }
+
+    /// Runs `batch` with `obs` seeing every Linear's input and every hidden state (calibration, layer checks).
+    pub fn observe(&mut self, batch: &Batch, obs: &mut dyn Observer) -> Result<()> {
+        self.run(&batch.ids, &batch.mask, batch.b, batch.t, Some(obs))
     }
 
     /// Sentence embeddings: mean over real tokens, L2-normalised; (B, C) row-major.
@@ -153,12 +158,12 @@ impl Engine {
             .collect())
     }
 
-    fn run(&mut self, ids: &[u32], mask: &[u32], b: usize, t: usize, hidden: Option<&mut Vec<Vec<f32>>>) -> Result<()> {
+    fn run(&mut self, ids: &[u32], mask: &[u32], b: usize, t: usize, obs: Option<&mut dyn Observer>) -> Result<()> {
         self.check(ids, mask, b, t)?;
         let threads = self.threads;
         let Self { model, bufs, pool, .. } = self;
         model.plan(bufs, b, t, threads);
-        pool.install(|| model.forward(ids, mask, b, t, threads, bufs, hidden));
+        pool.install(|| model.forward(ids, mask, b, t, threads, bufs, obs));
         Ok(())
     }
 

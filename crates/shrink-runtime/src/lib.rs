@@ -17,5 +17,6 @@ mod model;
 mod norm;
 
 pub use engine::{Engine, Options, Prediction};
-pub use linear::Format;
+pub use linear::{Acts, Format, Storage, FORMATS};
+pub use model::{Observer, Site};
 pub use shrink_format::{Batch, Config};

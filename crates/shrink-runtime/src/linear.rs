@@ -1,83 +1,182 @@
-//! A Linear layer y = x·Wᵀ + b in the storage its folder chose. `Format` is the table of storage formats; this file
+//! A Linear layer y = x·Wᵀ + b in the storage its folder chose. `FORMATS` is the table of storage formats; this file
 //! is the one place that dispatches on it.
 
 use anyhow::{anyhow, bail, Result};
 use shrink_format::TensorFile;
 use shrink_kernels::epilogue::Epilogue;
-use shrink_kernels::qgemm::{gemm_i8, PackedI8, QuantActs};
+use shrink_kernels::qgemm::{dequantize_int4, gemm_i4, gemm_i8, ActQuant, PackedI4, PackedI8, QuantActs, INT4_GROUPS};
 use shrink_kernels::sgemm::{gemm_f32, PackedF32};
 
-/// How a Linear's weight is stored in the folder and packed in memory.
+/// How a weight is stored in the folder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// `NAME.weight` F32/F16/BF16 [N, K].
-    Fp32,
-    /// `NAME.weight` I8 [N, K] + `NAME.weight_scale` F32 [N]: symmetric per output channel; activations are
-    /// quantized per token at run time.
-    Int8,
+pub enum Storage {
+    /// `NAME.weight` F32 [N, K].
+    F32,
+    /// `NAME.weight` F16 [N, K], widened to f32 at load.
+    F16,
+    /// `NAME.weight` I8 [N, K] + `NAME.weight_scale` F32 [N]: symmetric per output channel (a per-tensor scale is
+    /// the same value N times).
+    I8,
+    /// `NAME.weight` U8 [N, K/2] (two's complement nibbles, low = even k, values in [-7, 7]) + `NAME.weight_scale`
+    /// F32 or F16 [N, K/group]: symmetric per (channel, group of K).
+    I4 { group: usize },
 }
 
-/// Name in config.json, format, bits per weight.
-const FORMATS: [(&str, Format, u32); 2] = [("fp32", Format::Fp32, 32), ("int8", Format::Int8, 8)];
+/// How the input of a Linear is fed to its GEMM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Acts {
+    F32,
+    /// u8 per token, scale and zero point from each token's range at run time.
+    Dynamic,
+    /// u8 with one scale and zero point fixed at calibration: `NAME.input_scale` F32 [1], `NAME.input_zero` F32 [1]
+    /// (an integer in 0..=255).
+    Static,
+}
+
+/// A storage format by name: what config.json's `quantization.layers` says for a Linear. Any format with int8
+/// activations may also carry `NAME.smooth` F32 [K] (SmoothQuant): inputs are divided by it before quantizing and
+/// the stored weights were multiplied by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Format {
+    pub name: &'static str,
+    pub storage: Storage,
+    pub acts: Acts,
+    /// Bits per stored weight value (scales not counted).
+    pub bits: u32,
+}
+
+const fn format(name: &'static str, storage: Storage, acts: Acts, bits: u32) -> Format {
+    Format { name, storage, acts, bits }
+}
+
+pub const FORMATS: [Format; 10] = [
+    format("fp32", Storage::F32, Acts::F32, 32),
+    format("fp16", Storage::F16, Acts::F32, 16),
+    format("int8", Storage::I8, Acts::Dynamic, 8),
+    format("int8-static", Storage::I8, Acts::Static, 8),
+    format("int4-g32", Storage::I4 { group: 32 }, Acts::Dynamic, 4),
+    format("int4-g64", Storage::I4 { group: 64 }, Acts::Dynamic, 4),
+    format("int4-g128", Storage::I4 { group: 128 }, Acts::Dynamic, 4),
+    // Weight-only: int4 on disk, widened to f32 at load (small files; speed of fp32).
+    format("int4-g32-f32act", Storage::I4 { group: 32 }, Acts::F32, 4),
+    format("int4-g64-f32act", Storage::I4 { group: 64 }, Acts::F32, 4),
+    format("int4-g128-f32act", Storage::I4 { group: 128 }, Acts::F32, 4),
+];
+const _: () = assert!(INT4_GROUPS.len() == 3, "one int4 format per kernel group size");
 
 impl Format {
     pub fn parse(name: &str) -> Result<Self> {
-        FORMATS.iter().find(|f| f.0 == name).map(|f| f.1).ok_or_else(|| {
-            let known: Vec<&str> = FORMATS.iter().map(|f| f.0).collect();
+        FORMATS.iter().find(|f| f.name == name).copied().ok_or_else(|| {
+            let known: Vec<&str> = FORMATS.iter().map(|f| f.name).collect();
             anyhow!("unknown weight format {name:?} (known: {})", known.join(", "))
         })
     }
 
-    pub fn name(self) -> &'static str {
-        FORMATS.iter().find(|f| f.1 == self).map_or("?", |f| f.0)
-    }
-
-    pub fn bits(self) -> u32 {
-        FORMATS.iter().find(|f| f.1 == self).map_or(32, |f| f.2)
-    }
+    pub const FP32: Format = FORMATS[0];
 }
 
 enum Weight {
     F32(PackedF32),
     Int8(PackedI8),
+    Int4(PackedI4),
 }
 
 pub struct Linear {
     weight: Weight,
     bias: Vec<f32>, // N
+    fixed: Option<(f32, i32)>,
+    inv_smooth: Option<Vec<f32>>, // K
     pub format: Format,
+}
+
+/// One tensor per stacked Linear, concatenated along N, each checked to have `shape`.
+fn stacked<T: Clone>(names: &[&str], suffix: &str, mut get: impl FnMut(&str) -> Result<Vec<T>>) -> Result<Vec<T>> {
+    let mut all = Vec::new();
+    for name in names {
+        all.extend(get(&format!("{name}.{suffix}"))?);
+    }
+    Ok(all)
+}
+
+/// A tensor that every stacked Linear must hold with the same values (they share one input).
+fn shared(file: &TensorFile, names: &[&str], suffix: &str, shape: &[usize]) -> Result<Option<Vec<f32>>> {
+    let first = format!("{}.{suffix}", names[0]);
+    if !file.contains(&first) {
+        return Ok(None);
+    }
+    let v = file.f32(&first, shape)?.into_owned();
+    for name in &names[1..] {
+        if file.f32(&format!("{name}.{suffix}"), shape)?[..] != v[..] {
+            bail!("{}: {first} and {name}.{suffix} differ; they share one input", file.file.display());
+        }
+    }
+    Ok(Some(v))
+}
+
+fn check_scales(file: &TensorFile, what: &str, s: &[f32]) -> Result<()> {
+    match s.iter().position(|&v| v < 0.0) {
+        Some(i) => bail!("{}: {what}[{i}] is negative ({})", file.file.display(), s[i]),
+        None => Ok(()),
+    }
 }
 
 impl Linear {
     /// Loads the Linears `names` (each N_each x K) stacked along N into one layer, so Q, K and V run as one GEMM.
     pub fn load(file: &TensorFile, names: &[&str], n_each: usize, k: usize, format: Format) -> Result<Self> {
         let n = names.len() * n_each;
-        let mut bias = Vec::with_capacity(n);
-        for name in names {
-            bias.extend_from_slice(&file.f32(&format!("{name}.bias"), &[n_each])?);
-        }
-        let weight = match format {
-            Format::Fp32 => {
-                let mut w = Vec::with_capacity(n * k); // (N, K)
-                for name in names {
-                    w.extend_from_slice(&file.f32(&format!("{name}.weight"), &[n_each, k])?);
-                }
+        let path = file.file.display();
+        let bias = stacked(names, "bias", |t| Ok(file.f32(&t, &[n_each])?.into_owned()))?;
+        let weight = match format.storage {
+            Storage::F32 | Storage::F16 => {
+                let w = stacked(names, "weight", |t| Ok(file.f32(&t, &[n_each, k])?.into_owned()))?; // (N, K)
                 Weight::F32(PackedF32::pack(&w, n, k))
             }
-            Format::Int8 => {
-                let (mut q, mut scale) = (Vec::with_capacity(n * k), Vec::with_capacity(n)); // (N, K), N
-                for name in names {
-                    q.extend_from_slice(file.i8(&format!("{name}.weight"), &[n_each, k])?);
-                    let s = file.f32(&format!("{name}.weight_scale"), &[n_each])?;
-                    if let Some(i) = s.iter().position(|&v| v < 0.0) {
-                        bail!("{}: {name}.weight_scale[{i}] is negative ({})", file.file.display(), s[i]);
-                    }
-                    scale.extend_from_slice(&s);
-                }
+            Storage::I8 => {
+                let q = stacked(names, "weight", |t| Ok(file.i8(&t, &[n_each, k])?.to_vec()))?; // (N, K)
+                let scale = stacked(names, "weight_scale", |t| Ok(file.f32(&t, &[n_each])?.into_owned()))?; // (N)
+                check_scales(file, &format!("{}.weight_scale", names[0]), &scale)?;
                 Weight::Int8(PackedI8::pack(&q, &scale, n, k))
             }
+            Storage::I4 { group } => {
+                if !k.is_multiple_of(group) {
+                    bail!("{path}: {}: K = {k} is not a multiple of the int4 group {group}", names[0]);
+                }
+                let q = stacked(names, "weight", |t| Ok(file.u8(&t, &[n_each, k / 2])?.to_vec()))?; // (N, K/2)
+                let scale = stacked(names, "weight_scale", |t| Ok(file.f32(&t, &[n_each, k / group])?.into_owned()))?; // (N, K/group)
+                check_scales(file, &format!("{}.weight_scale", names[0]), &scale)?;
+                match format.acts {
+                    Acts::F32 => Weight::F32(PackedF32::pack(&dequantize_int4(&q, &scale, n, k, group), n, k)),
+                    _ => Weight::Int4(PackedI4::pack(&q, &scale, n, k, group)),
+                }
+            }
         };
-        Ok(Self { weight, bias, format })
+        let fixed = match format.acts {
+            Acts::Static => {
+                let scale = shared(file, names, "input_scale", &[1])?;
+                let zero = shared(file, names, "input_zero", &[1])?;
+                let (Some(s), Some(z)) = (scale, zero) else {
+                    bail!("{path}: {} is int8-static but has no input_scale / input_zero", names[0]);
+                };
+                let (s, z) = (s[0], z[0]);
+                if !(s > 0.0) || z.fract() != 0.0 || !(0.0..=255.0).contains(&z) {
+                    bail!("{path}: {}: input_scale {s} must be positive and input_zero {z} an integer in 0..=255", names[0]);
+                }
+                Some((s, z as i32))
+            }
+            _ => None,
+        };
+        let smooth = shared(file, names, "smooth", &[k])?;
+        let inv_smooth = match (smooth, format.acts) {
+            (None, _) => None,
+            (Some(_), Acts::F32) => bail!("{path}: {} has a smooth vector but {} takes f32 inputs", names[0], format.name),
+            (Some(s), _) => {
+                if let Some(i) = s.iter().position(|&v| !(v > 0.0)) {
+                    bail!("{path}: {}.smooth[{i}] = {} must be positive", names[0], s[i]);
+                }
+                Some(s.iter().map(|v| 1.0 / v).collect())
+            }
+        };
+        Ok(Self { weight, bias, fixed, inv_smooth, format })
     }
 
     pub fn n(&self) -> usize {
@@ -89,26 +188,35 @@ impl Linear {
         match &mut self.weight {
             Weight::F32(p) => p.scale_columns(rows.clone(), s),
             Weight::Int8(p) => p.scale_columns(rows.clone(), s),
+            Weight::Int4(p) => p.scale_columns(rows.clone(), s),
         }
         self.bias[rows].iter_mut().for_each(|v| *v *= s);
     }
 
     /// Bytes the packed weights hold in memory.
     pub fn bytes(&self) -> usize {
-        match &self.weight {
-            Weight::F32(p) => p.bytes(),
-            Weight::Int8(p) => p.bytes(),
-        }
+        let extra = (self.bias.len() + self.inv_smooth.as_ref().map_or(0, Vec::len)) * 4;
+        extra
+            + match &self.weight {
+                Weight::F32(p) => p.bytes(),
+                Weight::Int8(p) => p.bytes(),
+                Weight::Int4(p) => p.bytes(),
+            }
     }
 
     /// out (M, N) = x (M, K)·Wᵀ + b, then GELU and/or + residual (M, N). `qa` is the reused activation buffer.
     pub fn forward(&self, x: &[f32], m: usize, out: &mut [f32], qa: &mut QuantActs, gelu: bool, residual: Option<&[f32]>) {
         let ep = Epilogue { bias: Some(&self.bias), gelu, residual };
+        let quant = ActQuant { fixed: self.fixed, col: self.inv_smooth.as_deref() };
         match &self.weight {
             Weight::F32(p) => gemm_f32(out, x, m, p, ep),
             Weight::Int8(p) => {
-                qa.quantize(x, m, p.k());
+                qa.quantize_with(x, m, p.k(), quant);
                 gemm_i8(out, qa, p, ep);
+            }
+            Weight::Int4(p) => {
+                qa.quantize_with(x, m, p.k(), quant);
+                gemm_i4(out, qa, p, ep);
             }
         }
     }

@@ -58,13 +58,61 @@ fn grow(v: &mut Vec<f32>, n: usize) {
     }
 }
 
+/// Where a Linear's input is seen: the Linears of one encoder layer by the input they share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Site {
+    /// Query, key and value (one stacked GEMM) read the layer input.
+    Qkv,
+    /// The attention output projection reads the attention context.
+    AttnOut,
+    /// The FFN's first Linear reads the post-attention LayerNorm output.
+    Inter,
+    /// The FFN's second Linear reads the GELU output.
+    Out,
+}
+
+impl Site {
+    pub const ALL: [Site; 4] = [Site::Qkv, Site::AttnOut, Site::Inter, Site::Out];
+
+    /// HF names of this site's Linears under `encoder.layer.L.`, checkpoint order.
+    pub fn linears(self) -> &'static [&'static str] {
+        match self {
+            Site::Qkv => &["attention.self.query", "attention.self.key", "attention.self.value"],
+            Site::AttnOut => &["attention.output.dense"],
+            Site::Inter => &["intermediate.dense"],
+            Site::Out => &["output.dense"],
+        }
+    }
+
+    /// Full HF names of this site's Linears in layer `l`.
+    pub fn names(self, l: usize) -> Vec<String> {
+        self.linears().iter().map(|s| format!("encoder.layer.{l}.{s}")).collect()
+    }
+}
+
+/// Sees what a forward pass computes, for calibration and layer-by-layer checks. Rows are all B*T tokens,
+/// padding included (the caller has the mask).
+pub trait Observer: Send {
+    /// The input (M, K) of layer `layer`'s Linears at `site`.
+    fn linear_input(&mut self, _layer: usize, _site: Site, _x: &[f32], _k: usize) {}
+    /// The embedding output, then each layer's output, (M, C).
+    fn hidden(&mut self, _x: &[f32]) {}
+}
+
+/// Collects every hidden state.
+impl Observer for Vec<Vec<f32>> {
+    fn hidden(&mut self, x: &[f32]) {
+        self.push(x.to_vec());
+    }
+}
+
 /// Which storage each Linear uses: the quantization section's table, fp32 when the folder has none.
 struct Formats<'a>(Option<&'a BTreeMap<String, String>>);
 
 impl Formats<'_> {
     fn of(&self, file: &TensorFile, names: &[&str]) -> Result<Format> {
         let get = |n: &str| match self.0 {
-            None => Ok(Format::Fp32),
+            None => Ok(Format::FP32),
             Some(map) => {
                 let f = map.get(n).ok_or_else(|| anyhow!("quantization.layers has no entry for {n}"))?;
                 Format::parse(f).with_context(|| format!("quantization.layers.{n}"))
@@ -90,21 +138,22 @@ impl Model {
         let eps = cfg.layer_norm_eps;
         let layers = (0..cfg.num_hidden_layers)
             .map(|l| {
-                let p = format!("encoder.layer.{l}");
-                let name = |s: &str| format!("{p}.{s}");
-                let (qn, kn, vn) = (name("attention.self.query"), name("attention.self.key"), name("attention.self.value"));
-                let qkv_names = [qn.as_str(), kn.as_str(), vn.as_str()];
-                let linear = |n: &str, out: usize, inp: usize| Linear::load(file, &[n], out, inp, formats.of(file, &[n])?);
-                let mut qkv = Linear::load(file, &qkv_names, c, c, formats.of(file, &qkv_names)?)?;
-                // Attention's 1/sqrt(D) folded into the query rows: exact for int8 (it scales the row scales).
+                let load = |site: Site, out: usize, inp: usize| {
+                    let names = site.names(l);
+                    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                    Linear::load(file, &names, out, inp, formats.of(file, &names)?)
+                };
+                let mut qkv = load(Site::Qkv, c, c)?;
+                // Attention's 1/sqrt(D) folded into the query rows: exact for int8 and int4 (it scales the scales).
                 qkv.scale_rows(0..c, 1.0 / ((c / cfg.num_attention_heads) as f32).sqrt());
+                let p = format!("encoder.layer.{l}");
                 Ok(Layer {
                     qkv,
-                    attn_out: linear(&name("attention.output.dense"), c, c)?,
-                    ln1: LayerNorm::load(file, &name("attention.output.LayerNorm"), c, eps)?,
-                    inter: linear(&name("intermediate.dense"), f, c)?,
-                    out: linear(&name("output.dense"), c, f)?,
-                    ln2: LayerNorm::load(file, &name("output.LayerNorm"), c, eps)?,
+                    attn_out: load(Site::AttnOut, c, c)?,
+                    ln1: LayerNorm::load(file, &format!("{p}.attention.output.LayerNorm"), c, eps)?,
+                    inter: load(Site::Inter, f, c)?,
+                    out: load(Site::Out, c, f)?,
+                    ln2: LayerNorm::load(file, &format!("{p}.output.LayerNorm"), c, eps)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -137,9 +186,9 @@ impl Model {
         bufs.attn.resize_with(threads.max(bufs.attn.len()), Scratch::new);
     }
 
-    /// Last hidden state (B*T, C) into `bufs.x`; `hidden` (if given) receives the embedding output and every layer's.
+    /// Last hidden state (B*T, C) into `bufs.x`; `obs` (if given) sees every Linear input and hidden state.
     #[allow(clippy::too_many_arguments)]
-    pub fn forward(&self, ids: &[u32], mask: &[u32], b: usize, t: usize, threads: usize, bufs: &mut Buffers, mut hidden: Option<&mut Vec<Vec<f32>>>) {
+    pub fn forward(&self, ids: &[u32], mask: &[u32], b: usize, t: usize, threads: usize, bufs: &mut Buffers, mut obs: Option<&mut dyn Observer>) {
         let (m, c) = (b * t, self.c);
         let shape = Shape { b, t, h: self.h, d: c / self.h };
         for (o, &v) in bufs.bias[..m].iter_mut().zip(mask) {
@@ -152,23 +201,32 @@ impl Model {
         let Buffers { x, y, wide, ctx, bias, padded, qa, attn, .. } = bufs;
         let (ctx, bias) = (&mut ctx[..m * c], &bias[..m]);
         self.embeddings.forward(ids, t, &mut x[..m * c]);
-        if let Some(h) = hidden.as_deref_mut() {
-            h.push(x[..m * c].to_vec());
+        if let Some(o) = obs.as_deref_mut() {
+            o.hidden(&x[..m * c]);
         }
-        for layer in &self.layers {
+        for (l, layer) in self.layers.iter().enumerate() {
+            let mut see = |site: Site, x: &[f32], k: usize| {
+                if let Some(o) = obs.as_deref_mut() {
+                    o.linear_input(l, site, x, k);
+                }
+            };
             let qkv = &mut wide[..3 * m * c];
+            see(Site::Qkv, &x[..m * c], c);
             layer.qkv.forward(&x[..m * c], m, qkv, qa, false, None);
             attention::attention(qkv, bias, &padded[..b], &shape, ctx, &mut attn[..threads]);
+            see(Site::AttnOut, ctx, c);
             layer.attn_out.forward(ctx, m, &mut y[..m * c], qa, false, Some(&x[..m * c]));
             layer.ln1.forward(&mut y[..m * c]);
             std::mem::swap(x, y);
             let ffn = &mut wide[..m * f];
+            see(Site::Inter, &x[..m * c], c);
             layer.inter.forward(&x[..m * c], m, ffn, qa, true, None);
+            see(Site::Out, ffn, f);
             layer.out.forward(ffn, m, &mut y[..m * c], qa, false, Some(&x[..m * c]));
             layer.ln2.forward(&mut y[..m * c]);
             std::mem::swap(x, y);
-            if let Some(h) = hidden.as_deref_mut() {
-                h.push(x[..m * c].to_vec());
+            if let Some(o) = obs.as_deref_mut() {
+                o.hidden(&x[..m * c]);
             }
         }
     }

@@ -108,6 +108,13 @@ pub fn sample<T: Clone>(rows: Vec<T>, n: Option<usize>, seed: u64) -> Vec<T> {
     picked.into_iter().map(|i| rows[i].clone()).collect()
 }
 
+/// All rows in a seeded random order.
+pub fn shuffled<T: Clone>(rows: Vec<T>, seed: u64) -> Vec<T> {
+    use rand::{seq::index, SeedableRng};
+    let order = index::sample(&mut rand::rngs::StdRng::seed_from_u64(seed), rows.len(), rows.len());
+    order.into_iter().map(|i| rows[i].clone()).collect()
+}
+
 /// Texts of a `.txt` (one per line; empty lines are errors) or `.jsonl` (`field`) file.
 pub fn read_texts(path: &Path, text_field: &str) -> Result<Vec<String>> {
     if path.extension().is_some_and(|e| e == "jsonl") {

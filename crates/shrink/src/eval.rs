@@ -1,11 +1,13 @@
 //! Task metrics: retrieval (each query ranks every doc of the file by cosine; only its own row is relevant) and
 //! classification (accuracy, macro F1).
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{bail, Result};
 use serde::Serialize;
 use shrink_runtime::Engine;
 
-use crate::progress;
+use crate::{data, embed, progress};
 
 #[derive(Debug, Serialize)]
 pub struct RetrievalReport {
@@ -75,8 +77,8 @@ pub fn classify_metrics(labels: &[String], gold: &[usize], pred: &[usize]) -> Cl
     }
 }
 
-/// Predicted label index per text.
-pub fn predict(engine: &mut Engine, texts: &[String], batch: usize) -> Result<Vec<usize>> {
+/// Label logits (L) per text.
+pub fn logits(engine: &mut Engine, texts: &[String], batch: usize) -> Result<Vec<Vec<f32>>> {
     let Some(l) = engine.labels().map(|l| l.len()) else {
         bail!("{}: no classification head (fine-tune it with `shrink finetune` first)", engine.dir.display());
     };
@@ -84,12 +86,128 @@ pub fn predict(engine: &mut Engine, texts: &[String], batch: usize) -> Result<Ve
     let mut out = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(batch.max(1)) {
         let b = engine.tokenizer.batch(chunk)?;
-        let logits = engine.logits_batch(&b)?; // (B, L)
-        out.extend(logits.chunks_exact(l).map(|row| (0..l).max_by(|&i, &j| row[i].total_cmp(&row[j])).unwrap_or(0)));
+        out.extend(engine.logits_batch(&b)?.chunks_exact(l).map(<[f32]>::to_vec)); // (B, L)
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
     Ok(out)
+}
+
+fn argmax(row: &[f32]) -> usize {
+    (0..row.len()).max_by(|&i, &j| row[i].total_cmp(&row[j])).unwrap_or(0)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Task {
+    Retrieval,
+    Classify,
+}
+
+/// JSONL field names of a task's inputs.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Fields {
+    /// Retrieval: the query field (each query's own row is its only relevant doc).
+    #[arg(long, default_value = "title")]
+    pub query_field: String,
+    #[arg(long, default_value = "body")]
+    pub doc_field: String,
+    /// Classification: the text and label fields.
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    #[arg(long, default_value = "label")]
+    pub label_field: String,
+}
+
+impl Default for Fields {
+    fn default() -> Self {
+        Self { query_field: "title".into(), doc_field: "body".into(), text_field: "text".into(), label_field: "label".into() }
+    }
+}
+
+/// A task's inputs, read from JSONL rows.
+pub enum TaskData {
+    Retrieval { queries: Vec<String>, docs: Vec<String> },
+    Classify { texts: Vec<String>, labels: Vec<String>, path: PathBuf },
+}
+
+/// What a model did on a task.
+pub struct Outcome {
+    pub report: serde_json::Value,
+    /// Accuracy or MRR@10, as a fraction.
+    pub score: f64,
+    /// Logits per text or embedding per doc: what two models of the same task are compared on.
+    pub outputs: Vec<Vec<f32>>,
+    pub confusion: Option<(Vec<String>, Vec<Vec<usize>>)>,
+}
+
+impl TaskData {
+    pub fn from_rows(task: Task, path: &Path, rows: &[serde_json::Map<String, serde_json::Value>], f: &Fields) -> Result<Self> {
+        Ok(match task {
+            Task::Retrieval => {
+                Self::Retrieval { queries: data::field(path, rows, &f.query_field)?, docs: data::field(path, rows, &f.doc_field)? }
+            }
+            Task::Classify => Self::Classify {
+                texts: data::field(path, rows, &f.text_field)?,
+                labels: data::field(path, rows, &f.label_field)?,
+                path: path.to_path_buf(),
+            },
+        })
+    }
+
+    pub fn task(&self) -> Task {
+        match self {
+            Self::Retrieval { .. } => Task::Retrieval,
+            Self::Classify { .. } => Task::Classify,
+        }
+    }
+
+    pub fn run(&self, engine: &mut Engine, batch: usize) -> Result<Outcome> {
+        match self {
+            Self::Retrieval { queries, docs } => {
+                let q = embed::embed_texts(engine, queries, batch, "queries")?;
+                let d = embed::embed_texts(engine, docs, batch, "docs")?;
+                let r = retrieval_metrics(&q, &d);
+                Ok(Outcome { score: r.mrr_at_10, report: serde_json::to_value(r)?, outputs: d, confusion: None })
+            }
+            Self::Classify { texts, labels: gold, path } => {
+                let logits = logits(engine, texts, batch)?;
+                let labels = engine.labels().unwrap_or_default();
+                let gold = gold
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| match labels.iter().position(|x| x == l) {
+                        Some(p) => Ok(p),
+                        None => bail!("{}: row {}: label {l:?} is not one the model knows ({labels:?})", path.display(), i + 1),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let pred: Vec<usize> = logits.iter().map(|r| argmax(r)).collect();
+                let r = classify_metrics(&labels, &gold, &pred);
+                let confusion = Some((labels, r.confusion.clone()));
+                Ok(Outcome { score: r.accuracy, report: serde_json::to_value(r)?, outputs: logits, confusion })
+            }
+        }
+    }
+}
+
+/// Mean cosine similarity of paired rows.
+pub fn mean_cosine(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
+    let cos = a.iter().zip(b).map(|(x, y)| {
+        let dot: f64 = x.iter().zip(y).map(|(p, q)| f64::from(*p) * f64::from(*q)).sum();
+        let nx: f64 = x.iter().map(|p| f64::from(*p).powi(2)).sum();
+        let ny: f64 = y.iter().map(|p| f64::from(*p).powi(2)).sum();
+        dot / (nx * ny).sqrt().max(1e-30)
+    });
+    cos.sum::<f64>() / a.len().max(1) as f64
+}
+
+/// Mean over rows of |b - a| / |a|: how far a compressed model's outputs moved from the reference's.
+pub fn output_error(reference: &[Vec<f32>], got: &[Vec<f32>]) -> f64 {
+    let per_row = reference.iter().zip(got).map(|(a, b)| {
+        let d: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
+        let n: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum();
+        (d / n.max(1e-30)).sqrt()
+    });
+    per_row.sum::<f64>() / reference.len().max(1) as f64
 }
 
 #[cfg(test)]

@@ -9,9 +9,9 @@ use serde::Serialize;
 use shrink_format::folder::{CONFIG_FILE, WEIGHTS_FILE};
 use shrink_format::{Config, TensorFile};
 
-/// Weight matrices and embedding tables quantize; vectors (biases, LayerNorm) stay f32 below 16 bits. These are the storage rules the
-/// numbers assume: int8 = 1 byte per weight + an f32 scale per output row; int4 = half a byte per weight + an f32
-/// scale per group of 32.
+/// Weight matrices and embedding tables quantize; vectors (biases, LayerNorm) stay f32 below 16 bits. These are the
+/// storage rules the numbers assume (those of `shrink quantize`): int8 = 1 byte per weight + an f32 scale per output
+/// row; int4 = half a byte per weight + an f16 scale per group of 32.
 const INT4_GROUP: usize = 32;
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -29,7 +29,7 @@ impl Size {
     fn of(dims: &[usize]) -> Self {
         let n: usize = dims.iter().product();
         let (int8, int4) = if dims.len() == 2 {
-            (n + 4 * dims[0], n.div_ceil(2) + 4 * n.div_ceil(INT4_GROUP))
+            (n + 4 * dims[0], n.div_ceil(2) + 2 * n.div_ceil(INT4_GROUP))
         } else {
             (4 * n, 4 * n)
         };
@@ -107,12 +107,25 @@ pub fn inspect(dir: &Path, seq: usize) -> Result<Report> {
     let mut names: Vec<&str> = file.names().collect();
     names.sort();
     for name in names {
-        // Scales are counted with their weight; integer buffers (position_ids) are not parameters.
-        if name.ends_with("_scale") || !matches!(file.dtype(name), Some(Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::I8)) {
+        // Quantization metadata is counted with its weight; integer buffers (position_ids) are not parameters.
+        let meta = [".weight_scale", ".input_scale", ".input_zero", ".smooth"];
+        if meta.iter().any(|m| name.ends_with(m))
+            || !matches!(file.dtype(name), Some(Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::I8 | Dtype::U8))
+        {
             continue;
         }
-        let mut s = Size::of(file.shape(name).unwrap_or_default());
-        s.stored_bytes = stored(&file, name) + stored(&file, &format!("{name}_scale"));
+        let mut dims = file.shape(name).unwrap_or_default().to_vec();
+        if file.dtype(name) == Some(Dtype::U8) {
+            // Packed int4: two weights per byte along K.
+            if let Some(k) = dims.last_mut() {
+                *k *= 2;
+            }
+        }
+        let mut s = Size::of(&dims);
+        let base = name.strip_suffix(".weight").unwrap_or(name);
+        s.stored_bytes = stored(&file, name)
+            + stored(&file, &format!("{name}_scale"))
+            + [".input_scale", ".input_zero", ".smooth"].iter().map(|m| stored(&file, &format!("{base}{m}"))).sum::<usize>();
         let c = component(name);
         comps.iter_mut().find(|(n, _)| n == c).expect("known component").1.add(&s);
         if let Some(l) = name.strip_prefix("encoder.layer.").and_then(|r| r.split('.').next()?.parse::<usize>().ok()) {
@@ -164,7 +177,7 @@ pub fn render(r: &Report) -> String {
     }
     s += &format!(
         "\nFLOPs per sequence of {} tokens: {:.3} GFLOP (matmuls; a multiply-add = 2)\n\
-         int8 = 1 B/weight + f32 scale per row; int4 = 0.5 B/weight + f32 scale per {INT4_GROUP}; vectors stay f32\n",
+         int8 = 1 B/weight + f32 scale per row; int4 = 0.5 B/weight + f16 scale per {INT4_GROUP}; vectors stay f32\n",
         r.seq,
         r.flops_per_sequence as f64 / 1e9
     );

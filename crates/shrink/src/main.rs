@@ -1,6 +1,6 @@
 //! The `shrink` command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -56,17 +56,11 @@ enum Command {
     Eval {
         model: String,
         #[arg(long, value_enum)]
-        task: Task,
+        task: eval::Task,
         #[arg(long)]
         data: PathBuf,
-        #[arg(long, default_value = "title")]
-        query_field: String,
-        #[arg(long, default_value = "body")]
-        doc_field: String,
-        #[arg(long, default_value = "text")]
-        text_field: String,
-        #[arg(long, default_value = "label")]
-        label_field: String,
+        #[command(flatten)]
+        fields: eval::Fields,
         /// Default: the length the model was fine-tuned with, else 128.
         #[arg(long)]
         max_len: Option<usize>,
@@ -74,6 +68,10 @@ enum Command {
         batch: usize,
         #[arg(long)]
         json: bool,
+        /// Also run this model (e.g. the fp32 original) and report how far the outputs moved: `output_error`
+        /// (mean relative change of logits or doc embeddings) and, for retrieval, `mean_cosine` of doc embeddings.
+        #[arg(long)]
+        compare: Option<String>,
     },
     /// Fine-tune a text classifier: mean pooling + linear head, AdamW, linear warm-up and decay.
     #[command(after_help = "Example:\n  shrink finetune assets/models/all-MiniLM-L6-v2 --data assets/data/bbc/train.jsonl --out out/bbc-classifier")]
@@ -111,16 +109,57 @@ enum Command {
         label_field: String,
     },
     /// Quantize a model folder for the runtime; the output is an HF-style folder every shrink command loads.
-    #[command(after_help = "Example:\n  shrink quantize assets/models/all-MiniLM-L6-v2 --scheme int8-dynamic --out out/minilm-int8")]
+    #[command(after_help = "Examples:\n  \
+        shrink quantize assets/models/all-MiniLM-L6-v2 --scheme int8-dynamic --out out/minilm-int8\n  \
+        shrink quantize out/bbc-classifier-128 --scheme int8-static --observer entropy --calib assets/data/bbc/train.jsonl --out out/cls-static\n  \
+        shrink quantize out/bbc-classifier-128 --scheme int4 --group 32 --gptq --embeddings int4 --calib assets/data/bbc/train.jsonl --out out/cls-int4\n  \
+        shrink quantize out/bbc-classifier-128 --scheme int4 --max-drop 0.5 --calib assets/data/bbc/train.jsonl --out out/cls-mixed")]
     Quantize {
         model: String,
-        #[arg(long, value_enum)]
-        scheme: quantize::Scheme,
+        #[command(flatten)]
+        q: QuantArgs,
         #[arg(long)]
         out: PathBuf,
-        /// Storage of the embedding tables.
-        #[arg(long, value_enum, default_value = "fp32")]
-        embeddings: quantize::EmbeddingStorage,
+        /// Mixed precision: promote the most sensitive sites to `--fallback` until the drop on a dev subset
+        /// carved from the --calib file (disjoint from the calibration texts) is at most this many points.
+        #[arg(long)]
+        max_drop: Option<f64>,
+        /// Wider format for --max-drop (default: int8 for int4 schemes, fp32 otherwise).
+        #[arg(long)]
+        fallback: Option<String>,
+        /// Rows of the --calib file held out as the dev subset (for --max-drop and --calib-repeats).
+        #[arg(long, default_value_t = 400)]
+        dev_samples: usize,
+        /// Quantize with this many disjoint calibration subsets and report the spread of the dev metric; the
+        /// folder written uses the first.
+        #[arg(long, default_value_t = 1)]
+        calib_repeats: usize,
+        /// Write the search / spread report here as JSON.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Per-site sensitivity: quantize one site (QKV, attention output, FFN in, FFN out of one layer) at a time,
+    /// the rest fp32, and measure the task drop and the output error; writes a table, JSON and an SVG plot.
+    #[command(after_help = "Example:\n  \
+        shrink sensitivity out/bbc-classifier-128 --task classify --data dev.jsonl --scheme int4 --calib assets/data/bbc/train.jsonl --out-dir out/sens")]
+    Sensitivity {
+        model: String,
+        #[arg(long, value_enum)]
+        task: eval::Task,
+        /// Dev data (never the test file).
+        #[arg(long)]
+        data: PathBuf,
+        #[command(flatten)]
+        fields: eval::Fields,
+        /// Use the first N rows of --data.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        q: QuantArgs,
+        #[arg(long)]
+        out_dir: PathBuf,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
     },
     /// Latency (median, p90), sequences per second, peak RSS, weights in memory and load time of a model on the runtime.
     #[command(after_help = "Example:\n  shrink --threads 1 bench out/minilm-int8 --batch 1 --seq 128 --runs 50")]
@@ -158,10 +197,101 @@ enum DataCmd {
     },
 }
 
+/// How to quantize: shared by `quantize` and `sensitivity`.
+#[derive(clap::Args)]
+struct QuantArgs {
+    #[arg(long, value_enum)]
+    scheme: quantize::Scheme,
+    /// Calibration texts (JSONL); needed by int8-static, --smooth-alpha, --gptq, --max-drop.
+    #[arg(long)]
+    calib: Option<PathBuf>,
+    #[arg(long, default_value_t = 256)]
+    calib_samples: usize,
+    /// Field of the calibration rows holding the text.
+    #[arg(long, default_value = "text")]
+    calib_field: String,
+    /// Seed of the calibration / dev sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// int8-static: how the activation range is chosen.
+    #[arg(long, value_enum, default_value = "minmax")]
+    observer: ObserverArg,
+    /// --observer percentile: the percentile of |x| kept.
+    #[arg(long, default_value_t = 99.99)]
+    percentile: f64,
+    #[arg(long, value_enum, default_value = "per-channel")]
+    weights: quantize::Granularity,
+    /// Symmetric activations (zero point 128) instead of asymmetric.
+    #[arg(long)]
+    symmetric: bool,
+    /// int4: weights per group of this many inputs (32, 64 or 128).
+    #[arg(long, default_value_t = 32)]
+    group: usize,
+    /// int4: activations int8 (int4 x int8 GEMM) or f32 (weight-only; int4 on disk, f32 at run time).
+    #[arg(long, value_enum, default_value = "int8")]
+    activations: quantize::ActStorage,
+    /// SmoothQuant migration strength in [0, 1] (0.5 is the paper's default).
+    #[arg(long)]
+    smooth_alpha: Option<f32>,
+    /// Round weights with GPTQ (calibration Hessian) instead of to nearest.
+    #[arg(long)]
+    gptq: bool,
+    /// GPTQ dampening, as a fraction of the mean Hessian diagonal.
+    #[arg(long, default_value_t = 0.01)]
+    damp: f64,
+    /// GPTQ: quantize columns in order of decreasing Hessian diagonal.
+    #[arg(long)]
+    act_order: bool,
+    /// Storage of the token embedding table.
+    #[arg(long, value_enum, default_value = "fp32")]
+    embeddings: quantize::EmbeddingStorage,
+    /// Tokens per calibration / dev text (default: the model's fine-tuning length, else 128).
+    #[arg(long)]
+    max_len: Option<usize>,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
-enum Task {
-    Retrieval,
-    Classify,
+enum ObserverArg {
+    Minmax,
+    Percentile,
+    Entropy,
+    Mse,
+}
+
+impl QuantArgs {
+    fn options(&self) -> quantize::Options {
+        use quantize::observer::Method;
+        let mut o = quantize::Options::new(self.scheme);
+        o.embeddings = self.embeddings;
+        o.weights = self.weights;
+        o.observer = match self.observer {
+            ObserverArg::Minmax => Method::MinMax,
+            ObserverArg::Percentile => Method::Percentile(self.percentile),
+            ObserverArg::Entropy => Method::Entropy,
+            ObserverArg::Mse => Method::Mse,
+        };
+        o.symmetric = self.symmetric;
+        o.group = self.group;
+        o.int4_acts = self.activations;
+        o.smooth_alpha = self.smooth_alpha;
+        o.gptq = self.gptq.then_some(quantize::gptq::GptqOptions { damp: self.damp, act_order: self.act_order, ..Default::default() });
+        o
+    }
+
+    /// The --calib rows in a seeded random order (empty without --calib).
+    fn calib_rows(&self) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+        match &self.calib {
+            Some(p) => Ok(data::shuffled(data::read_jsonl(p)?, self.seed)),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn texts(&self, rows: &[serde_json::Map<String, serde_json::Value>]) -> Result<Vec<String>> {
+        match &self.calib {
+            Some(p) => data::field(p, rows, &self.calib_field),
+            None => Ok(Vec::new()),
+        }
+    }
 }
 
 fn main() {
@@ -218,36 +348,26 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             embed::write_embeddings(&output, &emb)?;
             eprintln!("wrote {} embeddings of {} dims to {}", emb.len(), emb[0].len(), output.display());
         }
-        Command::Eval { model, task, data: path, query_field, doc_field, text_field, label_field, max_len, batch, json } => {
+        Command::Eval { model, task, data: path, fields, max_len, batch, json, compare } => {
             let mut engine = model::engine(&model, max_len, threads)?;
             let rows = data::read_jsonl(&path)?;
-            let report = match task {
-                Task::Retrieval => {
-                    let queries = embed::embed_texts(&mut engine, &data::field(&path, &rows, &query_field)?, batch, "queries")?;
-                    let docs = embed::embed_texts(&mut engine, &data::field(&path, &rows, &doc_field)?, batch, "docs")?;
-                    serde_json::to_value(eval::retrieval_metrics(&queries, &docs))?
+            let task_data = eval::TaskData::from_rows(task, &path, &rows, &fields)?;
+            let mut outcome = task_data.run(&mut engine, batch)?;
+            if let Some(reference) = compare {
+                let base = task_data.run(&mut model::engine(&reference, max_len, threads)?, batch)?;
+                outcome.report["output_error"] = eval::output_error(&base.outputs, &outcome.outputs).into();
+                if task == eval::Task::Retrieval {
+                    outcome.report["mean_cosine"] = eval::mean_cosine(&base.outputs, &outcome.outputs).into();
                 }
-                Task::Classify => {
-                    let pred = eval::predict(&mut engine, &data::field(&path, &rows, &text_field)?, batch)?;
-                    let labels = engine.labels().unwrap_or_default();
-                    let gold = data::field(&path, &rows, &label_field)?
-                        .iter()
-                        .enumerate()
-                        .map(|(i, l)| match labels.iter().position(|x| x == l) {
-                            Some(p) => Ok(p),
-                            None => bail!("{}: row {}: label {l:?} is not one the model knows ({labels:?})", path.display(), i + 1),
-                        })
-                        .collect::<Result<Vec<_>>>()?;
-                    let r = eval::classify_metrics(&labels, &gold, &pred);
-                    if !json {
-                        eprintln!("confusion (rows = true, columns = predicted; {}):", labels.join(", "));
-                        for row in &r.confusion {
-                            eprintln!("  {row:?}");
-                        }
-                    }
-                    serde_json::to_value(r)?
+                outcome.report["reference_score"] = base.score.into();
+            }
+            if let (false, Some((labels, confusion))) = (json, &outcome.confusion) {
+                eprintln!("confusion (rows = true, columns = predicted; {}):", labels.join(", "));
+                for row in confusion {
+                    eprintln!("  {row:?}");
                 }
-            };
+            }
+            let report = outcome.report;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -289,9 +409,38 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             tuned.save_dir(&out, &m.dir)?;
             eprintln!("saved {}", out.display());
         }
-        Command::Quantize { model, scheme, out, embeddings } => {
-            let src = shrink_model::resolve_model(&model)?;
-            let r = quantize::quantize(&src, &out, scheme, embeddings)?;
+        Command::Quantize { model, q, out, max_drop, fallback, dev_samples, calib_repeats, report } => {
+            let src = quantize::Source::open(&shrink_model::resolve_model(&model)?)?;
+            let opts = q.options();
+            opts.check()?;
+            let rows = q.calib_rows()?;
+            let (n, repeats) = (q.calib_samples, calib_repeats.max(1));
+            let wants_dev = max_drop.is_some() || repeats > 1;
+            if wants_dev && q.calib.is_none() {
+                bail!("--max-drop and --calib-repeats carve a dev subset from --calib: pass --calib FILE.jsonl");
+            }
+            let need = n * repeats + if wants_dev { dev_samples } else { 0 };
+            if q.calib.is_some() && rows.len() < need.min(n) {
+                bail!("{}: {} rows, fewer than --calib-samples {n}", q.calib.as_ref().map_or(String::new(), |p| p.display().to_string()), rows.len());
+            }
+            if wants_dev && rows.len() < need {
+                bail!(
+                    "{}: {} rows; {repeats} calibration subsets of {n} plus a dev subset of {dev_samples} need {need}",
+                    q.calib.as_ref().map_or(String::new(), |p| p.display().to_string()),
+                    rows.len()
+                );
+            }
+            let subsets: Vec<Vec<String>> =
+                (0..repeats).map(|i| q.texts(&rows[(i * n).min(rows.len())..((i + 1) * n).min(rows.len())])).collect::<Result<_>>()?;
+            let r = if wants_dev {
+                let task = if src.cfg.shrink.is_some() { eval::Task::Classify } else { eval::Task::Retrieval };
+                let dev_rows = &rows[n * repeats..need];
+                let data = eval::TaskData::from_rows(task, q.calib.as_deref().unwrap_or(Path::new("")), dev_rows, &eval::Fields::default())?;
+                let dev = quantize::select::Dev::new(&src, data, threads, q.max_len, 32)?;
+                quantize::select::run(&src, &out, &opts, &subsets, &dev, max_drop, fallback.as_deref(), threads, q.max_len, report.as_deref())?
+            } else {
+                quantize::quantize(&src, &out, &opts, &subsets[0], threads, q.max_len)?
+            };
             eprintln!(
                 "quantized {} Linears: {:.1} MB -> {:.1} MB ({:.2}x smaller); wrote {}",
                 r.quantized,
@@ -300,6 +449,17 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
                 r.bytes_in as f64 / r.bytes_out as f64,
                 out.display()
             );
+        }
+        Command::Sensitivity { model, task, data: path, fields, limit, q, out_dir, batch } => {
+            let src = quantize::Source::open(&shrink_model::resolve_model(&model)?)?;
+            let opts = q.options();
+            opts.check()?;
+            let mut rows = data::read_jsonl(&path)?;
+            rows.truncate(limit.unwrap_or(rows.len()));
+            let calib = q.texts(&q.calib_rows()?.into_iter().take(q.calib_samples).collect::<Vec<_>>())?;
+            let dev = quantize::select::Dev::new(&src, eval::TaskData::from_rows(task, &path, &rows, &fields)?, threads, q.max_len, batch)?;
+            let table = quantize::select::sensitivity_report(&src, &opts, &calib, &dev, threads, q.max_len, &out_dir)?;
+            print!("{table}");
         }
         Command::Bench { model, batch, seq, runs, warmup, json } => {
             let dir = shrink_model::resolve_model(&model)?;

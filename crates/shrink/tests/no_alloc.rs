@@ -56,10 +56,18 @@ fn allocations_after_warmup(dir: &std::path::Path, threads: usize) -> usize {
 #[test]
 fn forward_allocates_nothing_after_warmup() {
     let tmp = tempfile::tempdir().unwrap();
-    let int8 = tmp.path().join("int8");
-    shrink::quantize::quantize(&model(), &int8, shrink::quantize::Scheme::Int8Dynamic, shrink::quantize::EmbeddingStorage::Fp32)
-        .unwrap();
-    for dir in [model(), int8] {
+    use shrink::quantize::{quantize, Options, Scheme, Source};
+    let src = Source::open(&model()).unwrap();
+    let calib: Vec<String> = ["A short calibration text.", "Markets rose as the central bank held rates."].map(String::from).into();
+    let mut dirs = vec![model()];
+    for (name, scheme, smooth) in [("int8", Scheme::Int8Dynamic, None), ("static", Scheme::Int8Static, Some(0.5)), ("int4", Scheme::Int4, None)] {
+        let dir = tmp.path().join(name);
+        let mut opts = Options::new(scheme);
+        opts.smooth_alpha = smooth;
+        quantize(&src, &dir, &opts, &calib, 1, None).unwrap();
+        dirs.push(dir);
+    }
+    for dir in dirs {
         for threads in [1, 2] {
             let n = allocations_after_warmup(&dir, threads);
             assert_eq!(n, 0, "{} on {threads} thread(s): {n} allocations in 6 warm calls", dir.display());

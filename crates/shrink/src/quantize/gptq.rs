@@ -1,0 +1,933 @@
+//! GPTQ (Frantar et al. 2022) for the weights of one Linear layer: quantize W (n outputs x k inputs, row-major, HF
+//! layout) column by column, and after each column push its rounding error onto the columns not yet quantized so
+//! that the layer's *output* on calibration inputs moves as little as possible. The inputs enter only through the
+//! Hessian H = (2 / rows) Σ xᵀx of the layer's squared output error. Rows of W are independent given H, so all the
+//! per-column work is done one row at a time over contiguous memory; only the lazy block updates share H⁻¹ rows
+//! across a small tile of rows.
+//!
+//! Only `std`: the numerics are small dense f64 kernels written out here.
+
+use std::thread;
+
+/// Accumulates H = (2 / rows) Σ xᵀx (k x k, f64) over calibration rows: the curvature of the squared output error
+/// ||x Wᵀ - x Ŵᵀ||² in the weights of one output row, shared by all n rows.
+#[derive(Clone, Debug)]
+pub struct Hessian {
+    k: usize,
+    /// Σ xᵀx, k x k; only the upper triangle is accumulated (H is symmetric), `matrix` mirrors it.
+    sum: Vec<f64>,
+    rows: usize,
+}
+
+/// Calibration rows converted to f64 at a time in `Hessian::add`: small enough to stay in L2 for k = 1536.
+const ADD_CHUNK_ROWS: usize = 64;
+
+impl Hessian {
+    pub fn new(k: usize) -> Self {
+        assert!(k > 0, "Hessian: k must be positive");
+        Self { k, sum: vec![0.0; k * k], rows: 0 }
+    }
+
+    /// Adds calibration rows; x is rows x k row-major (the layer's inputs, one row per token).
+    pub fn add(&mut self, x: &[f32]) {
+        let k = self.k;
+        assert!(x.len().is_multiple_of(k), "Hessian::add: {} values are not whole rows of k = {k}", x.len());
+        let mut xs = vec![0f64; ADD_CHUNK_ROWS.min(x.len() / k) * k];
+        for chunk in x.chunks(ADD_CHUNK_ROWS * k) {
+            let xs = &mut xs[..chunk.len()];
+            for (d, &v) in xs.iter_mut().zip(chunk) {
+                *d = f64::from(v);
+            }
+            let m = chunk.len() / k;
+            // Row i of the triangle costs k - i: split the rows of `sum` so each thread gets the same area.
+            let threads = threads_for(m * k * k / 2);
+            let mut bounds = vec![0];
+            let (total, mut acc) = (k * (k + 1) / 2, 0);
+            for i in 0..k {
+                acc += k - i;
+                if acc * threads >= total * bounds.len() && bounds.len() < threads {
+                    bounds.push(i + 1);
+                }
+            }
+            bounds.push(k);
+            bounds.dedup();
+            let xs = &*xs;
+            thread::scope(|s| {
+                let mut rest = &mut self.sum[..];
+                for w in bounds.windows(2) {
+                    let (part, tail) = rest.split_at_mut((w[1] - w[0]) * k);
+                    rest = tail;
+                    let i0 = w[0];
+                    if w[1] == k {
+                        accumulate(part, i0, k, xs); // the last part on this thread: no spawn for small adds
+                    } else {
+                        s.spawn(move || accumulate(part, i0, k, xs));
+                    }
+                }
+            });
+        }
+        self.rows += x.len() / k;
+    }
+
+    /// Adds a precomputed Gram matrix Σ xᵀx (k x k, f32, e.g. from a GEMM) of `rows` calibration rows: much faster
+    /// than `add` for big batches, at f32 accuracy within the batch. Both triangles are averaged.
+    pub fn add_gram(&mut self, gram: &[f32], rows: usize) {
+        let k = self.k;
+        assert_eq!(gram.len(), k * k, "Hessian::add_gram: {} values, k x k = {k}x{k} needs {}", gram.len(), k * k);
+        for i in 0..k {
+            for j in i..k {
+                self.sum[i * k + j] += 0.5 * (f64::from(gram[i * k + j]) + f64::from(gram[j * k + i]));
+            }
+        }
+        self.rows += rows;
+    }
+
+    /// The Hessian of the inputs x ⊙ d (k factors): D H D. For inputs rescaled after calibration (SmoothQuant's
+    /// x / s is d = 1 / s), so GPTQ sees the inputs the weights will meet.
+    pub fn scaled(&self, d: &[f32]) -> Hessian {
+        let k = self.k;
+        assert_eq!(d.len(), k, "Hessian::scaled: {} factors for k = {k}", d.len());
+        let mut sum = self.sum.clone();
+        for i in 0..k {
+            for j in i..k {
+                sum[i * k + j] *= f64::from(d[i]) * f64::from(d[j]);
+            }
+        }
+        Hessian { k, sum, rows: self.rows }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// The full symmetric H = (2 / rows) Σ xᵀx; rows must be positive.
+    fn matrix(&self) -> Vec<f64> {
+        let (k, c) = (self.k, 2.0 / self.rows as f64);
+        let mut h = vec![0f64; k * k];
+        for i in 0..k {
+            for j in i..k {
+                let v = self.sum[i * k + j] * c;
+                h[i * k + j] = v;
+                h[j * k + i] = v;
+            }
+        }
+        h
+    }
+}
+
+/// sum[i][i..] += Σ_r x_r[i] x_r[i..] for the rows i0.. of `sum` it holds; xs is m x k. Four calibration rows per
+/// pass, so each load and store of `sum` carries four multiply-adds.
+fn accumulate(sum: &mut [f64], i0: usize, k: usize, xs: &[f64]) {
+    for (di, srow) in sum.chunks_exact_mut(k).enumerate() {
+        let i = i0 + di;
+        let s = &mut srow[i..];
+        let mut quads = xs.chunks_exact(4 * k);
+        for quad in &mut quads {
+            let (x0, x1, x2, x3) = (&quad[i..k], &quad[k + i..2 * k], &quad[2 * k + i..3 * k], &quad[3 * k + i..]);
+            let (a0, a1, a2, a3) = (x0[0], x1[0], x2[0], x3[0]);
+            if a0 == 0.0 && a1 == 0.0 && a2 == 0.0 && a3 == 0.0 {
+                continue;
+            }
+            for ((((s, &p0), &p1), &p2), &p3) in s.iter_mut().zip(x0).zip(x1).zip(x2).zip(x3) {
+                *s += a0 * p0 + a1 * p1 + a2 * p2 + a3 * p3;
+            }
+        }
+        for x in quads.remainder().chunks_exact(k) {
+            axpy(s, x[i], &x[i..]);
+        }
+    }
+}
+
+/// The symmetric integer grid the weights are rounded onto.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Grid {
+    /// One scale per output row: q in [-max_q, max_q] (int8: max_q = 127).
+    PerChannel { max_q: i32 },
+    /// One scale per (row, group of `group` consecutive k): int4: max_q = 7, group 32/64/128; k % group == 0.
+    Groups { max_q: i32, group: usize },
+}
+
+impl Grid {
+    /// The largest |q|.
+    pub fn max_q(&self) -> i32 {
+        match *self {
+            Grid::PerChannel { max_q } | Grid::Groups { max_q, .. } => max_q,
+        }
+    }
+
+    /// Scales per output row for k inputs (the second dimension of `Quantized::scale`).
+    pub fn groups(&self, k: usize) -> usize {
+        k / self.group_len(k)
+    }
+
+    /// Consecutive inputs sharing one scale: all k for PerChannel.
+    fn group_len(&self, k: usize) -> usize {
+        match *self {
+            Grid::PerChannel { .. } => k,
+            Grid::Groups { group, .. } => group,
+        }
+    }
+
+    fn check(&self, k: usize) -> Result<(), String> {
+        let max_q = self.max_q();
+        if !(1..=127).contains(&max_q) {
+            return Err(format!("{self:?}: max_q must be in 1..=127 to fit i8"));
+        }
+        if let Grid::Groups { group, .. } = *self {
+            if group == 0 || !k.is_multiple_of(group) {
+                return Err(format!("{self:?}: the group must be positive and divide k = {k}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct GptqOptions {
+    /// Added to diag(H) as a fraction of its mean: keeps the Cholesky defined when calibration rows are few or
+    /// inputs are collinear, at the cost of slightly less error compensation.
+    pub damp: f64,
+    /// Quantize columns in descending diag(H) (the inputs with the largest activations first), so their errors can
+    /// still be compensated by the many columns after them. With Groups the scales are then fixed up front
+    /// ("static groups") so storage stays plain group-wise along k. Off by default as in the reference; with a few
+    /// outlier input channels it cut the remaining output error by more than half in the tests here.
+    pub act_order: bool,
+    /// Lazy-batch width: errors inside a block of columns are applied at once, the rest of the row once per block.
+    pub block: usize,
+}
+
+impl Default for GptqOptions {
+    fn default() -> Self {
+        Self { damp: 0.01, act_order: false, block: 128 }
+    }
+}
+
+/// A quantized weight in storage form: what the runtime loads.
+#[derive(Clone, Debug)]
+pub struct Quantized {
+    /// n x k, each in [-max_q, max_q], in the original column order.
+    pub q: Vec<i8>,
+    /// n x groups (groups = 1 for PerChannel): w ≈ scale * q.
+    pub scale: Vec<f32>,
+}
+
+impl Quantized {
+    pub fn dequantize(&self, n: usize, k: usize, grid: &Grid) -> Vec<f32> {
+        grid.check(k).unwrap_or_else(|e| panic!("dequantize: {e}"));
+        let (g, groups) = (grid.group_len(k), grid.groups(k));
+        assert_eq!(self.q.len(), n * k, "dequantize: q has {} values, {n}x{k} needs {}", self.q.len(), n * k);
+        assert_eq!(self.scale.len(), n * groups, "dequantize: {} scales, {n}x{groups} needed", self.scale.len());
+        let mut w = vec![0f32; n * k];
+        for ((w, q), s) in w.chunks_exact_mut(k).zip(self.q.chunks_exact(k)).zip(self.scale.chunks_exact(groups)) {
+            for (c, (w, &q)) in w.iter_mut().zip(q).enumerate() {
+                *w = s[c / g] * f32::from(q);
+            }
+        }
+        w
+    }
+}
+
+/// s = round_scale(amax / max_q); zero when amax is zero, or when round_scale sends it to zero or out of range
+/// (f16 underflow), so the (row, group) quantizes to 0 rather than to garbage.
+fn scale_of(amax: f32, max_q: i32, round_scale: &dyn Fn(f32) -> f32) -> f32 {
+    if amax == 0.0 {
+        return 0.0;
+    }
+    let s = round_scale(amax / max_q as f32);
+    if s > 0.0 && s.is_finite() {
+        s
+    } else {
+        0.0
+    }
+}
+
+/// Rounds to the grid; q is clamped because round_scale may return a scale slightly below amax / max_q.
+fn round_q(x: f64, s: f64, max_q: f64) -> f64 {
+    if s > 0.0 {
+        (x / s).round().clamp(-max_q, max_q)
+    } else {
+        0.0
+    }
+}
+
+/// Round-to-nearest on the same grid: the baseline GPTQ must beat.
+pub fn rtn(w: &[f32], n: usize, k: usize, grid: &Grid, round_scale: &dyn Fn(f32) -> f32) -> Quantized {
+    assert_eq!(w.len(), n * k, "rtn: weight has {} values, {n}x{k} needs {}", w.len(), n * k);
+    grid.check(k).unwrap_or_else(|e| panic!("rtn: {e}"));
+    assert!(w.iter().all(|v| v.is_finite()), "rtn: the weight has non-finite values");
+    let (g, groups, max_q) = (grid.group_len(k), grid.groups(k), grid.max_q());
+    let mut q = vec![0i8; n * k];
+    let mut scale = vec![0f32; n * groups];
+    for ((w, q), s) in w.chunks_exact(g).zip(q.chunks_exact_mut(g)).zip(&mut scale) {
+        *s = scale_of(w.iter().fold(0f32, |a, v| a.max(v.abs())), max_q, round_scale);
+        for (q, &w) in q.iter_mut().zip(w) {
+            *q = round_q(f64::from(w), f64::from(*s), f64::from(max_q)) as i8;
+        }
+    }
+    Quantized { q, scale }
+}
+
+/// GPTQ: columns quantized one at a time (in activation order when asked), each one's rounding error spread onto
+/// the not-yet-quantized columns through the Cholesky factor of H⁻¹, in blocks of `block` columns.
+///
+/// Scales: PerChannel and Groups with act_order ("static groups") take them from the original W up front; Groups
+/// without act_order take each group's scales from the error-updated weights when its first column is reached (as
+/// the reference), for which the block width is rounded to a multiple of the group so a group never straddles a
+/// lazy update. Inputs that are never active (H[i][i] == 0) get W[:, i] = 0 before any scale is computed.
+pub fn gptq(w: &[f32], n: usize, k: usize, h: &Hessian, grid: &Grid, opts: &GptqOptions, round_scale: &dyn Fn(f32) -> f32) -> Result<Quantized, String> {
+    if w.len() != n * k {
+        return Err(format!("weight has {} values, {n}x{k} needs {}", w.len(), n * k));
+    }
+    if h.k != k {
+        return Err(format!("the Hessian is for k = {}, the weight has k = {k}", h.k));
+    }
+    if h.rows == 0 {
+        return Err("the Hessian has no calibration rows".to_string());
+    }
+    grid.check(k)?;
+    if !(opts.damp >= 0.0 && opts.damp.is_finite()) || opts.block == 0 {
+        return Err(format!("{opts:?}: damp must be finite and >= 0, block positive"));
+    }
+    if let Some(p) = w.iter().position(|v| !v.is_finite()) {
+        return Err(format!("weight [{}, {}] is {}", p / k, p % k, w[p]));
+    }
+    let mut hm = h.matrix();
+    if let Some(p) = hm.iter().position(|v| !v.is_finite()) {
+        return Err(format!("Hessian entry ({}, {}) is {} (non-finite calibration inputs?)", p / k, p % k, hm[p]));
+    }
+    let mut wd: Vec<f64> = w.iter().map(|&v| f64::from(v)).collect(); // n x k, original order
+    for i in 0..k {
+        if hm[i * k + i] == 0.0 {
+            // Never active: the weight cannot matter, and a zero pivot would stop the Cholesky.
+            hm[i * k + i] = 1.0;
+            for r in 0..n {
+                wd[r * k + i] = 0.0;
+            }
+        }
+    }
+
+    let (g, groups, max_q) = (grid.group_len(k), grid.groups(k), grid.max_q());
+    let dynamic = matches!(grid, Grid::Groups { .. }) && !opts.act_order;
+    let mut scale = vec![0f32; n * groups];
+    if !dynamic {
+        for (wg, s) in wd.chunks_exact(g).zip(&mut scale) {
+            *s = scale_of(wg.iter().fold(0f64, |a, v| a.max(v.abs())) as f32, max_q, round_scale);
+        }
+    }
+
+    let mut perm: Vec<usize> = (0..k).collect();
+    if opts.act_order {
+        perm.sort_by(|&a, &b| hm[b * k + b].total_cmp(&hm[a * k + a]));
+    }
+    let damp = opts.damp * (0..k).map(|i| hm[i * k + i]).sum::<f64>() / k as f64;
+    for i in 0..k {
+        hm[i * k + i] += damp;
+    }
+    let u = inverse_cholesky_upper(&hm, k, &perm)?;
+
+    let mut wp = vec![0f64; n * k]; // n x k, columns in processing order
+    for (dst, src) in wp.chunks_exact_mut(k).zip(wd.chunks_exact(k)) {
+        for (d, &c) in dst.iter_mut().zip(&perm) {
+            *d = src[c];
+        }
+    }
+    let bw = if dynamic { (opts.block / g).max(1) * g } else { opts.block };
+    let ctx = Ctx { k, g, dynamic, bw, max_q, u: &u, perm: &perm };
+    let mut q = vec![0i8; n * k];
+    quantize_rows(&mut wp, &mut q, &mut scale, &ctx, round_scale);
+    Ok(Quantized { q, scale })
+}
+
+/// What every row of one gptq call shares.
+struct Ctx<'a> {
+    k: usize,
+    /// Inputs per scale (k for PerChannel).
+    g: usize,
+    /// Scales from the current weights at each group's first column (else fixed up front).
+    dynamic: bool,
+    /// Lazy-batch width in columns.
+    bw: usize,
+    max_q: i32,
+    /// Upper Cholesky factor of H⁻¹ in processing order, k x k.
+    u: &'a [f64],
+    /// Processing position -> original column.
+    perm: &'a [usize],
+}
+
+/// Rows of a tile share each H⁻¹ row loaded in the lazy update.
+const TILE_ROWS: usize = 8;
+
+/// GPTQ proper for the rows of wp (m x k, processing order; consumed), writing q (m x k, original order) and, when
+/// dynamic, scale (m x groups; otherwise read).
+fn quantize_rows(wp: &mut [f64], q: &mut [i8], scale: &mut [f32], c: &Ctx, round_scale: &dyn Fn(f32) -> f32) {
+    let (k, bw, u) = (c.k, c.bw, c.u);
+    let groups = k / c.g;
+    let mut err = vec![0f64; TILE_ROWS * bw]; // tile rows x block: each column's error / U[j][j]
+    let tiles = wp.chunks_mut(TILE_ROWS * k).zip(q.chunks_mut(TILE_ROWS * k)).zip(scale.chunks_mut(TILE_ROWS * groups));
+    for ((wt, qt), st) in tiles {
+        let m = wt.len() / k;
+        for i1 in (0..k).step_by(bw) {
+            let i2 = (i1 + bw).min(k);
+            for r in 0..m {
+                let (wr, qr) = (&mut wt[r * k..(r + 1) * k], &mut qt[r * k..(r + 1) * k]);
+                let sr = &mut st[r * groups..(r + 1) * groups];
+                let er = &mut err[r * bw..];
+                for j in i1..i2 {
+                    let col = c.perm[j];
+                    if c.dynamic && j % c.g == 0 {
+                        let amax = wr[j..j + c.g].iter().fold(0f64, |a, v| a.max(v.abs()));
+                        sr[j / c.g] = scale_of(amax as f32, c.max_q, round_scale);
+                    }
+                    let s = f64::from(sr[col / c.g]);
+                    let x = wr[j];
+                    let qv = round_q(x, s, f64::from(c.max_q));
+                    qr[col] = qv as i8;
+                    let urow = &u[j * k..(j + 1) * k];
+                    let e = (x - qv * s) / urow[j];
+                    er[j - i1] = e;
+                    axpy(&mut wr[j + 1..i2], -e, &urow[j + 1..i2]);
+                }
+            }
+            if i2 == k {
+                continue;
+            }
+            // Lazy update of the columns after the block: W[:, i2..] -= Err · U[i1..i2, i2..], four U rows per
+            // pass over each W row.
+            let mut j = i1;
+            while j < i2 {
+                if j + 4 <= i2 {
+                    let ur = |t: usize| &u[(j + t) * k + i2..(j + t + 1) * k];
+                    let (u0, u1, u2, u3) = (ur(0), ur(1), ur(2), ur(3));
+                    for r in 0..m {
+                        let e = &err[r * bw + j - i1..r * bw + j - i1 + 4];
+                        let (e0, e1, e2, e3) = (e[0], e[1], e[2], e[3]);
+                        let wr = &mut wt[r * k + i2..(r + 1) * k];
+                        for ((((w, &v0), &v1), &v2), &v3) in wr.iter_mut().zip(u0).zip(u1).zip(u2).zip(u3) {
+                            *w -= e0 * v0 + e1 * v1 + e2 * v2 + e3 * v3;
+                        }
+                    }
+                    j += 4;
+                } else {
+                    for r in 0..m {
+                        axpy(&mut wt[r * k + i2..(r + 1) * k], -err[r * bw + j - i1], &u[j * k + i2..(j + 1) * k]);
+                    }
+                    j += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Upper U with (H[perm][perm])⁻¹ = UᵀU, i.e. the reference's chol(chol_inverse(chol(H)), upper), in one Cholesky
+/// and one triangular inverse: with J the reversal, J Hp J = L Lᵀ gives Hp = V Vᵀ for the upper V = J L J, so
+/// Hp⁻¹ = V⁻ᵀ V⁻¹ and U = V⁻¹ = J L⁻¹ J (unique, as its diagonal is positive).
+fn inverse_cholesky_upper(h: &[f64], k: usize, perm: &[usize]) -> Result<Vec<f64>, String> {
+    let rev = |a: usize| perm[k - 1 - a]; // position in J Hp J -> original column
+    let mut l = vec![0f64; k * k];
+    for a in 0..k {
+        for b in 0..=a {
+            l[a * k + b] = h[rev(a) * k + rev(b)];
+        }
+    }
+    cholesky(&mut l, k).map_err(|(a, pivot)| {
+        format!(
+            "the damped Hessian is not positive definite: Cholesky pivot {pivot:e} at input column {} \
+             (diagonal {:e}); raise damp or add calibration rows",
+            rev(a),
+            h[rev(a) * k + rev(a)]
+        )
+    })?;
+    let y = lower_inverse_transposed(&l, k);
+    let mut u = vec![0f64; k * k];
+    for i in 0..k {
+        for j in i..k {
+            u[i * k + j] = y[(k - 1 - j) * k + (k - 1 - i)]; // (J L⁻¹ J)[i][j] = L⁻¹[k-1-i][k-1-j]
+        }
+    }
+    Ok(u)
+}
+
+/// A pivot below this fraction of its diagonal is singular to working precision: GPTQ would divide by noise.
+const PIVOT_RTOL: f64 = 1e-12;
+
+/// Rows the factorizations handle together, so each row of the triangle above is read from memory once per tile
+/// rather than once per row (the triangle is 9 MB at k = 1536).
+const FACTOR_TILE: usize = 4;
+
+/// In-place lower Cholesky of the lower triangle of a (k x k, row-major), row by row so every inner product runs
+/// over two contiguous row prefixes. Err((row, pivot)) when a pivot is not safely positive.
+fn cholesky(a: &mut [f64], k: usize) -> Result<(), (usize, f64)> {
+    for i0 in (0..k).step_by(FACTOR_TILE) {
+        let t = FACTOR_TILE.min(k - i0);
+        let (above, rest) = a.split_at_mut(i0 * k);
+        let tile = &mut rest[..t * k];
+        for j in 0..i0 {
+            let rj = &above[j * k..j * k + j + 1];
+            let d = tile_dots(t, |r| &tile[r * k..r * k + j], &rj[..j]);
+            for (r, d) in d.iter().enumerate().take(t) {
+                tile[r * k + j] = (tile[r * k + j] - d) / rj[j];
+            }
+        }
+        for r in 0..t {
+            let i = i0 + r;
+            for j in i0..i {
+                let (rj, ri) = (&tile[(j - i0) * k..(j - i0) * k + j + 1], &tile[r * k..r * k + j]);
+                tile[r * k + j] = (tile[r * k + j] - dot(ri, &rj[..j])) / rj[j];
+            }
+            let ri = &tile[r * k..r * k + i];
+            let pivot = tile[r * k + i] - dot(ri, ri);
+            if pivot.is_nan() || pivot <= PIVOT_RTOL * tile[r * k + i] || pivot.is_infinite() {
+                return Err((i, pivot));
+            }
+            tile[r * k + i] = pivot.sqrt();
+        }
+    }
+    Ok(())
+}
+
+/// Y = L⁻ᵀ (upper) for lower L (k x k): Y[j][i] = -(Σ_{j<=p<i} L[i][p] Y[j][p]) / L[i][i], each sum a dot of two
+/// contiguous row segments; a tile of rows of L shares each row of Y.
+fn lower_inverse_transposed(l: &[f64], k: usize) -> Vec<f64> {
+    let mut y = vec![0f64; k * k];
+    for i0 in (0..k).step_by(FACTOR_TILE) {
+        let t = FACTOR_TILE.min(k - i0);
+        let li = |r: usize| &l[(i0 + r) * k..(i0 + r + 1) * k];
+        for j in 0..i0 {
+            let yj = &mut y[j * k..(j + 1) * k];
+            let d = tile_dots(t, |r| &li(r)[j..i0], &yj[j..i0]);
+            for (r, d) in d.iter().enumerate().take(t) {
+                let i = i0 + r;
+                yj[i] = -(d + dot(&li(r)[i0..i], &yj[i0..i])) / li(r)[i];
+            }
+        }
+        for j in i0..i0 + t {
+            let yj = &mut y[j * k..(j + 1) * k];
+            yj[j] = 1.0 / l[j * k + j];
+            for i in j + 1..i0 + t {
+                let lr = &l[i * k..(i + 1) * k];
+                yj[i] = -dot(&lr[j..i], &yj[j..i]) / lr[i];
+            }
+        }
+    }
+    y
+}
+
+/// dot(a(r), b) for the t <= FACTOR_TILE rows of a tile (zeros past t), sharing each load of b when the tile is full.
+fn tile_dots<'a>(t: usize, a: impl Fn(usize) -> &'a [f64], b: &[f64]) -> [f64; FACTOR_TILE] {
+    if t == FACTOR_TILE {
+        dots(std::array::from_fn(&a), b)
+    } else {
+        std::array::from_fn(|r| if r < t { dot(a(r), b) } else { 0.0 })
+    }
+}
+
+/// ||X Wᵀ - X Ŵᵀ||² / rows computed from H (= tr((W-Ŵ) H (W-Ŵ)ᵀ) / 2): the output error a layer's quantization causes.
+/// NaN for a Hessian without rows (no mean to take).
+pub fn output_error(w: &[f32], w_hat: &[f32], n: usize, k: usize, h: &Hessian) -> f64 {
+    assert!(w.len() == n * k && w_hat.len() == n * k, "output_error: both weights must be {n}x{k}");
+    assert_eq!(h.k, k, "output_error: the Hessian is for k = {}, the weight has k = {k}", h.k);
+    if h.rows == 0 {
+        return f64::NAN;
+    }
+    let hm = h.matrix();
+    let mut d = vec![0f64; k];
+    let mut total = 0.0;
+    for (w, wh) in w.chunks_exact(k).zip(w_hat.chunks_exact(k)) {
+        for ((d, &a), &b) in d.iter_mut().zip(w).zip(wh) {
+            *d = f64::from(a) - f64::from(b);
+        }
+        total += d.iter().zip(hm.chunks_exact(k)).map(|(&di, hrow)| di * dot(hrow, &d)).sum::<f64>();
+    }
+    total / 2.0
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    dots([a], b)[0]
+}
+
+/// N dot products against one shared b, with four independent sums each: several multiply-adds stay in flight (the
+/// compiler does not reassociate f64 additions on its own) and each load of b serves N rows.
+fn dots<const N: usize>(a: [&[f64]; N], b: &[f64]) -> [f64; N] {
+    let body = b.len() / 4 * 4;
+    let mut s = [[0f64; 4]; N];
+    for c in (0..body).step_by(4) {
+        let bc = &b[c..c + 4];
+        for (s, a) in s.iter_mut().zip(&a) {
+            let ac = &a[c..c + 4];
+            for l in 0..4 {
+                s[l] += ac[l] * bc[l];
+            }
+        }
+    }
+    std::array::from_fn(|t| {
+        let tail: f64 = (body..b.len()).map(|c| a[t][c] * b[c]).sum();
+        (s[t][0] + s[t][1]) + (s[t][2] + s[t][3]) + tail
+    })
+}
+
+/// y += a x.
+fn axpy(y: &mut [f64], a: f64, x: &[f64]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y += a * x;
+    }
+}
+
+/// Threads worth spawning for `work` multiply-adds: about a million per thread pays for the spawn.
+fn threads_for(work: usize) -> usize {
+    let avail = thread::available_parallelism().map_or(1, |t| t.get());
+    avail.min(work >> 20).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// Hessian::add against the naive sum, relative.
+    const HESSIAN_RTOL: f64 = 1e-12;
+    /// add_gram / scaled against add: f32 products and sums in the Gram matrix.
+    const GRAM_RTOL: f64 = 1e-5;
+    /// |w - s q| may exceed s / 2 only by f32 rounding of the product.
+    const RTN_SLACK: f32 = 1e-6;
+    /// UᵀU H = I up to this, for the well-conditioned test H.
+    const INVERSE_TOL: f64 = 1e-9;
+    /// With a near-identity H (i.i.d. inputs, many rows), at least this fraction of q must equal RTN's.
+    const NEAR_RTN_AGREEMENT: f64 = 0.9;
+    /// output_error(gptq) <= GAIN * output_error(rtn) on correlated inputs with outlier channels.
+    const GAIN: f64 = 0.8;
+
+    /// splitmix64 with Box–Muller normals: deterministic, no crates.
+    struct Rng(u64);
+    impl Rng {
+        fn u64(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+        /// Uniform in (0, 1].
+        fn unif(&mut self) -> f64 {
+            ((self.u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
+        }
+        fn normal(&mut self) -> f32 {
+            let (a, b) = (self.unif(), self.unif());
+            ((-2.0 * a.ln()).sqrt() * (std::f64::consts::TAU * b).cos()) as f32
+        }
+        fn normals(&mut self, len: usize) -> Vec<f32> {
+            (0..len).map(|_| self.normal()).collect()
+        }
+    }
+
+    fn ident(s: f32) -> f32 {
+        s
+    }
+
+    /// rows x k inputs Z·A: A mixes channels (correlated inputs), a few of its columns are large (outlier channels
+    /// as in BERT's LayerNorm outputs).
+    fn correlated(rng: &mut Rng, rows: usize, k: usize) -> Vec<f32> {
+        let z = rng.normals(rows * k);
+        let mut a: Vec<f32> = rng.normals(k * k).iter().map(|v| v / (k as f32).sqrt()).collect();
+        for i in 0..k {
+            a[i * k + i] += 1.0;
+        }
+        for c in [3, k / 2, k - 5] {
+            for i in 0..k {
+                a[i * k + c] *= 12.0;
+            }
+        }
+        let mut x = vec![0f32; rows * k];
+        for r in 0..rows {
+            for i in 0..k {
+                let zi = z[r * k + i];
+                for c in 0..k {
+                    x[r * k + c] += zi * a[i * k + c];
+                }
+            }
+        }
+        x
+    }
+
+    fn hessian(x: &[f32], k: usize) -> Hessian {
+        let mut h = Hessian::new(k);
+        h.add(x);
+        h
+    }
+
+    #[test]
+    fn hessian_matches_naive_sum() {
+        let (k, mut rng) = (13, Rng(1));
+        let (a, b) = (rng.normals(7 * k), rng.normals(70 * k)); // remainders of both the quad and the chunk
+        let mut h = Hessian::new(k);
+        h.add(&a);
+        h.add(&b);
+        h.add(&[]);
+        assert_eq!((h.rows(), h.k()), (77, k));
+        let hm = h.matrix();
+        for i in 0..k {
+            for j in 0..k {
+                let naive: f64 = a.chunks(k).chain(b.chunks(k)).map(|x| f64::from(x[i]) * f64::from(x[j])).sum();
+                let naive = 2.0 * naive / 77.0;
+                assert!((hm[i * k + j] - naive).abs() <= HESSIAN_RTOL * naive.abs().max(1.0), "H[{i}][{j}]");
+            }
+        }
+    }
+
+    #[test]
+    fn gram_and_scaling_match_add() {
+        let (k, rows, mut rng) = (9, 30, Rng(10));
+        let x = rng.normals(rows * k);
+        let mut gram = vec![0f32; k * k];
+        for r in x.chunks(k) {
+            for i in 0..k {
+                for j in 0..k {
+                    gram[i * k + j] += r[i] * r[j];
+                }
+            }
+        }
+        let mut g = Hessian::new(k);
+        g.add_gram(&gram, rows);
+        let d: Vec<f32> = (0..k).map(|i| 0.5 + i as f32 / 4.0).collect();
+        let xd: Vec<f32> = x.chunks(k).flat_map(|r| r.iter().zip(&d).map(|(v, s)| v * s)).collect();
+        for (got, want) in [(g, hessian(&x, k)), (hessian(&x, k).scaled(&d), hessian(&xd, k))] {
+            assert_eq!(got.rows(), want.rows());
+            for (a, b) in got.matrix().iter().zip(want.matrix()) {
+                assert!((a - b).abs() <= GRAM_RTOL * b.abs().max(1.0), "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "not whole rows")]
+    fn hessian_rejects_partial_rows() {
+        Hessian::new(4).add(&[1.0; 6]);
+    }
+
+    #[test]
+    fn inverse_cholesky_factor_inverts_h() {
+        let (k, mut rng) = (37, Rng(2));
+        let h = hessian(&correlated(&mut rng, 200, k), k);
+        let hm = h.matrix();
+        let mut perm: Vec<usize> = (0..k).collect();
+        perm.reverse();
+        perm.swap(3, 20);
+        let u = inverse_cholesky_upper(&hm, k, &perm).unwrap();
+        let scale = (0..k).map(|i| hm[i * k + i]).fold(0f64, f64::max);
+        for i in 0..k {
+            for j in 0..k {
+                // (UᵀU Hp)[i][j]
+                let v: f64 = (0..k).map(|m| (0..=i.min(m)).map(|p| u[p * k + i] * u[p * k + m]).sum::<f64>() * hm[perm[m] * k + perm[j]]).sum();
+                let want = if i == j { 1.0 } else { 0.0 };
+                assert!((v - want).abs() < INVERSE_TOL * scale, "(UᵀU H)[{i}][{j}] = {v}");
+            }
+            for j in 0..i {
+                assert_eq!(u[i * k + j], 0.0);
+            }
+        }
+    }
+
+    #[test]
+    fn rtn_stays_on_the_grid() {
+        let (n, k, mut rng) = (6, 64, Rng(3));
+        let mut w = rng.normals(n * k);
+        w[2 * k..3 * k].fill(0.0); // a zero row
+        w[4 * k + 40..4 * k + 48].fill(0.0); // part of a group
+        for grid in [Grid::PerChannel { max_q: 127 }, Grid::Groups { max_q: 7, group: 16 }] {
+            let r = rtn(&w, n, k, &grid, &ident);
+            let (g, groups) = (grid.group_len(k), grid.groups(k));
+            assert_eq!((r.q.len(), r.scale.len()), (n * k, n * groups));
+            let wh = r.dequantize(n, k, &grid);
+            for row in 0..n {
+                for c in 0..k {
+                    let s = r.scale[row * groups + c / g];
+                    let i = row * k + c;
+                    assert!(i32::from(r.q[i]).abs() <= grid.max_q());
+                    assert!((w[i] - wh[i]).abs() <= s / 2.0 + RTN_SLACK, "{grid:?} [{row}, {c}]");
+                }
+                for gi in 0..groups {
+                    let amax = w[row * k + gi * g..row * k + (gi + 1) * g].iter().fold(0f32, |a, v| a.max(v.abs()));
+                    assert_eq!(r.scale[row * groups + gi], amax / grid.max_q() as f32, "each group its own amax");
+                }
+            }
+            assert!(r.scale[2 * groups..3 * groups].iter().all(|&s| s == 0.0));
+            assert!(r.q[2 * k..3 * k].iter().all(|&q| q == 0));
+        }
+    }
+
+    #[test]
+    fn diagonal_hessian_gives_rtn() {
+        let (n, k, mut rng) = (16, 64, Rng(4));
+        let w = rng.normals(n * k);
+        let mut eye = vec![0f32; k * k];
+        for i in 0..k {
+            eye[i * k + i] = 1.0;
+        }
+        let h = hessian(&eye, k); // H = (2 / k) I exactly: nothing to compensate
+        for grid in [Grid::PerChannel { max_q: 127 }, Grid::Groups { max_q: 7, group: 32 }] {
+            for act_order in [false, true] {
+                let opts = GptqOptions { act_order, block: 24, ..Default::default() };
+                let g = gptq(&w, n, k, &h, &grid, &opts, &ident).unwrap();
+                let r = rtn(&w, n, k, &grid, &ident);
+                assert_eq!((&g.q, &g.scale), (&r.q, &r.scale), "{grid:?} act_order {act_order}");
+            }
+        }
+        // Near-identity H from i.i.d. inputs: compensation is small, so nearly all q agree with RTN.
+        let h = hessian(&rng.normals(8192 * k), k);
+        let grid = Grid::Groups { max_q: 7, group: 32 };
+        let opts = GptqOptions { act_order: false, ..Default::default() };
+        let g = gptq(&w, n, k, &h, &grid, &opts, &ident).unwrap();
+        let r = rtn(&w, n, k, &grid, &ident);
+        let same = g.q.iter().zip(&r.q).filter(|(a, b)| a == b).count() as f64 / (n * k) as f64;
+        println!("near-identity H: {:.3} of q equal to RTN", same);
+        assert!(same >= NEAR_RTN_AGREEMENT, "{same}");
+    }
+
+    #[test]
+    fn gptq_beats_rtn_on_correlated_inputs() {
+        let (n, k, rows, mut rng) = (64, 128, 1024, Rng(5));
+        let x = correlated(&mut rng, rows, k);
+        let h = hessian(&x, k);
+        let w = rng.normals(n * k);
+        for grid in [Grid::PerChannel { max_q: 127 }, Grid::Groups { max_q: 7, group: 32 }] {
+            let base = output_error(&w, &rtn(&w, n, k, &grid, &ident).dequantize(n, k, &grid), n, k, &h);
+            for act_order in [false, true] {
+                let opts = GptqOptions { act_order, ..Default::default() };
+                let g = gptq(&w, n, k, &h, &grid, &opts, &ident).unwrap();
+                assert!(g.q.iter().all(|&q| i32::from(q).abs() <= grid.max_q()));
+                let e = output_error(&w, &g.dequantize(n, k, &grid), n, k, &h);
+                println!("{grid:?} act_order {act_order}: gptq / rtn output error = {:.3} ({e:.3e} / {base:.3e})", e / base);
+                assert!(e <= GAIN * base, "{grid:?} act_order {act_order}: {e} vs rtn {base}");
+            }
+        }
+    }
+
+    #[test]
+    fn output_error_matches_direct_computation() {
+        let (n, k, rows, mut rng) = (5, 24, 40, Rng(6));
+        let x = rng.normals(rows * k);
+        let (w, wh) = (rng.normals(n * k), rng.normals(n * k));
+        let direct: f64 = x
+            .chunks(k)
+            .map(|x| {
+                (0..n)
+                    .map(|r| {
+                        let y: f64 = (0..k).map(|c| f64::from(x[c]) * (f64::from(w[r * k + c]) - f64::from(wh[r * k + c]))).sum();
+                        y * y
+                    })
+                    .sum::<f64>()
+            })
+            .sum::<f64>()
+            / rows as f64;
+        let e = output_error(&w, &wh, n, k, &hessian(&x, k));
+        assert!((e - direct).abs() <= 1e-9 * direct, "{e} vs {direct}");
+    }
+
+    #[test]
+    fn dead_inputs_are_zeroed() {
+        let (n, k, rows, mut rng) = (8, 32, 256, Rng(7));
+        let mut x = correlated(&mut rng, rows, k);
+        let dead = [5, 17];
+        for r in 0..rows {
+            for &c in &dead {
+                x[r * k + c] = 0.0;
+            }
+        }
+        let h = hessian(&x, k);
+        let mut w = rng.normals(n * k);
+        for r in 0..n {
+            w[r * k + 5] = 100.0; // would dominate the row's scale if it counted
+        }
+        for grid in [Grid::PerChannel { max_q: 127 }, Grid::Groups { max_q: 7, group: 16 }] {
+            for act_order in [false, true] {
+                let opts = GptqOptions { act_order, ..Default::default() };
+                let g = gptq(&w, n, k, &h, &grid, &opts, &ident).unwrap();
+                assert!(g.scale.iter().all(|s| s.is_finite() && *s < 1.0), "{grid:?} {:?}", g.scale);
+                for r in 0..n {
+                    assert!(dead.iter().all(|&c| g.q[r * k + c] == 0));
+                }
+                assert!(output_error(&w, &g.dequantize(n, k, &grid), n, k, &h).is_finite());
+            }
+        }
+    }
+
+    #[test]
+    fn bad_hessians_are_errors() {
+        let (n, k) = (4, 8);
+        let w = vec![0.5f32; n * k];
+        let (grid, opts) = (Grid::PerChannel { max_q: 127 }, GptqOptions::default());
+        let e = gptq(&w, n, k, &Hessian::new(k), &grid, &opts, &ident).unwrap_err();
+        assert!(e.contains("no calibration rows"), "{e}");
+        let mut x = vec![1f32; 3 * k];
+        x[k + 2] = f32::NAN;
+        let e = gptq(&w, n, k, &hessian(&x, k), &grid, &opts, &ident).unwrap_err();
+        assert!(e.contains("non-finite"), "{e}");
+        // One calibration row: H has rank one, singular without damping.
+        let h = hessian(&[1f32; 8], k);
+        let undamped = GptqOptions { damp: 0.0, ..opts };
+        let e = gptq(&w, n, k, &h, &grid, &undamped, &ident).unwrap_err();
+        assert!(e.contains("input column"), "{e}");
+        assert!(gptq(&w, n, k, &h, &grid, &opts, &ident).is_ok(), "damping makes it definite");
+        let e = gptq(&w, n, k, &h, &Grid::Groups { max_q: 7, group: 3 }, &opts, &ident).unwrap_err();
+        assert!(e.contains("divide"), "{e}");
+    }
+
+    #[test]
+    fn round_scale_is_respected() {
+        let (n, k, rows, mut rng) = (16, 64, 256, Rng(8));
+        let h = hessian(&correlated(&mut rng, rows, k), k);
+        let w: Vec<f32> = rng.normals(n * k).iter().map(|v| 4.0 * v).collect();
+        // Down to a multiple of 1/16: below amax / max_q, so the largest weights need the clamp.
+        let floor16 = |s: f32| (s * 16.0).floor() / 16.0;
+        for grid in [Grid::PerChannel { max_q: 127 }, Grid::Groups { max_q: 7, group: 16 }] {
+            for act_order in [false, true] {
+                let opts = GptqOptions { act_order, ..Default::default() };
+                let g = gptq(&w, n, k, &h, &grid, &opts, &floor16).unwrap();
+                let r = rtn(&w, n, k, &grid, &floor16);
+                for qz in [&g, &r] {
+                    assert!(qz.scale.iter().all(|&s| s * 16.0 == (s * 16.0).round()), "{:?}", qz.scale);
+                    assert!(qz.q.iter().all(|&q| i32::from(q).abs() <= grid.max_q()));
+                }
+                assert!(r.q.iter().any(|&q| i32::from(q).abs() == grid.max_q()), "the clamp was exercised");
+            }
+        }
+    }
+
+    /// cargo test -- --ignored --nocapture: one (384, 1536) layer, then the 36 Linears of a 6-layer, 384-wide model.
+    #[test]
+    #[ignore]
+    fn timing() {
+        let mut rng = Rng(9);
+        let mut hs = Vec::new();
+        for k in [384, 1536] {
+            let x = correlated(&mut rng, 2048, k);
+            let t = Instant::now();
+            hs.push(hessian(&x, k));
+            println!("Hessian::add 2048 x {k}: {:.3} s", t.elapsed().as_secs_f64());
+        }
+        let ident = |s: f32| s;
+        let w = rng.normals(384 * 1536);
+        for grid in [Grid::PerChannel { max_q: 127 }, Grid::Groups { max_q: 7, group: 32 }] {
+            for act_order in [false, true] {
+                let opts = GptqOptions { act_order, ..Default::default() };
+                let t = Instant::now();
+                gptq(&w, 384, 1536, &hs[1], &grid, &opts, &ident).unwrap();
+                println!("gptq (384, 1536) {grid:?} act_order {act_order}: {:.3} s", t.elapsed().as_secs_f64());
+            }
+        }
+        let grid = Grid::Groups { max_q: 7, group: 32 };
+        let opts = GptqOptions::default();
+        let t = Instant::now();
+        for _ in 0..6 {
+            for (n, k) in [(384, 384), (384, 384), (384, 384), (384, 384), (1536, 384), (384, 1536)] {
+                let h = if k == 384 { &hs[0] } else { &hs[1] };
+                let w = rng.normals(n * k);
+                gptq(&w, n, k, h, &grid, &opts, &ident).unwrap();
+            }
+        }
+        println!("36 Linears of a 6-layer model: {:.2} s", t.elapsed().as_secs_f64());
+    }
+}

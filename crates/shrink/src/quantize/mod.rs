@@ -1,0 +1,405 @@
+//! `shrink quantize`: conversion-time quantization of an fp32 model folder into a folder the runtime loads.
+//!
+//! Every Linear input site of the encoder (QKV, attention output, FFN in, FFN out of each layer) gets one runtime
+//! format from `shrink_runtime::FORMATS` (a `Plan`): `int8` (per-channel weights, per-token dynamic activations),
+//! `int8-static` (activation scale fixed by calibration with an observer), `int4-gN` (group-wise weights, int8
+//! activations, or f32 activations with `-f32act`), `fp16` or `fp32`. Optional on top: SmoothQuant (`smooth`
+//! factors the runtime divides the inputs by, folded into the weights) and GPTQ (weights rounded with the
+//! calibration Hessian). Embedding tables stay f32 or become int8 / int4 per row. The unused [CLS] pooler is
+//! dropped; the classifier head stays f32. config.json's `quantization` section records every choice.
+
+pub mod calib;
+pub mod gptq;
+pub mod observer;
+pub mod select;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use safetensors::Dtype;
+use serde_json::json;
+use shrink_format::folder::{write_model_dir, CONFIG_FILE, WEIGHTS_FILE};
+use shrink_format::tensors::{serialize, OwnedTensor};
+use shrink_format::{Config, QuantSection, TensorFile};
+use shrink_runtime::{Acts, Engine, Format, Options as EngineOptions, Site, Storage};
+
+use calib::{Calibration, Needs, SiteKey, Smoothing};
+use gptq::{GptqOptions, Grid, Hessian, Quantized};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scheme {
+    /// int8 per-channel weights, int8 per-token activations computed at run time.
+    Int8Dynamic,
+    /// int8 weights, int8 activations with one scale per tensor fixed by calibration (`--observer`).
+    Int8Static,
+    /// int4 group-wise weights (`--group`), int8 per-token activations (or f32 with `--activations f32`).
+    Int4,
+    /// fp16 weights (half the file; the runtime widens them to f32 at load).
+    Fp16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EmbeddingStorage {
+    Fp32,
+    /// Per-row symmetric int8 of the token embedding table (the largest tensor of small models).
+    Int8,
+    /// Per-row int4 in groups of 32 with f16 scales.
+    Int4,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Granularity {
+    PerChannel,
+    PerTensor,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ActStorage {
+    Int8,
+    F32,
+}
+
+/// Group of the int4 embedding table.
+const EMBEDDING_GROUP: usize = 32;
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub scheme: Scheme,
+    pub embeddings: EmbeddingStorage,
+    /// int8 schemes: one weight scale per output channel or per tensor.
+    pub weights: Granularity,
+    /// int8-static: how activation ranges are chosen, and whether they are symmetric (zero point 128).
+    pub observer: observer::Method,
+    pub symmetric: bool,
+    /// int4: K group and activation storage.
+    pub group: usize,
+    pub int4_acts: ActStorage,
+    pub smooth_alpha: Option<f32>,
+    pub gptq: Option<GptqOptions>,
+}
+
+impl Options {
+    pub fn new(scheme: Scheme) -> Self {
+        Self {
+            scheme,
+            embeddings: EmbeddingStorage::Fp32,
+            weights: Granularity::PerChannel,
+            observer: observer::Method::MinMax,
+            symmetric: false,
+            group: 32,
+            int4_acts: ActStorage::Int8,
+            smooth_alpha: None,
+            gptq: None,
+        }
+    }
+
+    /// The runtime format this scheme gives every site.
+    pub fn format(&self) -> Result<Format> {
+        let name = match self.scheme {
+            Scheme::Int8Dynamic => "int8".to_string(),
+            Scheme::Int8Static => "int8-static".to_string(),
+            Scheme::Fp16 => "fp16".to_string(),
+            Scheme::Int4 => match self.int4_acts {
+                ActStorage::Int8 => format!("int4-g{}", self.group),
+                ActStorage::F32 => format!("int4-g{}-f32act", self.group),
+            },
+        };
+        Format::parse(&name)
+    }
+
+    pub fn check(&self) -> Result<()> {
+        let f = self.format()?;
+        if self.smooth_alpha.is_some_and(|a| !(0.0..=1.0).contains(&a)) {
+            bail!("--smooth-alpha must be in [0, 1]");
+        }
+        if self.smooth_alpha.is_some() && f.acts == Acts::F32 {
+            bail!("--smooth-alpha needs int8 activations; {} keeps them f32", f.name);
+        }
+        if self.gptq.is_some() && matches!(f.storage, Storage::F32 | Storage::F16) {
+            bail!("--gptq rounds int8/int4 weights; {} has none", f.name);
+        }
+        if self.gptq.is_some() && self.weights == Granularity::PerTensor {
+            bail!("--gptq needs per-channel weight scales (--weights per-channel)");
+        }
+        Ok(())
+    }
+}
+
+/// The format of every site; the same format for the Linears of one site, which run as one GEMM or share an input.
+#[derive(Clone, Debug)]
+pub struct Plan(pub BTreeMap<SiteKey, Format>);
+
+impl Plan {
+    pub fn uniform(layers: usize, f: Format) -> Self {
+        Plan((0..layers).flat_map(|l| Site::ALL.map(|s| ((l, s), f))).collect())
+    }
+
+    /// What calibration these formats need under `opts`.
+    pub fn needs(&self, opts: &Options) -> Needs {
+        let quantized_acts = self.0.values().any(|f| f.acts != Acts::F32);
+        let static_acts = self.0.values().any(|f| f.acts == Acts::Static);
+        let int_weights = self.0.values().any(|f| matches!(f.storage, Storage::I8 | Storage::I4 { .. }));
+        Needs {
+            channels: opts.smooth_alpha.is_some() && quantized_acts,
+            hessian: opts.gptq.is_some() && int_weights,
+            ranges: static_acts,
+            histogram: static_acts && opts.observer.needs_histogram(),
+        }
+    }
+}
+
+/// An fp32 model folder opened for conversion.
+pub struct Source {
+    pub dir: PathBuf,
+    pub cfg: Config,
+    pub file: TensorFile,
+}
+
+impl Source {
+    pub fn open(dir: &Path) -> Result<Self> {
+        let cfg_path = dir.join(CONFIG_FILE);
+        let cfg = Config::load(&cfg_path)?;
+        if cfg.quantization.is_some() {
+            bail!("{}: this model is already quantized; start from the fp32 folder", cfg_path.display());
+        }
+        let file = TensorFile::open(&dir.join(WEIGHTS_FILE))?;
+        cfg.check_layer_count(&file.file, |n| file.contains(n))?;
+        Ok(Self { dir: dir.to_path_buf(), cfg, file })
+    }
+
+    /// A Linear weight (N, K) checked to be 2-D.
+    fn weight(&self, name: &str) -> Result<(Vec<f32>, usize, usize)> {
+        let w = format!("{name}.weight");
+        let shape = self.file.shape(&w).map(<[usize]>::to_vec).with_context(|| format!("{}: tensor {w} is missing", self.file.file.display()))?;
+        let [n, k] = shape[..] else {
+            bail!("{}: tensor {w} has shape {shape:?}; a Linear weight is 2-D", self.file.file.display());
+        };
+        Ok((self.file.f32(&w, &shape)?.into_owned(), n, k))
+    }
+
+    /// max |W[:, j]| over the stacked Linears of each site: SmoothQuant's weight side.
+    pub fn weight_absmax(&self) -> Result<BTreeMap<SiteKey, Vec<f32>>> {
+        let mut out = BTreeMap::new();
+        for l in 0..self.cfg.num_hidden_layers {
+            for site in Site::ALL {
+                let mut m: Vec<f32> = Vec::new();
+                for name in site.names(l) {
+                    let (w, _, k) = self.weight(&name)?;
+                    m.resize(k, 0.0);
+                    for row in w.chunks_exact(k) {
+                        m.iter_mut().zip(row).for_each(|(a, v)| *a = a.max(v.abs()));
+                    }
+                }
+                out.insert((l, site), m);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The fp32 engine the calibration runs on.
+    pub fn engine(&self, threads: usize, max_len: Option<usize>) -> Result<Engine> {
+        Engine::load(&self.dir, EngineOptions { threads, max_len })
+    }
+
+    /// Runs the calibration `plan` needs (nothing when it needs none).
+    pub fn calibrate(&self, plan: &Plan, opts: &Options, texts: &[String], threads: usize, max_len: Option<usize>) -> Result<Calibration> {
+        let needs = plan.needs(opts);
+        if !(needs.channels || needs.hessian || needs.ranges) {
+            return Ok(Calibration::default());
+        }
+        if texts.is_empty() {
+            bail!("{} needs calibration data: pass --calib FILE.jsonl", describe(opts));
+        }
+        let w_absmax = if needs.channels { self.weight_absmax()? } else { BTreeMap::new() };
+        let smooth = opts.smooth_alpha.filter(|_| needs.channels).map(|alpha| Smoothing { alpha, w_absmax: &w_absmax });
+        calib::calibrate(&mut self.engine(threads, max_len)?, texts, needs, smooth)
+    }
+}
+
+fn describe(opts: &Options) -> String {
+    let mut s = format!("{:?}", opts.scheme).to_lowercase();
+    if opts.smooth_alpha.is_some() {
+        s += " with --smooth-alpha";
+    }
+    if opts.gptq.is_some() {
+        s += " with --gptq";
+    }
+    s
+}
+
+/// f16-representable scales, so the F16 file stores exactly what the rounding used.
+fn f16_round(s: f32) -> f32 {
+    half::f16::from_f32(s).to_f32()
+}
+
+/// q (values in [-7, 7]) as nibbles, two per byte, low nibble = even k.
+fn pack_int4(q: &[i8]) -> Vec<u8> {
+    q.chunks_exact(2).map(|p| (p[0] as u8 & 0xF) | (p[1] as u8) << 4).collect()
+}
+
+/// Weights of one Linear on `grid`: GPTQ with the site's Hessian when asked, else round to nearest.
+fn round_weights(w: &[f32], n: usize, k: usize, grid: &Grid, opts: &Options, h: Option<&Hessian>, name: &str) -> Result<Quantized> {
+    let round_scale: &dyn Fn(f32) -> f32 = match grid {
+        Grid::Groups { .. } => &f16_round,
+        Grid::PerChannel { .. } => &|s| s,
+    };
+    match (opts.gptq, h) {
+        (Some(g), Some(h)) => gptq::gptq(w, n, k, h, grid, &g, round_scale).map_err(|e| anyhow::anyhow!("GPTQ of {name}: {e}")),
+        (Some(_), None) => bail!("GPTQ of {name}: no calibration Hessian for its input"),
+        (None, _) => Ok(gptq::rtn(w, n, k, grid, round_scale)),
+    }
+}
+
+pub struct Summary {
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub quantized: usize,
+}
+
+/// Writes the folder `out`: every site in `plan`'s format, with `cal`'s static ranges, smoothing and Hessians.
+/// `recipe` goes into config.json as a record of how the folder was made.
+pub fn emit(src: &Source, out: &Path, opts: &Options, plan: &Plan, cal: &Calibration, recipe: serde_json::Value) -> Result<Summary> {
+    let cfg = &src.cfg;
+    let (c, v) = (cfg.hidden_size, cfg.vocab_size);
+    let mut layers = BTreeMap::new();
+    let mut tensors = Vec::new();
+    let mut quantized = 0;
+    let pb = crate::progress::bar(plan.0.len(), "quantize");
+    for (&(l, site), &f) in &plan.0 {
+        let key = (l, site);
+        let smooth = cal.smooth.get(&key).filter(|_| f.acts != Acts::F32);
+        let stats = cal.sites.get(&key);
+        let act = match f.acts {
+            Acts::Static => {
+                let st = stats.with_context(|| format!("layer {l} {site:?}: no calibration ranges"))?;
+                let (lo, hi) = st.observer.range(opts.observer, opts.symmetric).map_err(|e| anyhow::anyhow!("layer {l} {site:?}: {e}"))?;
+                Some(observer::act_params(lo, hi, opts.symmetric))
+            }
+            _ => None,
+        };
+        // GPTQ sees the inputs the weights will meet: x / s, so H' = S⁻¹ H S⁻¹.
+        let hessian = match (stats.and_then(|s| s.hessian.as_ref()), smooth) {
+            (Some(h), Some(s)) => Some(h.scaled(&s.iter().map(|v| 1.0 / v).collect::<Vec<_>>())),
+            (h, _) => h.cloned(),
+        };
+        for name in site.names(l) {
+            let (mut w, n, k) = src.weight(&name)?;
+            if let Some(s) = smooth {
+                for row in w.chunks_exact_mut(k) {
+                    row.iter_mut().zip(s).for_each(|(w, s)| *w *= s);
+                }
+            }
+            let wname = format!("{name}.weight");
+            match f.storage {
+                Storage::F32 => tensors.push(OwnedTensor::f32(&wname, vec![n, k], &w)),
+                Storage::F16 => tensors.push(OwnedTensor::f16(&wname, vec![n, k], &w)),
+                Storage::I8 if opts.weights == Granularity::PerTensor => {
+                    let s = w.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
+                    let q: Vec<i8> = w.iter().map(|&v| if s > 0.0 { (v / s).round().clamp(-127.0, 127.0) as i8 } else { 0 }).collect();
+                    tensors.push(OwnedTensor::i8(&wname, vec![n, k], &q));
+                    tensors.push(OwnedTensor::f32(format!("{wname}_scale"), vec![n], &vec![s; n]));
+                }
+                Storage::I8 => {
+                    let r = round_weights(&w, n, k, &Grid::PerChannel { max_q: 127 }, opts, hessian.as_ref(), &name)?;
+                    tensors.push(OwnedTensor::i8(&wname, vec![n, k], &r.q));
+                    tensors.push(OwnedTensor::f32(format!("{wname}_scale"), vec![n], &r.scale));
+                }
+                Storage::I4 { group } => {
+                    if !k.is_multiple_of(group) {
+                        bail!("{name}: K = {k} is not a multiple of the int4 group {group}");
+                    }
+                    let r = round_weights(&w, n, k, &Grid::Groups { max_q: 7, group }, opts, hessian.as_ref(), &name)?;
+                    tensors.push(OwnedTensor::u8(&wname, vec![n, k / 2], pack_int4(&r.q)));
+                    tensors.push(OwnedTensor::f16(format!("{wname}_scale"), vec![n, k / group], &r.scale));
+                }
+            }
+            if let Some(p) = act {
+                tensors.push(OwnedTensor::f32(format!("{name}.input_scale"), vec![1], &[p.scale]));
+                tensors.push(OwnedTensor::f32(format!("{name}.input_zero"), vec![1], &[p.zero as f32]));
+            }
+            if let Some(s) = smooth {
+                tensors.push(OwnedTensor::f32(format!("{name}.smooth"), vec![k], s));
+            }
+            quantized += usize::from(f.storage != Storage::F32);
+            layers.insert(name, f.name.to_string());
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    if src.file.contains("classifier.weight") {
+        // The head is tiny and its errors go straight into the logits.
+        layers.insert("classifier".to_string(), "fp32".to_string());
+    }
+    let word = "embeddings.word_embeddings.weight";
+    let embeddings = match opts.embeddings {
+        EmbeddingStorage::Fp32 => "fp32".to_string(),
+        EmbeddingStorage::Int8 => {
+            let r = gptq::rtn(&src.file.f32(word, &[v, c])?, v, c, &Grid::PerChannel { max_q: 127 }, &|s| s);
+            tensors.push(OwnedTensor::i8(word, vec![v, c], &r.q));
+            tensors.push(OwnedTensor::f32(format!("{word}_scale"), vec![v], &r.scale));
+            "int8".to_string()
+        }
+        EmbeddingStorage::Int4 => {
+            let g = EMBEDDING_GROUP;
+            let r = gptq::rtn(&src.file.f32(word, &[v, c])?, v, c, &Grid::Groups { max_q: 7, group: g }, &f16_round);
+            tensors.push(OwnedTensor::u8(word, vec![v, c / 2], pack_int4(&r.q)));
+            tensors.push(OwnedTensor::f16(format!("{word}_scale"), vec![v, c / g], &r.scale));
+            format!("int4-g{g}")
+        }
+    };
+    // Everything else (biases, LayerNorms, position and type tables, the head) is copied as f32.
+    let done: HashSet<String> = tensors.iter().map(|t| t.name.clone()).collect();
+    // The [CLS] pooler is never run by mean-pooling models: dropped.
+    let mut rest: Vec<&str> = src.file.names().filter(|n| !done.contains(*n) && !n.starts_with("pooler.")).collect();
+    rest.sort();
+    for name in rest {
+        if !matches!(src.file.dtype(name), Some(Dtype::F32 | Dtype::F16 | Dtype::BF16)) {
+            continue; // integer buffers such as position_ids are not parameters
+        }
+        let shape = src.file.shape(name).unwrap_or_default().to_vec();
+        tensors.push(OwnedTensor::f32(name, shape.clone(), &src.file.f32(name, &shape)?));
+    }
+    let formats: HashSet<&str> = plan.0.values().map(|f| f.name).collect();
+    let acts: HashSet<Acts> = plan.0.values().map(|f| f.acts).collect();
+    let mut out_cfg = cfg.clone();
+    out_cfg.quantization = Some(QuantSection {
+        scheme: if formats.len() == 1 { formats.into_iter().next().unwrap_or_default().to_string() } else { "mixed".into() },
+        activations: match acts.into_iter().collect::<Vec<_>>()[..] {
+            [Acts::F32] => "fp32",
+            [Acts::Dynamic] => "int8-per-token-dynamic",
+            [Acts::Static] => "int8-per-tensor-static",
+            _ => "mixed (see layers)",
+        }
+        .into(),
+        embeddings,
+        layers,
+        recipe: Some(recipe),
+    });
+    let bytes = serialize(tensors)?;
+    write_model_dir(out, &serde_json::to_string_pretty(&out_cfg)?, &bytes, &src.dir)?;
+    let bytes_in = std::fs::metadata(src.dir.join(WEIGHTS_FILE))?.len();
+    Ok(Summary { bytes_in, bytes_out: bytes.len() as u64, quantized })
+}
+
+/// The settings of `opts` as recorded in config.json.
+pub fn recipe(opts: &Options, calib_texts: usize, cal: &Calibration) -> serde_json::Value {
+    json!({
+        "scheme": format!("{:?}", opts.scheme),
+        "weights": format!("{:?}", opts.weights),
+        "observer": opts.observer.name(),
+        "symmetric_activations": opts.symmetric,
+        "smooth_alpha": opts.smooth_alpha,
+        "gptq": opts.gptq.map(|g| json!({"damp": g.damp, "act_order": g.act_order, "block": g.block})),
+        "calibration_texts": calib_texts,
+        "calibration_tokens": cal.tokens,
+    })
+}
+
+/// One scheme everywhere: calibrate if it needs to, then write `out`.
+pub fn quantize(src: &Source, out: &Path, opts: &Options, calib: &[String], threads: usize, max_len: Option<usize>) -> Result<Summary> {
+    opts.check()?;
+    let plan = Plan::uniform(src.cfg.num_hidden_layers, opts.format()?);
+    let cal = src.calibrate(&plan, opts, calib, threads, max_len)?;
+    emit(src, out, opts, &plan, &cal, recipe(opts, calib.len(), &cal))
+}
