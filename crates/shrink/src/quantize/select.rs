@@ -127,29 +127,50 @@ pub struct Mixed {
     pub high: String,
     pub low: String,
     pub trial: Trial,
-    /// Folders measured during the search.
+    /// Folders measured during the search (the sensitivity pass not counted).
     pub trials: usize,
+    /// Per-site sensitivity, when the search needed it.
+    pub sensitivity: Vec<SiteSensitivity>,
     #[serde(skip)]
     pub plan: Plan,
 }
 
 /// The fewest most-sensitive sites promoted from `low` to `high` such that the dev drop is at most `max_drop`
-/// points; a binary search over how many, as the drop shrinks (near) monotonically with each promotion.
-pub fn mixed_precision(b: &Bench, layers: usize, low: Format, high: Format, sens: &[SiteSensitivity], max_drop: f64) -> Result<Mixed> {
-    let order = order(sens);
-    let plan_for = |k: usize| {
+/// points: all `low` first (no sensitivity pass needed when it holds), else a binary search over how many sites in
+/// sensitivity order, as the drop shrinks (near) monotonically with each promotion.
+pub fn mixed_precision(b: &Bench, layers: usize, low: Format, high: Format, max_drop: f64) -> Result<Mixed> {
+    let all_low = b.trial(&Plan::uniform(layers, low), None)?;
+    let done = |order: &[SiteKey], k: usize, trial: Trial, trials: usize, sensitivity: Vec<SiteSensitivity>| {
+        let mut plan = Plan::uniform(layers, low);
+        for key in &order[..k] {
+            plan.0.insert(*key, high);
+        }
+        Mixed {
+            max_drop_points: max_drop,
+            promoted: order[..k].iter().map(|(l, s)| format!("layer {l} {s:?}")).collect(),
+            high: high.name.into(),
+            low: low.name.into(),
+            trial,
+            trials,
+            sensitivity,
+            plan,
+        }
+    };
+    if all_low.drop_points <= max_drop {
+        return Ok(done(&[], 0, all_low, 1, Vec::new()));
+    }
+    let sens = sensitivity(b, layers, low)?;
+    let order = order(&sens);
+    let mut trials = 1;
+    let mut measure = |k: usize| -> Result<Trial> {
+        trials += 1;
         let mut p = Plan::uniform(layers, low);
         for key in &order[..k] {
             p.0.insert(*key, high);
         }
-        p
+        b.trial(&p, None)
     };
-    let mut trials = 0;
-    let mut measure = |k: usize| -> Result<Trial> {
-        trials += 1;
-        b.trial(&plan_for(k), None)
-    };
-    let (mut lo, mut hi) = (0, order.len());
+    let (mut lo, mut hi) = (1, order.len());
     let mut best = measure(hi)?;
     if best.drop_points > max_drop {
         bail!(
@@ -168,16 +189,7 @@ pub fn mixed_precision(b: &Bench, layers: usize, low: Format, high: Format, sens
             lo = mid + 1;
         }
     }
-    let promoted = order[..hi].iter().map(|(l, s)| format!("layer {l} {s:?}")).collect();
-    Ok(Mixed {
-        max_drop_points: max_drop,
-        promoted,
-        high: high.name.into(),
-        low: low.name.into(),
-        trial: best,
-        trials,
-        plan: plan_for(hi),
-    })
+    Ok(done(&order, hi, best, trials, sens))
 }
 
 /// Bar chart of the sensitivity table: dev drop (points) and output error per site.
@@ -306,8 +318,7 @@ pub fn run(
                 None if matches!(low.storage, shrink_runtime::Storage::I4 { .. }) => Format::parse("int8")?,
                 None => Format::FP32,
             };
-            let sens = sensitivity(&bench, layers, low)?;
-            let m = mixed_precision(&bench, layers, low, high, &sens, budget)?;
+            let m = mixed_precision(&bench, layers, low, high, budget)?;
             eprintln!(
                 "mixed precision: {} of {} sites in {} (the rest {}), dev drop {:.2} points (budget {budget}), {:.1} MB, {} folders measured",
                 m.promoted.len(),
