@@ -842,6 +842,33 @@ mod tests {
         }
     }
 
+    #[test]
+    fn scaled_columns_and_dequantized_int4() {
+        let (m, k, n, group) = (5, 64, 40, 32);
+        let mut a = QuantActs::new();
+        a.quantize(&acts(m, k, 21), m, k);
+        let w = gaussian(n * k, 22);
+        let (q, s) = quantize_int4(&w, n, k, group);
+        // dequantize_int4 is the product the GEMM computes: its f32 GEMM on dequantized acts matches.
+        let wd = dequantize_int4(&q, &s, n, k, group);
+        assert!(wd.iter().zip(&w).all(|(d, w)| (d - w).abs() <= s.iter().fold(0f32, |a, v| a.max(*v)) * 0.5 + 1e-6));
+        let (mut base, mut scaled) = (vec![0.0; m * n], vec![0.0; m * n]);
+        gemm_i4(&mut base, &a, &PackedI4::pack(&q, &s, n, k, group), Epilogue::default());
+        let mut packed = PackedI4::pack(&q, &s, n, k, group);
+        packed.scale_columns(3..20, 0.25); // a power of two: exact
+        gemm_i4(&mut scaled, &a, &packed, Epilogue::default());
+        for (i, (b, c)) in base.iter().zip(&scaled).enumerate() {
+            let want = if (3..20).contains(&(i % n)) { b * 0.25 } else { *b };
+            assert_eq!(*c, want, "element {i}");
+        }
+        let mut ref_out = vec![0.0; m * n];
+        let ad = a.dequantize();
+        crate::sgemm::gemm_f32_ref(&mut ref_out, &ad, m, &wd, n, k, Epilogue::default());
+        for (g, r) in base.iter().zip(&ref_out) {
+            assert!((g - r).abs() <= 1e-3 * (1.0 + r.abs()), "{g} vs {r}");
+        }
+    }
+
     /// Every (m, k, n) of the three lists.
     fn shapes(ms: &[usize], ks: &[usize], ns: &[usize]) -> Vec<(usize, usize, usize)> {
         ms.iter().flat_map(|&m| ks.iter().flat_map(move |&k| ns.iter().map(move |&n| (m, k, n)))).collect()

@@ -101,8 +101,16 @@ pub fn inspect(dir: &Path, seq: usize) -> Result<Report> {
     let cfg = Config::load(&dir.join(CONFIG_FILE))?;
     let file = TensorFile::open(&dir.join(WEIGHTS_FILE))?;
     let mut comps: Vec<(String, Size)> = COMPONENTS.iter().map(|c| (c.to_string(), Size::default())).collect();
+    // A quantized folder's layers are labelled with their formats (from config.json), e.g. "layer 0 int4-g32".
+    let formats = |l: usize| -> String {
+        let Some(q) = &cfg.quantization else { return String::new() };
+        let prefix = format!("encoder.layer.{l}.");
+        let set: std::collections::BTreeSet<&str> =
+            q.layers.iter().filter(|(n, _)| n.starts_with(&prefix)).map(|(_, f)| f.as_str()).collect();
+        format!(" {}", set.into_iter().collect::<Vec<_>>().join("+"))
+    };
     let mut layers: Vec<(String, Size)> =
-        (0..cfg.num_hidden_layers).map(|l| (format!("layer {l}"), Size::default())).collect();
+        (0..cfg.num_hidden_layers).map(|l| (format!("layer {l}{}", formats(l)), Size::default())).collect();
     let mut total = Size::default();
     let mut names: Vec<&str> = file.names().collect();
     names.sort();
