@@ -125,15 +125,15 @@ impl Linear {
     pub fn load(file: &TensorFile, names: &[&str], n_each: usize, k: usize, format: Format) -> Result<Self> {
         let n = names.len() * n_each;
         let path = file.file.display();
-        let bias = stacked(names, "bias", |t| Ok(file.f32(&t, &[n_each])?.into_owned()))?;
+        let bias = stacked(names, "bias", |t| Ok(file.f32(t, &[n_each])?.into_owned()))?;
         let weight = match format.storage {
             Storage::F32 | Storage::F16 => {
-                let w = stacked(names, "weight", |t| Ok(file.f32(&t, &[n_each, k])?.into_owned()))?; // (N, K)
+                let w = stacked(names, "weight", |t| Ok(file.f32(t, &[n_each, k])?.into_owned()))?; // (N, K)
                 Weight::F32(PackedF32::pack(&w, n, k))
             }
             Storage::I8 => {
-                let q = stacked(names, "weight", |t| Ok(file.i8(&t, &[n_each, k])?.to_vec()))?; // (N, K)
-                let scale = stacked(names, "weight_scale", |t| Ok(file.f32(&t, &[n_each])?.into_owned()))?; // (N)
+                let q = stacked(names, "weight", |t| Ok(file.i8(t, &[n_each, k])?.to_vec()))?; // (N, K)
+                let scale = stacked(names, "weight_scale", |t| Ok(file.f32(t, &[n_each])?.into_owned()))?; // (N)
                 check_scales(file, &format!("{}.weight_scale", names[0]), &scale)?;
                 Weight::Int8(PackedI8::pack(&q, &scale, n, k))
             }
@@ -141,8 +141,8 @@ impl Linear {
                 if !k.is_multiple_of(group) {
                     bail!("{path}: {}: K = {k} is not a multiple of the int4 group {group}", names[0]);
                 }
-                let q = stacked(names, "weight", |t| Ok(file.u8(&t, &[n_each, k / 2])?.to_vec()))?; // (N, K/2)
-                let scale = stacked(names, "weight_scale", |t| Ok(file.f32(&t, &[n_each, k / group])?.into_owned()))?; // (N, K/group)
+                let q = stacked(names, "weight", |t| Ok(file.u8(t, &[n_each, k / 2])?.to_vec()))?; // (N, K/2)
+                let scale = stacked(names, "weight_scale", |t| Ok(file.f32(t, &[n_each, k / group])?.into_owned()))?; // (N, K/group)
                 check_scales(file, &format!("{}.weight_scale", names[0]), &scale)?;
                 match format.acts {
                     Acts::F32 => Weight::F32(PackedF32::pack(&dequantize_int4(&q, &scale, n, k, group), n, k)),
@@ -158,7 +158,7 @@ impl Linear {
                     bail!("{path}: {} is int8-static but has no input_scale / input_zero", names[0]);
                 };
                 let (s, z) = (s[0], z[0]);
-                if !(s > 0.0) || z.fract() != 0.0 || !(0.0..=255.0).contains(&z) {
+                if s.is_nan() || s <= 0.0 || z.fract() != 0.0 || !(0.0..=255.0).contains(&z) {
                     bail!("{path}: {}: input_scale {s} must be positive and input_zero {z} an integer in 0..=255", names[0]);
                 }
                 Some((s, z as i32))
@@ -170,7 +170,7 @@ impl Linear {
             (None, _) => None,
             (Some(_), Acts::F32) => bail!("{path}: {} has a smooth vector but {} takes f32 inputs", names[0], format.name),
             (Some(s), _) => {
-                if let Some(i) = s.iter().position(|&v| !(v > 0.0)) {
+                if let Some(i) = s.iter().position(|&v| v.is_nan() || v <= 0.0) {
                     bail!("{path}: {}.smooth[{i}] = {} must be positive", names[0], s[i]);
                 }
                 Some(s.iter().map(|v| 1.0 / v).collect())

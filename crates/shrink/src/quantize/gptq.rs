@@ -585,7 +585,6 @@ fn threads_for(work: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
 
     /// Hessian::add against the naive sum, relative.
     const HESSIAN_RTOL: f64 = 1e-12;
@@ -600,28 +599,7 @@ mod tests {
     /// output_error(gptq) <= GAIN * output_error(rtn) on correlated inputs with outlier channels.
     const GAIN: f64 = 0.8;
 
-    /// splitmix64 with Box–Muller normals: deterministic, no crates.
-    struct Rng(u64);
-    impl Rng {
-        fn u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-        /// Uniform in (0, 1].
-        fn unif(&mut self) -> f64 {
-            ((self.u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
-        }
-        fn normal(&mut self) -> f32 {
-            let (a, b) = (self.unif(), self.unif());
-            ((-2.0 * a.ln()).sqrt() * (std::f64::consts::TAU * b).cos()) as f32
-        }
-        fn normals(&mut self, len: usize) -> Vec<f32> {
-            (0..len).map(|_| self.normal()).collect()
-        }
-    }
+    use super::super::testrng::Rng;
 
     fn ident(s: f32) -> f32 {
         s
@@ -894,40 +872,5 @@ mod tests {
                 assert!(r.q.iter().any(|&q| i32::from(q).abs() == grid.max_q()), "the clamp was exercised");
             }
         }
-    }
-
-    /// cargo test -- --ignored --nocapture: one (384, 1536) layer, then the 36 Linears of a 6-layer, 384-wide model.
-    #[test]
-    #[ignore]
-    fn timing() {
-        let mut rng = Rng(9);
-        let mut hs = Vec::new();
-        for k in [384, 1536] {
-            let x = correlated(&mut rng, 2048, k);
-            let t = Instant::now();
-            hs.push(hessian(&x, k));
-            println!("Hessian::add 2048 x {k}: {:.3} s", t.elapsed().as_secs_f64());
-        }
-        let ident = |s: f32| s;
-        let w = rng.normals(384 * 1536);
-        for grid in [Grid::PerChannel { max_q: 127 }, Grid::Groups { max_q: 7, group: 32 }] {
-            for act_order in [false, true] {
-                let opts = GptqOptions { act_order, ..Default::default() };
-                let t = Instant::now();
-                gptq(&w, 384, 1536, &hs[1], &grid, &opts, &ident).unwrap();
-                println!("gptq (384, 1536) {grid:?} act_order {act_order}: {:.3} s", t.elapsed().as_secs_f64());
-            }
-        }
-        let grid = Grid::Groups { max_q: 7, group: 32 };
-        let opts = GptqOptions::default();
-        let t = Instant::now();
-        for _ in 0..6 {
-            for (n, k) in [(384, 384), (384, 384), (384, 384), (384, 384), (1536, 384), (384, 1536)] {
-                let h = if k == 384 { &hs[0] } else { &hs[1] };
-                let w = rng.normals(n * k);
-                gptq(&w, n, k, h, &grid, &opts, &ident).unwrap();
-            }
-        }
-        println!("36 Linears of a 6-layer model: {:.2} s", t.elapsed().as_secs_f64());
     }
 }

@@ -12,6 +12,8 @@ pub mod calib;
 pub mod gptq;
 pub mod observer;
 pub mod select;
+#[cfg(test)]
+mod testrng;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -461,37 +461,7 @@ mod tests {
     /// Points per bin of that naive sum.
     const NAIVE_POINTS_PER_BIN: usize = 64;
 
-    /// SplitMix64: deterministic and good enough for test data.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-
-        /// Uniform in [0, 1).
-        fn uniform(&mut self) -> f64 {
-            (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-        }
-
-        fn normal(&mut self) -> f64 {
-            let r = (-2.0 * (1.0 - self.uniform()).ln()).sqrt();
-            r * (2.0 * std::f64::consts::PI * self.uniform()).cos()
-        }
-
-        fn laplace(&mut self) -> f64 {
-            let e = -(1.0 - self.uniform()).ln();
-            if self.next_u64() & 1 == 0 {
-                e
-            } else {
-                -e
-            }
-        }
-    }
+    use super::super::testrng::Rng;
 
     fn calibrate(data: &[f32]) -> Observer {
         let mut o = Observer::new();
