@@ -10,6 +10,9 @@ pub mod math;
 pub mod qgemm;
 pub mod sgemm;
 
+/// Rows of a row-wise pass (activation quantization, LayerNorm) below which one thread beats handing work to others.
+pub const ROWS_PER_TASK: usize = 256;
+
 /// Reproducible test data shared by the kernels' tests.
 #[cfg(test)]
 pub(crate) mod testdata {

@@ -11,6 +11,7 @@
 
 pub use crate::epilogue::Epilogue;
 use crate::isa::{self, Isa};
+use crate::ROWS_PER_TASK;
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
@@ -114,8 +115,6 @@ impl QuantActs {
     }
 }
 
-/// Rows below which quantizing on one thread beats handing work to others.
-const ROWS_PER_TASK: usize = 256;
 
 /// 1.5 * 2^23: adding it to an f32 in [0, 2^22) leaves round-to-nearest-even of it in the low mantissa bits, which
 /// vectorises where `f32::round` is a libm call and `as u8` a saturating conversion.

@@ -3,9 +3,8 @@
 use anyhow::Result;
 use shrink_format::TensorFile;
 use shrink_kernels::activation::layer_norm_rows;
+use shrink_kernels::ROWS_PER_TASK;
 
-/// Rows below which normalising on one thread beats handing work to others.
-const ROWS_PER_TASK: usize = 256;
 
 pub struct LayerNorm {
     weight: Vec<f32>, // C
