@@ -158,7 +158,8 @@ pub fn calibrate(engine: &mut Engine, texts: &[String], needs: Needs, smooth: Op
         pb.finish_and_clear();
         cal.tokens = tokens;
         if let (Pass::Channels, Some(sm)) = (pass, &smooth) {
-            for (key, st) in &cal.sites {
+            // As in the SmoothQuant paper: the LayerNorm outputs (QKV and FFN-in inputs) carry the outlier channels.
+            for (key, st) in cal.sites.iter().filter(|(k, _)| matches!(k.1, Site::Qkv | Site::Inter)) {
                 let Some(w) = sm.w_absmax.get(key) else { continue };
                 cal.smooth.insert(*key, smooth_factors(&st.absmax, w, sm.alpha));
             }
