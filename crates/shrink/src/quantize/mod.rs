@@ -41,6 +41,13 @@ pub enum Scheme {
     Fp16,
 }
 
+impl Scheme {
+    /// The `--scheme` spelling, also what config.json records.
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self).map(|v| v.get_name().to_string()).unwrap_or_default()
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum EmbeddingStorage {
     Fp32,
@@ -220,7 +227,7 @@ impl Source {
 }
 
 fn describe(opts: &Options) -> String {
-    let mut s = format!("{:?}", opts.scheme).to_lowercase();
+    let mut s = opts.scheme.name();
     if opts.smooth_alpha.is_some() {
         s += " with --smooth-alpha";
     }
@@ -366,7 +373,8 @@ pub fn emit(src: &Source, out: &Path, opts: &Options, plan: &Plan, cal: &Calibra
     let acts: HashSet<Acts> = plan.0.values().map(|f| f.acts).collect();
     let mut out_cfg = cfg.clone();
     out_cfg.quantization = Some(QuantSection {
-        scheme: if formats.len() == 1 { formats.into_iter().next().unwrap_or_default().to_string() } else { "mixed".into() },
+        // "mixed" once any site differs from what --scheme gives them all.
+        scheme: if formats.len() == 1 && formats.contains(opts.format()?.name) { opts.scheme.name() } else { "mixed".into() },
         activations: match acts.into_iter().collect::<Vec<_>>()[..] {
             [Acts::F32] => "fp32",
             [Acts::Dynamic] => "int8-per-token-dynamic",
@@ -387,7 +395,7 @@ pub fn emit(src: &Source, out: &Path, opts: &Options, plan: &Plan, cal: &Calibra
 /// The settings of `opts` as recorded in config.json.
 pub fn recipe(opts: &Options, calib_texts: usize, cal: &Calibration) -> serde_json::Value {
     json!({
-        "scheme": format!("{:?}", opts.scheme),
+        "scheme": opts.scheme.name(),
         "weights": format!("{:?}", opts.weights),
         "observer": opts.observer.name(),
         "symmetric_activations": opts.symmetric,
