@@ -62,7 +62,7 @@ pub struct ShrinkSection {
 /// `NAME.input_scale` / `NAME.input_zero`; SmoothQuant adds `NAME.smooth` [K]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct QuantSection {
-    /// The format every Linear got, or `mixed`.
+    /// The `--scheme` that made the folder (`int8-dynamic`, `int8-static`, `int4`, `fp16`), or `mixed` when sites differ.
     pub scheme: String,
     /// How the runtime quantizes activations: `int8-per-token-dynamic`, `int8-per-tensor-static`, `fp32` or `mixed`.
     pub activations: String,
