@@ -100,6 +100,14 @@ impl TensorFile {
             (other, _) => bail!("{}: tensor {name} is {other:?}, expected U8", self.file.display()),
         }
     }
+
+    /// A U16 tensor (sparse column indices and row counts).
+    pub fn u16(&self, name: &str, shape: &[usize]) -> Result<Vec<u16>> {
+        match self.bytes(name, shape)? {
+            (Dtype::U16, d) => Ok(d.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect()),
+            (other, _) => bail!("{}: tensor {name} is {other:?}, expected U16", self.file.display()),
+        }
+    }
 }
 
 /// A floating tensor's values for as long as they are needed: borrowed from a shared map when the file stores them
@@ -159,6 +167,9 @@ impl OwnedTensor {
     }
     pub fn u8(name: impl Into<String>, shape: Vec<usize>, v: Vec<u8>) -> Self {
         Self { name: name.into(), shape, dtype: Dtype::U8, bytes: v }
+    }
+    pub fn u16(name: impl Into<String>, shape: Vec<usize>, v: &[u16]) -> Self {
+        Self { name: name.into(), shape, dtype: Dtype::U16, bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
     }
     /// Rounds to the nearest f16.
     pub fn f16(name: impl Into<String>, shape: Vec<usize>, v: &[f32]) -> Self {

@@ -6,6 +6,7 @@ use std::time::Instant;
 use shrink_kernels::gemm::{matmul_serial, Mat};
 use shrink_kernels::isa::Isa;
 use shrink_kernels::sgemm::{gemm_f32, PackedF32};
+use shrink_kernels::spmm::{gemm_sparse, SparseF32};
 use shrink_kernels::qgemm::{
     gemm_i4_on, gemm_i8_on, quantize_int4, quantize_per_channel, Epilogue, PackedI4, PackedI8, QuantActs,
 };
@@ -88,6 +89,21 @@ fn main() {
                 }
                 println!();
             }
+        }
+        // The sparse kernel against the dense packed one on the same pruned weights: where sparsity pays.
+        println!("sparse f32 (spmm.rs) / dense packed f32 time, best level, by the fraction of weights kept:");
+        for (m, k, n) in [(128, 384, 1536), (128, 1536, 384), (16, 384, 1536)] {
+            let (x, mut out, mut xt) = (data(m * k, 1), vec![0f32; m * n], Vec::new());
+            print!("m{m:4} k{k:5} n{n:5}");
+            for density in [0.5f32, 0.25, 0.1, 0.05] {
+                let keep = data(n * k, 5);
+                let w: Vec<f32> = data(n * k, 2).iter().zip(&keep).map(|(&v, &r)| if (r + 1.0) / 2.0 < density { v } else { 0.0 }).collect();
+                let (dense, sparse) = (PackedF32::pack(&w, n, k), SparseF32::from_dense(&w, n, k));
+                let d = time_s(|| gemm_f32(&mut out, &x, m, &dense, Epilogue::default())).0;
+                let s = time_s(|| gemm_sparse(&mut out, &x, m, &sparse, Epilogue::default(), &mut xt)).0;
+                print!("   kept {:4.2}: {:.2}x", density, s / d);
+            }
+            println!();
         }
         // The epilogue's GELU alone, per value, on an FFN-sized block.
         let x: Vec<f32> = data(128 * 1536, 4).iter().map(|v| v * 4.0).collect();

@@ -9,6 +9,7 @@ pub mod isa;
 pub mod math;
 pub mod qgemm;
 pub mod sgemm;
+pub mod spmm;
 
 /// Rows of a row-wise pass (activation quantization, LayerNorm) below which one thread beats handing work to others.
 pub const ROWS_PER_TASK: usize = 256;

@@ -44,6 +44,8 @@ pub struct QuantActs {
     data: Vec<u8>,   // m x k_pad
     scale: Vec<f32>, // m
     zero: Vec<i32>,  // m, in 0..=255
+    /// f32 staging of the sparse kernel (the activations transposed), reused like the rest.
+    pub transposed: Vec<f32>,
 }
 
 /// How `QuantActs::quantize_with` quantizes: the default is dynamic per row with no multiplier.

@@ -6,6 +6,7 @@ use shrink_format::TensorFile;
 use shrink_kernels::epilogue::Epilogue;
 use shrink_kernels::qgemm::{dequantize_int4, gemm_i4, gemm_i8, ActQuant, PackedI4, PackedI8, QuantActs, INT4_GROUPS};
 use shrink_kernels::sgemm::{gemm_f32, PackedF32};
+use shrink_kernels::spmm::{gemm_sparse, SparseF32};
 
 /// How a weight is stored in the folder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +21,10 @@ pub enum Storage {
     /// `NAME.weight` U8 [N, K/2] (two's complement nibbles, low = even k, values in [-7, 7]) + `NAME.weight_scale`
     /// F32 or F16 [N, K/group]: symmetric per (channel, group of K).
     I4 { group: usize },
+    /// Pruned f32: `NAME.weight` F32 [nnz] holds the kept values row by row, placed by either `NAME.weight_mask`
+    /// U8 [N, ceil(K/8)] (bit k % 8 of byte k / 8) or `NAME.weight_index` U16 [nnz] + `NAME.weight_row_nnz` U16 [N],
+    /// whichever the writer found smaller. Runs on the sparse kernel, which skips the zeros.
+    Sparse,
 }
 
 /// How the input of a Linear is fed to its GEMM.
@@ -49,7 +54,7 @@ const fn format(name: &'static str, storage: Storage, acts: Acts, bits: u32) -> 
     Format { name, storage, acts, bits }
 }
 
-pub const FORMATS: [Format; 10] = [
+pub const FORMATS: [Format; 11] = [
     format("fp32", Storage::F32, Acts::F32, 32),
     format("fp16", Storage::F16, Acts::F32, 16),
     format("int8", Storage::I8, Acts::Dynamic, 8),
@@ -61,6 +66,7 @@ pub const FORMATS: [Format; 10] = [
     format("int4-g32-f32act", Storage::I4 { group: 32 }, Acts::F32, 4),
     format("int4-g64-f32act", Storage::I4 { group: 64 }, Acts::F32, 4),
     format("int4-g128-f32act", Storage::I4 { group: 128 }, Acts::F32, 4),
+    format("sparse", Storage::Sparse, Acts::F32, 32),
 ];
 const _: () = assert!(INT4_GROUPS.len() == 3, "one int4 format per kernel group size");
 
@@ -79,6 +85,7 @@ enum Weight {
     F32(PackedF32),
     Int8(PackedI8),
     Int4(PackedI4),
+    Sparse(SparseF32),
 }
 
 pub struct Linear {
@@ -120,6 +127,25 @@ fn check_scales(file: &TensorFile, what: &str, s: &[f32]) -> Result<()> {
     }
 }
 
+/// One sparse Linear (N, K) as `Storage::Sparse` describes it.
+fn load_sparse(file: &TensorFile, name: &str, n: usize, k: usize) -> Result<SparseF32> {
+    let path = file.file.display();
+    let wname = format!("{name}.weight");
+    let nnz = match file.shape(&wname) {
+        Some(&[nnz]) => nnz,
+        other => bail!("{path}: tensor {wname} has shape {other:?}; a sparse weight stores its kept values in one row"),
+    };
+    let val = file.f32(&wname, &[nnz])?;
+    let mask = format!("{name}.weight_mask");
+    let s = if file.contains(&mask) {
+        SparseF32::from_mask(n, k, file.u8(&mask, &[n, k.div_ceil(8)])?, &val)
+    } else {
+        let rows = file.u16(&format!("{name}.weight_row_nnz"), &[n])?;
+        SparseF32::from_csr(n, k, &rows, &file.u16(&format!("{name}.weight_index"), &[nnz])?, &val)
+    };
+    s.map_err(|e| anyhow!("{path}: sparse {wname}: {e}"))
+}
+
 impl Linear {
     /// Loads the Linears `names` (each N_each x K) stacked along N into one layer, so Q, K and V run as one GEMM.
     pub fn load(file: &TensorFile, names: &[&str], n_each: usize, k: usize, format: Format) -> Result<Self> {
@@ -148,6 +174,14 @@ impl Linear {
                     Acts::F32 => Weight::F32(PackedF32::pack(&dequantize_int4(&q, &scale, n, k, group), n, k)),
                     _ => Weight::Int4(PackedI4::pack(&q, &scale, n, k, group)),
                 }
+            }
+            Storage::Sparse => {
+                // Decoded per Linear, then stacked: Q, K and V still run as one GEMM.
+                let mut w = Vec::with_capacity(n * k); // (N, K)
+                for name in names {
+                    w.extend(load_sparse(file, name, n_each, k)?.to_dense());
+                }
+                Weight::Sparse(SparseF32::from_dense(&w, n, k))
             }
         };
         let fixed = match format.acts {
@@ -189,6 +223,7 @@ impl Linear {
             Weight::F32(p) => p.scale_columns(rows.clone(), s),
             Weight::Int8(p) => p.scale_columns(rows.clone(), s),
             Weight::Int4(p) => p.scale_columns(rows.clone(), s),
+            Weight::Sparse(p) => p.scale_columns(rows.clone(), s),
         }
         self.bias[rows].iter_mut().for_each(|v| *v *= s);
     }
@@ -201,6 +236,7 @@ impl Linear {
                 Weight::F32(p) => p.bytes(),
                 Weight::Int8(p) => p.bytes(),
                 Weight::Int4(p) => p.bytes(),
+                Weight::Sparse(p) => p.bytes(),
             }
     }
 
@@ -218,6 +254,7 @@ impl Linear {
                 qa.quantize_with(x, m, p.k(), quant);
                 gemm_i4(out, qa, p, ep);
             }
+            Weight::Sparse(p) => gemm_sparse(out, x, m, p, ep, &mut qa.transposed),
         }
     }
 }

@@ -9,5 +9,6 @@ pub mod model;
 pub mod optim;
 pub mod progress;
 pub mod quantize;
+pub mod sparsify;
 pub mod timing;
 pub mod train;

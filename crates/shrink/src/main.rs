@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use shrink::{bench, data, embed, eval, inspect, model, quantize, timing, train};
+use shrink::{bench, data, embed, eval, inspect, model, quantize, sparsify, timing, train};
 
 #[derive(Parser)]
 #[command(name = "shrink", version, about = "Make transformer models small and fast for devices, and measure every step.")]
@@ -100,6 +100,56 @@ enum Command {
         /// Clip the global gradient norm (0 = off).
         #[arg(long, default_value_t = 1.0)]
         clip: f64,
+        /// Train on a random sample of N rows (seeded by --seed), for quick experiments.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long, default_value = "text")]
+        text_field: String,
+        #[arg(long, default_value = "label")]
+        label_field: String,
+    },
+    /// Prune the encoder's Linear weights, unstructured or N:M: one-shot by magnitude, or gradually while
+    /// fine-tuning (--data) by magnitude or movement. Writes a dense fp32 folder with exact zeros; `shrink quantize
+    /// --scheme sparse` then stores it for the runtime's sparse kernel.
+    #[command(after_help = "Examples:\n  \
+        shrink sparsify out/bbc-classifier-128 --sparsity 0.5 --out out/cls-sparse50\n  \
+        shrink sparsify out/bbc-classifier-128 --nm 2:4 --out out/cls-2of4\n  \
+        shrink sparsify out/bbc-classifier-128 --sparsity 0.9 --method movement --data assets/data/bbc/train.jsonl --epochs 3 --out out/cls-move90\n  \
+        shrink quantize out/cls-move90 --scheme sparse --out out/cls-move90-sparse")]
+    Sparsify {
+        model: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Fraction of the encoder Linears' weights set to zero.
+        #[arg(long, default_value_t = 0.5)]
+        sparsity: f64,
+        #[arg(long, value_enum, default_value_t = sparsify::Method::Magnitude)]
+        method: sparsify::Method,
+        #[arg(long, value_enum, default_value_t = sparsify::Scope::Layer)]
+        scope: sparsify::Scope,
+        /// N:M pattern instead of --sparsity, e.g. 2:4 (keep the 2 largest of every 4 consecutive inputs).
+        #[arg(long, value_parser = parse_nm)]
+        nm: Option<(usize, usize)>,
+        /// Labelled training data: prune gradually while fine-tuning the model's head and encoder on it.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long, default_value_t = 3)]
+        epochs: usize,
+        #[arg(long, default_value_t = 5e-5)]
+        lr: f64,
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Gradual pruning starts at this fraction of the training steps ...
+        #[arg(long, default_value_t = 0.1)]
+        begin: f64,
+        /// ... and reaches the final sparsity at this one; the mask is then held while training goes on.
+        #[arg(long, default_value_t = 0.7)]
+        end: f64,
+        /// Default: the length the model was fine-tuned with, else 128.
+        #[arg(long)]
+        max_len: Option<usize>,
         /// Train on a random sample of N rows (seeded by --seed), for quick experiments.
         #[arg(long)]
         limit: Option<usize>,
@@ -318,6 +368,12 @@ fn keep_freed_memory() {
     }
 }
 
+/// "N:M" as in 2:4.
+fn parse_nm(s: &str) -> Result<(usize, usize), String> {
+    let (n, m) = s.split_once(':').ok_or_else(|| format!("{s:?}: expected N:M, e.g. 2:4"))?;
+    Ok((n.trim().parse().map_err(|e| format!("{s:?}: {e}"))?, m.trim().parse().map_err(|e| format!("{s:?}: {e}"))?))
+}
+
 fn run(cmd: Command, threads: usize) -> Result<()> {
     match cmd {
         Command::Data(DataCmd::Bbc { corpus, out }) => {
@@ -390,24 +446,59 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             if labels.len() < 2 {
                 bail!("{}: need at least 2 distinct labels in field {label_field:?}, found {labels:?}", path.display());
             }
-            let examples = texts
-                .iter()
-                .zip(&label_names)
-                .enumerate()
-                .map(|(i, (t, l))| {
-                    let ids = m.tokenizer.encode(t).map_err(|e| e.context(format!("{}: row {}", path.display(), i + 1)))?;
-                    Ok((ids, labels.iter().position(|x| x == l).expect("label from this set") as u32))
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let examples = train::labelled_examples(&m.tokenizer, &labels, &path, &texts, &label_names)?;
             eprintln!("fine-tuning on {} examples, {} labels, max_len {max_len}", examples.len(), labels.len());
             m.model.add_classifier(&labels, seed)?;
             let opts = train::TrainOptions { epochs, batch, lr, weight_decay, warmup, clip, seed };
-            let mut tuned = train::finetune(m.model, &examples, &opts)?;
+            let mut tuned = train::finetune(m.model, &examples, &opts, None)?;
             if let Some(s) = tuned.config.shrink.as_mut() {
                 s.max_len = Some(max_len);
             }
             tuned.save_dir(&out, &m.dir)?;
             eprintln!("saved {}", out.display());
+        }
+        Command::Sparsify {
+            model, out, sparsity, method, scope, nm, data: path, epochs, lr, batch, seed, begin, end, max_len, limit, text_field, label_field,
+        } => {
+            let opts = sparsify::Options { sparsity, method, scope, nm, begin, end };
+            opts.check()?;
+            let m = model::load(&model, max_len)?;
+            let pruned = match &path {
+                None => {
+                    let mut model = m.model;
+                    sparsify::oneshot(&mut model, &opts)?;
+                    model
+                }
+                Some(path) => {
+                    let Some(labels) = m.model.config.labels() else {
+                        bail!("{model}: gradual pruning fine-tunes the classifier head, and this model has none (shrink finetune first)");
+                    };
+                    let rows = &data::sample(data::read_jsonl(path)?, limit, seed);
+                    let texts = data::field(path, rows, &text_field)?;
+                    let examples = train::labelled_examples(&m.tokenizer, &labels, path, &texts, &data::field(path, rows, &label_field)?)?;
+                    let topts = train::TrainOptions { epochs, batch, lr, weight_decay: 0.01, warmup: 0.1, clip: 1.0, seed };
+                    let mut pruner = sparsify::Pruner::new(opts, examples.len().div_ceil(batch) * epochs);
+                    eprintln!("pruning to {:.0}% while fine-tuning on {} examples", opts.target() * 100.0, examples.len());
+                    train::finetune(m.model, &examples, &topts, Some(&mut pruner))?
+                }
+            };
+            let (achieved, weights) = sparsify::measured_sparsity(&pruned)?;
+            let mut pruned = pruned;
+            pruned.config.extra.insert(
+                "shrink_sparsity".into(),
+                serde_json::json!({
+                    "target": opts.target(), "achieved": achieved, "method": format!("{method:?}").to_lowercase(),
+                    "scope": format!("{scope:?}").to_lowercase(), "nm": nm.map(|(n, m)| format!("{n}:{m}")),
+                    "gradual": path.as_ref().map(|_| serde_json::json!({"epochs": epochs, "begin": begin, "end": end, "lr": lr})),
+                }),
+            );
+            pruned.save_dir(&out, &m.dir)?;
+            eprintln!(
+                "{:.1}% of {weights} encoder Linear weights are zero; wrote {} (`shrink quantize {} --scheme sparse` stores it sparse)",
+                achieved * 100.0,
+                out.display(),
+                out.display()
+            );
         }
         Command::Quantize { model, q, out, max_drop, fallback, dev_samples, calib_repeats, report } => {
             let src = quantize::Source::open(&shrink_model::resolve_model(&model)?)?;

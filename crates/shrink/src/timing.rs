@@ -55,7 +55,7 @@ pub fn serve(mut m: Loaded) -> Result<()> {
                         Some(tr) => tr,
                         None => trainer.insert(Trainer::new(m.model.clone(), &opts, 1_000_000)?),
                     };
-                    tr.step(&ids, &mask, &labels)?;
+                    tr.step(&ids, &mask, &labels, None)?;
                 }
                 _ => bail!("unknown timing case {what:?}"),
             }

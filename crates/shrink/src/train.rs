@@ -2,6 +2,7 @@
 //! gradient clipping, seeded shuffling and dropout.
 
 use anyhow::{bail, Result};
+use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -25,10 +26,17 @@ pub struct TrainOptions {
     pub seed: u64,
 }
 
+/// Runs inside every training step: sees the gradients before the update and may rewrite parameters after it
+/// (pruning masks, say). `params` are the trainable (HF name, variable) pairs.
+pub trait StepHook {
+    fn before_update(&mut self, step: usize, params: &[(String, Var)], grads: &GradStore) -> Result<()>;
+    fn after_update(&mut self, step: usize, params: &[(String, Var)]) -> Result<()>;
+}
+
 /// The model with every parameter turned into a trainable variable, and its optimiser.
 pub struct Trainer {
     pub model: Bert,
-    vars: Vec<Var>,
+    params: Vec<(String, Var)>,
     optim: AdamW,
     rng: StdRng,
     schedule: LinearSchedule,
@@ -59,11 +67,13 @@ impl Trainer {
     pub fn new(mut model: Bert, opts: &TrainOptions, total_steps: usize) -> Result<Self> {
         let mut params = Vec::new();
         let mut failure = None;
+        let mut named = Vec::new();
         model.visit(&mut |name, t| match Var::from_tensor(t) {
             Ok(v) => {
                 *t = v.as_tensor().clone();
                 // As in BERT: no weight decay on biases and LayerNorm parameters.
                 let decay = if name.ends_with(".bias") || name.contains("LayerNorm") { 0.0 } else { opts.weight_decay };
+                named.push((name.to_string(), v.clone()));
                 params.push((v, decay));
             }
             Err(e) => failure = Some(e),
@@ -71,10 +81,9 @@ impl Trainer {
         if let Some(e) = failure {
             return Err(e.into());
         }
-        let vars = params.iter().map(|(v, _)| v.clone()).collect();
         Ok(Self {
             model,
-            vars,
+            params: named,
             optim: AdamW::new(params, opts.lr),
             rng: StdRng::seed_from_u64(opts.seed ^ 0x5eed),
             schedule: LinearSchedule {
@@ -88,22 +97,28 @@ impl Trainer {
     }
 
     /// One optimisation step on a batch; returns the loss. ids, mask: (B, T); labels: (B,)
-    pub fn step(&mut self, ids: &Tensor, mask: &Tensor, labels: &Tensor) -> Result<f32> {
+    pub fn step(&mut self, ids: &Tensor, mask: &Tensor, labels: &Tensor, mut hook: Option<&mut dyn StepHook>) -> Result<f32> {
         let logits = self.model.logits(ids, mask, Some(&mut self.rng))?; // (B, L)
         let loss = ops::cross_entropy(&logits, labels)?;
         let grads = loss.backward()?;
-        let scale = if self.clip > 0.0 { clip_scale(&grads, &self.vars, self.clip)? } else { 1.0 };
+        if let Some(h) = hook.as_deref_mut() {
+            h.before_update(self.step, &self.params, &grads)?;
+        }
+        let scale = if self.clip > 0.0 { clip_scale(&grads, &self.params, self.clip)? } else { 1.0 };
         self.optim.lr = self.schedule.at(self.step);
         self.optim.step(&grads, scale)?;
+        if let Some(h) = hook {
+            h.after_update(self.step, &self.params)?;
+        }
         self.step += 1;
         Ok(loss.to_scalar::<f32>()?)
     }
 }
 
 /// Factor that brings the global L2 norm of the gradients down to `max_norm` (1 when already below).
-fn clip_scale(grads: &candle_core::backprop::GradStore, vars: &[Var], max_norm: f64) -> Result<f32> {
+fn clip_scale(grads: &GradStore, params: &[(String, Var)], max_norm: f64) -> Result<f32> {
     let mut sq = 0f64;
-    for v in vars {
+    for (_, v) in params {
         if let Some(g) = grads.get(v.as_tensor()) {
             let (storage, layout) = g.storage_and_layout();
             let g = crate::optim::f32_slice(&storage, layout)?;
@@ -117,8 +132,30 @@ fn clip_scale(grads: &candle_core::backprop::GradStore, vars: &[Var], max_norm: 
     Ok(if norm > max_norm { (max_norm / (norm + 1e-6)) as f32 } else { 1.0 })
 }
 
-/// Fine-tunes `model` (which must already have its head) on pre-tokenised examples.
-pub fn finetune(model: Bert, examples: &[(Vec<u32>, u32)], opts: &TrainOptions) -> Result<Bert> {
+/// Tokenised (ids, label index) pairs; `labels` are the head's classes in index order. `path` names the file in errors.
+pub fn labelled_examples(
+    tokenizer: &shrink_model::TextTokenizer,
+    labels: &[String],
+    path: &std::path::Path,
+    texts: &[String],
+    gold: &[String],
+) -> Result<Vec<(Vec<u32>, u32)>> {
+    texts
+        .iter()
+        .zip(gold)
+        .enumerate()
+        .map(|(i, (t, l))| {
+            let ids = tokenizer.encode(t).map_err(|e| e.context(format!("{}: row {}", path.display(), i + 1)))?;
+            match labels.iter().position(|x| x == l) {
+                Some(c) => Ok((ids, c as u32)),
+                None => bail!("{}: row {}: label {l:?} is not one the model knows ({labels:?})", path.display(), i + 1),
+            }
+        })
+        .collect()
+}
+
+/// Fine-tunes `model` (which must already have its head) on pre-tokenised examples; `hook` runs in every step.
+pub fn finetune(model: Bert, examples: &[(Vec<u32>, u32)], opts: &TrainOptions, mut hook: Option<&mut dyn StepHook>) -> Result<Bert> {
     if examples.is_empty() {
         bail!("no training examples");
     }
@@ -135,7 +172,7 @@ pub fn finetune(model: Bert, examples: &[(Vec<u32>, u32)], opts: &TrainOptions) 
             let labels: Vec<u32> = chunk.iter().map(|&j| examples[j].1).collect();
             let (ids, mask) = batch_tensors(&tokenizer::pad(&seqs, 0))?;
             let labels = Tensor::new(labels.as_slice(), ids.device())?;
-            let loss = trainer.step(&ids, &mask, &labels)?;
+            let loss = trainer.step(&ids, &mask, &labels, hook.as_mut().map(|h| &mut **h as &mut dyn StepHook))?;
             total += loss;
             pb.set_message(format!("loss {loss:.4} avg {:.4}", total / (i + 1) as f32));
             pb.inc(1);

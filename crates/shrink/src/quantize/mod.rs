@@ -25,6 +25,7 @@ use shrink_format::folder::{write_model_dir, CONFIG_FILE, WEIGHTS_FILE};
 use shrink_format::tensors::{serialize, OwnedTensor};
 use shrink_format::{Config, QuantSection, TensorFile};
 use shrink_runtime::{Acts, Engine, Format, Options as EngineOptions, Site, Storage};
+use shrink_kernels::spmm::SparseF32;
 
 use calib::{Calibration, Needs, SiteKey, Smoothing};
 use gptq::{GptqOptions, Grid, Hessian, Quantized};
@@ -39,6 +40,9 @@ pub enum Scheme {
     Int4,
     /// fp16 weights (half the file; the runtime widens them to f32 at load).
     Fp16,
+    /// f32 weights stored sparse (kept values + a bitmask or column indices, whichever is smaller); for pruned
+    /// models (`shrink sparsify`), whose zeros the runtime's sparse kernel then skips.
+    Sparse,
 }
 
 impl Scheme {
@@ -109,6 +113,7 @@ impl Options {
             Scheme::Int8Dynamic => "int8".to_string(),
             Scheme::Int8Static => "int8-static".to_string(),
             Scheme::Fp16 => "fp16".to_string(),
+            Scheme::Sparse => "sparse".to_string(),
             Scheme::Int4 => match self.int4_acts {
                 ActStorage::Int8 => format!("int4-g{}", self.group),
                 ActStorage::F32 => format!("int4-g{}-f32act", self.group),
@@ -125,7 +130,7 @@ impl Options {
         if self.smooth_alpha.is_some() && f.acts == Acts::F32 {
             bail!("--smooth-alpha needs int8 activations; {} keeps them f32", f.name);
         }
-        if self.gptq.is_some() && matches!(f.storage, Storage::F32 | Storage::F16) {
+        if self.gptq.is_some() && matches!(f.storage, Storage::F32 | Storage::F16 | Storage::Sparse) {
             bail!("--gptq rounds int8/int4 weights; {} has none", f.name);
         }
         if self.gptq.is_some() && self.weights == Granularity::PerTensor {
@@ -237,6 +242,24 @@ fn describe(opts: &Options) -> String {
     s
 }
 
+/// The kept values of w (N, K) and where they sit: a bitmask (N·K/8 bytes) or u16 column indices with per-row
+/// counts (2·nnz + 2·N bytes), whichever is smaller.
+fn push_sparse(tensors: &mut Vec<OwnedTensor>, name: &str, w: &[f32], n: usize, k: usize) -> Result<()> {
+    if k > SparseF32::MAX_K {
+        bail!("{name}: K = {k} is above the sparse format's {}", SparseF32::MAX_K);
+    }
+    let s = SparseF32::from_dense(w, n, k);
+    tensors.push(OwnedTensor::f32(format!("{name}.weight"), vec![s.nnz()], s.values()));
+    if n * k.div_ceil(8) <= 2 * (s.nnz() + n) {
+        tensors.push(OwnedTensor::u8(format!("{name}.weight_mask"), vec![n, k.div_ceil(8)], s.mask()));
+    } else {
+        let (rows, cols) = s.csr_parts();
+        tensors.push(OwnedTensor::u16(format!("{name}.weight_row_nnz"), vec![n], &rows));
+        tensors.push(OwnedTensor::u16(format!("{name}.weight_index"), vec![s.nnz()], cols));
+    }
+    Ok(())
+}
+
 /// f16-representable scales, so the F16 file stores exactly what the rounding used.
 fn f16_round(s: f32) -> f32 {
     half::f16::from_f32(s).to_f32()
@@ -303,6 +326,7 @@ pub fn emit(src: &Source, out: &Path, opts: &Options, plan: &Plan, cal: &Calibra
             match f.storage {
                 Storage::F32 => tensors.push(OwnedTensor::f32(&wname, vec![n, k], &w)),
                 Storage::F16 => tensors.push(OwnedTensor::f16(&wname, vec![n, k], &w)),
+                Storage::Sparse => push_sparse(&mut tensors, &name, &w, n, k)?,
                 Storage::I8 if opts.weights == Granularity::PerTensor => {
                     let s = w.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
                     let q: Vec<i8> = w.iter().map(|&v| if s > 0.0 { (v / s).round().clamp(-127.0, 127.0) as i8 } else { 0 }).collect();
