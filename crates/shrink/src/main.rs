@@ -123,12 +123,8 @@ enum Command {
         embed_weight: Option<f64>,
         #[arg(long, value_enum, default_value = "cosine")]
         embed_loss: distill::EmbedLoss,
-        /// Tokens per text (default: the teacher's fine-tuning length, else 128).
-        #[arg(long)]
-        max_len: Option<usize>,
-        /// Fraction of --data held out (seeded) to pick the best epoch.
-        #[arg(long, default_value_t = 0.1)]
-        dev_fraction: f64,
+        #[command(flatten)]
+        rows: RowArgs,
         #[command(flatten)]
         train: TrainArgs,
     },
@@ -156,10 +152,8 @@ enum Command {
         /// Also keep the trained fp32 weights in this folder.
         #[arg(long)]
         fp32_out: Option<PathBuf>,
-        #[arg(long)]
-        max_len: Option<usize>,
-        #[arg(long, default_value_t = 0.1)]
-        dev_fraction: f64,
+        #[command(flatten)]
+        rows: RowArgs,
         #[command(flatten)]
         train: TrainArgs,
     },
@@ -280,6 +274,24 @@ struct TrainArgs {
     label_field: String,
 }
 
+/// Tokens per text and the dev split, for distill and qat.
+#[derive(clap::Args)]
+struct RowArgs {
+    /// Tokens per text (default: the model's fine-tuning length, else 128).
+    #[arg(long)]
+    max_len: Option<usize>,
+    /// Fraction of --data held out (seeded) to pick the best epoch (0: keep the last).
+    #[arg(long, default_value_t = 0.1)]
+    dev_fraction: f64,
+}
+
+impl RowArgs {
+    fn rows(&self, t: &TrainArgs) -> distill::examples::Rows {
+        let fields = distill::examples::Fields { text: t.text_field.clone(), label: t.label_field.clone() };
+        distill::examples::Rows { fields, max_len: self.max_len, limit: t.limit, dev_fraction: self.dev_fraction }
+    }
+}
+
 impl TrainArgs {
     fn options(&self) -> Result<train::TrainOptions> {
         if self.epochs == 0 || self.batch == 0 {
@@ -287,10 +299,6 @@ impl TrainArgs {
         }
         let Self { epochs, lr, batch, seed, weight_decay, warmup, clip, .. } = *self;
         Ok(train::TrainOptions { epochs, batch, lr, weight_decay, warmup, clip, seed })
-    }
-
-    fn fields(&self) -> distill::examples::Fields {
-        distill::examples::Fields { text: self.text_field.clone(), label: self.label_field.clone() }
     }
 }
 
@@ -516,7 +524,7 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
         }
         Command::Distill {
             teacher, data: path, out, task, student_layers, layer_map, ce_weight, kl_weight, temperature, hidden_weight,
-            embed_weight, embed_loss, max_len, dev_fraction, train: t,
+            embed_weight, embed_loss, rows, train: t,
         } => {
             check_out_differs(&teacher, &out)?;
             let classify = task == distill::Task::Classify;
@@ -546,27 +554,21 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
                 student_layers,
                 layer_map: layer_map.parse()?,
                 weights,
-                max_len,
-                dev_fraction,
-                limit: t.limit,
-                fields: t.fields(),
+                rows: rows.rows(&t),
                 train: t.options()?,
             };
             let r = distill::distill(&teacher, &path, &out, &o)?;
             eprintln!("saved {} (epoch {}, dev {:?}, trained in {:.0} s)", out.display(), r.best_epoch, r.dev_score, r.train_seconds);
             println!("{}", serde_json::to_string(&r)?);
         }
-        Command::Qat { model, scheme, embeddings, data: path, out, distill, temperature, fp32_out, max_len, dev_fraction, train: t } => {
+        Command::Qat { model, scheme, embeddings, data: path, out, distill, temperature, fp32_out, rows, train: t } => {
             check_out_differs(&model, &out)?;
             let o = qat::QatOptions {
                 scheme,
                 embeddings,
                 distill,
                 temperature,
-                max_len,
-                dev_fraction,
-                limit: t.limit,
-                fields: t.fields(),
+                rows: rows.rows(&t),
                 train: t.options()?,
                 fp32_out,
             };

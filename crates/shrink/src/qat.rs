@@ -15,7 +15,7 @@ use serde_json::json;
 use shrink_model::{Bert, Config};
 use shrink_runtime::Site;
 
-use crate::distill::examples::{self, Fields};
+use crate::distill::examples::{self, Rows};
 use crate::distill::teacher::Targets;
 use crate::distill::{self, EmbedLoss, LossWeights, Objective, Outcome, Split, Splits, Task};
 use crate::model;
@@ -95,10 +95,7 @@ pub struct QatOptions {
     /// KL on the fp32 model's logits (weight 1, beside cross-entropy weight 1).
     pub distill: bool,
     pub temperature: f64,
-    pub max_len: Option<usize>,
-    pub dev_fraction: f64,
-    pub limit: Option<usize>,
-    pub fields: Fields,
+    pub rows: Rows,
     pub train: TrainOptions,
     /// Also keep the trained fp32 weights here (the exported folder is their round to nearest).
     pub fp32_out: Option<PathBuf>,
@@ -106,16 +103,14 @@ pub struct QatOptions {
 
 /// Trains `model` with fake-quantized weights on `data`, then writes the quantized folder `out`.
 pub fn qat(model_spec: &str, data: &Path, out: &Path, o: &QatOptions) -> Result<(Outcome, quantize::Summary)> {
-    let m = model::load(model_spec, o.max_len)?;
+    let m = model::load(model_spec, o.rows.max_len)?;
     let Some(labels) = m.model.config.labels().filter(|_| m.model.classifier.is_some()) else {
         bail!("{}: no classification head; QAT trains a fine-tuned classifier (shrink finetune first)", m.dir.display());
     };
     let qopts = o.scheme.options(o.embeddings);
     qopts.check()?;
     let fq = FakeQuant::new(&m.model.config, &qopts)?;
-    let seed = o.train.seed;
-    let all = examples::read(data, &m.tokenizer, Some(&labels), &o.fields, o.limit, seed)?;
-    let (train_ex, dev_ex) = examples::split(all, o.dev_fraction, seed)?;
+    let (train_ex, dev_ex) = examples::read_split(data, &m.tokenizer, Some(&labels), &o.rows, o.train.seed)?;
     let teacher_ex: &[_] = if o.distill { &train_ex } else { &[] };
     let targets = Targets::compute(&m.model, Task::Classify, teacher_ex, &[])?;
     let no_targets = Targets::compute(&m.model, Task::Classify, &[], &[])?;

@@ -22,6 +22,23 @@ pub struct Fields {
     pub label: String,
 }
 
+/// Which rows to train on, shared by distill and qat.
+#[derive(Clone, Debug)]
+pub struct Rows {
+    pub fields: Fields,
+    /// Tokens per text (None: the model's fine-tuning length, else 128).
+    pub max_len: Option<usize>,
+    /// A seeded sample of this many rows.
+    pub limit: Option<usize>,
+    /// Fraction held out (seeded) as the dev split.
+    pub dev_fraction: f64,
+}
+
+/// (train, dev) examples of `path` under `rows`.
+pub fn read_split(path: &Path, tok: &TextTokenizer, labels: Option<&[String]>, rows: &Rows, seed: u64) -> Result<(Vec<Example>, Vec<Example>)> {
+    split(read(path, tok, labels, &rows.fields, rows.limit, seed)?, rows.dev_fraction, seed)
+}
+
 /// Reads `path` (a seeded sample of `limit` rows if given) and tokenises it; `labels` (the model's, in index
 /// order) maps each row's label field, or None for unlabelled text.
 pub fn read(path: &Path, tok: &TextTokenizer, labels: Option<&[String]>, fields: &Fields, limit: Option<usize>, seed: u64) -> Result<Vec<Example>> {

@@ -21,7 +21,7 @@ use shrink_model::{pooling, Bert};
 
 use crate::model;
 use crate::train::{self, Loss, TrainOptions};
-use examples::{Example, Fields};
+use examples::{Example, Rows};
 use student::LayerMap;
 use teacher::Targets;
 
@@ -201,17 +201,13 @@ pub struct DistillOptions {
     pub student_layers: usize,
     pub layer_map: LayerMap,
     pub weights: LossWeights,
-    /// Tokens per text (None: the teacher's fine-tuning length, else 128).
-    pub max_len: Option<usize>,
-    pub dev_fraction: f64,
-    pub limit: Option<usize>,
-    pub fields: Fields,
+    pub rows: Rows,
     pub train: TrainOptions,
 }
 
 /// Distils `teacher` into a student of `o.student_layers` layers trained on `data`; writes the best epoch to `out`.
 pub fn distill(teacher: &str, data: &Path, out: &Path, o: &DistillOptions) -> Result<Outcome> {
-    let t = model::load(teacher, o.max_len)?;
+    let t = model::load(teacher, o.rows.max_len)?;
     let cfg_path = t.dir.join(shrink_model::checkpoint::CONFIG_FILE);
     let labels = match o.task {
         Task::Classify => match (&t.model.classifier, t.model.config.labels()) {
@@ -225,9 +221,7 @@ pub fn distill(teacher: &str, data: &Path, out: &Path, o: &DistillOptions) -> Re
         Task::Embedding => None,
     };
     let map = o.layer_map.teacher_layers(t.model.config.num_hidden_layers, o.student_layers, &cfg_path)?;
-    let seed = o.train.seed;
-    let all = examples::read(data, &t.tokenizer, labels.as_deref(), &o.fields, o.limit, seed)?;
-    let (train_ex, dev_ex) = examples::split(all, o.dev_fraction, seed)?;
+    let (train_ex, dev_ex) = examples::read_split(data, &t.tokenizer, labels.as_deref(), &o.rows, o.train.seed)?;
     let hidden_layers = if o.weights.hidden > 0.0 { map.clone() } else { Vec::new() };
     eprintln!(
         "distilling {} layers -> {} (teacher layers {map:?}) on {} examples ({} dev), max_len {}",
