@@ -118,6 +118,9 @@ enum Command {
         /// MSE between each student layer's output and its mapped teacher layer's, real tokens only.
         #[arg(long, default_value_t = 0.0)]
         hidden_weight: f64,
+        /// KL of the last layer's attention distributions, teacher's last layer vs the student's (MiniLM).
+        #[arg(long, default_value_t = 0.0)]
+        attn_weight: f64,
         /// Sentence-embedding loss against the teacher's mean-pooled embeddings (embedding; default 1).
         #[arg(long)]
         embed_weight: Option<f64>,
@@ -524,7 +527,7 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
         }
         Command::Distill {
             teacher, data: path, out, task, student_layers, layer_map, ce_weight, kl_weight, temperature, hidden_weight,
-            embed_weight, embed_loss, rows, train: t,
+            attn_weight, embed_weight, embed_loss, rows, train: t,
         } => {
             check_out_differs(&teacher, &out)?;
             let classify = task == distill::Task::Classify;
@@ -543,10 +546,11 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
                 kl: on(kl_weight, 0.5, classify),
                 temperature,
                 hidden: hidden_weight,
+                attn: attn_weight,
                 embed: on(embed_weight, 1.0, !classify),
                 embed_loss,
             };
-            if [weights.ce, weights.kl, weights.hidden, weights.embed].iter().all(|&w| w <= 0.0) {
+            if [weights.ce, weights.kl, weights.hidden, weights.attn, weights.embed].iter().all(|&w| w <= 0.0) {
                 bail!("every loss weight is 0: nothing to learn");
             }
             let o = distill::DistillOptions {

@@ -112,13 +112,14 @@ pub fn qat(model_spec: &str, data: &Path, out: &Path, o: &QatOptions) -> Result<
     let fq = FakeQuant::new(&m.model.config, &qopts)?;
     let (train_ex, dev_ex) = examples::read_split(data, &m.tokenizer, Some(&labels), &o.rows, o.train.seed)?;
     let teacher_ex: &[_] = if o.distill { &train_ex } else { &[] };
-    let targets = Targets::compute(&m.model, Task::Classify, teacher_ex, &[])?;
-    let no_targets = Targets::compute(&m.model, Task::Classify, &[], &[])?;
+    let targets = Targets::compute(&m.model, Task::Classify, teacher_ex, &[], false)?;
+    let no_targets = Targets::compute(&m.model, Task::Classify, &[], &[], false)?;
     let weights = LossWeights {
         ce: 1.0,
         kl: if o.distill { 1.0 } else { 0.0 },
         temperature: o.temperature,
         hidden: 0.0,
+        attn: 0.0,
         embed: 0.0,
         embed_loss: EmbedLoss::Cosine,
     };

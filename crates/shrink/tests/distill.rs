@@ -79,9 +79,9 @@ fn distilled_student_learns_and_loads_everywhere() {
     let train = asset("data/bbc/train.jsonl");
     let err = run_ok(&[
         "--threads", "1", "distill", "--teacher", s(teacher()), "--data", s(&train), "--out", s(&out), "--student-layers", "3",
-        "--limit", "240", "--epochs", "2", "--lr", "1e-4", "--hidden-weight", "1", "--seed", "3",
+        "--limit", "240", "--epochs", "2", "--lr", "1e-4", "--hidden-weight", "1", "--attn-weight", "1", "--seed", "3",
     ]);
-    for part in ["loss", "ce", "kl", "hidden"] {
+    for part in ["loss", "ce", "kl", "hidden", "attn"] {
         let m = epoch_means(&err, part);
         assert!(m.len() == 2 && m[1] < m[0], "{part} per epoch {m:?}: {err}");
     }
@@ -162,23 +162,30 @@ fn every_student_parameter_gets_a_gradient() {
     let labels = t.model.config.labels().unwrap();
     let ex = examples::read(&asset("data/bbc/train.jsonl"), &t.tokenizer, Some(&labels), &fields, Some(8), 0).unwrap();
     let map = [1, 3, 5];
-    let targets = Targets::compute(&t.model, Task::Classify, &ex, &map).unwrap();
+    let targets = Targets::compute(&t.model, Task::Classify, &ex, &map, true).unwrap();
     let split = Split { examples: &ex, targets: &targets };
     let batch: Vec<usize> = (0..ex.len()).collect();
     let mut rng: rand::rngs::StdRng = rand::SeedableRng::seed_from_u64(0);
-    let all = LossWeights { ce: 0.5, kl: 0.5, temperature: 2.0, hidden: 1.0, embed: 0.0, embed_loss: EmbedLoss::Cosine };
+    let all = LossWeights { ce: 0.5, kl: 0.5, temperature: 2.0, hidden: 1.0, attn: 1.0, embed: 0.0, embed_loss: EmbedLoss::Cosine };
     let mut s3 = student::build(&t.model, &map);
     let v = vars(&mut s3);
     assert_eq!(v.len(), 5 + 16 * 3 + 2);
     let loss = Objective { task: Task::Classify, weights: all }.loss(&s3, &split, &batch, &mut rng).unwrap();
     assert_all_get_gradients(&loss.total, &v);
+    // The attention loss alone reaches the last layer's queries and keys and, through its input, the first layer.
+    let attn_only = LossWeights { ce: 0.0, kl: 0.0, hidden: 0.0, ..all };
+    let grads = Objective { task: Task::Classify, weights: attn_only }.loss(&s3, &split, &batch, &mut rng).unwrap().total.backward().unwrap();
+    for name in ["encoder.layer.2.attention.self.query.weight", "encoder.layer.2.attention.self.key.weight", "encoder.layer.0.intermediate.dense.weight"] {
+        let (_, var) = v.iter().find(|(n, _)| n == name).unwrap();
+        assert!(grads.get(var.as_tensor()).is_some(), "{name}: no gradient from the attention loss");
+    }
     // QAT: through the straight-through weights (int4 Linears and int4 embedding table) to the fp32 variables.
     let opts = shrink::qat::QatScheme::Int4G32.options(shrink::quantize::EmbeddingStorage::Int4);
     let fq = shrink::qat::FakeQuant::new(&s3.config, &opts).unwrap();
     let loss = Objective { task: Task::Classify, weights: all }.loss(&fq.view(&s3).unwrap(), &split, &batch, &mut rng).unwrap();
     assert_all_get_gradients(&loss.total, &v);
     // The embedding task: no head.
-    let targets = Targets::compute(&t.model, Task::Embedding, &ex, &map).unwrap();
+    let targets = Targets::compute(&t.model, Task::Embedding, &ex, &map, true).unwrap();
     let split = Split { examples: &ex, targets: &targets };
     let mut e3 = student::build(&t.model, &map);
     e3.classifier = None;

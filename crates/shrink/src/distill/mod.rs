@@ -2,9 +2,6 @@
 //! (`student.rs`). The teacher runs once per example and its outputs are cached (`teacher.rs`); the student trains
 //! on a weighted sum of losses (`loss.rs`) through the shared epoch loop (`train::fit`), scored on a seeded dev
 //! split after every epoch, the best epoch kept. QAT (`crate::qat`) trains through the same `train_student`.
-//!
-//! Not done: attention-distribution KL (MiniLM/TinyBERT). The fused attention op does not expose its
-//! probabilities, and caching the teacher's (H, T, T) maps would cost ~0.6 GB in f16 for the BBC train split.
 
 pub mod examples;
 pub mod loss;
@@ -48,6 +45,8 @@ pub struct LossWeights {
     pub kl: f64,
     pub temperature: f64,
     pub hidden: f64,
+    /// KL of the last layer's attention distributions (MiniLM).
+    pub attn: f64,
     pub embed: f64,
     pub embed_loss: EmbedLoss,
 }
@@ -91,8 +90,8 @@ impl Objective {
         let w = &self.weights;
         let ex = split.examples;
         let (ids, mask) = train::batch_of(&batch.iter().map(|&j| ex[j].ids.as_slice()).collect::<Vec<_>>())?; // (B, T)
-        let (b, t) = ids.dims2()?;
-        let (out, hs) = forward(m, self.task, &ids, &mask, Some(rng), w.hidden > 0.0)?; // (B, L|C)
+        let t = ids.dim(1)?;
+        let (out, hs) = forward(m, self.task, &ids, &mask, Some(rng), w.hidden > 0.0 || w.attn > 0.0)?; // (B, L|C)
         let teacher_out = || -> Result<Tensor> {
             let rows: Vec<f32> = batch.iter().flat_map(|&j| split.targets.outputs[j].iter().copied()).collect();
             Ok(Tensor::from_vec(rows, out.shape(), out.device())?) // (B, L|C)
@@ -115,13 +114,24 @@ impl Objective {
             terms.push(("embed", w.embed, l));
         }
         if w.hidden > 0.0 {
-            let c = split.targets.c;
             let mut sum = Tensor::zeros((), candle_core::DType::F32, ids.device())?;
             for slot in 0..hs.len() - 1 {
-                let target = Tensor::from_vec(split.targets.hidden_batch(ex, batch, slot, t), (b, t, c), ids.device())?; // (B, T, C)
+                let target = split.targets.batch(&split.targets.hidden, ex, batch, slot, t)?; // (B, T, C)
                 sum = (sum + loss::masked_mse(&hs[slot + 1], &target, &mask)?)?;
             }
             terms.push(("hidden", w.hidden, (sum / (hs.len() - 1) as f64)?));
+        }
+        if w.attn > 0.0 {
+            // The student's last layer recomputed from its input on basic ops: same parameters, so the same gradient
+            // as if the probabilities came out of the fused forward.
+            let (last, x) = (&m.layers[m.layers.len() - 1], &hs[hs.len() - 2]); // x: (B, T, C)
+            let bias = shrink_model::embeddings::mask_bias(&mask)?; // (B, T)
+            let heads = m.config.num_attention_heads;
+            let student = loss::attention_log_probs(&last.attention.query.forward(x)?, &last.attention.key.forward(x)?, &bias, heads)?;
+            let store = &split.targets.attention;
+            let (tq, tk) = (split.targets.batch(store, ex, batch, 0, t)?, split.targets.batch(store, ex, batch, 1, t)?); // (B, T, C)
+            let teacher = loss::attention_log_probs(&tq, &tk, &bias, heads)?; // (B, H, T, T)
+            terms.push(("attn", w.attn, loss::attention_kl(&student, &teacher, &mask)?));
         }
         let mut total = Tensor::zeros((), candle_core::DType::F32, ids.device())?;
         let mut parts = vec![("loss", 0.0)];
@@ -231,8 +241,8 @@ pub fn distill(teacher: &str, data: &Path, out: &Path, o: &DistillOptions) -> Re
         dev_ex.len(),
         t.tokenizer.max_len
     );
-    let train_targets = Targets::compute(&t.model, o.task, &train_ex, &hidden_layers)?;
-    let dev_targets = Targets::compute(&t.model, o.task, &dev_ex, &[])?;
+    let train_targets = Targets::compute(&t.model, o.task, &train_ex, &hidden_layers, o.weights.attn > 0.0)?;
+    let dev_targets = Targets::compute(&t.model, o.task, &dev_ex, &[], false)?;
     let objective = Objective { task: o.task, weights: o.weights };
     let data = Splits { train: Split { examples: &train_ex, targets: &train_targets }, dev: Split { examples: &dev_ex, targets: &dev_targets } };
     if o.task == Task::Classify && !dev_ex.is_empty() {
