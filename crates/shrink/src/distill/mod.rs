@@ -65,6 +65,9 @@ pub fn forward(m: &Bert, task: Task, ids: &Tensor, mask: &Tensor, rng: Option<&m
     Ok((out, hs))
 }
 
+/// Examples per dev forward pass.
+const DEV_BATCH: usize = 32;
+
 /// One split: the examples and the teacher's outputs on them.
 pub struct Split<'a> {
     pub examples: &'a [Example],
@@ -146,7 +149,7 @@ impl Objective {
     /// Dev score in eval mode: accuracy (classify) or mean cosine to the teacher's embeddings (embedding).
     pub fn score(&self, m: &Bert, split: &Split) -> Result<f64> {
         let mut sum = 0.0;
-        for (k, chunk) in split.examples.chunks(32).enumerate() {
+        for (k, chunk) in split.examples.chunks(DEV_BATCH).enumerate() {
             let (ids, mask) = train::batch_of(&chunk.iter().map(|e| e.ids.as_slice()).collect::<Vec<_>>())?; // (B, T)
             let (out, _) = forward(m, self.task, &ids, &mask, None, false)?; // (B, L|C)
             sum += match self.task {
@@ -155,7 +158,7 @@ impl Objective {
                     chunk.iter().zip(pred).filter(|(e, p)| e.label == Some(*p)).count() as f64
                 }
                 Task::Embedding => {
-                    let rows: Vec<f32> = (0..chunk.len()).flat_map(|i| split.targets.outputs[k * 32 + i].clone()).collect();
+                    let rows: Vec<f32> = (0..chunk.len()).flat_map(|i| split.targets.outputs[k * DEV_BATCH + i].clone()).collect();
                     let target = Tensor::from_vec(rows, out.shape(), out.device())?; // (B, C)
                     chunk.len() as f64 * (1.0 - f64::from(loss::cosine_distance(&out, &target)?.to_scalar::<f32>()?))
                 }
