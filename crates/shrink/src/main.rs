@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use shrink::{bench, data, embed, eval, inspect, model, quantize, sparsify, timing, train};
+use shrink::{bench, data, distill, embed, eval, inspect, model, qat, quantize, sparsify, timing, train};
 
 #[derive(Parser)]
 #[command(name = "shrink", version, about = "Make transformer models small and fast for devices, and measure every step.")]
@@ -84,29 +84,81 @@ enum Command {
         out: PathBuf,
         #[arg(long, default_value_t = 128)]
         max_len: usize,
-        #[arg(long, default_value_t = 3)]
-        epochs: usize,
-        #[arg(long, default_value_t = 5e-5)]
-        lr: f64,
-        #[arg(long, default_value_t = 16)]
-        batch: usize,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        #[arg(long, default_value_t = 0.01)]
-        weight_decay: f64,
-        /// Fraction of the steps used for linear warm-up.
-        #[arg(long, default_value_t = 0.1)]
-        warmup: f64,
-        /// Clip the global gradient norm (0 = off).
-        #[arg(long, default_value_t = 1.0)]
-        clip: f64,
-        /// Train on a random sample of N rows (seeded by --seed), for quick experiments.
+        #[command(flatten)]
+        train: TrainArgs,
+    },
+    /// Knowledge distillation into a shallower student initialised from the teacher's layers (a normal model folder).
+    #[command(after_help = "Examples:\n  \
+        shrink --threads 1 distill --teacher out/bbc-classifier-128 --data assets/data/bbc/train.jsonl --student-layers 3 --out out/distill-cls3\n  \
+        shrink distill --teacher assets/models/all-MiniLM-L6-v2 --task embedding --data assets/data/bbc/train.jsonl --out out/distill-emb3")]
+    Distill {
+        /// Teacher model folder (classify: a fine-tuned classifier with its head).
         #[arg(long)]
-        limit: Option<usize>,
-        #[arg(long, default_value = "text")]
-        text_field: String,
-        #[arg(long, default_value = "label")]
-        label_field: String,
+        teacher: String,
+        /// Training rows (JSONL); classify needs --label-field, embedding only --text-field.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "classify")]
+        task: distill::Task,
+        #[arg(long, default_value_t = 3)]
+        student_layers: usize,
+        /// every-other (evenly spaced, ending at the last layer: 6 -> 3 takes 1,3,5), first, or 0-based indices like 0,2,4.
+        #[arg(long, default_value = "every-other")]
+        layer_map: String,
+        /// Cross-entropy on the labels (classify; default 0.5).
+        #[arg(long)]
+        ce_weight: Option<f64>,
+        /// KL(teacher || student) of the logits at --temperature, times T^2 (classify; default 0.5).
+        #[arg(long)]
+        kl_weight: Option<f64>,
+        #[arg(long, default_value_t = 2.0)]
+        temperature: f64,
+        /// MSE between each student layer's output and its mapped teacher layer's, real tokens only.
+        #[arg(long, default_value_t = 0.0)]
+        hidden_weight: f64,
+        /// KL of the last layer's attention distributions, teacher's last layer vs the student's (MiniLM).
+        #[arg(long, default_value_t = 0.0)]
+        attn_weight: f64,
+        /// Sentence-embedding loss against the teacher's mean-pooled embeddings (embedding; default 1).
+        #[arg(long)]
+        embed_weight: Option<f64>,
+        #[arg(long, value_enum, default_value = "cosine")]
+        embed_loss: distill::EmbedLoss,
+        #[command(flatten)]
+        rows: RowArgs,
+        #[command(flatten)]
+        train: TrainArgs,
+    },
+    /// Quantization-aware training: fake-quantized weights (straight-through estimator), then the PTQ writer's folder.
+    #[command(after_help = "Example:\n  \
+        shrink --threads 1 qat --model out/bbc-classifier-32 --scheme int4-g32 --embeddings int4 --data assets/data/bbc/train.jsonl --distill --out out/distill-qat-int4")]
+    Qat {
+        /// Fine-tuned fp32 classifier folder.
+        #[arg(long)]
+        model: String,
+        #[arg(long, value_enum)]
+        scheme: qat::QatScheme,
+        /// Storage of the token embedding table (fake-quantized too when not fp32).
+        #[arg(long, value_enum, default_value = "fp32")]
+        embeddings: quantize::EmbeddingStorage,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Add KL on the fp32 model's logits (weight 1) to the cross-entropy.
+        #[arg(long)]
+        distill: bool,
+        #[arg(long, default_value_t = 2.0)]
+        temperature: f64,
+        /// Also keep the trained fp32 weights in this folder.
+        #[arg(long)]
+        fp32_out: Option<PathBuf>,
+        #[command(flatten)]
+        rows: RowArgs,
+        #[command(flatten)]
+        train: TrainArgs,
     },
     /// Prune the encoder's Linear weights, unstructured or N:M: one-shot by magnitude, or gradually while
     /// fine-tuning (--data) by magnitude or movement. Writes a dense fp32 folder with exact zeros; `shrink quantize
@@ -133,30 +185,17 @@ enum Command {
         /// Labelled training data: prune gradually while fine-tuning the model's head and encoder on it.
         #[arg(long)]
         data: Option<PathBuf>,
-        #[arg(long, default_value_t = 3)]
-        epochs: usize,
-        #[arg(long, default_value_t = 5e-5)]
-        lr: f64,
-        #[arg(long, default_value_t = 16)]
-        batch: usize,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
         /// Gradual pruning starts at this fraction of the training steps ...
         #[arg(long, default_value_t = 0.1)]
         begin: f64,
         /// ... and reaches the final sparsity at this one; the mask is then held while training goes on.
         #[arg(long, default_value_t = 0.7)]
         end: f64,
-        /// Default: the length the model was fine-tuned with, else 128.
+        /// Tokens per text (default: the model's fine-tuning length, else 128).
         #[arg(long)]
         max_len: Option<usize>,
-        /// Train on a random sample of N rows (seeded by --seed), for quick experiments.
-        #[arg(long)]
-        limit: Option<usize>,
-        #[arg(long, default_value = "text")]
-        text_field: String,
-        #[arg(long, default_value = "label")]
-        label_field: String,
+        #[command(flatten)]
+        train: TrainArgs,
     },
     /// Quantize a model folder for the runtime; the output is an HF-style folder every shrink command loads.
     #[command(after_help = "Examples:\n  \
@@ -245,6 +284,71 @@ enum DataCmd {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+/// Optimisation and data flags shared by finetune, distill and qat.
+#[derive(clap::Args)]
+struct TrainArgs {
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    #[arg(long, default_value_t = 5e-5)]
+    lr: f64,
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
+    /// Fraction of the steps used for linear warm-up.
+    #[arg(long, default_value_t = 0.1)]
+    warmup: f64,
+    /// Clip the global gradient norm (0 = off).
+    #[arg(long, default_value_t = 1.0)]
+    clip: f64,
+    /// Train on a random sample of N rows (seeded by --seed), for quick experiments.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long, default_value = "text")]
+    text_field: String,
+    #[arg(long, default_value = "label")]
+    label_field: String,
+}
+
+/// Tokens per text and the dev split, for distill and qat.
+#[derive(clap::Args)]
+struct RowArgs {
+    /// Tokens per text (default: the model's fine-tuning length, else 128).
+    #[arg(long)]
+    max_len: Option<usize>,
+    /// Fraction of --data held out (seeded) to pick the best epoch (0: keep the last).
+    #[arg(long, default_value_t = 0.1)]
+    dev_fraction: f64,
+}
+
+impl RowArgs {
+    fn rows(&self, t: &TrainArgs) -> distill::examples::Rows {
+        let fields = distill::examples::Fields { text: t.text_field.clone(), label: t.label_field.clone() };
+        distill::examples::Rows { fields, max_len: self.max_len, limit: t.limit, dev_fraction: self.dev_fraction }
+    }
+}
+
+impl TrainArgs {
+    fn options(&self) -> Result<train::TrainOptions> {
+        if self.epochs == 0 || self.batch == 0 {
+            bail!("--epochs and --batch must be at least 1");
+        }
+        let Self { epochs, lr, batch, seed, weight_decay, warmup, clip, .. } = *self;
+        Ok(train::TrainOptions { epochs, batch, lr, weight_decay, warmup, clip, seed })
+    }
+}
+
+/// A --out that would replace the model being read.
+fn check_out_differs(model: &str, out: &Path) -> Result<()> {
+    let same = std::fs::canonicalize(model).ok().zip(std::fs::canonicalize(out).ok()).is_some_and(|(a, b)| a == b);
+    if same {
+        bail!("--out {}: is the input model folder; write somewhere else", out.display());
+    }
+    Ok(())
 }
 
 /// How to quantize: shared by `quantize` and `sensitivity`.
@@ -432,24 +536,31 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
                 }
             }
         }
-        Command::Finetune {
-            model, data: path, out, max_len, epochs, lr, batch, seed, weight_decay, warmup, clip, limit, text_field, label_field,
-        } => {
+        Command::Finetune { model, data: path, out, max_len, train: t } => {
+            let opts = t.options()?;
+            let (seed, limit, text_field, label_field) = (t.seed, t.limit, &t.text_field, &t.label_field);
             let mut m = model::load(&model, Some(max_len))?;
             let rows = data::read_jsonl(&path)?;
             let rows = &data::sample(rows, limit, seed);
-            let texts = data::field(&path, rows, &text_field)?;
-            let label_names = data::field(&path, rows, &label_field)?;
+            let texts = data::field(&path, rows, text_field)?;
+            let label_names = data::field(&path, rows, label_field)?;
             let mut labels: Vec<String> = label_names.clone();
             labels.sort();
             labels.dedup();
             if labels.len() < 2 {
                 bail!("{}: need at least 2 distinct labels in field {label_field:?}, found {labels:?}", path.display());
             }
-            let examples = train::labelled_examples(&m.tokenizer, &labels, &path, &texts, &label_names)?;
+            let examples = texts
+                .iter()
+                .zip(&label_names)
+                .enumerate()
+                .map(|(i, (t, l))| {
+                    let ids = m.tokenizer.encode(t).map_err(|e| e.context(format!("{}: row {}", path.display(), i + 1)))?;
+                    Ok((ids, labels.iter().position(|x| x == l).expect("label from this set") as u32))
+                })
+                .collect::<Result<Vec<_>>>()?;
             eprintln!("fine-tuning on {} examples, {} labels, max_len {max_len}", examples.len(), labels.len());
             m.model.add_classifier(&labels, seed)?;
-            let opts = train::TrainOptions { epochs, batch, lr, weight_decay, warmup, clip, seed };
             let mut tuned = train::finetune(m.model, &examples, &opts, None)?;
             if let Some(s) = tuned.config.shrink.as_mut() {
                 s.max_len = Some(max_len);
@@ -457,9 +568,69 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             tuned.save_dir(&out, &m.dir)?;
             eprintln!("saved {}", out.display());
         }
-        Command::Sparsify {
-            model, out, sparsity, method, scope, nm, data: path, epochs, lr, batch, seed, begin, end, max_len, limit, text_field, label_field,
+        Command::Distill {
+            teacher, data: path, out, task, student_layers, layer_map, ce_weight, kl_weight, temperature, hidden_weight,
+            attn_weight, embed_weight, embed_loss, rows, train: t,
         } => {
+            check_out_differs(&teacher, &out)?;
+            let classify = task == distill::Task::Classify;
+            if !classify && (ce_weight.is_some_and(|w| w > 0.0) || kl_weight.is_some_and(|w| w > 0.0)) {
+                bail!("--ce-weight and --kl-weight need --task classify (the embedding task has no labels or logits)");
+            }
+            if classify && embed_weight.is_some_and(|w| w > 0.0) {
+                bail!("--embed-weight needs --task embedding");
+            }
+            if temperature <= 0.0 {
+                bail!("--temperature {temperature}: must be positive");
+            }
+            let on = |w: Option<f64>, default: f64, active: bool| if active { w.unwrap_or(default) } else { 0.0 };
+            let weights = distill::LossWeights {
+                ce: on(ce_weight, 0.5, classify),
+                kl: on(kl_weight, 0.5, classify),
+                temperature,
+                hidden: hidden_weight,
+                attn: attn_weight,
+                embed: on(embed_weight, 1.0, !classify),
+                embed_loss,
+            };
+            if [weights.ce, weights.kl, weights.hidden, weights.attn, weights.embed].iter().all(|&w| w <= 0.0) {
+                bail!("every loss weight is 0: nothing to learn");
+            }
+            let o = distill::DistillOptions {
+                task,
+                student_layers,
+                layer_map: layer_map.parse()?,
+                weights,
+                rows: rows.rows(&t),
+                train: t.options()?,
+            };
+            let r = distill::distill(&teacher, &path, &out, &o)?;
+            eprintln!("saved {} (epoch {}, dev {:?}, trained in {:.0} s)", out.display(), r.best_epoch, r.dev_score, r.train_seconds);
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        Command::Qat { model, scheme, embeddings, data: path, out, distill, temperature, fp32_out, rows, train: t } => {
+            check_out_differs(&model, &out)?;
+            let o = qat::QatOptions {
+                scheme,
+                embeddings,
+                distill,
+                temperature,
+                rows: rows.rows(&t),
+                train: t.options()?,
+                fp32_out,
+            };
+            let (r, s) = qat::qat(&model, &path, &out, &o)?;
+            eprintln!(
+                "saved {} ({:.1} MB; epoch {}, dev {:?}, trained in {:.0} s)",
+                out.display(),
+                s.bytes_out as f64 / 1e6,
+                r.best_epoch,
+                r.dev_score,
+                r.train_seconds
+            );
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        Command::Sparsify { model, out, sparsity, method, scope, nm, data: path, begin, end, max_len, train: t } => {
             let opts = sparsify::Options { sparsity, method, scope, nm, begin, end };
             opts.check()?;
             let m = model::load(&model, max_len)?;
@@ -473,11 +644,11 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
                     let Some(labels) = m.model.config.labels() else {
                         bail!("{model}: gradual pruning fine-tunes the classifier head, and this model has none (shrink finetune first)");
                     };
-                    let rows = &data::sample(data::read_jsonl(path)?, limit, seed);
-                    let texts = data::field(path, rows, &text_field)?;
-                    let examples = train::labelled_examples(&m.tokenizer, &labels, path, &texts, &data::field(path, rows, &label_field)?)?;
-                    let topts = train::TrainOptions { epochs, batch, lr, weight_decay: 0.01, warmup: 0.1, clip: 1.0, seed };
-                    let mut pruner = sparsify::Pruner::new(opts, examples.len().div_ceil(batch) * epochs);
+                    let fields = distill::examples::Fields { text: t.text_field.clone(), label: t.label_field.clone() };
+                    let rows = distill::examples::read(path, &m.tokenizer, Some(&labels), &fields, t.limit, t.seed)?;
+                    let examples: Vec<(Vec<u32>, u32)> = rows.into_iter().map(|e| (e.ids, e.label.unwrap_or_default())).collect();
+                    let topts = t.options()?;
+                    let mut pruner = sparsify::Pruner::new(opts, examples.len().div_ceil(topts.batch) * topts.epochs);
                     eprintln!("pruning to {:.0}% while fine-tuning on {} examples", opts.target() * 100.0, examples.len());
                     train::finetune(m.model, &examples, &topts, Some(&mut pruner))?
                 }
@@ -489,7 +660,7 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
                 serde_json::json!({
                     "target": opts.target(), "achieved": achieved, "method": format!("{method:?}").to_lowercase(),
                     "scope": format!("{scope:?}").to_lowercase(), "nm": nm.map(|(n, m)| format!("{n}:{m}")),
-                    "gradual": path.as_ref().map(|_| serde_json::json!({"epochs": epochs, "begin": begin, "end": end, "lr": lr})),
+                    "gradual": path.as_ref().map(|_| serde_json::json!({"epochs": t.epochs, "begin": begin, "end": end, "lr": t.lr})),
                 }),
             );
             pruned.save_dir(&out, &m.dir)?;

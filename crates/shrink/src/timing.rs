@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 
 use crate::model::Loaded;
-use crate::train::{TrainOptions, Trainer};
+use crate::train::{classify_loss, TrainOptions, Trainer};
 
 /// Deterministic ids shared with bench/compare_torch.py: [CLS] ... [SEP], all tokens real.
 fn bench_batch(b: usize, t: usize) -> Result<(Tensor, Tensor, Tensor)> {
@@ -55,7 +55,7 @@ pub fn serve(mut m: Loaded) -> Result<()> {
                         Some(tr) => tr,
                         None => trainer.insert(Trainer::new(m.model.clone(), &opts, 1_000_000)?),
                     };
-                    tr.step(&ids, &mask, &labels, None)?;
+                    tr.step(|m, rng| classify_loss(m, &ids, &mask, &labels, rng), None)?;
                 }
                 _ => bail!("unknown timing case {what:?}"),
             }

@@ -1,5 +1,6 @@
-//! Fine-tuning a classifier: mean pooling + linear head, cross-entropy, AdamW with linear warm-up and decay,
-//! gradient clipping, seeded shuffling and dropout.
+//! Training shared by fine-tuning, distillation and QAT: AdamW with linear warm-up and decay, gradient clipping,
+//! seeded shuffling and dropout, and the epoch loop (`fit`) each objective plugs its batch loss into.
+//! `finetune` is the plain case: mean pooling + linear head, cross-entropy.
 
 use anyhow::{bail, Result};
 use candle_core::backprop::GradStore;
@@ -63,6 +64,20 @@ impl LinearSchedule {
     }
 }
 
+/// One batch's loss: `total` is minimised; `parts` are its weighted terms by name, for the progress bar.
+pub struct Loss {
+    pub total: Tensor, // scalar
+    pub parts: Vec<(&'static str, f32)>,
+}
+
+impl Loss {
+    /// A loss of one term.
+    pub fn single(name: &'static str, total: Tensor) -> Result<Self> {
+        let v = total.to_scalar::<f32>()?;
+        Ok(Self { total, parts: vec![(name, v)] })
+    }
+}
+
 impl Trainer {
     pub fn new(mut model: Bert, opts: &TrainOptions, total_steps: usize) -> Result<Self> {
         let mut params = Vec::new();
@@ -96,11 +111,14 @@ impl Trainer {
         })
     }
 
-    /// One optimisation step on a batch; returns the loss. ids, mask: (B, T); labels: (B,)
-    pub fn step(&mut self, ids: &Tensor, mask: &Tensor, labels: &Tensor, mut hook: Option<&mut dyn StepHook>) -> Result<f32> {
-        let logits = self.model.logits(ids, mask, Some(&mut self.rng))?; // (B, L)
-        let loss = ops::cross_entropy(&logits, labels)?;
-        let grads = loss.backward()?;
+    /// One optimisation step on the loss `loss` computes from the model and the dropout RNG; `hook` sees it.
+    pub fn step(
+        &mut self,
+        loss: impl FnOnce(&Bert, &mut StdRng) -> Result<Loss>,
+        mut hook: Option<&mut dyn StepHook>,
+    ) -> Result<Vec<(&'static str, f32)>> {
+        let loss = loss(&self.model, &mut self.rng)?;
+        let grads = loss.total.backward()?;
         if let Some(h) = hook.as_deref_mut() {
             h.before_update(self.step, &self.params, &grads)?;
         }
@@ -111,7 +129,7 @@ impl Trainer {
             h.after_update(self.step, &self.params)?;
         }
         self.step += 1;
-        Ok(loss.to_scalar::<f32>()?)
+        Ok(loss.parts)
     }
 }
 
@@ -132,55 +150,81 @@ fn clip_scale(grads: &GradStore, params: &[(String, Var)], max_norm: f64) -> Res
     Ok(if norm > max_norm { (max_norm / (norm + 1e-6)) as f32 } else { 1.0 })
 }
 
-/// Tokenised (ids, label index) pairs; `labels` are the head's classes in index order. `path` names the file in errors.
-pub fn labelled_examples(
-    tokenizer: &shrink_model::TextTokenizer,
-    labels: &[String],
-    path: &std::path::Path,
-    texts: &[String],
-    gold: &[String],
-) -> Result<Vec<(Vec<u32>, u32)>> {
-    texts
-        .iter()
-        .zip(gold)
-        .enumerate()
-        .map(|(i, (t, l))| {
-            let ids = tokenizer.encode(t).map_err(|e| e.context(format!("{}: row {}", path.display(), i + 1)))?;
-            match labels.iter().position(|x| x == l) {
-                Some(c) => Ok((ids, c as u32)),
-                None => bail!("{}: row {}: label {l:?} is not one the model knows ({labels:?})", path.display(), i + 1),
-            }
-        })
-        .collect()
+/// Running means of the loss parts over an epoch.
+#[derive(Default)]
+struct PartMeans(Vec<(&'static str, f64)>, usize);
+
+impl PartMeans {
+    fn add(&mut self, parts: &[(&'static str, f32)]) {
+        if self.0.is_empty() {
+            self.0 = parts.iter().map(|&(n, _)| (n, 0.0)).collect();
+        }
+        self.0.iter_mut().zip(parts).for_each(|(m, &(_, v))| m.1 += f64::from(v));
+        self.1 += 1;
+    }
+
+    fn render(&self) -> String {
+        let n = self.1.max(1) as f64;
+        self.0.iter().map(|(name, s)| format!("{name} {:.4}", s / n)).collect::<Vec<_>>().join(" ")
+    }
 }
 
-/// Fine-tunes `model` (which must already have its head) on pre-tokenised examples; `hook` runs in every step.
-pub fn finetune(model: Bert, examples: &[(Vec<u32>, u32)], opts: &TrainOptions, mut hook: Option<&mut dyn StepHook>) -> Result<Bert> {
-    if examples.is_empty() {
+/// The epoch loop: `n` examples shuffled (seeded) into batches of indices, one step of `batch_loss` per batch, the
+/// progress bar showing the epoch's mean of every loss part, then `after_epoch(model, epoch)` (evaluation,
+/// checkpoints). Returns the trained model.
+pub fn fit(
+    model: Bert,
+    n: usize,
+    opts: &TrainOptions,
+    mut batch_loss: impl FnMut(&Bert, &[usize], &mut StdRng) -> Result<Loss>,
+    mut after_epoch: impl FnMut(&Bert, usize) -> Result<()>,
+    mut hook: Option<&mut dyn StepHook>,
+) -> Result<Bert> {
+    if n == 0 {
         bail!("no training examples");
     }
-    let steps_per_epoch = examples.len().div_ceil(opts.batch);
+    let steps_per_epoch = n.div_ceil(opts.batch);
     let mut trainer = Trainer::new(model, opts, steps_per_epoch * opts.epochs)?;
-    let mut order: Vec<usize> = (0..examples.len()).collect();
+    let mut order: Vec<usize> = (0..n).collect();
     let mut shuffle_rng = StdRng::seed_from_u64(opts.seed);
     for epoch in 0..opts.epochs {
         order.shuffle(&mut shuffle_rng);
         let pb = progress::bar(steps_per_epoch, &format!("epoch {}/{}", epoch + 1, opts.epochs));
-        let mut total = 0.0;
-        for (i, chunk) in order.chunks(opts.batch).enumerate() {
-            let seqs: Vec<Vec<u32>> = chunk.iter().map(|&j| examples[j].0.clone()).collect();
-            let labels: Vec<u32> = chunk.iter().map(|&j| examples[j].1).collect();
-            let (ids, mask) = batch_tensors(&tokenizer::pad(&seqs, 0))?;
-            let labels = Tensor::new(labels.as_slice(), ids.device())?;
-            let loss = trainer.step(&ids, &mask, &labels, hook.as_mut().map(|h| &mut **h as &mut dyn StepHook))?;
-            total += loss;
-            pb.set_message(format!("loss {loss:.4} avg {:.4}", total / (i + 1) as f32));
+        let mut means = PartMeans::default();
+        for chunk in order.chunks(opts.batch) {
+            let hook = hook.as_mut().map(|h| &mut **h as &mut dyn StepHook);
+            means.add(&trainer.step(|m, rng| batch_loss(m, chunk, rng), hook)?);
+            pb.set_message(means.render());
             pb.inc(1);
         }
         pb.finish();
-        eprintln!("epoch {}: mean loss {:.4}", epoch + 1, total / steps_per_epoch as f32);
+        eprintln!("epoch {}: mean {}", epoch + 1, means.render());
+        after_epoch(&trainer.model, epoch)?;
     }
     Ok(trainer.model)
+}
+
+/// (B, T) ids and mask of some pre-tokenised examples.
+pub fn batch_of(seqs: &[&[u32]]) -> Result<(Tensor, Tensor)> {
+    let seqs: Vec<Vec<u32>> = seqs.iter().map(|s| s.to_vec()).collect();
+    Ok(batch_tensors(&tokenizer::pad(&seqs, 0))?)
+}
+
+/// Cross-entropy of the head's logits, dropout on. ids, mask: (B, T); labels: (B,)
+pub fn classify_loss(m: &Bert, ids: &Tensor, mask: &Tensor, labels: &Tensor, rng: &mut StdRng) -> Result<Loss> {
+    let logits = m.logits(ids, mask, Some(rng))?; // (B, L)
+    Loss::single("loss", ops::cross_entropy(&logits, labels)?)
+}
+
+/// Fine-tunes `model` (which must already have its head) on pre-tokenised examples; `hook` runs in every step.
+pub fn finetune(model: Bert, examples: &[(Vec<u32>, u32)], opts: &TrainOptions, hook: Option<&mut dyn StepHook>) -> Result<Bert> {
+    let step = |m: &Bert, batch: &[usize], rng: &mut StdRng| {
+        let (ids, mask) = batch_of(&batch.iter().map(|&j| examples[j].0.as_slice()).collect::<Vec<_>>())?; // (B, T)
+        let labels: Vec<u32> = batch.iter().map(|&j| examples[j].1).collect();
+        let labels = Tensor::new(labels.as_slice(), ids.device())?; // (B,)
+        classify_loss(m, &ids, &mask, &labels, rng)
+    };
+    fit(model, examples.len(), opts, step, |_, _| Ok(()), hook)
 }
 
 #[cfg(test)]

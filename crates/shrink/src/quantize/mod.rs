@@ -61,6 +61,17 @@ pub enum EmbeddingStorage {
     Int4,
 }
 
+impl EmbeddingStorage {
+    /// The table's grid (per row: each row is one "channel"); None for fp32.
+    pub fn grid(self) -> Option<Grid> {
+        match self {
+            Self::Fp32 => None,
+            Self::Int8 => weight_grid(Storage::I8),
+            Self::Int4 => weight_grid(Storage::I4 { group: EMBEDDING_GROUP }),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Granularity {
     PerChannel,
@@ -265,6 +276,33 @@ fn f16_round(s: f32) -> f32 {
     half::f16::from_f32(s).to_f32()
 }
 
+fn unrounded(s: f32) -> f32 {
+    s
+}
+
+/// The writer's grid for weights stored as `storage`: int8 per output channel, int4 per group of K; None for
+/// float storage.
+pub fn weight_grid(storage: Storage) -> Option<Grid> {
+    match storage {
+        Storage::I8 => Some(Grid::PerChannel { max_q: 127 }),
+        Storage::I4 { group } => Some(Grid::Groups { max_q: 7, group }),
+        Storage::F32 | Storage::F16 | Storage::Sparse => None,
+    }
+}
+
+/// How the writer rounds scales on `grid`: int4 group scales are stored F16, int8 channel scales F32.
+pub fn scale_rounding(grid: &Grid) -> fn(f32) -> f32 {
+    match grid {
+        Grid::Groups { .. } => f16_round,
+        Grid::PerChannel { .. } => unrounded,
+    }
+}
+
+/// The values the runtime computes with for a weight the writer stores on `grid` by rounding to nearest. (N, K)
+pub fn fake_quantize(w: &[f32], n: usize, k: usize, grid: &Grid) -> Vec<f32> {
+    gptq::rtn(w, n, k, grid, &scale_rounding(grid)).dequantize(n, k, grid)
+}
+
 /// q (values in [-7, 7]) as nibbles, two per byte, low nibble = even k.
 fn pack_int4(q: &[i8]) -> Vec<u8> {
     q.chunks_exact(2).map(|p| (p[0] as u8 & 0xF) | (p[1] as u8) << 4).collect()
@@ -272,14 +310,11 @@ fn pack_int4(q: &[i8]) -> Vec<u8> {
 
 /// Weights of one Linear on `grid`: GPTQ with the site's Hessian when asked, else round to nearest.
 fn round_weights(w: &[f32], n: usize, k: usize, grid: &Grid, opts: &Options, h: Option<&Hessian>, name: &str) -> Result<Quantized> {
-    let round_scale: &dyn Fn(f32) -> f32 = match grid {
-        Grid::Groups { .. } => &f16_round,
-        Grid::PerChannel { .. } => &|s| s,
-    };
+    let round_scale = scale_rounding(grid);
     match (opts.gptq, h) {
-        (Some(g), Some(h)) => gptq::gptq(w, n, k, h, grid, &g, round_scale).map_err(|e| anyhow::anyhow!("GPTQ of {name}: {e}")),
+        (Some(g), Some(h)) => gptq::gptq(w, n, k, h, grid, &g, &round_scale).map_err(|e| anyhow::anyhow!("GPTQ of {name}: {e}")),
         (Some(_), None) => bail!("GPTQ of {name}: no calibration Hessian for its input"),
-        (None, _) => Ok(gptq::rtn(w, n, k, grid, round_scale)),
+        (None, _) => Ok(gptq::rtn(w, n, k, grid, &round_scale)),
     }
 }
 
@@ -365,20 +400,22 @@ pub fn emit(src: &Source, out: &Path, opts: &Options, plan: &Plan, cal: &Calibra
         layers.insert("classifier".to_string(), "fp32".to_string());
     }
     let word = "embeddings.word_embeddings.weight";
-    let embeddings = match opts.embeddings {
-        EmbeddingStorage::Fp32 => "fp32".to_string(),
-        EmbeddingStorage::Int8 => {
-            let r = gptq::rtn(&src.file.f32(word, &[v, c])?, v, c, &Grid::PerChannel { max_q: 127 }, &|s| s);
-            tensors.push(OwnedTensor::i8(word, vec![v, c], &r.q));
-            tensors.push(OwnedTensor::f32(format!("{word}_scale"), vec![v], &r.scale));
-            "int8".to_string()
-        }
-        EmbeddingStorage::Int4 => {
-            let g = EMBEDDING_GROUP;
-            let r = gptq::rtn(&src.file.f32(word, &[v, c])?, v, c, &Grid::Groups { max_q: 7, group: g }, &f16_round);
-            tensors.push(OwnedTensor::u8(word, vec![v, c / 2], pack_int4(&r.q)));
-            tensors.push(OwnedTensor::f16(format!("{word}_scale"), vec![v, c / g], &r.scale));
-            format!("int4-g{g}")
+    let embeddings = match opts.embeddings.grid() {
+        None => "fp32".to_string(),
+        Some(grid) => {
+            let r = gptq::rtn(&src.file.f32(word, &[v, c])?, v, c, &grid, &scale_rounding(&grid));
+            match grid {
+                Grid::PerChannel { .. } => {
+                    tensors.push(OwnedTensor::i8(word, vec![v, c], &r.q));
+                    tensors.push(OwnedTensor::f32(format!("{word}_scale"), vec![v], &r.scale));
+                    "int8".to_string()
+                }
+                Grid::Groups { group, .. } => {
+                    tensors.push(OwnedTensor::u8(word, vec![v, c / 2], pack_int4(&r.q)));
+                    tensors.push(OwnedTensor::f16(format!("{word}_scale"), vec![v, c / group], &r.scale));
+                    format!("int4-g{group}")
+                }
+            }
         }
     };
     // Everything else (biases, LayerNorms, position and type tables, the head) is copied as f32.

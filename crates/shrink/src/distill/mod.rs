@@ -1,0 +1,264 @@
+//! `shrink distill`: knowledge distillation into a shallower student initialised from the teacher's own layers
+//! (`student.rs`). The teacher runs once per example and its outputs are cached (`teacher.rs`); the student trains
+//! on a weighted sum of losses (`loss.rs`) through the shared epoch loop (`train::fit`), scored on a seeded dev
+//! split after every epoch, the best epoch kept. QAT (`crate::qat`) trains through the same `train_student`.
+
+pub mod examples;
+pub mod loss;
+pub mod student;
+pub mod teacher;
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use candle_core::{Tensor, D};
+use rand::rngs::StdRng;
+use shrink_model::{pooling, Bert};
+
+use crate::model;
+use crate::train::{self, Loss, TrainOptions};
+use examples::{Example, Rows};
+use student::LayerMap;
+use teacher::Targets;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Task {
+    /// The teacher's classifier: cross-entropy on the labels and KL on its logits.
+    Classify,
+    /// Task-agnostic: the teacher's mean-pooled sentence embeddings on unlabelled text.
+    Embedding,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EmbedLoss {
+    /// 1 - cosine of the mean-pooled embeddings.
+    Cosine,
+    /// MSE of the raw mean-pooled embeddings.
+    Mse,
+}
+
+/// Weight of each loss term (0 = off).
+#[derive(Clone, Copy, Debug)]
+pub struct LossWeights {
+    pub ce: f64,
+    pub kl: f64,
+    pub temperature: f64,
+    pub hidden: f64,
+    /// KL of the last layer's attention distributions (MiniLM).
+    pub attn: f64,
+    pub embed: f64,
+    pub embed_loss: EmbedLoss,
+}
+
+/// The task output and, if `hidden`, every hidden state (embedding output first) of one forward pass. `rng`
+/// switches dropout on. ids, mask: (B, T) -> (B, L) logits or (B, C) mean-pooled embedding
+pub fn forward(m: &Bert, task: Task, ids: &Tensor, mask: &Tensor, rng: Option<&mut StdRng>, hidden: bool) -> Result<(Tensor, Vec<Tensor>)> {
+    let mut hs = Vec::new();
+    let h = m.forward(ids, mask, rng, hidden.then_some(&mut hs))?; // (B, T, C)
+    let pooled = pooling::mean_pool(&h, mask)?; // (B, C)
+    let out = match (task, &m.classifier) {
+        (Task::Embedding, _) => pooled,
+        (Task::Classify, Some(head)) => head.forward(&pooled)?, // (B, L)
+        (Task::Classify, None) => bail!("the model has no classification head"),
+    };
+    Ok((out, hs))
+}
+
+/// Examples per dev forward pass.
+const DEV_BATCH: usize = 32;
+
+/// One split: the examples and the teacher's outputs on them.
+pub struct Split<'a> {
+    pub examples: &'a [Example],
+    pub targets: &'a Targets,
+}
+
+/// The training split and the dev split that picks the best epoch.
+pub struct Splits<'a> {
+    pub train: Split<'a>,
+    pub dev: Split<'a>,
+}
+
+/// What the student learns. With hidden matching, student layer i's output is matched with the teacher targets'
+/// hidden slot i.
+pub struct Objective {
+    pub task: Task,
+    pub weights: LossWeights,
+}
+
+impl Objective {
+    /// The weighted loss of the examples `batch`; parts are reported unweighted.
+    pub fn loss(&self, m: &Bert, split: &Split, batch: &[usize], rng: &mut StdRng) -> Result<Loss> {
+        let w = &self.weights;
+        let ex = split.examples;
+        let (ids, mask) = train::batch_of(&batch.iter().map(|&j| ex[j].ids.as_slice()).collect::<Vec<_>>())?; // (B, T)
+        let t = ids.dim(1)?;
+        let (out, hs) = forward(m, self.task, &ids, &mask, Some(rng), w.hidden > 0.0 || w.attn > 0.0)?; // (B, L|C)
+        let teacher_out = || -> Result<Tensor> {
+            let rows: Vec<f32> = batch.iter().flat_map(|&j| split.targets.outputs[j].iter().copied()).collect();
+            Ok(Tensor::from_vec(rows, out.shape(), out.device())?) // (B, L|C)
+        };
+        let mut terms: Vec<(&'static str, f64, Tensor)> = Vec::new();
+        if w.ce > 0.0 {
+            let labels: Vec<u32> = batch.iter().map(|&j| ex[j].label.unwrap_or(0)).collect();
+            let labels = Tensor::new(labels.as_slice(), ids.device())?; // (B,)
+            terms.push(("ce", w.ce, shrink_model::ops::cross_entropy(&out, &labels)?));
+        }
+        if w.kl > 0.0 {
+            terms.push(("kl", w.kl, loss::kl_at_temperature(&out, &teacher_out()?, w.temperature)?));
+        }
+        if w.embed > 0.0 {
+            let target = teacher_out()?;
+            let l = match w.embed_loss {
+                EmbedLoss::Cosine => loss::cosine_distance(&out, &target)?,
+                EmbedLoss::Mse => loss::mse(&out, &target)?,
+            };
+            terms.push(("embed", w.embed, l));
+        }
+        if w.hidden > 0.0 {
+            let mut sum = Tensor::zeros((), candle_core::DType::F32, ids.device())?;
+            for slot in 0..hs.len() - 1 {
+                let target = split.targets.batch(&split.targets.hidden, ex, batch, slot, t)?; // (B, T, C)
+                sum = (sum + loss::masked_mse(&hs[slot + 1], &target, &mask)?)?;
+            }
+            terms.push(("hidden", w.hidden, (sum / (hs.len() - 1) as f64)?));
+        }
+        if w.attn > 0.0 {
+            // The student's last layer recomputed from its input on basic ops: same parameters, so the same gradient
+            // as if the probabilities came out of the fused forward.
+            let (last, x) = (&m.layers[m.layers.len() - 1], &hs[hs.len() - 2]); // x: (B, T, C)
+            let bias = shrink_model::embeddings::mask_bias(&mask)?; // (B, T)
+            let heads = m.config.num_attention_heads;
+            let student = loss::attention_log_probs(&last.attention.query.forward(x)?, &last.attention.key.forward(x)?, &bias, heads)?;
+            let store = &split.targets.attention;
+            let (tq, tk) = (split.targets.batch(store, ex, batch, 0, t)?, split.targets.batch(store, ex, batch, 1, t)?); // (B, T, C)
+            let teacher = loss::attention_log_probs(&tq, &tk, &bias, heads)?; // (B, H, T, T)
+            terms.push(("attn", w.attn, loss::attention_kl(&student, &teacher, &mask)?));
+        }
+        let mut total = Tensor::zeros((), candle_core::DType::F32, ids.device())?;
+        let mut parts = vec![("loss", 0.0)];
+        for (name, weight, l) in terms {
+            parts.push((name, l.to_scalar::<f32>()?));
+            total = (total + (l * weight)?)?;
+        }
+        parts[0].1 = total.to_scalar::<f32>()?;
+        Ok(Loss { total, parts })
+    }
+
+    /// Dev score in eval mode: accuracy (classify) or mean cosine to the teacher's embeddings (embedding).
+    pub fn score(&self, m: &Bert, split: &Split) -> Result<f64> {
+        let mut sum = 0.0;
+        for (k, chunk) in split.examples.chunks(DEV_BATCH).enumerate() {
+            let (ids, mask) = train::batch_of(&chunk.iter().map(|e| e.ids.as_slice()).collect::<Vec<_>>())?; // (B, T)
+            let (out, _) = forward(m, self.task, &ids, &mask, None, false)?; // (B, L|C)
+            sum += match self.task {
+                Task::Classify => {
+                    let pred = out.argmax(D::Minus1)?.to_vec1::<u32>()?; // (B,)
+                    chunk.iter().zip(pred).filter(|(e, p)| e.label == Some(*p)).count() as f64
+                }
+                Task::Embedding => {
+                    let rows: Vec<f32> = (0..chunk.len()).flat_map(|i| split.targets.outputs[k * DEV_BATCH + i].clone()).collect();
+                    let target = Tensor::from_vec(rows, out.shape(), out.device())?; // (B, C)
+                    chunk.len() as f64 * (1.0 - f64::from(loss::cosine_distance(&out, &target)?.to_scalar::<f32>()?))
+                }
+            };
+        }
+        Ok(sum / split.examples.len().max(1) as f64)
+    }
+}
+
+/// How a training run went.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outcome {
+    /// 1-based epoch whose weights were saved, and its dev score (None without a dev split: the last epoch).
+    pub best_epoch: usize,
+    pub dev_score: Option<f64>,
+    pub train_seconds: f64,
+}
+
+/// Trains `student` as seen through `view` (identity for distillation, fake quantization for QAT): the loss and
+/// the dev score both use `view(student)`. Saves the student's own weights (fp32) to `out` after each epoch whose
+/// dev score is the best so far, or after every epoch without a dev split.
+pub fn train_student(
+    student: Bert,
+    view: &dyn Fn(&Bert) -> Result<Bert>,
+    objective: &Objective,
+    data: &Splits,
+    opts: &TrainOptions,
+    out: &Path,
+    tokenizer_src: &Path,
+) -> Result<Outcome> {
+    let start = Instant::now();
+    let (train_split, dev) = (&data.train, &data.dev);
+    let mut best: Option<(usize, Option<f64>)> = None;
+    let step = |m: &Bert, batch: &[usize], rng: &mut StdRng| objective.loss(&view(m)?, train_split, batch, rng);
+    let after_epoch = |m: &Bert, epoch: usize| -> Result<()> {
+        let score = if dev.examples.is_empty() { None } else { Some(objective.score(&view(m)?, dev)?) };
+        if let Some(s) = score {
+            eprintln!("epoch {}: dev {} {s:.4}", epoch + 1, if objective.task == Task::Classify { "accuracy" } else { "cosine" });
+        }
+        if score.is_none() || best.is_none_or(|(_, b)| score > b) {
+            m.save_dir(out, tokenizer_src)?;
+            best = Some((epoch + 1, score));
+        }
+        Ok(())
+    };
+    train::fit(student, train_split.examples.len(), opts, step, after_epoch, None)?;
+    let (best_epoch, dev_score) = best.unwrap_or((0, None));
+    Ok(Outcome { best_epoch, dev_score, train_seconds: start.elapsed().as_secs_f64() })
+}
+
+pub struct DistillOptions {
+    pub task: Task,
+    pub student_layers: usize,
+    pub layer_map: LayerMap,
+    pub weights: LossWeights,
+    pub rows: Rows,
+    pub train: TrainOptions,
+}
+
+/// Distils `teacher` into a student of `o.student_layers` layers trained on `data`; writes the best epoch to `out`.
+pub fn distill(teacher: &str, data: &Path, out: &Path, o: &DistillOptions) -> Result<Outcome> {
+    let t = model::load(teacher, o.rows.max_len)?;
+    let cfg_path = t.dir.join(shrink_model::checkpoint::CONFIG_FILE);
+    let labels = match o.task {
+        Task::Classify => match (&t.model.classifier, t.model.config.labels()) {
+            (Some(_), Some(l)) => Some(l),
+            _ => bail!(
+                "--task classify: teacher {} has no classification head (config.json has no shrink head / id2label); \
+                 fine-tune it first or use --task embedding",
+                cfg_path.display()
+            ),
+        },
+        Task::Embedding => None,
+    };
+    let map = o.layer_map.teacher_layers(t.model.config.num_hidden_layers, o.student_layers, &cfg_path)?;
+    let (train_ex, dev_ex) = examples::read_split(data, &t.tokenizer, labels.as_deref(), &o.rows, o.train.seed)?;
+    let hidden_layers = if o.weights.hidden > 0.0 { map.clone() } else { Vec::new() };
+    eprintln!(
+        "distilling {} layers -> {} (teacher layers {map:?}) on {} examples ({} dev), max_len {}",
+        t.model.config.num_hidden_layers,
+        map.len(),
+        train_ex.len(),
+        dev_ex.len(),
+        t.tokenizer.max_len
+    );
+    let train_targets = Targets::compute(&t.model, o.task, &train_ex, &hidden_layers, o.weights.attn > 0.0)?;
+    let dev_targets = Targets::compute(&t.model, o.task, &dev_ex, &[], false)?;
+    let objective = Objective { task: o.task, weights: o.weights };
+    let data = Splits { train: Split { examples: &train_ex, targets: &train_targets }, dev: Split { examples: &dev_ex, targets: &dev_targets } };
+    if o.task == Task::Classify && !dev_ex.is_empty() {
+        eprintln!("teacher dev accuracy {:.4}", objective.score(&t.model, &data.dev)?);
+    }
+    let mut s = student::build(&t.model, &map);
+    match o.task {
+        Task::Classify => s.config.shrink.iter_mut().for_each(|sh| sh.max_len = Some(t.tokenizer.max_len)),
+        // A pure encoder: sentence embeddings need no head.
+        Task::Embedding => {
+            s.classifier = None;
+            s.config.shrink = None;
+        }
+    }
+    train_student(s, &|m| Ok(m.clone()), &objective, &data, &o.train, out, &t.dir)
+}

@@ -1,0 +1,259 @@
+//! `shrink distill` and `shrink qat` end to end on the real model and a slice of BBC (run scripts/fetch-assets.sh
+//! first). One small teacher is fine-tuned per test binary and shared.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use candle_core::{Tensor, Var};
+use common::{asset, fails, model, ok, shrink};
+use shrink::distill::{examples, student, teacher::Targets, EmbedLoss, LossWeights, Objective, Split, Task};
+use shrink::quantize::gptq::Grid;
+
+/// Tokens per text in these tests: short, so every run takes seconds.
+const MAX_LEN: &str = "32";
+/// A 3-layer student distilled for 2 epochs on 240 rows, on every 4th test row (chance: 0.2).
+const MIN_STUDENT_ACCURACY: f64 = 0.8;
+/// QAT may not lose more than this (2 of the 112 slice rows) against PTQ of the same teacher.
+const QAT_VS_PTQ_TOL: f64 = 0.02;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Shared scratch space.
+fn scratch() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+/// The teacher: MiniLM fine-tuned on 240 train rows at 32 tokens, 2 epochs at a high learning rate (confident
+/// enough that the student's KL to it falls while its cross-entropy does).
+fn teacher() -> &'static Path {
+    static TEACHER: OnceLock<PathBuf> = OnceLock::new();
+    TEACHER.get_or_init(|| {
+        let out = scratch().join("teacher");
+        let train = asset("data/bbc/train.jsonl");
+        ok(&["--threads", "1", "finetune", &model(), "--data", s(&train), "--out", s(&out), "--max-len", MAX_LEN, "--epochs", "2", "--limit", "240", "--lr", "1e-4"]);
+        out
+    })
+}
+
+/// Every 4th test row (112 rows, all five topics).
+fn test_slice() -> PathBuf {
+    let p = scratch().join(format!("test-slice-{:?}.jsonl", std::thread::current().id()));
+    let text = std::fs::read_to_string(asset("data/bbc/test.jsonl")).unwrap();
+    std::fs::write(&p, text.lines().step_by(4).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    p
+}
+
+fn accuracy(model: &Path) -> f64 {
+    let out = ok(&["--threads", "1", "eval", s(model), "--task", "classify", "--data", s(&test_slice()), "--json"]);
+    serde_json::from_str::<serde_json::Value>(&out).unwrap()["accuracy"].as_f64().unwrap()
+}
+
+/// The mean of loss part `part` per epoch, from the "epoch N: mean loss .. ce .. kl .." lines.
+fn epoch_means(stderr: &str, part: &str) -> Vec<f64> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("epoch ") && l.contains(": mean "))
+        .map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let at = words.iter().position(|w| *w == part).unwrap_or_else(|| panic!("no {part} in {l}"));
+            words[at + 1].parse().unwrap()
+        })
+        .collect()
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let out = shrink(args);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "shrink {args:?} failed: {err}");
+    err
+}
+
+#[test]
+fn distilled_student_learns_and_loads_everywhere() {
+    let out = scratch().join("student");
+    let train = asset("data/bbc/train.jsonl");
+    let err = run_ok(&[
+        "--threads", "1", "distill", "--teacher", s(teacher()), "--data", s(&train), "--out", s(&out), "--student-layers", "3",
+        "--limit", "240", "--epochs", "2", "--lr", "1e-4", "--hidden-weight", "1", "--attn-weight", "1", "--seed", "3",
+    ]);
+    for part in ["loss", "ce", "kl", "hidden", "attn"] {
+        let m = epoch_means(&err, part);
+        assert!(m.len() == 2 && m[1] < m[0], "{part} per epoch {m:?}: {err}");
+    }
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["num_hidden_layers"], 3);
+    let acc = accuracy(&out);
+    assert!(acc >= MIN_STUDENT_ACCURACY, "student accuracy {acc}");
+    // The runtime's int8 path and the inspector take it like any model.
+    let q = scratch().join("student-int8");
+    ok(&["--threads", "1", "quantize", s(&out), "--scheme", "int8-dynamic", "--embeddings", "int8", "--out", s(&q)]);
+    assert!(accuracy(&q) >= MIN_STUDENT_ACCURACY - 0.05);
+    let layers = ok(&["inspect", s(&out)]);
+    assert!(layers.contains("layer 2 (") && !layers.contains("layer 3 ("), "{layers}");
+}
+
+#[test]
+fn same_seed_same_student() {
+    let train = asset("data/bbc/train.jsonl");
+    let run = |name: &str, seed: &str| {
+        let out = scratch().join(name);
+        run_ok(&[
+            "--threads", "1", "distill", "--teacher", s(teacher()), "--data", s(&train), "--out", s(&out), "--student-layers", "2",
+            "--layer-map", "0,4", "--limit", "48", "--epochs", "1", "--max-len", "16", "--seed", seed, "--hidden-weight", "0.5",
+        ]);
+        std::fs::read(out.join("model.safetensors")).unwrap()
+    };
+    let a = run("seed-a", "5");
+    assert!(a == run("seed-b", "5"), "same seed, different weights");
+    assert!(a != run("seed-c", "6"), "different seed, same weights");
+}
+
+#[test]
+fn bad_distill_and_qat_inputs_name_the_problem() {
+    let train = asset("data/bbc/train.jsonl");
+    let out = scratch().join("never");
+    let distill = |extra: &[&str], teacher: &str| {
+        let mut args = vec!["distill", "--teacher", teacher, "--data", s(&train), "--out", s(&out), "--limit", "8"];
+        args.extend_from_slice(extra);
+        fails(&args)
+    };
+    let t = s(teacher());
+    assert!(distill(&[], &model()).contains("no classification head"));
+    assert!(distill(&["--student-layers", "7"], t).contains("--student-layers 7"));
+    assert!(distill(&["--layer-map", "0,2,9"], t).contains("teacher layer 9 does not exist"));
+    assert!(distill(&["--layer-map", "every-second"], t).contains("--layer-map \"every-second\""));
+    assert!(distill(&["--task", "embedding", "--ce-weight", "1"], t).contains("--task classify"));
+    assert!(distill(&["--dev-fraction", "1.5"], t).contains("--dev-fraction"));
+    let qat = fails(&["qat", "--model", &model(), "--scheme", "int4-g32", "--data", s(&train), "--out", s(&out)]);
+    assert!(qat.contains("no classification head"), "{qat}");
+    assert!(fails(&["qat", "--model", t, "--scheme", "int8", "--data", s(&train), "--out", t]).contains("is the input model folder"));
+    assert!(!out.exists());
+}
+
+/// Every trainable tensor of `m` as a variable, with its name.
+fn vars(m: &mut shrink_model::Bert) -> Vec<(String, Var)> {
+    let mut out = Vec::new();
+    m.visit(&mut |name, t| {
+        let v = Var::from_tensor(t).unwrap();
+        *t = v.as_tensor().clone();
+        out.push((name.to_string(), v));
+    });
+    out
+}
+
+fn assert_all_get_gradients(loss: &Tensor, vars: &[(String, Var)]) {
+    let grads = loss.backward().unwrap();
+    for (name, v) in vars {
+        let g = grads.get(v.as_tensor()).unwrap_or_else(|| panic!("{name}: no gradient"));
+        let norm: f32 = g.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
+        assert!(norm > 0.0, "{name}: zero gradient");
+    }
+}
+
+#[test]
+fn every_student_parameter_gets_a_gradient() {
+    let t = shrink::model::load(s(teacher()), Some(16)).unwrap();
+    let fields = examples::Fields { text: "text".into(), label: "label".into() };
+    let labels = t.model.config.labels().unwrap();
+    let ex = examples::read(&asset("data/bbc/train.jsonl"), &t.tokenizer, Some(&labels), &fields, Some(8), 0).unwrap();
+    let map = [1, 3, 5];
+    let targets = Targets::compute(&t.model, Task::Classify, &ex, &map, true).unwrap();
+    let split = Split { examples: &ex, targets: &targets };
+    let batch: Vec<usize> = (0..ex.len()).collect();
+    let mut rng: rand::rngs::StdRng = rand::SeedableRng::seed_from_u64(0);
+    let all = LossWeights { ce: 0.5, kl: 0.5, temperature: 2.0, hidden: 1.0, attn: 1.0, embed: 0.0, embed_loss: EmbedLoss::Cosine };
+    let mut s3 = student::build(&t.model, &map);
+    let v = vars(&mut s3);
+    assert_eq!(v.len(), 5 + 16 * 3 + 2);
+    let loss = Objective { task: Task::Classify, weights: all }.loss(&s3, &split, &batch, &mut rng).unwrap();
+    assert_all_get_gradients(&loss.total, &v);
+    // The attention loss alone reaches the last layer's queries and keys and, through its input, the first layer.
+    let attn_only = LossWeights { ce: 0.0, kl: 0.0, hidden: 0.0, ..all };
+    let grads = Objective { task: Task::Classify, weights: attn_only }.loss(&s3, &split, &batch, &mut rng).unwrap().total.backward().unwrap();
+    for name in ["encoder.layer.2.attention.self.query.weight", "encoder.layer.2.attention.self.key.weight", "encoder.layer.0.intermediate.dense.weight"] {
+        let (_, var) = v.iter().find(|(n, _)| n == name).unwrap();
+        assert!(grads.get(var.as_tensor()).is_some(), "{name}: no gradient from the attention loss");
+    }
+    // QAT: through the straight-through weights (int4 Linears and int4 embedding table) to the fp32 variables.
+    let opts = shrink::qat::QatScheme::Int4G32.options(shrink::quantize::EmbeddingStorage::Int4);
+    let fq = shrink::qat::FakeQuant::new(&s3.config, &opts).unwrap();
+    let loss = Objective { task: Task::Classify, weights: all }.loss(&fq.view(&s3).unwrap(), &split, &batch, &mut rng).unwrap();
+    assert_all_get_gradients(&loss.total, &v);
+    // The embedding task: no head.
+    let targets = Targets::compute(&t.model, Task::Embedding, &ex, &map, true).unwrap();
+    let split = Split { examples: &ex, targets: &targets };
+    let mut e3 = student::build(&t.model, &map);
+    e3.classifier = None;
+    let v = vars(&mut e3);
+    let w = LossWeights { ce: 0.0, kl: 0.0, embed: 1.0, ..all };
+    assert_all_get_gradients(&Objective { task: Task::Embedding, weights: w }.loss(&e3, &split, &batch, &mut rng).unwrap().total, &v);
+}
+
+#[test]
+fn straight_through_passes_the_gradient_and_computes_on_the_grid() {
+    let w = Var::from_tensor(&Tensor::new(&[[0.3f32, -1.2, 0.05, 0.9], [2.0, 0.1, -0.4, 0.0]], &candle_core::Device::Cpu).unwrap()).unwrap();
+    let grid = Grid::PerChannel { max_q: 127 };
+    let q = shrink::qat::straight_through(w.as_tensor(), &grid).unwrap();
+    let want = shrink::quantize::fake_quantize(&w.as_tensor().flatten_all().unwrap().to_vec1().unwrap(), 2, 4, &grid);
+    assert_eq!(q.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
+    let c = Tensor::new(&[[1.0f32, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]], &candle_core::Device::Cpu).unwrap();
+    let g = (q * &c).unwrap().sum_all().unwrap().backward().unwrap();
+    assert_eq!(g.get(w.as_tensor()).unwrap().to_vec2::<f32>().unwrap(), c.to_vec2::<f32>().unwrap());
+}
+
+/// The int4 weights of an exported folder, dequantized. (N, K)
+fn dequantized_int4(file: &shrink_format::TensorFile, name: &str, n: usize, k: usize) -> Vec<f32> {
+    let packed = file.u8(&format!("{name}.weight"), &[n, k / 2]).unwrap();
+    let scale = file.f32(&format!("{name}.weight_scale"), &[n, k / 32]).unwrap();
+    let nibble = |b: u8| ((b << 4) as i8 >> 4) as f32;
+    (0..n * k)
+        .map(|i| {
+            let b = packed[i / 2];
+            let q = if i % 2 == 0 { nibble(b) } else { nibble(b >> 4) };
+            q * scale[i / 32]
+        })
+        .collect()
+}
+
+#[test]
+fn qat_exports_the_trained_grid_and_keeps_ptq_accuracy() {
+    let train = asset("data/bbc/train.jsonl");
+    let (q, fp32, ptq) = (scratch().join("qat"), scratch().join("qat-fp32"), scratch().join("ptq"));
+    let err = run_ok(&[
+        "--threads", "1", "qat", "--model", s(teacher()), "--scheme", "int4-g32", "--embeddings", "int4", "--data", s(&train),
+        "--out", s(&q), "--fp32-out", s(&fp32), "--limit", "240", "--epochs", "1", "--lr", "2e-5", "--distill",
+    ]);
+    // Round trip: the file holds exactly the fake-quantized values of the trained weights.
+    let (qf, ff) = (shrink_format::TensorFile::open(&q.join("model.safetensors")).unwrap(), shrink_format::TensorFile::open(&fp32.join("model.safetensors")).unwrap());
+    let grid = Grid::Groups { max_q: 7, group: 32 };
+    for (name, n, k) in [("encoder.layer.0.attention.self.query", 384, 384), ("encoder.layer.5.output.dense", 384, 1536), ("embeddings.word_embeddings", 30522, 384)] {
+        let trained = ff.f32(&format!("{name}.weight"), &[n, k]).unwrap();
+        let want = shrink::quantize::fake_quantize(&trained, n, k, &grid);
+        assert!(dequantized_int4(&qf, name, n, k) == want, "{name}: exported weights differ from the fake-quant grid");
+    }
+    ok(&["--threads", "1", "quantize", s(teacher()), "--scheme", "int4", "--group", "32", "--embeddings", "int4", "--out", s(&ptq)]);
+    let (acc_qat, acc_ptq) = (accuracy(&q), accuracy(&ptq));
+    assert!(acc_qat >= acc_ptq - QAT_VS_PTQ_TOL, "QAT {acc_qat} vs PTQ {acc_ptq}: {err}");
+}
+
+#[test]
+fn embedding_student_keeps_retrieval_far_above_chance() {
+    let out = scratch().join("emb-student");
+    let train = asset("data/bbc/train.jsonl");
+    let err = run_ok(&[
+        "--threads", "1", "distill", "--teacher", &model(), "--task", "embedding", "--data", s(&train), "--out", s(&out),
+        "--student-layers", "3", "--limit", "160", "--epochs", "2", "--max-len", "32", "--lr", "1e-4",
+    ]);
+    let m = epoch_means(&err, "embed");
+    assert!(m.len() == 2 && m[1] < m[0], "embed loss per epoch {m:?}");
+    let r = ok(&["--threads", "1", "eval", s(&out), "--task", "retrieval", "--data", s(&test_slice()), "--max-len", "32", "--json"]);
+    let mrr = serde_json::from_str::<serde_json::Value>(&r).unwrap()["mrr@10"].as_f64().unwrap();
+    // 112 docs: chance MRR@10 is about 0.03.
+    assert!(mrr > 0.6, "student MRR@10 {mrr}");
+}
+
