@@ -167,14 +167,27 @@ fn values(v: &Var) -> Result<Vec<f32>> {
     Ok(f32_slice(&storage, layout)?.to_vec())
 }
 
+/// One pruned parameter inside the training loop.
+struct Target {
+    /// Index into the trainer's params.
+    param: usize,
+    /// Input width K of the (N, K) weight.
+    k: usize,
+    /// Movement score per weight.
+    score: Vec<f32>,
+    keep: Vec<bool>,
+    /// The value each pruned weight had when it was pruned: movement scores it with that value (as Sanh et al.'s
+    /// straight-through masks do) and it comes back with it if its score climbs back into the kept set.
+    shadow: Vec<f32>,
+}
+
 /// Gradual pruning inside the fine-tuning loop: recomputes the masks every `every` steps on the schedule and
 /// re-applies them after every update (AdamW's momentum would otherwise revive pruned weights).
 pub struct Pruner {
     opts: Options,
     total_steps: usize,
     every: usize,
-    /// Per target, in `params` order: (index into params, K, movement score, keep mask).
-    targets: Vec<(usize, usize, Vec<f32>, Vec<bool>)>,
+    targets: Vec<Target>,
     current: f64,
 }
 
@@ -187,10 +200,10 @@ impl Pruner {
 
     fn init(&mut self, params: &[(String, Var)]) {
         if self.targets.is_empty() {
-            for (i, (name, v)) in params.iter().enumerate() {
+            for (param, (name, v)) in params.iter().enumerate() {
                 if is_target(name, v.dims()) {
                     let n = v.elem_count();
-                    self.targets.push((i, v.dims()[1], vec![0.0; n], vec![true; n]));
+                    self.targets.push(Target { param, k: v.dims()[1], score: vec![0.0; n], keep: vec![true; n], shadow: vec![0.0; n] });
                 }
             }
         }
@@ -206,14 +219,15 @@ impl StepHook for Pruner {
     fn before_update(&mut self, _step: usize, params: &[(String, Var)], grads: &GradStore) -> Result<()> {
         self.init(params);
         if self.opts.method == Method::Movement {
-            for (i, _, score, _) in &mut self.targets {
-                let v = &params[*i].1;
+            for t in &mut self.targets {
+                let v = &params[t.param].1;
                 let Some(g) = grads.get(v.as_tensor()) else { continue };
                 let (gs, gl) = g.storage_and_layout();
                 let g = f32_slice(&gs, gl)?;
                 let (ws, wl) = v.as_tensor().storage_and_layout();
                 let w = f32_slice(&ws, wl)?;
-                score.par_iter_mut().zip(w).zip(g).for_each(|((s, &w), &g)| *s -= w * g);
+                let (keep, shadow) = (&t.keep, &t.shadow);
+                t.score.par_iter_mut().enumerate().for_each(|(i, s)| *s -= if keep[i] { w[i] } else { shadow[i] } * g[i]);
             }
         }
         Ok(())
@@ -223,23 +237,35 @@ impl StepHook for Pruner {
         self.init(params);
         let want = self.opts.sparsity_at(step, self.total_steps);
         let due = want > self.current && ((step + 1).is_multiple_of(self.every) || want >= self.opts.target());
-        if due {
-            let scores: Vec<Vec<f32>> = match self.opts.method {
-                Method::Magnitude => self.targets.iter().map(|(i, ..)| Ok(values(&params[*i].1)?.iter().map(|w| w.abs()).collect())).collect::<Result<_>>()?,
-                // Pruned weights keep the score they had (they no longer move), so they can come back.
-                Method::Movement => self.targets.iter().map(|(_, _, s, _)| s.clone()).collect(),
-            };
-            let refs: Vec<(&[f32], usize)> = scores.iter().zip(&self.targets).map(|(s, t)| (&s[..], t.1)).collect();
-            for (t, keep) in self.targets.iter_mut().zip(keep_masks(&refs, want, self.opts.scope, self.opts.nm)?) {
-                t.3 = keep;
+        if !due {
+            if self.current > 0.0 {
+                for t in &self.targets {
+                    params[t.param].1.as_tensor().inplace_op1(&ApplyMask(&t.keep))?;
+                }
             }
-            self.current = want;
+            return Ok(());
         }
-        if self.current > 0.0 {
-            for (i, _, _, keep) in &self.targets {
-                params[*i].1.as_tensor().inplace_op1(&ApplyMask(keep))?;
+        let values: Vec<Vec<f32>> = self.targets.iter().map(|t| values(&params[t.param].1)).collect::<Result<_>>()?;
+        let scores: Vec<Vec<f32>> = match self.opts.method {
+            Method::Magnitude => values.iter().map(|w| w.iter().map(|w| w.abs()).collect()).collect(),
+            Method::Movement => self.targets.iter().map(|t| t.score.clone()).collect(),
+        };
+        let refs: Vec<(&[f32], usize)> = scores.iter().zip(&self.targets).map(|(s, t)| (&s[..], t.k)).collect();
+        let masks = keep_masks(&refs, want, self.opts.scope, self.opts.nm)?;
+        for ((t, keep), mut w) in self.targets.iter_mut().zip(masks).zip(values) {
+            for i in 0..w.len() {
+                match (t.keep[i], keep[i]) {
+                    (true, false) => (t.shadow[i], w[i]) = (w[i], 0.0),
+                    (false, true) => w[i] = t.shadow[i],
+                    (false, false) => w[i] = 0.0,
+                    (true, true) => {}
+                }
             }
+            t.keep = keep;
+            let v = &params[t.param].1;
+            v.set(&candle_core::Tensor::from_vec(w, v.dims(), v.device())?)?;
         }
+        self.current = want;
         Ok(())
     }
 }
