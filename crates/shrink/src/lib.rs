@@ -7,6 +7,7 @@ pub mod eval;
 pub mod inspect;
 pub mod model;
 pub mod optim;
+pub mod prune;
 pub mod progress;
 pub mod quantize;
 pub mod timing;

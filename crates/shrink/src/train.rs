@@ -57,20 +57,14 @@ impl LinearSchedule {
 
 impl Trainer {
     pub fn new(mut model: Bert, opts: &TrainOptions, total_steps: usize) -> Result<Self> {
-        let mut params = Vec::new();
-        let mut failure = None;
-        model.visit(&mut |name, t| match Var::from_tensor(t) {
-            Ok(v) => {
-                *t = v.as_tensor().clone();
+        let params: Vec<(Var, f64)> = trainable(&mut model)?
+            .into_iter()
+            .map(|(name, v)| {
                 // As in BERT: no weight decay on biases and LayerNorm parameters.
                 let decay = if name.ends_with(".bias") || name.contains("LayerNorm") { 0.0 } else { opts.weight_decay };
-                params.push((v, decay));
-            }
-            Err(e) => failure = Some(e),
-        });
-        if let Some(e) = failure {
-            return Err(e.into());
-        }
+                (v, decay)
+            })
+            .collect();
         let vars = params.iter().map(|(v, _)| v.clone()).collect();
         Ok(Self {
             model,
@@ -98,6 +92,49 @@ impl Trainer {
         self.step += 1;
         Ok(loss.to_scalar::<f32>()?)
     }
+}
+
+/// Turns every parameter of `model` into a variable (in place) so a backward pass reaches it; name + variable.
+pub fn trainable(model: &mut Bert) -> Result<Vec<(String, Var)>> {
+    let mut params = Vec::new();
+    let mut failure = None;
+    model.visit(&mut |name, t| match Var::from_tensor(t) {
+        Ok(v) => {
+            *t = v.as_tensor().clone();
+            params.push((name.to_string(), v));
+        }
+        Err(e) => failure = Some(e),
+    });
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(params),
+    }
+}
+
+/// Tokenised (ids, label index) pairs of a labelled JSONL file; every label must be one of `labels`.
+pub fn examples(
+    path: &std::path::Path,
+    rows: &[serde_json::Map<String, serde_json::Value>],
+    tokenizer: &shrink_model::TextTokenizer,
+    fields: (&str, &str),
+    labels: &[String],
+) -> Result<Vec<(Vec<u32>, u32)>> {
+    let (text_field, label_field) = fields;
+    let texts = crate::data::field(path, rows, text_field)?;
+    let names = crate::data::field(path, rows, label_field)?;
+    texts
+        .iter()
+        .zip(&names)
+        .enumerate()
+        .map(|(i, (t, l))| {
+            let row = || format!("{}: row {}", path.display(), i + 1);
+            let ids = tokenizer.encode(t).map_err(|e| e.context(row()))?;
+            let Some(y) = labels.iter().position(|x| x == l) else {
+                bail!("{}: label {l:?} is not one the model knows ({labels:?})", row());
+            };
+            Ok((ids, y as u32))
+        })
+        .collect()
 }
 
 /// Factor that brings the global L2 norm of the gradients down to `max_norm` (1 when already below).
