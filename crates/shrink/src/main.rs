@@ -194,7 +194,8 @@ enum Command {
         steps: usize,
         #[command(flatten)]
         score: ScoreArgs,
-        /// After the cut: none, or fine-tune on all of --data with the `finetune` loop.
+        /// After the cut: none, or train on all of --data with the `finetune` loop (finetune: labels; distill: labels
+        /// and the unpruned model's outputs).
         #[arg(long, value_enum, default_value = "none")]
         recover: Recover,
         #[arg(long, default_value_t = 1)]
@@ -333,10 +334,13 @@ impl ScoreArgs {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Recover {
     None,
+    /// Cross-entropy on the labels (the `finetune` loop).
     Finetune,
+    /// The same loop, half cross-entropy and half KL to the unpruned model's logits at temperature 2.
+    Distill,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -560,21 +564,29 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             let m = model::load(&model, score.max_len)?;
             let opts = prune::Options { heads, ffn, layers, schedule, steps, method: score.method, batch: score.batch };
             opts.check(m.model.layers.len())?;
-            if recover == Recover::Finetune && score.data.is_none() {
-                bail!("--recover finetune trains on --data: pass --data FILE.jsonl");
+            if recover != Recover::None && score.data.is_none() {
+                bail!("--recover trains on --data: pass --data FILE.jsonl");
             }
             let examples = score.examples(&m)?;
             let sample = &examples[..score.samples.min(examples.len())];
             let (mut pruned, _) = prune::prune(m.model, sample, &opts)?;
-            if recover == Recover::Finetune {
-                let topts = train::TrainOptions { epochs, batch: train_batch, lr, weight_decay: 0.01, warmup: 0.1, clip: 1.0, seed: score.seed };
-                pruned = train::finetune(pruned, &examples, &topts)?;
+            let topts = train::TrainOptions { epochs, batch: train_batch, lr, weight_decay: 0.01, warmup: 0.1, clip: 1.0, seed: score.seed };
+            match recover {
+                Recover::None => {}
+                Recover::Finetune => pruned = train::finetune(pruned, &examples, &topts)?,
+                Recover::Distill => {
+                    let teacher = prune::distill::teacher_logits(&mut model::engine(&model, score.max_len, threads)?, &examples, 32)?;
+                    let loss = |logits: &candle_core::Tensor, idx: &[usize], labels: &candle_core::Tensor| {
+                        Ok(prune::distill::loss(logits, &prune::distill::batch_teacher(&teacher, idx)?, labels)?)
+                    };
+                    pruned = train::finetune_with(pruned, &examples, &topts, &loss)?;
+                }
             }
             pruned.config.extra.insert(
                 "pruning".into(),
                 serde_json::json!({ "from": model, "heads": heads, "ffn": ffn, "layers": layers, "method": score.method,
                     "schedule": format!("{schedule:?}").to_lowercase(), "steps": steps, "samples": sample.len(),
-                    "recover": if recover == Recover::Finetune { format!("finetune {epochs} epochs") } else { "none".into() } }),
+                    "recover": match recover { Recover::None => "none".into(), r => format!("{r:?} {epochs} epochs").to_lowercase() } }),
             );
             pruned.save_dir(&out, &m.dir)?;
             eprintln!("saved {}", out.display());

@@ -83,8 +83,13 @@ impl Trainer {
 
     /// One optimisation step on a batch; returns the loss. ids, mask: (B, T); labels: (B,)
     pub fn step(&mut self, ids: &Tensor, mask: &Tensor, labels: &Tensor) -> Result<f32> {
+        self.step_with(ids, mask, |logits| Ok(ops::cross_entropy(logits, labels)?))
+    }
+
+    /// `step` with the loss computed by `loss` from the logits (B, L).
+    pub fn step_with(&mut self, ids: &Tensor, mask: &Tensor, loss: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<f32> {
         let logits = self.model.logits(ids, mask, Some(&mut self.rng))?; // (B, L)
-        let loss = ops::cross_entropy(&logits, labels)?;
+        let loss = loss(&logits)?;
         let grads = loss.backward()?;
         let scale = if self.clip > 0.0 { clip_scale(&grads, &self.vars, self.clip)? } else { 1.0 };
         self.optim.lr = self.schedule.at(self.step);
@@ -154,8 +159,16 @@ fn clip_scale(grads: &candle_core::backprop::GradStore, vars: &[Var], max_norm: 
     Ok(if norm > max_norm { (max_norm / (norm + 1e-6)) as f32 } else { 1.0 })
 }
 
-/// Fine-tunes `model` (which must already have its head) on pre-tokenised examples.
+/// Fine-tunes `model` (which must already have its head) on pre-tokenised examples, with cross-entropy.
 pub fn finetune(model: Bert, examples: &[(Vec<u32>, u32)], opts: &TrainOptions) -> Result<Bert> {
+    finetune_with(model, examples, opts, &|logits, _, labels| Ok(ops::cross_entropy(logits, labels)?))
+}
+
+/// The loss of one batch from its logits (B, L), the batch's indices into the examples and its labels (B).
+pub type BatchLoss<'a> = &'a dyn Fn(&Tensor, &[usize], &Tensor) -> Result<Tensor>;
+
+/// `finetune` with another loss (e.g. distillation, which looks up each example's teacher output by index).
+pub fn finetune_with(model: Bert, examples: &[(Vec<u32>, u32)], opts: &TrainOptions, loss: BatchLoss) -> Result<Bert> {
     if examples.is_empty() {
         bail!("no training examples");
     }
@@ -172,9 +185,9 @@ pub fn finetune(model: Bert, examples: &[(Vec<u32>, u32)], opts: &TrainOptions) 
             let labels: Vec<u32> = chunk.iter().map(|&j| examples[j].1).collect();
             let (ids, mask) = batch_tensors(&tokenizer::pad(&seqs, 0))?;
             let labels = Tensor::new(labels.as_slice(), ids.device())?;
-            let loss = trainer.step(&ids, &mask, &labels)?;
-            total += loss;
-            pb.set_message(format!("loss {loss:.4} avg {:.4}", total / (i + 1) as f32));
+            let value = trainer.step_with(&ids, &mask, |logits| loss(logits, chunk, &labels))?;
+            total += value;
+            pb.set_message(format!("loss {value:.4} avg {:.4}", total / (i + 1) as f32));
             pb.inc(1);
         }
         pb.finish();

@@ -284,6 +284,10 @@ fn prune_command_scores_cuts_and_recovers() {
     let r: serde_json::Value =
         serde_json::from_str(&ok(&["eval", out.to_str().unwrap(), "--task", "classify", "--data", t, "--json"])).unwrap();
     assert_eq!(r["n"], rows.len());
+    // Distillation recovery: the same loop against the unpruned model's logits.
+    let distilled = tmp.path().join("distilled");
+    ok(&["prune", clf.to_str().unwrap(), "--heads", "0.25", "--data", t, "--samples", "8", "--recover", "distill", "--out", distilled.to_str().unwrap()]);
+    assert_eq!(cfg(&distilled)["pruning"]["recover"], "distill 1 epochs");
     // Bad flags are errors that name them, and leave no output.
     let bad = tmp.path().join("bad");
     for (args, says) in [

@@ -6,6 +6,7 @@
 //! best head; FFN neurons per layer (each layer keeps the same fraction, rounded to a multiple of `FFN_MULTIPLE`
 //! so int4 groups still divide it); layers by drop-one loss increase.
 
+pub mod distill;
 pub mod importance;
 pub mod plot;
 pub mod surgery;
