@@ -16,6 +16,7 @@ common=(--data "$data/train.jsonl" --samples 128 --batch 8)
 
 "$shrink" --threads 1 importance "$teacher" "${common[@]}" --out "$out/importance"
 "$shrink" --threads 1 prune "$teacher" --heads 0.5 --ffn 0.5 "${common[@]}" --out "$out/h50-f50"
+"$shrink" --threads 1 prune "$teacher" --heads 0.5 --ffn 0.5 "${common[@]}" --schedule iterative --steps 5 --out "$out/h50-f50-iter"
 "$shrink" --threads 1 prune "$teacher" --heads 0.5 --ffn 0.5 "${common[@]}" --recover finetune --epochs "${EPOCHS:-2}" --out "$out/h50-f50-ft"
 "$shrink" --threads 1 prune "$teacher" --heads 0.5 --ffn 0.5 "${common[@]}" --recover distill --epochs "${EPOCHS:-2}" --out "$out/h50-f50-kd"
 "$shrink" quantize "$out/h50-f50-ft" --scheme int8-dynamic --out "$out/h50-f50-ft-int8"
@@ -25,7 +26,7 @@ for h in 0.25 0.75; do
 done
 "$shrink" --threads 1 prune "$teacher" --heads 0.5 "${common[@]}" --out "$out/h5"
 
-models=("$teacher" "$out/h50-f50" "$out/h50-f50-ft" "$out/h50-f50-kd" "$out/teacher-int8" "$out/h50-f50-ft-int8" "$out/h25" "$out/h5" "$out/h75")
+models=("$teacher" "$out/h50-f50" "$out/h50-f50-iter" "$out/h50-f50-ft" "$out/h50-f50-kd" "$out/teacher-int8" "$out/h50-f50-ft-int8" "$out/h25" "$out/h5" "$out/h75")
 evals=()
 for m in "${models[@]}"; do evals+=("$("$shrink" --threads 1 eval "$m" --task classify --data "$data/test.jsonl" --json)"); done
 # Latency: rounds of 30 runs per model, models alternating, so load on the shared machine hits all alike.

@@ -569,7 +569,7 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             }
             let examples = score.examples(&m)?;
             let sample = &examples[..score.samples.min(examples.len())];
-            let (mut pruned, _) = prune::prune(m.model, sample, &opts)?;
+            let mut pruned = prune::prune(m.model, sample, &opts)?;
             let topts = train::TrainOptions { epochs, batch: train_batch, lr, weight_decay: 0.01, warmup: 0.1, clip: 1.0, seed: score.seed };
             match recover {
                 Recover::None => {}

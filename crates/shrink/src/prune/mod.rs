@@ -104,14 +104,13 @@ pub fn select(scores: &Scores, layers: Vec<usize>, total_heads: usize, widths: &
     Keep { layers, heads, neurons }
 }
 
-/// Prunes `model` as `opts` say, scoring on `examples`; returns the cut model and the scores of every round.
-pub fn prune(mut model: Bert, examples: &[(Vec<u32>, u32)], opts: &Options) -> Result<(Bert, Vec<Scores>)> {
+/// Prunes `model` as `opts` say, scoring on `examples`.
+pub fn prune(mut model: Bert, examples: &[(Vec<u32>, u32)], opts: &Options) -> Result<Bert> {
     opts.check(model.layers.len())?;
     let steps = if opts.schedule == Schedule::Iterative { opts.steps } else { 1 };
     // Targets are fractions of the original model; `f0` follows its layers through the cuts.
     let mut f0: Vec<usize> = model.layers.iter().map(|l| l.intermediate.weight.dims()[0]).collect();
     let mut h0: Vec<usize> = model.layers.iter().map(|l| l.attention.heads).collect();
-    let mut rounds = Vec::new();
     for step in 1..=steps {
         let share = step as f64 / steps as f64;
         let drop_layers = if step == 1 { opts.layers } else { 0 };
@@ -130,9 +129,8 @@ pub fn prune(mut model: Bert, examples: &[(Vec<u32>, u32)], opts: &Options) -> R
             model.config.layer_heads.as_deref().unwrap_or_default(),
             model.config.layer_intermediate_sizes.as_deref().unwrap_or_default()
         );
-        rounds.push(scores);
     }
-    Ok((model, rounds))
+    Ok(model)
 }
 
 #[cfg(test)]
