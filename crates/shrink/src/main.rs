@@ -175,7 +175,8 @@ enum Command {
     },
     /// Structured pruning: removes the least important heads, FFN neurons and layers from the weights and writes a
     /// normal (smaller, faster) model folder; optionally fine-tunes it to recover.
-    #[command(after_help = "Example:\n  shrink --threads 1 prune out/bbc-classifier-128 --heads 0.5 --ffn 0.5 --data assets/data/bbc/train.jsonl \\\n                                --recover finetune --epochs 1 --out out/prune-50")]
+    #[command(after_help = "Example:\n  shrink --threads 1 prune out/bbc-classifier-128 --heads 0.5 --ffn 0.5 --data assets/data/bbc/train.jsonl \\\n    \
+                            --recover finetune --epochs 1 --out out/prune-50")]
     Prune {
         model: String,
         /// Fraction of all attention heads to remove (ranked globally; every layer keeps at least one).
