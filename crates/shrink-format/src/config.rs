@@ -16,6 +16,13 @@ pub struct Config {
     pub num_hidden_layers: usize,
     pub num_attention_heads: usize,
     pub intermediate_size: usize,
+    /// Heads kept per layer after structured pruning (absent: `num_attention_heads` everywhere). D stays
+    /// hidden_size / num_attention_heads, so layer l's attention width A_l is `layer_heads[l] * D`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_heads: Option<Vec<usize>>,
+    /// FFN width per layer after structured pruning (absent: `intermediate_size` everywhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_intermediate_sizes: Option<Vec<usize>>,
     #[serde(default = "default_act")]
     pub hidden_act: String,
     #[serde(default = "default_dropout")]
@@ -121,6 +128,22 @@ impl Config {
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             bail!("hidden_size {} is not a multiple of num_attention_heads {}", self.hidden_size, self.num_attention_heads);
         }
+        for (name, list, max) in [
+            ("layer_heads", &self.layer_heads, self.num_attention_heads),
+            ("layer_intermediate_sizes", &self.layer_intermediate_sizes, usize::MAX),
+        ] {
+            let Some(list) = list else { continue };
+            if list.len() != self.num_hidden_layers {
+                bail!("{name} has {} entries but num_hidden_layers is {}", list.len(), self.num_hidden_layers);
+            }
+            // A layer with no heads or no neurons would be a residual pass-through: drop the layer instead.
+            if let Some(l) = list.iter().position(|&v| v == 0) {
+                bail!("{name}[{l}] is 0: a layer keeps at least one (remove the whole layer instead of emptying it)");
+            }
+            if let Some(l) = list.iter().position(|&v| v > max) {
+                bail!("{name}[{l}] = {} exceeds num_attention_heads {max}", list[l]);
+            }
+        }
         if !matches!(self.hidden_act.as_str(), "gelu" | "gelu_python") {
             bail!("hidden_act {:?} is not supported (expected \"gelu\", the exact erf GELU)", self.hidden_act);
         }
@@ -145,6 +168,21 @@ impl Config {
     /// D: width of one attention head.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
+    }
+
+    /// H_l: attention heads of layer `l`.
+    pub fn heads(&self, l: usize) -> usize {
+        self.layer_heads.as_ref().map_or(self.num_attention_heads, |v| v[l])
+    }
+
+    /// A_l = H_l * D: width of layer `l`'s Q, K, V and of the attention context.
+    pub fn attention_width(&self, l: usize) -> usize {
+        self.heads(l) * self.head_dim()
+    }
+
+    /// F_l: FFN width of layer `l`.
+    pub fn ffn(&self, l: usize) -> usize {
+        self.layer_intermediate_sizes.as_ref().map_or(self.intermediate_size, |v| v[l])
     }
 
     /// Label names in index order, when the checkpoint carries a classification head.

@@ -110,6 +110,35 @@ impl TensorFile {
     }
 }
 
+impl TensorFile {
+    /// Checks every encoder Linear against the per-layer widths config.json gives (pruned layers have their own
+    /// H_l and F_l): biases [N], weights [N, K] (packed int4: [N, K/2]). The error names the file, tensor and layer.
+    pub fn check_layer_shapes(&self, cfg: &crate::Config) -> Result<()> {
+        let c = cfg.hidden_size;
+        for l in 0..cfg.num_hidden_layers {
+            let (a, f) = (cfg.attention_width(l), cfg.ffn(l));
+            let linears =
+                [("attention.self.query", a, c), ("attention.self.key", a, c), ("attention.self.value", a, c),
+                 ("attention.output.dense", c, a), ("intermediate.dense", f, c), ("output.dense", c, f)];
+            for (name, n, k) in linears {
+                let (w, b) = (format!("encoder.layer.{l}.{name}.weight"), format!("encoder.layer.{l}.{name}.bias"));
+                let k = if self.dtype(&w) == Some(Dtype::U8) { k / 2 } else { k };
+                for (t, want) in [(&w, vec![n, k]), (&b, vec![n])] {
+                    let got = self.shape(t).ok_or_else(|| anyhow!("{}: tensor {t} is missing", self.file.display()))?;
+                    if got != want.as_slice() {
+                        bail!(
+                            "{}: tensor {t} has shape {got:?} but config.json implies {want:?} (layer {l}: {} heads, FFN width {f})",
+                            self.file.display(),
+                            cfg.heads(l)
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A floating tensor's values for as long as they are needed: borrowed from a shared map when the file stores them
 /// as aligned F32 (nothing copied, pages shared with the page cache), else converted into an owned buffer.
 pub enum F32Data {

@@ -13,26 +13,32 @@ use crate::params::ParamVisitor;
 
 #[derive(Clone)]
 pub struct Attention {
-    pub query: Linear,      // (C, C)
-    pub key: Linear,        // (C, C)
-    pub value: Linear,      // (C, C)
-    pub output: Linear,     // (C, C)
+    pub query: Linear,      // (A, C), A = H·D
+    pub key: Linear,        // (A, C)
+    pub value: Linear,      // (A, C)
+    pub output: Linear,     // (C, A)
     pub layer_norm: LayerNorm,
-    heads: usize,
+    /// Multiplies each head's context (H), set only while scoring heads: its gradient is Michel et al.'s importance.
+    pub head_mask: Option<Tensor>,
+    pub heads: usize,
+    pub head_dim: usize,
     probs_dropout: f32,
     hidden_dropout: f32,
 }
 
 impl Attention {
-    pub fn load(w: &mut Weights, prefix: &str, cfg: &Config) -> Result<Self> {
-        let c = cfg.hidden_size;
+    /// Layer `l`'s attention under `prefix`, with that layer's head count.
+    pub fn load(w: &mut Weights, prefix: &str, cfg: &Config, l: usize) -> Result<Self> {
+        let (c, a) = (cfg.hidden_size, cfg.attention_width(l));
         Ok(Self {
-            query: Linear::load(w, &format!("{prefix}.self.query"), c, c)?,
-            key: Linear::load(w, &format!("{prefix}.self.key"), c, c)?,
-            value: Linear::load(w, &format!("{prefix}.self.value"), c, c)?,
-            output: Linear::load(w, &format!("{prefix}.output.dense"), c, c)?,
+            query: Linear::load(w, &format!("{prefix}.self.query"), a, c)?,
+            key: Linear::load(w, &format!("{prefix}.self.key"), a, c)?,
+            value: Linear::load(w, &format!("{prefix}.self.value"), a, c)?,
+            output: Linear::load(w, &format!("{prefix}.output.dense"), c, a)?,
             layer_norm: LayerNorm::load(w, &format!("{prefix}.output.LayerNorm"), c, cfg.layer_norm_eps)?,
-            heads: cfg.num_attention_heads,
+            head_mask: None,
+            heads: cfg.heads(l),
+            head_dim: cfg.head_dim(),
             probs_dropout: cfg.attention_probs_dropout_prob,
             hidden_dropout: cfg.hidden_dropout_prob,
         })
@@ -40,15 +46,18 @@ impl Attention {
 
     /// x: (B, T, C), bias: (B, T) additive mask -> (B, T, C)
     pub fn forward(&self, x: &Tensor, bias: &Tensor, mut rng: Option<&mut StdRng>) -> candle_core::Result<Tensor> {
-        let (b, t, c) = x.dims3()?;
-        let (h, d) = (self.heads, c / self.heads);
+        let (b, t, _) = x.dims3()?;
+        let (h, d) = (self.heads, self.head_dim);
         let split = |y: Tensor| y.reshape((b, t, h, d))?.transpose(1, 2)?.contiguous(); // (B, H, T, D)
         let q = split(self.query.forward(x)?)?;
         let k = split(self.key.forward(x)?)?;
         let v = split(self.value.forward(x)?)?;
         let drop = ops::drop_mask(self.probs_dropout, rng.as_deref_mut());
-        let ctx = fused::attention(&q, &k, &v, bias, 1.0 / (d as f64).sqrt(), drop)?; // (B, H, T, D)
-        let ctx = ctx.transpose(1, 2)?.reshape((b, t, c))?; // (B, T, C)
+        let mut ctx = fused::attention(&q, &k, &v, bias, 1.0 / (d as f64).sqrt(), drop)?; // (B, H, T, D)
+        if let Some(m) = &self.head_mask {
+            ctx = ctx.broadcast_mul(&m.reshape((1, h, 1, 1))?)?; // (B, H, T, D)
+        }
+        let ctx = ctx.transpose(1, 2)?.reshape((b, t, h * d))?; // (B, T, A)
         let drop = ops::drop_mask(self.hidden_dropout, rng);
         self.layer_norm.forward(&self.output.forward(&ctx)?, x, drop)
     }

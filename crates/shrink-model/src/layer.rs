@@ -24,9 +24,9 @@ pub struct Layer {
 impl Layer {
     pub fn load(w: &mut Weights, l: usize, cfg: &Config) -> Result<Self> {
         let p = format!("encoder.layer.{l}");
-        let (c, f) = (cfg.hidden_size, cfg.intermediate_size);
+        let (c, f) = (cfg.hidden_size, cfg.ffn(l));
         Ok(Self {
-            attention: Attention::load(w, &format!("{p}.attention"), cfg)?,
+            attention: Attention::load(w, &format!("{p}.attention"), cfg, l)?,
             intermediate: Linear::load(w, &format!("{p}.intermediate.dense"), f, c)?,
             output: Linear::load(w, &format!("{p}.output.dense"), c, f)?,
             layer_norm: LayerNorm::load(w, &format!("{p}.output.LayerNorm"), c, cfg.layer_norm_eps)?,

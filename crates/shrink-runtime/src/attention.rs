@@ -54,8 +54,8 @@ impl Ctx {
     }
 }
 
-/// ctx (B*T, C) = softmax(Q·Kᵀ + mask_bias) · V per head, from qkv (B*T, 3C) laid out [Q | K | V] with heads side by
-/// side, Q already scaled by 1/sqrt(D) (folded into its weights at load). mask_bias (B, T): 0 for real tokens, a
+/// ctx (B*T, A) = softmax(Q·Kᵀ + mask_bias) · V per head, from qkv (B*T, 3A) laid out [Q | K | V] with heads side by
+/// side (A = H·D, the layer's own head count: pruned layers have fewer), Q already scaled by 1/sqrt(D) (folded into its weights at load). mask_bias (B, T): 0 for real tokens, a
 /// large negative for padding; `padded[b]` says whether sequence b has any. One task per scratch.
 pub fn attention(qkv: &[f32], mask_bias: &[f32], padded: &[bool], s: &Shape, ctx: &mut [f32], scratch: &mut [Scratch]) {
     let (c, tasks) = (s.h * s.d, scratch.len().max(1));

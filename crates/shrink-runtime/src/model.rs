@@ -17,13 +17,15 @@ use crate::norm::LayerNorm;
 /// Added to attention scores of padding keys (the training model uses the same).
 const MASKED: f32 = -1e9;
 
+/// One encoder layer; pruned layers have their own H_l heads (A_l = H_l * D) and FFN width F_l.
 pub struct Layer {
-    qkv: Linear,      // C -> 3C: query, key, value stacked
-    attn_out: Linear, // C -> C
+    qkv: Linear,      // C -> 3A: query, key, value stacked
+    attn_out: Linear, // A -> C
     ln1: LayerNorm,
     inter: Linear, // C -> F, GELU fused
     out: Linear,   // F -> C
     ln2: LayerNorm,
+    heads: usize,  // H_l
 }
 
 pub struct Model {
@@ -32,7 +34,7 @@ pub struct Model {
     /// Mean-pooled sentence -> label logits, for fine-tuned classifiers.
     pub classifier: Option<Linear>,
     c: usize,
-    h: usize,
+    d: usize,
 }
 
 /// Activations for the largest batch seen so far; smaller batches reuse them, so a steady workload allocates
@@ -41,9 +43,9 @@ pub struct Model {
 pub struct Buffers {
     x: Vec<f32>,         // (M, C) hidden state
     y: Vec<f32>,         // (M, C) pre-LayerNorm sum
-    /// (M, 3C) QKV, later (M, F) FFN activations: never live at once, so they share memory.
+    /// (M, 3A) QKV, later (M, F) FFN activations of the widest layer: never live at once, so they share memory.
     wide: Vec<f32>,
-    ctx: Vec<f32>, // (M, C)
+    ctx: Vec<f32>, // (M, A) of the widest layer
     bias: Vec<f32>,      // (B, T) mask bias
     padded: Vec<bool>,   // (B): any padding in the sequence
     pub pooled: Vec<f32>, // (B, C)
@@ -90,6 +92,13 @@ impl Site {
     }
 }
 
+impl Layer {
+    /// A_l: the context width the output projection reads.
+    fn attn_out_width(&self) -> usize {
+        self.qkv.n() / 3
+    }
+}
+
 /// Sees what a forward pass computes, for calibration and layer-by-layer checks. Rows are all B*T tokens,
 /// padding included (the caller has the mask).
 pub trait Observer: Send {
@@ -130,7 +139,7 @@ impl Formats<'_> {
 
 impl Model {
     pub fn load(file: &Arc<TensorFile>, cfg: &Config, labels: Option<usize>) -> Result<Self> {
-        let (c, f) = (cfg.hidden_size, cfg.intermediate_size);
+        let (c, d) = (cfg.hidden_size, cfg.head_dim());
         let q = cfg.quantization.as_ref();
         let formats = Formats(q.map(|q| &q.layers));
         let embeddings = Embeddings::load(file, cfg, q.map_or("fp32", |q| q.embeddings.as_str()))?;
@@ -143,17 +152,19 @@ impl Model {
                     let names: Vec<&str> = names.iter().map(String::as_str).collect();
                     Linear::load(file, &names, out, inp, formats.of(file, &names)?)
                 };
-                let mut qkv = load(Site::Qkv, c, c)?;
+                let (a, f) = (cfg.attention_width(l), cfg.ffn(l));
+                let mut qkv = load(Site::Qkv, a, c)?;
                 // Attention's 1/sqrt(D) folded into the query rows: exact for int8 and int4 (it scales the scales).
-                qkv.scale_rows(0..c, 1.0 / ((c / cfg.num_attention_heads) as f32).sqrt());
+                qkv.scale_rows(0..a, 1.0 / (d as f32).sqrt());
                 let p = format!("encoder.layer.{l}");
                 Ok(Layer {
                     qkv,
-                    attn_out: load(Site::AttnOut, c, c)?,
+                    attn_out: load(Site::AttnOut, c, a)?,
                     ln1: LayerNorm::load(file, &format!("{p}.attention.output.LayerNorm"), c, eps)?,
                     inter: load(Site::Inter, f, c)?,
                     out: load(Site::Out, c, f)?,
                     ln2: LayerNorm::load(file, &format!("{p}.output.LayerNorm"), c, eps)?,
+                    heads: cfg.heads(l),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -161,7 +172,7 @@ impl Model {
             Some(l) => Some(Linear::load(file, &["classifier"], l, c, formats.of(file, &["classifier"])?)?),
             None => None,
         };
-        Ok(Self { embeddings, layers, classifier, c, h: cfg.num_attention_heads })
+        Ok(Self { embeddings, layers, classifier, c, d })
     }
 
     /// Bytes of weights held in memory (mapped tables included).
@@ -173,8 +184,10 @@ impl Model {
     /// Sizes every buffer for a (B, T) batch on `threads` threads.
     pub fn plan(&self, bufs: &mut Buffers, b: usize, t: usize, threads: usize) {
         let (m, c) = (b * t, self.c);
-        let f = self.layers.first().map_or(0, |l| l.inter.n());
-        for (v, n) in [(&mut bufs.x, m * c), (&mut bufs.y, m * c), (&mut bufs.wide, m * f.max(3 * c)), (&mut bufs.ctx, m * c)] {
+        // The widest layer sets the shared buffers; narrower (pruned) layers use a prefix.
+        let wide = self.layers.iter().map(|l| l.inter.n().max(l.qkv.n())).max().unwrap_or(0);
+        let a = self.layers.iter().map(|l| l.attn_out_width()).max().unwrap_or(0);
+        for (v, n) in [(&mut bufs.x, m * c), (&mut bufs.y, m * c), (&mut bufs.wide, m * wide), (&mut bufs.ctx, m * a)] {
             grow(v, n);
         }
         grow(&mut bufs.bias, m);
@@ -190,16 +203,14 @@ impl Model {
     #[allow(clippy::too_many_arguments)]
     pub fn forward(&self, ids: &[u32], mask: &[u32], b: usize, t: usize, threads: usize, bufs: &mut Buffers, mut obs: Option<&mut dyn Observer>) {
         let (m, c) = (b * t, self.c);
-        let shape = Shape { b, t, h: self.h, d: c / self.h };
         for (o, &v) in bufs.bias[..m].iter_mut().zip(mask) {
             *o = if v == 0 { MASKED } else { 0.0 };
         }
         for (p, row) in bufs.padded.iter_mut().zip(mask.chunks_exact(t)) {
             *p = row.contains(&0);
         }
-        let f = self.layers.first().map_or(0, |l| l.inter.n());
         let Buffers { x, y, wide, ctx, bias, padded, qa, attn, .. } = bufs;
-        let (ctx, bias) = (&mut ctx[..m * c], &bias[..m]);
+        let bias = &bias[..m];
         self.embeddings.forward(ids, t, &mut x[..m * c]);
         if let Some(o) = obs.as_deref_mut() {
             o.hidden(&x[..m * c]);
@@ -210,11 +221,14 @@ impl Model {
                     o.linear_input(l, site, x, k);
                 }
             };
-            let qkv = &mut wide[..3 * m * c];
+            let (a, f) = (layer.attn_out_width(), layer.inter.n());
+            let shape = Shape { b, t, h: layer.heads, d: self.d };
+            let qkv = &mut wide[..3 * m * a];
+            let ctx = &mut ctx[..m * a]; // (M, A)
             see(Site::Qkv, &x[..m * c], c);
             layer.qkv.forward(&x[..m * c], m, qkv, qa, false, None);
             attention::attention(qkv, bias, &padded[..b], &shape, ctx, &mut attn[..threads]);
-            see(Site::AttnOut, ctx, c);
+            see(Site::AttnOut, ctx, a);
             layer.attn_out.forward(ctx, m, &mut y[..m * c], qa, false, Some(&x[..m * c]));
             layer.ln1.forward(&mut y[..m * c]);
             std::mem::swap(x, y);

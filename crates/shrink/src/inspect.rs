@@ -100,6 +100,7 @@ fn stored(file: &TensorFile, name: &str) -> usize {
 pub fn inspect(dir: &Path, seq: usize) -> Result<Report> {
     let cfg = Config::load(&dir.join(CONFIG_FILE))?;
     let file = TensorFile::open(&dir.join(WEIGHTS_FILE))?;
+    file.check_layer_shapes(&cfg)?;
     let mut comps: Vec<(String, Size)> = COMPONENTS.iter().map(|c| (c.to_string(), Size::default())).collect();
     // A quantized folder's layers are labelled with their formats (from config.json), e.g. "layer 0 int4-g32".
     let formats = |l: usize| -> String {
@@ -109,8 +110,11 @@ pub fn inspect(dir: &Path, seq: usize) -> Result<Report> {
             q.layers.iter().filter(|(n, _)| n.starts_with(&prefix)).map(|(_, f)| f.as_str()).collect();
         format!(" {}", set.into_iter().collect::<Vec<_>>().join("+"))
     };
+    // A pruned folder's layers also show their own head count and FFN width, e.g. "layer 0 H6 F768".
+    let pruned = cfg.layer_heads.is_some() || cfg.layer_intermediate_sizes.is_some();
+    let dims = |l: usize| if pruned { format!(" H{} F{}", cfg.heads(l), cfg.ffn(l)) } else { String::new() };
     let mut layers: Vec<(String, Size)> =
-        (0..cfg.num_hidden_layers).map(|l| (format!("layer {l}{}", formats(l)), Size::default())).collect();
+        (0..cfg.num_hidden_layers).map(|l| (format!("layer {l}{}{}", dims(l), formats(l)), Size::default())).collect();
     let mut total = Size::default();
     let mut names: Vec<&str> = file.names().collect();
     names.sort();
@@ -144,10 +148,15 @@ pub fn inspect(dir: &Path, seq: usize) -> Result<Report> {
         total.add(&s);
     }
     comps.retain(|(_, s)| s.params > 0);
-    let (t, c, f) = (seq as u64, cfg.hidden_size as u64, cfg.intermediate_size as u64);
-    // Q, K, V, output (C x C each), FFN up and down (C x F), scores Q·Kᵀ and context P·V (T x T x C each).
-    let per_layer = 2 * t * (4 * c * c + 2 * c * f) + 2 * 2 * t * t * c;
-    let flops_per_layer = vec![per_layer; cfg.num_hidden_layers];
+    let (t, c) = (seq as u64, cfg.hidden_size as u64);
+    // Q, K, V, output (C x A each), FFN up and down (C x F), scores Q·Kᵀ and context P·V (T x T x A each); pruned
+    // layers have their own A = H_l·D and F_l.
+    let flops_per_layer: Vec<u64> = (0..cfg.num_hidden_layers)
+        .map(|l| {
+            let (a, f) = (cfg.attention_width(l) as u64, cfg.ffn(l) as u64);
+            2 * t * (4 * c * a + 2 * c * f) + 2 * 2 * t * t * a
+        })
+        .collect();
     let head = cfg.labels().filter(|_| file.contains("classifier.weight")).map_or(0, |l| 2 * c * l.len() as u64);
     let flops_per_sequence = flops_per_layer.iter().sum::<u64>() + head;
     Ok(Report { components: comps, layers, total, seq, flops_per_sequence, flops_per_layer })

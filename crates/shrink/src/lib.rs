@@ -8,6 +8,7 @@ pub mod eval;
 pub mod inspect;
 pub mod model;
 pub mod optim;
+pub mod prune;
 pub mod progress;
 pub mod qat;
 pub mod quantize;

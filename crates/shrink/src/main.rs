@@ -2,9 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use shrink_model::checkpoint::write_atomic;
 use clap::{Parser, Subcommand, ValueEnum};
-use shrink::{bench, data, distill, embed, eval, inspect, model, qat, quantize, sparsify, timing, train};
+use shrink::{bench, data, distill, embed, eval, inspect, model, prune, qat, quantize, sparsify, timing, train};
 
 #[derive(Parser)]
 #[command(name = "shrink", version, about = "Make transformer models small and fast for devices, and measure every step.")]
@@ -250,6 +251,53 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         batch: usize,
     },
+    /// Importance of every head, FFN neuron and layer: head-mask sensitivity (Michel et al.), first-order Taylor,
+    /// drop-one; or weight norms (--method l2). Writes importance.json and a layers x heads heatmap (heads.svg).
+    #[command(after_help = "Example:\n  shrink importance out/bbc-classifier-128 --data assets/data/bbc/train.jsonl --samples 128 --out out/prune-importance")]
+    Importance {
+        model: String,
+        #[command(flatten)]
+        score: ScoreArgs,
+        /// Output folder for importance.json and heads.svg.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Structured pruning: removes the least important heads, FFN neurons and layers from the weights and writes a
+    /// normal (smaller, faster) model folder; optionally fine-tunes it to recover.
+    #[command(after_help = "Example:\n  shrink --threads 1 prune out/bbc-classifier-128 --heads 0.5 --ffn 0.5 --data assets/data/bbc/train.jsonl \\\n    \
+                            --recover finetune --epochs 1 --out out/prune-50")]
+    Prune {
+        model: String,
+        /// Fraction of all attention heads to remove (ranked globally; every layer keeps at least one).
+        #[arg(long, default_value_t = 0.0)]
+        heads: f64,
+        /// Fraction of each layer's FFN neurons to remove (kept widths rounded to a multiple of 32).
+        #[arg(long, default_value_t = 0.0)]
+        ffn: f64,
+        /// Whole layers to drop: the N whose removal raises the loss least.
+        #[arg(long, default_value_t = 0)]
+        layers: usize,
+        #[arg(long, value_enum, default_value = "oneshot")]
+        schedule: prune::Schedule,
+        /// Rounds of --schedule iterative.
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        #[command(flatten)]
+        score: ScoreArgs,
+        /// After the cut: none, or train on all of --data with the `finetune` loop (finetune: labels; distill: labels
+        /// and the unpruned model's outputs).
+        #[arg(long, value_enum, default_value = "none")]
+        recover: Recover,
+        #[arg(long, default_value_t = 1)]
+        epochs: usize,
+        #[arg(long, default_value_t = 5e-5)]
+        lr: f64,
+        /// Fine-tuning batch of --recover.
+        #[arg(long, default_value_t = 16)]
+        train_batch: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Latency (median, p90), sequences per second, peak RSS, weights in memory and load time of a model on the runtime.
     #[command(after_help = "Example:\n  shrink --threads 1 bench out/minilm-int8 --batch 1 --seq 128 --runs 50")]
     Bench {
@@ -404,6 +452,52 @@ struct QuantArgs {
     max_len: Option<usize>,
 }
 
+/// How importance is scored: shared by `importance` and `prune`.
+#[derive(clap::Args)]
+struct ScoreArgs {
+    /// Labelled JSONL (text + label fields) to score on; prune's --recover trains on all of it.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Rows of --data (a seeded random sample) the scores are measured on.
+    #[arg(long, default_value_t = 256)]
+    samples: usize,
+    #[arg(long, value_enum, default_value = "taylor")]
+    method: prune::importance::Method,
+    /// Batch of the scoring passes.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Tokens per text (default: the model's fine-tuning length, else 128).
+    #[arg(long)]
+    max_len: Option<usize>,
+    #[arg(long, default_value = "text")]
+    text_field: String,
+    #[arg(long, default_value = "label")]
+    label_field: String,
+}
+
+impl ScoreArgs {
+    /// All of --data as (ids, label) in a seeded random order (empty without --data); `m`'s labels index them.
+    fn examples(&self, m: &model::Loaded) -> Result<Vec<(Vec<u32>, u32)>> {
+        let Some(path) = &self.data else { return Ok(Vec::new()) };
+        let Some(labels) = m.model.config.labels() else {
+            bail!("{}: the model has no id2label; --data needs a fine-tuned classifier", m.dir.join("config.json").display());
+        };
+        let rows = data::shuffled(data::read_jsonl(path)?, self.seed);
+        train::examples(path, &rows, &m.tokenizer, (&self.text_field, &self.label_field), &labels)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Recover {
+    None,
+    /// Cross-entropy on the labels (the `finetune` loop).
+    Finetune,
+    /// The same loop, half cross-entropy and half KL to the unpruned model's logits at temperature 2.
+    Distill,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum ObserverArg {
     Minmax,
@@ -542,7 +636,6 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             let mut m = model::load(&model, Some(max_len))?;
             let rows = data::read_jsonl(&path)?;
             let rows = &data::sample(rows, limit, seed);
-            let texts = data::field(&path, rows, text_field)?;
             let label_names = data::field(&path, rows, label_field)?;
             let mut labels: Vec<String> = label_names.clone();
             labels.sort();
@@ -550,15 +643,7 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             if labels.len() < 2 {
                 bail!("{}: need at least 2 distinct labels in field {label_field:?}, found {labels:?}", path.display());
             }
-            let examples = texts
-                .iter()
-                .zip(&label_names)
-                .enumerate()
-                .map(|(i, (t, l))| {
-                    let ids = m.tokenizer.encode(t).map_err(|e| e.context(format!("{}: row {}", path.display(), i + 1)))?;
-                    Ok((ids, labels.iter().position(|x| x == l).expect("label from this set") as u32))
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let examples = train::examples(&path, rows, &m.tokenizer, (text_field, label_field), &labels)?;
             eprintln!("fine-tuning on {} examples, {} labels, max_len {max_len}", examples.len(), labels.len());
             m.model.add_classifier(&labels, seed)?;
             let mut tuned = train::finetune(m.model, &examples, &opts, None)?;
@@ -644,9 +729,8 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
                     let Some(labels) = m.model.config.labels() else {
                         bail!("{model}: gradual pruning fine-tunes the classifier head, and this model has none (shrink finetune first)");
                     };
-                    let fields = distill::examples::Fields { text: t.text_field.clone(), label: t.label_field.clone() };
-                    let rows = distill::examples::read(path, &m.tokenizer, Some(&labels), &fields, t.limit, t.seed)?;
-                    let examples: Vec<(Vec<u32>, u32)> = rows.into_iter().map(|e| (e.ids, e.label.unwrap_or_default())).collect();
+                    let rows = data::sample(data::read_jsonl(path)?, t.limit, t.seed);
+                    let examples = train::examples(path, &rows, &m.tokenizer, (&t.text_field, &t.label_field), &labels)?;
                     let topts = t.options()?;
                     let mut pruner = sparsify::Pruner::new(opts, examples.len().div_ceil(topts.batch) * topts.epochs);
                     eprintln!("pruning to {:.0}% while fine-tuning on {} examples", opts.target() * 100.0, examples.len());
@@ -722,6 +806,53 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             let dev = quantize::select::Dev::new(&src, eval::TaskData::from_rows(task, &path, &rows, &fields)?, threads, q.max_len, batch)?;
             let table = quantize::select::sensitivity_report(&src, &opts, &calib, &dev, threads, q.max_len, &out_dir)?;
             print!("{table}");
+        }
+        Command::Importance { model, score, out } => {
+            let m = model::load(&model, score.max_len)?;
+            let examples = score.examples(&m)?;
+            let sample = &examples[..score.samples.min(examples.len())];
+            let scores = prune::importance::score(&m.model, sample, score.method, score.batch, true)?;
+            std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create folder", out.display()))?;
+            let title = format!("head importance of {model} ({:?}, {} samples, unit norm per layer)", score.method, scores.samples);
+            write_atomic(&out.join("importance.json"), serde_json::to_string_pretty(&scores)?.as_bytes())?;
+            write_atomic(&out.join("heads.svg"), prune::plot::heatmap(&scores.heads, &title).as_bytes())?;
+            for (l, h) in scores.heads.iter().enumerate() {
+                let row: Vec<String> = h.iter().map(|v| format!("{v:.2}")).collect();
+                println!("layer {l}: heads [{}]{}", row.join(" "), scores.layers.get(l).map_or(String::new(), |d| format!(", drop-one {d:+.4}")));
+            }
+            eprintln!("wrote {} and {}", out.join("importance.json").display(), out.join("heads.svg").display());
+        }
+        Command::Prune { model, heads, ffn, layers, schedule, steps, score, recover, epochs, lr, train_batch, out } => {
+            let m = model::load(&model, score.max_len)?;
+            let opts = prune::Options { heads, ffn, layers, schedule, steps, method: score.method, batch: score.batch };
+            opts.check(m.model.layers.len())?;
+            if recover != Recover::None && score.data.is_none() {
+                bail!("--recover trains on --data: pass --data FILE.jsonl");
+            }
+            let examples = score.examples(&m)?;
+            let sample = &examples[..score.samples.min(examples.len())];
+            let mut pruned = prune::prune(m.model, sample, &opts)?;
+            let topts = train::TrainOptions { epochs, batch: train_batch, lr, weight_decay: 0.01, warmup: 0.1, clip: 1.0, seed: score.seed };
+            match recover {
+                Recover::None => {}
+                Recover::Finetune => pruned = train::finetune(pruned, &examples, &topts, None)?,
+                Recover::Distill => {
+                    let teacher = prune::distill::teacher_logits(&mut model::engine(&model, score.max_len, threads)?, &examples, 32)?;
+                    let loss = |logits: &candle_core::Tensor, idx: &[usize], labels: &candle_core::Tensor| {
+                        let teacher = prune::distill::batch_teacher(&teacher, idx)?; // (B, L)
+                        train::Loss::single("loss", prune::distill::loss(logits, &teacher, labels)?)
+                    };
+                    pruned = train::finetune_with(pruned, &examples, &topts, loss, None)?;
+                }
+            }
+            pruned.config.extra.insert(
+                "pruning".into(),
+                serde_json::json!({ "from": model, "heads": heads, "ffn": ffn, "layers": layers, "method": score.method,
+                    "schedule": format!("{schedule:?}").to_lowercase(), "steps": steps, "samples": sample.len(),
+                    "recover": match recover { Recover::None => "none".into(), r => format!("{r:?} {epochs} epochs").to_lowercase() } }),
+            );
+            pruned.save_dir(&out, &m.dir)?;
+            eprintln!("saved {}", out.display());
         }
         Command::Bench { model, batch, seq, runs, warmup, json } => {
             let dir = shrink_model::resolve_model(&model)?;

@@ -80,22 +80,12 @@ impl Loss {
 
 impl Trainer {
     pub fn new(mut model: Bert, opts: &TrainOptions, total_steps: usize) -> Result<Self> {
-        let mut params = Vec::new();
-        let mut failure = None;
-        let mut named = Vec::new();
-        model.visit(&mut |name, t| match Var::from_tensor(t) {
-            Ok(v) => {
-                *t = v.as_tensor().clone();
-                // As in BERT: no weight decay on biases and LayerNorm parameters.
-                let decay = if name.ends_with(".bias") || name.contains("LayerNorm") { 0.0 } else { opts.weight_decay };
-                named.push((name.to_string(), v.clone()));
-                params.push((v, decay));
-            }
-            Err(e) => failure = Some(e),
-        });
-        if let Some(e) = failure {
-            return Err(e.into());
-        }
+        let named = trainable(&mut model)?;
+        // As in BERT: no weight decay on biases and LayerNorm parameters.
+        let params: Vec<(Var, f64)> = named
+            .iter()
+            .map(|(name, v)| (v.clone(), if name.ends_with(".bias") || name.contains("LayerNorm") { 0.0 } else { opts.weight_decay }))
+            .collect();
         Ok(Self {
             model,
             params: named,
@@ -131,6 +121,49 @@ impl Trainer {
         self.step += 1;
         Ok(loss.parts)
     }
+}
+
+/// Turns every parameter of `model` into a variable (in place) so a backward pass reaches it; name + variable.
+pub fn trainable(model: &mut Bert) -> Result<Vec<(String, Var)>> {
+    let mut params = Vec::new();
+    let mut failure = None;
+    model.visit(&mut |name, t| match Var::from_tensor(t) {
+        Ok(v) => {
+            *t = v.as_tensor().clone();
+            params.push((name.to_string(), v));
+        }
+        Err(e) => failure = Some(e),
+    });
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(params),
+    }
+}
+
+/// Tokenised (ids, label index) pairs of a labelled JSONL file; every label must be one of `labels`.
+pub fn examples(
+    path: &std::path::Path,
+    rows: &[serde_json::Map<String, serde_json::Value>],
+    tokenizer: &shrink_model::TextTokenizer,
+    fields: (&str, &str),
+    labels: &[String],
+) -> Result<Vec<(Vec<u32>, u32)>> {
+    let (text_field, label_field) = fields;
+    let texts = crate::data::field(path, rows, text_field)?;
+    let names = crate::data::field(path, rows, label_field)?;
+    texts
+        .iter()
+        .zip(&names)
+        .enumerate()
+        .map(|(i, (t, l))| {
+            let row = || format!("{}: row {}", path.display(), i + 1);
+            let ids = tokenizer.encode(t).map_err(|e| e.context(row()))?;
+            let Some(y) = labels.iter().position(|x| x == l) else {
+                bail!("{}: label {l:?} is not one the model knows ({labels:?})", row());
+            };
+            Ok((ids, y as u32))
+        })
+        .collect()
 }
 
 /// Factor that brings the global L2 norm of the gradients down to `max_norm` (1 when already below).
@@ -216,13 +249,26 @@ pub fn classify_loss(m: &Bert, ids: &Tensor, mask: &Tensor, labels: &Tensor, rng
     Loss::single("loss", ops::cross_entropy(&logits, labels)?)
 }
 
-/// Fine-tunes `model` (which must already have its head) on pre-tokenised examples; `hook` runs in every step.
+/// Fine-tunes `model` (which must already have its head) on pre-tokenised examples with cross-entropy; `hook` runs
+/// in every step.
 pub fn finetune(model: Bert, examples: &[(Vec<u32>, u32)], opts: &TrainOptions, hook: Option<&mut dyn StepHook>) -> Result<Bert> {
+    finetune_with(model, examples, opts, |logits, _, labels| Loss::single("loss", ops::cross_entropy(logits, labels)?), hook)
+}
+
+/// `finetune` with another loss of the logits (B, L), the batch's indices into `examples` and its labels (B):
+/// distillation looks each example's teacher output up by index.
+pub fn finetune_with(
+    model: Bert,
+    examples: &[(Vec<u32>, u32)],
+    opts: &TrainOptions,
+    loss: impl Fn(&Tensor, &[usize], &Tensor) -> Result<Loss>,
+    hook: Option<&mut dyn StepHook>,
+) -> Result<Bert> {
     let step = |m: &Bert, batch: &[usize], rng: &mut StdRng| {
         let (ids, mask) = batch_of(&batch.iter().map(|&j| examples[j].0.as_slice()).collect::<Vec<_>>())?; // (B, T)
         let labels: Vec<u32> = batch.iter().map(|&j| examples[j].1).collect();
         let labels = Tensor::new(labels.as_slice(), ids.device())?; // (B,)
-        classify_loss(m, &ids, &mask, &labels, rng)
+        loss(&m.logits(&ids, &mask, Some(rng))?, batch, &labels) // logits (B, L)
     };
     fit(model, examples.len(), opts, step, |_, _| Ok(()), hook)
 }

@@ -125,7 +125,7 @@ fn inspect_counts_minilm() {
 
 #[test]
 fn every_command_has_help_with_an_example() {
-    for cmd in [&["inspect"][..], &["embed"], &["eval"], &["finetune"], &["quantize"], &["sensitivity"], &["bench"], &["timing"], &["data", "bbc"]] {
+    for cmd in [&["inspect"][..], &["importance"], &["prune"], &["embed"], &["eval"], &["finetune"], &["quantize"], &["sensitivity"], &["bench"], &["timing"], &["data", "bbc"]] {
         let mut args = cmd.to_vec();
         args.push("--help");
         let out = ok(&args);

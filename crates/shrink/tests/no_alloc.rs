@@ -1,5 +1,6 @@
 //! After its first call at a shape, the runtime's forward pass allocates nothing: a counting global allocator
-//! watches repeated calls at that shape and at smaller ones, fp32 and int8, on one and two threads.
+//! watches repeated calls at that shape and at smaller ones, fp32, int8, int4 and a pruned model (non-uniform
+//! layers), on one and two threads.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
@@ -67,6 +68,16 @@ fn forward_allocates_nothing_after_warmup() {
         quantize(&src, &dir, &opts, &calib, 1, None).unwrap();
         dirs.push(dir);
     }
+    // Pruned: layers of different widths share buffers planned for the widest.
+    let opts = shrink::prune::Options {
+        heads: 0.6, ffn: 0.4, layers: 0, schedule: shrink::prune::Schedule::Oneshot, steps: 1,
+        method: shrink::prune::importance::Method::L2, batch: 8,
+    };
+    let pruned = shrink::prune::prune(shrink_model::Bert::load_dir(&model()).unwrap(), &[], &opts).unwrap();
+    let heads = pruned.config.layer_heads.clone().unwrap();
+    assert!(heads.iter().min() < heads.iter().max(), "want layers of different widths: {heads:?}");
+    pruned.save_dir(&tmp.path().join("pruned"), &model()).unwrap();
+    dirs.push(tmp.path().join("pruned"));
     for dir in dirs {
         for threads in [1, 2] {
             let n = allocations_after_warmup(&dir, threads);

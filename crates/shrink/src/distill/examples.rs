@@ -43,24 +43,16 @@ pub fn read_split(path: &Path, tok: &TextTokenizer, labels: Option<&[String]>, r
 /// order) maps each row's label field, or None for unlabelled text.
 pub fn read(path: &Path, tok: &TextTokenizer, labels: Option<&[String]>, fields: &Fields, limit: Option<usize>, seed: u64) -> Result<Vec<Example>> {
     let rows = data::sample(data::read_jsonl(path)?, limit, seed);
-    let texts = data::field(path, &rows, &fields.text)?;
-    let gold = match labels {
-        Some(_) => Some(data::field(path, &rows, &fields.label)?),
-        None => None,
-    };
-    texts
+    if let Some(names) = labels {
+        let pairs = crate::train::examples(path, &rows, tok, (&fields.text, &fields.label), names)?;
+        return Ok(pairs.into_iter().map(|(ids, label)| Example { ids, label: Some(label) }).collect());
+    }
+    data::field(path, &rows, &fields.text)?
         .iter()
         .enumerate()
         .map(|(i, t)| {
             let ids = tok.encode(t).map_err(|e| e.context(format!("{}: row {}", path.display(), i + 1)))?;
-            let label = match (labels, &gold) {
-                (Some(names), Some(gold)) => match names.iter().position(|n| *n == gold[i]) {
-                    Some(p) => Some(p as u32),
-                    None => bail!("{}: row {}: label {:?} is not one the model knows ({names:?})", path.display(), i + 1, gold[i]),
-                },
-                _ => None,
-            };
-            Ok(Example { ids, label })
+            Ok(Example { ids, label: None })
         })
         .collect()
 }

@@ -190,6 +190,7 @@ impl Source {
         }
         let file = TensorFile::open(&dir.join(WEIGHTS_FILE))?;
         cfg.check_layer_count(&file.file, |n| file.contains(n))?;
+        file.check_layer_shapes(&cfg)?;
         Ok(Self { dir: dir.to_path_buf(), cfg, file })
     }
 
@@ -375,7 +376,8 @@ pub fn emit(src: &Source, out: &Path, opts: &Options, plan: &Plan, cal: &Calibra
                 }
                 Storage::I4 { group } => {
                     if !k.is_multiple_of(group) {
-                        bail!("{name}: K = {k} is not a multiple of the int4 group {group}");
+                        // Pruned layers: `shrink prune` keeps FFN widths at multiples of 32 for this.
+                        bail!("{name}: K = {k} (its input width) is not a multiple of the int4 group {group}; use a group that divides it");
                     }
                     let r = round_weights(&w, n, k, &Grid::Groups { max_q: 7, group }, opts, hessian.as_ref(), &name)?;
                     tensors.push(OwnedTensor::u8(&wname, vec![n, k / 2], pack_int4(&r.q)));

@@ -1,0 +1,71 @@
+//! Structured surgery on the candle model: removes whole heads (their Q/K/V rows and attention-output columns),
+//! FFN neurons (intermediate rows and output columns) and whole layers, and records the per-layer widths in
+//! config.json (`layer_heads`, `layer_intermediate_sizes`) so every loader sees the smaller shapes.
+
+use anyhow::{bail, Result};
+use candle_core::{Device, Tensor};
+use shrink_model::linear::Linear;
+use shrink_model::Bert;
+
+/// What survives, by index into the model being cut (sorted, no duplicates).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Keep {
+    /// Layers kept, in order.
+    pub layers: Vec<usize>,
+    /// Per kept layer (same order as `layers`): the heads it keeps.
+    pub heads: Vec<Vec<usize>>,
+    /// Per kept layer: the FFN neurons it keeps.
+    pub neurons: Vec<Vec<usize>>,
+}
+
+fn indices(idx: &[usize]) -> candle_core::Result<Tensor> {
+    Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), &Device::Cpu)
+}
+
+/// Keeps output rows `rows` of a Linear (weight (N, K) -> (n, K), bias (N) -> (n)).
+fn keep_rows(lin: &Linear, rows: &Tensor) -> candle_core::Result<Linear> {
+    Ok(Linear { weight: lin.weight.index_select(rows, 0)?, bias: lin.bias.index_select(rows, 0)? })
+}
+
+/// Keeps input columns `cols` of a Linear (weight (N, K) -> (N, k)); the bias is per output and stays.
+fn keep_cols(lin: &Linear, cols: &Tensor) -> candle_core::Result<Linear> {
+    Ok(Linear { weight: lin.weight.index_select(cols, 1)?.contiguous()?, bias: lin.bias.clone() })
+}
+
+/// The model with only what `keep` names; config.json's per-layer lists describe the new shapes.
+pub fn cut(model: &Bert, keep: &Keep) -> Result<Bert> {
+    if keep.layers.is_empty() {
+        bail!("pruning would remove every layer; keep at least one");
+    }
+    if keep.heads.len() != keep.layers.len() || keep.neurons.len() != keep.layers.len() {
+        bail!("internal: {} layers kept but {} head and {} neuron lists", keep.layers.len(), keep.heads.len(), keep.neurons.len());
+    }
+    let mut out = model.clone();
+    out.layers.clear();
+    for ((&l, heads), neurons) in keep.layers.iter().zip(&keep.heads).zip(&keep.neurons) {
+        let Some(src) = model.layers.get(l) else { bail!("internal: layer {l} does not exist") };
+        if heads.is_empty() || neurons.is_empty() {
+            bail!("layer {l} would keep {} heads and {} FFN neurons; every kept layer needs at least one of each", heads.len(), neurons.len());
+        }
+        let d = src.attention.head_dim;
+        let rows = indices(&heads.iter().flat_map(|&h| h * d..(h + 1) * d).collect::<Vec<_>>())?; // (A')
+        let ffn = indices(neurons)?; // (F')
+        let mut layer = src.clone();
+        let a = &mut layer.attention;
+        a.query = keep_rows(&src.attention.query, &rows)?; // (A', C)
+        a.key = keep_rows(&src.attention.key, &rows)?; // (A', C)
+        a.value = keep_rows(&src.attention.value, &rows)?; // (A', C)
+        a.output = keep_cols(&src.attention.output, &rows)?; // (C, A')
+        a.heads = heads.len();
+        a.head_mask = None;
+        layer.intermediate = keep_rows(&src.intermediate, &ffn)?; // (F', C)
+        layer.output = keep_cols(&src.output, &ffn)?; // (C, F')
+        out.layers.push(layer);
+    }
+    let cfg = &mut out.config;
+    cfg.num_hidden_layers = out.layers.len();
+    cfg.layer_heads = Some(out.layers.iter().map(|l| l.attention.heads).collect());
+    cfg.layer_intermediate_sizes = Some(out.layers.iter().map(|l| l.intermediate.weight.dims()[0]).collect());
+    cfg.validate()?;
+    Ok(out)
+}
