@@ -87,6 +87,17 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<serde_json::Map<String, serde_json:
 }
 
 /// One string field of every row; missing, non-string or empty values are errors naming file and row.
+/// The distinct values of the label field `name`, sorted: a new head's classes in index order (at least 2).
+pub fn label_set(path: &Path, rows: &[serde_json::Map<String, serde_json::Value>], name: &str) -> Result<Vec<String>> {
+    let mut labels = field(path, rows, name)?;
+    labels.sort();
+    labels.dedup();
+    if labels.len() < 2 {
+        anyhow::bail!("{}: need at least 2 distinct labels in field {name:?}, found {labels:?}", path.display());
+    }
+    Ok(labels)
+}
+
 pub fn field(path: &Path, rows: &[serde_json::Map<String, serde_json::Value>], name: &str) -> Result<Vec<String>> {
     rows.iter()
         .enumerate()

@@ -636,13 +636,7 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             let mut m = model::load(&model, Some(max_len))?;
             let rows = data::read_jsonl(&path)?;
             let rows = &data::sample(rows, limit, seed);
-            let label_names = data::field(&path, rows, label_field)?;
-            let mut labels: Vec<String> = label_names.clone();
-            labels.sort();
-            labels.dedup();
-            if labels.len() < 2 {
-                bail!("{}: need at least 2 distinct labels in field {label_field:?}, found {labels:?}", path.display());
-            }
+            let labels = data::label_set(&path, rows, label_field)?;
             let examples = train::examples(&path, rows, &m.tokenizer, (text_field, label_field), &labels)?;
             eprintln!("fine-tuning on {} examples, {} labels, max_len {max_len}", examples.len(), labels.len());
             m.model.add_classifier(&labels, seed)?;
@@ -718,7 +712,7 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
         Command::Sparsify { model, out, sparsity, method, scope, nm, data: path, begin, end, max_len, train: t } => {
             let opts = sparsify::Options { sparsity, method, scope, nm, begin, end };
             opts.check()?;
-            let m = model::load(&model, max_len)?;
+            let mut m = model::load(&model, max_len)?;
             let pruned = match &path {
                 None => {
                     let mut model = m.model;
@@ -726,10 +720,20 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
                     model
                 }
                 Some(path) => {
-                    let Some(labels) = m.model.config.labels() else {
-                        bail!("{model}: gradual pruning fine-tunes the classifier head, and this model has none (shrink finetune first)");
-                    };
                     let rows = data::sample(data::read_jsonl(path)?, t.limit, t.seed);
+                    // A model without a head gets one for the data's labels: pruning while learning the task, from
+                    // the pretrained weights, is where movement scores carry signal (Sanh et al.'s fine-pruning).
+                    let labels = match m.model.config.labels() {
+                        Some(l) => l,
+                        None => {
+                            let labels = data::label_set(path, &rows, &t.label_field)?;
+                            m.model.add_classifier(&labels, t.seed)?;
+                            if let Some(s) = m.model.config.shrink.as_mut() {
+                                s.max_len = Some(m.tokenizer.max_len);
+                            }
+                            labels
+                        }
+                    };
                     let examples = train::examples(path, &rows, &m.tokenizer, (&t.text_field, &t.label_field), &labels)?;
                     let topts = t.options()?;
                     let mut pruner = sparsify::Pruner::new(opts, examples.len().div_ceil(topts.batch) * topts.epochs);

@@ -105,8 +105,11 @@ fn gradual_movement_pruning_while_fine_tuning() {
     assert!(pruned_acc >= 0.6, "gradual magnitude-pruned accuracy {pruned_acc} (dense {dense_acc})");
 
     // Bad input: a clear error, no panic.
-    let no_head = fails(&["sparsify", &model(), "--data", train.to_str().unwrap(), "--out", tmp.path().join("x").to_str().unwrap()]);
-    assert!(no_head.contains("no") && no_head.contains("head"), "{no_head}");
+    // Without a head the model gets one for the data's labels, which need two classes at least.
+    let one_label = tmp.path().join("one.jsonl");
+    std::fs::write(&one_label, "{\"text\": \"a\", \"label\": \"x\"}\n{\"text\": \"b\", \"label\": \"x\"}\n").unwrap();
+    let err = fails(&["sparsify", &model(), "--data", one_label.to_str().unwrap(), "--out", tmp.path().join("x").to_str().unwrap()]);
+    assert!(err.contains("one.jsonl") && err.contains("2 distinct labels"), "{err}");
     let movement_needs_data = fails(&["sparsify", &model(), "--method", "movement", "--out", tmp.path().join("y").to_str().unwrap()]);
     assert!(movement_needs_data.contains("--data"), "{movement_needs_data}");
     assert!(fails(&["sparsify", &model(), "--sparsity", "1.0", "--out", tmp.path().join("z").to_str().unwrap()]).contains("[0, 1)"));
