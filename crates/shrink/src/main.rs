@@ -167,8 +167,8 @@ enum Command {
     #[command(after_help = "Examples:\n  \
         shrink sparsify out/bbc-classifier-128 --sparsity 0.5 --out out/cls-sparse50\n  \
         shrink sparsify out/bbc-classifier-128 --nm 2:4 --out out/cls-2of4\n  \
-        shrink sparsify out/bbc-classifier-128 --sparsity 0.9 --method movement --data assets/data/bbc/train.jsonl --epochs 3 --out out/cls-move90\n  \
-        shrink quantize out/cls-move90 --scheme sparse --out out/cls-move90-sparse")]
+        shrink sparsify out/bbc-classifier-128 --sparsity 0.9 --data assets/data/bbc/train.jsonl --epochs 4 --begin 0.25 --end 0.75 --lr 1e-4 --out out/cls-sparse90\n  \
+        shrink quantize out/cls-sparse90 --scheme sparse --out out/cls-sparse90-runtime")]
     Sparsify {
         model: String,
         #[arg(long)]

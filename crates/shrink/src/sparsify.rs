@@ -17,7 +17,9 @@ use crate::train::StepHook;
 pub enum Method {
     /// Keep the largest |w|.
     Magnitude,
-    /// Keep the weights whose -Σ w·grad is largest (needs training data).
+    /// Keep the weights whose -Σ w·grad is largest (needs training data, and long training: the score ignores
+    /// magnitude, so the first masks cut large weights as often as small ones; on BBC with 2-4 epochs it collapsed
+    /// to chance where magnitude kept 90% accuracy at 90% sparsity).
     Movement,
 }
 
