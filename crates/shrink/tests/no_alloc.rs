@@ -1,6 +1,6 @@
 //! After its first call at a shape, the runtime's forward pass allocates nothing: a counting global allocator
-//! watches repeated calls at that shape and at smaller ones, fp32, int8, int4 and a pruned model (non-uniform
-//! layers), on one and two threads.
+//! watches repeated calls at that shape and at smaller ones, fp32, int8, int4, a pruned model (non-uniform
+//! layers) and a sparse one, on one and two threads.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
@@ -78,6 +78,15 @@ fn forward_allocates_nothing_after_warmup() {
     assert!(heads.iter().min() < heads.iter().max(), "want layers of different widths: {heads:?}");
     pruned.save_dir(&tmp.path().join("pruned"), &model()).unwrap();
     dirs.push(tmp.path().join("pruned"));
+    // Unstructured: the sparse kernel's transposed-activation buffer is reused like the others.
+    let mut sparse = shrink_model::Bert::load_dir(&model()).unwrap();
+    let sp = shrink::sparsify::Options {
+        sparsity: 0.8, method: shrink::sparsify::Method::Magnitude, scope: shrink::sparsify::Scope::Layer, nm: None, begin: 0.0, end: 1.0,
+    };
+    shrink::sparsify::oneshot(&mut sparse, &sp).unwrap();
+    sparse.save_dir(&tmp.path().join("zeros"), &model()).unwrap();
+    quantize(&Source::open(&tmp.path().join("zeros")).unwrap(), &tmp.path().join("sparse"), &Options::new(Scheme::Sparse), &[], 1, None).unwrap();
+    dirs.push(tmp.path().join("sparse"));
     for dir in dirs {
         for threads in [1, 2] {
             let n = allocations_after_warmup(&dir, threads);
