@@ -101,6 +101,14 @@ impl TensorFile {
         }
     }
 
+    /// An F16 tensor as stored (no widening).
+    pub fn f16(&self, name: &str, shape: &[usize]) -> Result<Vec<half::f16>> {
+        match self.bytes(name, shape)? {
+            (Dtype::F16, d) => Ok(d.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]])).collect()),
+            (other, _) => bail!("{}: tensor {name} is {other:?}, expected F16", self.file.display()),
+        }
+    }
+
     /// A U16 tensor (sparse column indices and row counts).
     pub fn u16(&self, name: &str, shape: &[usize]) -> Result<Vec<u16>> {
         match self.bytes(name, shape)? {

@@ -11,6 +11,8 @@ use crate::norm::LayerNorm;
 /// A [rows, C] table.
 enum Table {
     F32(F32Data),
+    /// Half precision, widened row by row as ids are looked up (half the memory of F32).
+    F16(Vec<half::f16>),
     /// Per-row symmetric int8: row r = scale[r] * q[r].
     Int8 { q: Vec<i8>, scale: Vec<f32> },
     /// Per-row groups of int4 (`quantize_int4` layout): row r = q[r] nibbles x scale[r, k / group].
@@ -33,6 +35,7 @@ impl Embeddings {
         let name = "embeddings.word_embeddings.weight";
         let word = match format {
             "fp32" => Table::F32(file.f32_shared(name, &[v, c])?),
+            "fp16" => Table::F16(file.f16(name, &[v, c])?),
             "int8" => Table::Int8 {
                 q: file.i8(name, &[v, c])?.to_vec(),
                 scale: file.f32("embeddings.word_embeddings.weight_scale", &[v])?.into_owned(),
@@ -48,7 +51,7 @@ impl Embeddings {
                     group,
                 }
             }
-            other => bail!("{}: embeddings stored as {other:?}; expected fp32, int8 or int4-g32/64/128", file.file.display()),
+            other => bail!("{}: embeddings stored as {other:?}; expected fp32, fp16, int8 or int4-g32/64/128", file.file.display()),
         };
         Ok(Self {
             word,
@@ -68,6 +71,7 @@ impl Embeddings {
             let id = id as usize;
             match &self.word {
                 Table::F32(w) => row.copy_from_slice(&w[id * c..(id + 1) * c]),
+                Table::F16(w) => row.iter_mut().zip(&w[id * c..(id + 1) * c]).for_each(|(o, h)| *o = h.to_f32()),
                 Table::Int8 { q, scale } => {
                     for (o, &qv) in row.iter_mut().zip(&q[id * c..(id + 1) * c]) {
                         *o = qv as f32 * scale[id];
@@ -94,6 +98,7 @@ impl Embeddings {
     pub fn bytes(&self) -> usize {
         let word = match &self.word {
             Table::F32(w) => w.len() * 4,
+            Table::F16(w) => w.len() * 2,
             Table::Int8 { q, scale } => q.len() + scale.len() * 4,
             Table::Int4 { q, scale, .. } => q.len() + scale.len() * 4,
         };

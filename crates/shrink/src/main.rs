@@ -444,9 +444,9 @@ struct QuantArgs {
     /// GPTQ: quantize columns in order of decreasing Hessian diagonal.
     #[arg(long)]
     act_order: bool,
-    /// Storage of the token embedding table.
-    #[arg(long, value_enum, default_value = "fp32")]
-    embeddings: quantize::EmbeddingStorage,
+    /// Storage of the token embedding table (default: fp16 for --scheme fp16, else fp32).
+    #[arg(long, value_enum)]
+    embeddings: Option<quantize::EmbeddingStorage>,
     /// Tokens per calibration / dev text (default: the model's fine-tuning length, else 128).
     #[arg(long)]
     max_len: Option<usize>,
@@ -510,7 +510,10 @@ impl QuantArgs {
     fn options(&self) -> quantize::Options {
         use quantize::observer::Method;
         let mut o = quantize::Options::new(self.scheme);
-        o.embeddings = self.embeddings;
+        o.embeddings = self.embeddings.unwrap_or(match self.scheme {
+            quantize::Scheme::Fp16 => quantize::EmbeddingStorage::Fp16,
+            _ => quantize::EmbeddingStorage::Fp32,
+        });
         o.weights = self.weights;
         o.observer = match self.observer {
             ObserverArg::Minmax => Method::MinMax,

@@ -151,7 +151,14 @@ fn int4_gptq_beats_round_to_nearest_and_fits_the_file_budget() {
     let c_half = f.cosine(&half);
     assert!(c_half >= MIN_FP16_COSINE, "fp16 cosine {c_half}");
     let size = std::fs::metadata(half.join("model.safetensors")).unwrap().len();
-    assert!(size < 70_000_000, "fp16 encoder weights halve the file, f32 embeddings stay: {size}");
+    // Everything but biases and LayerNorms in half precision (the embedding table too, by default for fp16).
+    assert!((45_000_000..46_500_000).contains(&size), "fp16 halves the 90.9 MB file: {size}");
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(half.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["quantization"]["embeddings"], "fp16");
+    // An explicit --embeddings still wins.
+    let half32 = f.root.join("fp16-emb32");
+    quantize(&half32, &["--scheme", "fp16", "--embeddings", "fp32"]);
+    assert!(std::fs::metadata(half32.join("model.safetensors")).unwrap().len() > 68_000_000);
 }
 
 #[test]

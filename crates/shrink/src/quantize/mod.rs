@@ -55,6 +55,8 @@ impl Scheme {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum EmbeddingStorage {
     Fp32,
+    /// Half precision (half the bytes; widened per looked-up row at run time).
+    Fp16,
     /// Per-row symmetric int8 of the token embedding table (the largest tensor of small models).
     Int8,
     /// Per-row int4 in groups of 32 with f16 scales.
@@ -62,10 +64,10 @@ pub enum EmbeddingStorage {
 }
 
 impl EmbeddingStorage {
-    /// The table's grid (per row: each row is one "channel"); None for fp32.
+    /// The table's grid (per row: each row is one "channel"); None for float storage.
     pub fn grid(self) -> Option<Grid> {
         match self {
-            Self::Fp32 => None,
+            Self::Fp32 | Self::Fp16 => None,
             Self::Int8 => weight_grid(Storage::I8),
             Self::Int4 => weight_grid(Storage::I4 { group: EMBEDDING_GROUP }),
         }
@@ -403,6 +405,10 @@ pub fn emit(src: &Source, out: &Path, opts: &Options, plan: &Plan, cal: &Calibra
     }
     let word = "embeddings.word_embeddings.weight";
     let embeddings = match opts.embeddings.grid() {
+        None if opts.embeddings == EmbeddingStorage::Fp16 => {
+            tensors.push(OwnedTensor::f16(word, vec![v, c], &src.file.f32(word, &[v, c])?));
+            "fp16".to_string()
+        }
         None => "fp32".to_string(),
         Some(grid) => {
             let r = gptq::rtn(&src.file.f32(word, &[v, c])?, v, c, &grid, &scale_rounding(&grid));
