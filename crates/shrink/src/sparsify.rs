@@ -210,11 +210,6 @@ impl Pruner {
             }
         }
     }
-
-    /// The sparsity the masks now hold.
-    pub fn sparsity(&self) -> f64 {
-        self.current
-    }
 }
 
 impl StepHook for Pruner {
