@@ -15,3 +15,4 @@ pub mod quantize;
 pub mod sparsify;
 pub mod timing;
 pub mod train;
+pub mod vocab;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use shrink_model::checkpoint::write_atomic;
 use clap::{Parser, Subcommand, ValueEnum};
-use shrink::{bench, data, distill, embed, eval, inspect, model, prune, qat, quantize, sparsify, timing, train};
+use shrink::{bench, data, distill, embed, eval, inspect, model, prune, qat, quantize, sparsify, timing, train, vocab};
 
 #[derive(Parser)]
 #[command(name = "shrink", version, about = "Make transformer models small and fast for devices, and measure every step.")]
@@ -318,6 +318,24 @@ enum Command {
     Timing {
         #[arg(long)]
         model: String,
+    },
+    /// Keeps only the vocabulary a corpus uses (plus special tokens and single characters, so unseen words still
+    /// split into pieces): a smaller token table and tokenizer, the same output on every corpus text.
+    #[command(after_help = "Example:\n  shrink trim-vocab out/distill-cls3 --data assets/data/bbc/train.jsonl --out out/distill-cls3-bbcvocab\n  \
+        shrink quantize out/distill-cls3-bbcvocab --scheme int8-dynamic --embeddings int8 --out out/distill-cls3-bbcvocab-int8")]
+    TrimVocab {
+        /// An fp32 model folder (trim before quantizing).
+        model: String,
+        /// Texts whose tokens are kept: .jsonl (--text-field) or .txt (one per line).
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "text")]
+        text_field: String,
+        /// Keep a token seen at least this many times.
+        #[arg(long, default_value_t = 1)]
+        min_count: usize,
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -872,6 +890,25 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             }
         }
         Command::Timing { model } => timing::serve(model::load(&model, None)?)?,
+        Command::TrimVocab { model, data: path, text_field, min_count, out } => {
+            let m = model::load(&model, None)?;
+            let texts = data::read_texts(&path, &text_field)?;
+            let r = vocab::trim(&m.dir, &m.model, &texts, min_count, &out)?;
+            eprintln!(
+                "kept {} of {} tokens ({} special, {} single characters, {} seen in {} texts, {} of which split as before); token table {:.1} -> {:.1} MB fp32; wrote {}",
+                r.vocab_after,
+                r.vocab_before,
+                r.special,
+                r.single_chars,
+                r.seen,
+                r.texts,
+                r.texts_unchanged,
+                r.table_bytes_before as f64 / 1e6,
+                r.table_bytes_after as f64 / 1e6,
+                out.display()
+            );
+            println!("{}", serde_json::to_string(&r)?);
+        }
     }
     Ok(())
 }
