@@ -28,14 +28,18 @@ from transformers import BertModel  # noqa: E402
 
 # Default repetitions per round: with 5 rounds the whole run stays well under 10 min on 2 cores
 # (torch at 1 thread: ~40 ms, ~1.1 s, ~2 s per rep), even if shrink is a few times slower.
-DEFAULT_REPS = {"forward-1x128": 20, "forward-32x128": 2, "train-16x128": 2}
+DEFAULT_REPS = {"forward-1x128": 20, "forward-32x128": 2, "train-16x128": 2, "distill-16x128": 3}
+# One step of `shrink distill`'s recipe, mirrored from crates/shrink/src/timing.rs: a student of teacher layers
+# 1, 3, 5, loss 0.5 CE + 0.5 KL at T=2 (times T^2) + 1.0 hidden-state MSE of the mapped layers, teacher cached.
+STUDENT_LAYERS = (1, 3, 5)
+CE_W, KL_W, T, HIDDEN_W = 0.5, 0.5, 2.0, 1.0
 PAUSE_S = 0.1  # between sides: lets the idle side's spinning worker threads go to sleep
 
 
 def parse_case(name):
-    m = re.fullmatch(r"(forward|train)-(\d+)x(\d+)", name)
+    m = re.fullmatch(r"(forward|train|distill)-(\d+)x(\d+)", name)
     if not m:
-        sys.exit(f"bad case {name!r}: expected forward-BxT or train-BxT")
+        sys.exit(f"bad case {name!r}: expected forward-BxT, train-BxT or distill-BxT")
     return m[1], int(m[2]), int(m[3])
 
 
@@ -44,6 +48,12 @@ def bench_batch(b, t):
     ids = torch.tensor([[1000 + (bi * 131 + ti * 7919) % 28000 for ti in range(t)] for bi in range(b)])
     ids[:, 0], ids[:, -1] = 101, 102  # [CLS] ... [SEP]
     return ids, torch.ones(b, t, dtype=torch.long), torch.arange(b) % 5
+
+
+def mean_pool(hidden, mask):
+    """Mean over real tokens. hidden: (B, T, C), mask: (B, T) -> (B, C)"""
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
 
 class Torch:
@@ -68,13 +78,47 @@ class Torch:
         if self.train_model is None:
             self._train_setup()
         hidden = self.train_model(input_ids=ids, attention_mask=mask).last_hidden_state
-        m = mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)  # mean pooling over real tokens
-        loss = torch.nn.functional.cross_entropy(self.head(pooled), labels)
+        loss = torch.nn.functional.cross_entropy(self.head(mean_pool(hidden, mask)), labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.train_params, 1.0)  # shrink's recipe clips at 1.0 too
         self.opt.step()
         self.opt.zero_grad()
+
+    def _distill_setup(self, ids, mask):
+        """Student from teacher layers, teacher logits and mapped hidden states cached once (as shrink does)."""
+        torch.manual_seed(0)
+        teacher_head = torch.nn.Linear(self.model.config.hidden_size, 5)
+        with torch.no_grad():  # not inference_mode: the cached targets take part in the student's backward
+            out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+            pooled = mean_pool(out.last_hidden_state, mask)
+            cached = {"logits": teacher_head(pooled).clone(),
+                      "hidden": [out.hidden_states[l + 1].clone() for l in STUDENT_LAYERS]}
+        student = copy.deepcopy(self.model).train()
+        student.encoder.layer = torch.nn.ModuleList([student.encoder.layer[l] for l in STUDENT_LAYERS])
+        student.config.num_hidden_layers = len(STUDENT_LAYERS)
+        head = copy.deepcopy(teacher_head)
+        params = list(student.parameters()) + list(head.parameters())
+        self.distill_state = {"shape": tuple(ids.shape), "student": student, "head": head, "params": params,
+                              "opt": torch.optim.AdamW(params, lr=5e-5, weight_decay=0.01), **cached}
+
+    def distill(self, ids, mask, labels):
+        st = getattr(self, "distill_state", None)
+        if st is None or st["shape"] != tuple(ids.shape):
+            self._distill_setup(ids, mask)
+            st = self.distill_state
+        out = st["student"](input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        logits = st["head"](mean_pool(out.last_hidden_state, mask))
+        f = torch.nn.functional
+        ce = f.cross_entropy(logits, labels)
+        kl = f.kl_div(f.log_softmax(logits / T, -1), f.log_softmax(st["logits"] / T, -1), log_target=True,
+                      reduction="batchmean") * T * T
+        m = mask.unsqueeze(-1).to(logits.dtype)
+        hidden = sum(((h - target) ** 2 * m).sum() / (m.sum() * h.shape[-1])
+                     for h, target in zip(out.hidden_states[1:], st["hidden"])) / len(STUDENT_LAYERS)
+        (CE_W * ce + KL_W * kl + HIDDEN_W * hidden).backward()
+        torch.nn.utils.clip_grad_norm_(st["params"], 1.0)
+        st["opt"].step()
+        st["opt"].zero_grad()
 
     def run(self, kind, b, t, reps):
         batch = bench_batch(b, t)

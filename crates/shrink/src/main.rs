@@ -313,7 +313,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Timing server for the bench/ scripts: reads `forward|train B T R` lines, answers {"ms": [...]}.
+    /// Timing server for the bench/ scripts: reads `forward|train|distill B T R` lines, answers {"ms": [...]}.
     #[command(after_help = "Example:\n  echo 'forward 1 128 5' | shrink timing --model assets/models/all-MiniLM-L6-v2 --threads 1")]
     Timing {
         #[arg(long)]

@@ -1,5 +1,7 @@
 //! `shrink timing`: a timing server for the `bench/` scripts, so shrink and a peer can be timed interleaved in one
-//! run without reloading. Reads `forward B T R` or `train B T R` per line on stdin, answers `{"ms": [...]}`.
+//! run without reloading. Reads `forward B T R`, `train B T R` or `distill B T R` per line on stdin, answers
+//! `{"ms": [...]}`. `distill` is one step of `shrink distill`'s default recipe: a 3-layer student (teacher layers
+//! 1, 3, 5), cross-entropy + KL at T = 2 + hidden-state MSE of the mapped layers, teacher outputs cached beforehand.
 
 use std::io::{BufRead, Write};
 use std::time::Instant;
@@ -7,8 +9,23 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 
+use crate::distill::examples::Example;
+use crate::distill::teacher::Targets;
+use crate::distill::{student, EmbedLoss, LossWeights, Objective, Split, Task};
 use crate::model::Loaded;
 use crate::train::{classify_loss, TrainOptions, Trainer};
+
+/// The timed student's teacher layers and loss weights (the README's distillation run).
+const STUDENT_LAYERS: [usize; 3] = [1, 3, 5];
+const DISTILL_WEIGHTS: LossWeights =
+    LossWeights { ce: 0.5, kl: 0.5, temperature: 2.0, hidden: 1.0, attn: 0.0, embed: 0.0, embed_loss: EmbedLoss::Cosine };
+
+/// A distillation trainer with the teacher's outputs on the batch cached, as `shrink distill` caches them.
+struct DistillCase {
+    trainer: Trainer,
+    examples: Vec<Example>,
+    targets: Targets,
+}
 
 /// Deterministic ids shared with bench/compare_torch.py: [CLS] ... [SEP], all tokens real.
 fn bench_batch(b: usize, t: usize) -> Result<(Tensor, Tensor, Tensor)> {
@@ -37,14 +54,25 @@ pub fn serve(mut m: Loaded) -> Result<()> {
     }
     let opts = TrainOptions { epochs: 1, batch: 16, lr: 5e-5, weight_decay: 0.01, warmup: 0.0, clip: 1.0, seed: 0 };
     let mut trainer: Option<Trainer> = None;
+    let mut distill: Option<((usize, usize), DistillCase)> = None;
     let stdout = std::io::stdout();
     for line in std::io::stdin().lock().lines() {
         let line = line?;
         let parts: Vec<&str> = line.split_whitespace().collect();
-        let [what, b, t, r] = parts[..] else { bail!("expected `forward|train B T R`, got {line:?}") };
+        let [what, b, t, r] = parts[..] else { bail!("expected `forward|train|distill B T R`, got {line:?}") };
         let (b, t, r): (usize, usize, usize) =
             (b.parse().context("B")?, t.parse().context("T")?, r.parse().context("R")?);
         let (ids, mask, labels) = bench_batch(b, t)?;
+        if what == "distill" && distill.as_ref().is_none_or(|(shape, _)| *shape != (b, t)) {
+            let ids = ids.to_vec2::<u32>()?;
+            let labels = labels.to_vec1::<u32>()?;
+            let examples: Vec<Example> = ids.into_iter().zip(labels).map(|(ids, l)| Example { ids, label: Some(l) }).collect();
+            let targets = Targets::compute(&m.model, Task::Classify, &examples, &STUDENT_LAYERS, false)?;
+            let trainer = Trainer::new(student::build(&m.model, &STUDENT_LAYERS), &opts, 1_000_000)?;
+            distill = Some(((b, t), DistillCase { trainer, examples, targets }));
+        }
+        let objective = Objective { task: Task::Classify, weights: DISTILL_WEIGHTS };
+        let all: Vec<usize> = (0..b).collect();
         let mut ms = Vec::with_capacity(r);
         for _ in 0..r {
             let start = Instant::now();
@@ -56,6 +84,11 @@ pub fn serve(mut m: Loaded) -> Result<()> {
                         None => trainer.insert(Trainer::new(m.model.clone(), &opts, 1_000_000)?),
                     };
                     tr.step(|m, rng| classify_loss(m, &ids, &mask, &labels, rng), None)?;
+                }
+                "distill" => {
+                    let case = &mut distill.as_mut().expect("set up above").1;
+                    let split = Split { examples: &case.examples, targets: &case.targets };
+                    case.trainer.step(|m, rng| objective.loss(m, &split, &all, rng), None)?;
                 }
                 _ => bail!("unknown timing case {what:?}"),
             }

@@ -123,14 +123,51 @@ fn inspect_counts_minilm() {
     }
 }
 
+/// The subcommands a `--help` page lists under "Commands:" (clap's own `help` aside).
+fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|c| c != "help")
+        .collect()
+}
+
 #[test]
 fn every_command_has_help_with_an_example() {
-    for cmd in [&["inspect"][..], &["importance"], &["prune"], &["embed"], &["eval"], &["finetune"], &["quantize"], &["sensitivity"], &["bench"], &["timing"], &["data", "bbc"]] {
-        let mut args = cmd.to_vec();
-        args.push("--help");
+    let mut todo: Vec<Vec<String>> = subcommands(&ok(&["--help"])).into_iter().map(|c| vec![c]).collect();
+    assert!(todo.len() >= 15, "the top-level help lists only {todo:?}");
+    while let Some(cmd) = todo.pop() {
+        let args: Vec<&str> = cmd.iter().map(String::as_str).chain(["--help"]).collect();
         let out = ok(&args);
-        assert!(out.contains("Example"), "{cmd:?} --help lacks an example:\n{out}");
+        let nested = subcommands(&out);
+        if nested.is_empty() {
+            assert!(out.contains("Example"), "{cmd:?} --help lacks an example:\n{out}");
+        }
+        todo.extend(nested.into_iter().map(|c| [cmd.clone(), vec![c]].concat()));
     }
+}
+
+#[test]
+fn timing_server_answers_each_case_and_rejects_unknown_ones() {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_shrink"))
+        .args(["timing", "--model", &model(), "--threads", "2"])
+        .env("SHRINK_NO_PROGRESS", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"forward 2 16 2\ntrain 2 16 1\ndistill 2 16 2\nbogus 1 4 1\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let answers: Vec<serde_json::Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let counts: Vec<usize> = answers.iter().map(|a| a["ms"].as_array().unwrap().len()).collect();
+    assert_eq!(counts, [2, 1, 2], "one answer per known case, one time per repetition");
+    assert!(answers.iter().flat_map(|a| a["ms"].as_array().unwrap()).all(|ms| ms.as_f64().unwrap() > 0.0));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success() && err.contains("unknown timing case \"bogus\"") && !err.contains("panicked"), "{err}");
 }
 
 #[test]
