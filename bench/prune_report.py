@@ -1,8 +1,16 @@
-"""Table, JSON and heads-curve SVG of bench/run-prune.sh: argv = N, N model dirs, N eval JSONs, --, (dir, bench JSON)*."""
+"""Table, JSON and heads-curve SVG of bench/run-prune.sh: argv = N, N model dirs, N eval JSONs, --, (dir, bench JSON)*.
+A bench entry named `ort-fp32` is ONNX Runtime fp32 on the unpruned model, timed in the same rounds."""
 import json
 import os
 import statistics
+import subprocess
 import sys
+
+
+def params(model):
+    """(all parameters, encoder-layer parameters) from `shrink inspect --json`."""
+    d = json.loads(subprocess.run(["target/release/shrink", "inspect", model, "--json"], check=True, capture_output=True, text=True).stdout)
+    return d["total"]["params"], sum(layer[1]["params"] if isinstance(layer, list) else layer["params"] for layer in d["layers"])
 
 n = int(sys.argv[1])
 models, evals = sys.argv[2:2 + n], [json.loads(e) for e in sys.argv[2 + n:2 + 2 * n]]
@@ -13,22 +21,31 @@ for m, b in zip(rest[::2], rest[1::2]):
     runs.setdefault(m, []).extend(b["runs_ms"])
 teacher = models[0]
 base_ms = statistics.median(runs[teacher])
+ort_ms = statistics.median(runs["ort-fp32"]) if "ort-fp32" in runs else None
+base_mb = os.path.getsize(os.path.join(teacher, "model.safetensors")) / 1e6
 rows = []
 for m, e in zip(models, evals):
     ms = statistics.median(runs[m]) if m in runs else None
-    rows.append({"model": m, "accuracy": e["accuracy"], "macro_f1": e["macro_f1"], "median_ms": ms,
-                 "latency_ratio": ms / base_ms if ms else None,
-                 "file_mb": os.path.getsize(os.path.join(m, "model.safetensors")) / 1e6})
-lines = ["| model | accuracy | macro F1 | median ms (1 x 128, 1 thread) | vs teacher | file MB |", "|---|---:|---:|---:|---:|---:|"]
+    mb = os.path.getsize(os.path.join(m, "model.safetensors")) / 1e6
+    total, encoder = params(m)
+    rows.append({"model": m, "accuracy": e["accuracy"], "macro_f1": e["macro_f1"], "params_m": total / 1e6, "encoder_params_m": encoder / 1e6,
+                 "median_ms": ms,
+                 "latency_ratio": ms / base_ms if ms else None, "vs_ort_fp32": ms / ort_ms if ms and ort_ms else None,
+                 "file_mb": mb, "file_ratio": mb / base_mb})
+fmt = lambda v, f: f.format(v) if v else "-"
+lines = ["| model | accuracy | macro F1 | params M (encoder) | median ms (1 x 128, 1 thread) | vs teacher | vs ORT fp32 | file MB | vs teacher |",
+         "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
 for r in rows:
-    ms = f"{r['median_ms']:.1f}" if r["median_ms"] else "-"
-    ratio = f"{r['latency_ratio']:.2f}x" if r["latency_ratio"] else "-"
-    mb = f"{r['file_mb']:.1f}" if r["file_mb"] else "-"
-    lines.append(f"| {r['model']} | {100 * r['accuracy']:.2f}% | {r['macro_f1']:.4f} | {ms} | {ratio} | {mb} |")
+    lines.append(f"| {r['model']} | {100 * r['accuracy']:.2f}% | {r['macro_f1']:.4f} | {r['params_m']:.1f} ({r['encoder_params_m']:.1f}) "
+                 f"| {fmt(r['median_ms'], '{:.1f}')} "
+                 f"| {fmt(r['latency_ratio'], '{:.2f}x')} | {fmt(r['vs_ort_fp32'], '{:.2f}x')} | {r['file_mb']:.1f} "
+                 f"| {r['file_ratio']:.2f}x |")
+if ort_ms:
+    lines.append(f"| ONNX Runtime fp32, unpruned (`bench/work/ort/fp32.onnx`) | | | | {ort_ms:.1f} | {ort_ms / base_ms:.2f}x | 1.00x | | |")
 table = "\n".join(lines) + "\n"
 print(table)
 open("bench/results/prune.md", "w").write(table)
-json.dump(rows, open("bench/results/prune.json", "w"), indent=1)
+json.dump({"rows": rows, "ort_fp32_median_ms": ort_ms}, open("bench/results/prune.json", "w"), indent=1)
 
 # Accuracy against the fraction of heads removed (no recovery): the teacher, then h25, h5 (0.5), h75.
 curve = [(0.0, evals[0]["accuracy"])] + [(f, e["accuracy"]) for m, e in zip(models, evals)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job end to end on the real example: fetch all-MiniLM-L6-v2 and BBC News, fine-tune the topic classifier,
 # quantize it and the base model (int8 dynamic; int8 static calibrated on train; int4 g32 by GPTQ with int4
-# embeddings), prune half the classifier's heads and FFN neurons with a short recovery (and int8 it), evaluate
+# embeddings), prune half the classifier's heads and FFN neurons with a short recovery, trim its vocabulary to the
+# tokens the training texts use (and int8 that), evaluate
 # every variant on the test split (classify, retrieval), time it on the runtime (batch 1 x MAX_LEN, 1 thread), and
 # print one table.
 # THREADS (default: all cores), EPOCHS (3) and MAX_LEN (128) can be set in the environment.
@@ -29,14 +30,16 @@ for m in "$out" "$base"; do
   "$shrink" quantize "$m" --scheme int4 --group 32 --gptq --act-order --embeddings int4 "${calib[@]}" --out "$name-int4" "${threads[@]}"
 done
 
-# Structured pruning of the classifier: half its heads and FFN neurons cut out, one epoch of recovery, then int8.
+# Structured pruning of the classifier: half its heads and FFN neurons cut out, one epoch of recovery; then only the
+# tokens the training texts use twice or more (the token table is most of what is left), then int8.
 "$shrink" prune "$out" --heads 0.5 --ffn 0.5 --data "$data/train.jsonl" --recover finetune --epochs 1 --out "$out-pruned" "${threads[@]}"
-"$shrink" quantize "$out-pruned" --scheme int8-dynamic --embeddings int8 --out "$out-pruned-int8"
+"$shrink" trim-vocab "$out-pruned" --data "$data/train.jsonl" --min-count 2 --out "$out-pruned-vocab"
+"$shrink" quantize "$out-pruned-vocab" --scheme int8-dynamic --embeddings int8 --out "$out-pruned-vocab-int8"
 
 eval_json() { "$shrink" eval "$1" --task "$2" --data "$data/test.jsonl" --json "${threads[@]}"; }
 bench_json() { "$shrink" --threads 1 bench "$1" --batch 1 --seq "$max_len" --runs 30 --json; }
 rows=()
-for m in "$out" "$out-int8" "$out-int8-static" "$out-int4" "$out-pruned" "$out-pruned-int8"; do rows+=("$m" classify "$(eval_json "$m" classify)" "$(bench_json "$m")"); done
+for m in "$out" "$out-int8" "$out-int8-static" "$out-int4" "$out-pruned" "$out-pruned-vocab" "$out-pruned-vocab-int8"; do rows+=("$m" classify "$(eval_json "$m" classify)" "$(bench_json "$m")"); done
 for m in "$base" out/minilm-int8 out/minilm-int8-static out/minilm-int4; do rows+=("$m" retrieval "$(eval_json "$m" retrieval)" "$(bench_json "$m")"); done
 
 python3 - "$train_s" "$max_len" "${rows[@]}" <<'PY'
