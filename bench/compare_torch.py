@@ -4,7 +4,7 @@
 shrink runs as a child process (`shrink timing`, a line protocol on stdin/stdout);
 PyTorch runs in this process. For each thread count and case the two sides take
 turns, R repetitions each, for K rounds, so drift in machine load (thermal, other
-jobs) hits both sides alike. Writes <out-dir>/torch_compare.{json,md}.
+jobs) hits both sides alike. Writes <out-dir>/<name>.{json,md} (name: torch_compare).
 
     bench/.venv/bin/python bench/compare_torch.py --threads 1,2 --quick
 """
@@ -179,6 +179,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=1, help="untimed repetitions per side per case")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 round of 1 rep (unless --reps)")
     ap.add_argument("--out-dir", default="bench/results")
+    ap.add_argument("--name", default="torch_compare", help="output file stem (e.g. torch_distill for a distill-only run)")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.reps = 1, args.reps or 1
@@ -225,18 +226,19 @@ def main():
         "model": args.model, "shrink": args.shrink,
         "rounds": args.rounds, "warmup": args.warmup, "results": results,
     }
-    (out / "torch_compare.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
     md = [f"# shrink vs PyTorch {torch.__version__} on all-MiniLM-L6-v2",
           "",
           f"{report['machine']['cpu']}, {report['machine']['cores']} cores; {report['date']}; "
-          f"{args.rounds} interleaved rounds; median of all repetitions.",
+          f"{args.rounds} interleaved rounds; median of all repetitions; load average "
+          f"{report['loadavg_start'][0]:.1f} at start, {report['loadavg_end'][0]:.1f} at end (other jobs on the machine).",
           "",
           "| case | threads | shrink ms | torch ms | ratio shrink/torch |",
           "| --- | ---: | ---: | ---: | ---: |"]
     md += [f"| {r['case']} | {r['threads']} | {r['shrink']['median_ms']:.1f} | {r['torch']['median_ms']:.1f} "
            f"| {r['ratio']:.2f} |" for r in results]
-    (out / "torch_compare.md").write_text("\n".join(md) + "\n")
-    print(f"wrote {out / 'torch_compare.json'} and {out / 'torch_compare.md'}")
+    (out / f"{args.name}.md").write_text("\n".join(md) + "\n")
+    print(f"wrote {out / args.name}.json and .md")
 
 
 if __name__ == "__main__":
