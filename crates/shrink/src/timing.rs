@@ -53,7 +53,7 @@ pub fn serve(mut m: Loaded) -> Result<()> {
                 "train" => {
                     let tr = match trainer.as_mut() {
                         Some(tr) => tr,
-                        None => trainer.insert(Trainer::new(m.model.clone(), &opts, 1_000_000)?),
+                        None => trainer.insert(Trainer::new(m.model.clone(), Vec::new(), &opts, 1_000_000)?),
                     };
                     tr.step(|m, rng| classify_loss(m, &ids, &mask, &labels, rng), None)?;
                 }
