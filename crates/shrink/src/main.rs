@@ -88,9 +88,12 @@ enum Command {
         #[command(flatten)]
         train: TrainArgs,
     },
-    /// Knowledge distillation into a shallower student initialised from the teacher's layers (a normal model folder).
+    /// Knowledge distillation into a shallower and/or narrower student initialised from the teacher's layers and its
+    /// most important heads, FFN neurons and hidden channels (a normal model folder).
     #[command(after_help = "Examples:\n  \
         shrink --threads 1 distill --teacher out/bbc-classifier-128 --data assets/data/bbc/train.jsonl --student-layers 3 --out out/distill-cls3\n  \
+        shrink --threads 1 distill --teacher out/bbc-classifier-128 --data assets/data/bbc/train.jsonl --student-layers 3 --hidden 256 \\\n    \
+        --ffn 768 --hidden-weight 1 --out out/distill-cls3-256\n  \
         shrink distill --teacher assets/models/all-MiniLM-L6-v2 --task embedding --data assets/data/bbc/train.jsonl --out out/distill-emb3")]
     Distill {
         /// Teacher model folder (classify: a fine-tuned classifier with its head).
@@ -108,6 +111,25 @@ enum Command {
         /// every-other (evenly spaced, ending at the last layer: 6 -> 3 takes 1,3,5), first, or 0-based indices like 0,2,4.
         #[arg(long, default_value = "every-other")]
         layer_map: String,
+        /// Model width C' of the student: the C' hidden channels with the most activation energy over the importance
+        /// sample are kept in every tensor; a multiple of the head width (32 for MiniLM), the student has C' / 32 heads
+        /// at most. Hidden-state matching then goes through a learned C' -> C projection per layer (not saved).
+        #[arg(long)]
+        hidden: Option<usize>,
+        /// Attention heads per student layer (default: the teacher's, at most --hidden / head width), the most
+        /// important kept (head-mask gradients, as `shrink prune`).
+        #[arg(long)]
+        heads: Option<usize>,
+        /// FFN neurons per student layer, the most important kept (Taylor, as `shrink prune`); a multiple of 32 keeps
+        /// int4 quantization possible.
+        #[arg(long)]
+        ffn: Option<usize>,
+        /// How --heads / --ffn rank heads and neurons (default: taylor for classify, l2 for embedding).
+        #[arg(long, value_enum)]
+        importance: Option<prune::importance::Method>,
+        /// Training rows the importance of heads, neurons and hidden channels is measured on.
+        #[arg(long, default_value_t = 256)]
+        importance_samples: usize,
         /// Cross-entropy on the labels (classify; default 0.5).
         #[arg(long)]
         ce_weight: Option<f64>,
@@ -669,8 +691,8 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             eprintln!("saved {}", out.display());
         }
         Command::Distill {
-            teacher, data: path, out, task, student_layers, layer_map, ce_weight, kl_weight, temperature, hidden_weight,
-            attn_weight, embed_weight, embed_loss, rows, train: t,
+            teacher, data: path, out, task, student_layers, layer_map, hidden, heads, ffn, importance, importance_samples,
+            ce_weight, kl_weight, temperature, hidden_weight, attn_weight, embed_weight, embed_loss, rows, train: t,
         } => {
             check_out_differs(&teacher, &out)?;
             let classify = task == distill::Task::Classify;
@@ -700,6 +722,9 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
                 task,
                 student_layers,
                 layer_map: layer_map.parse()?,
+                width: distill::student::Width { hidden, heads, ffn },
+                importance: importance.unwrap_or(if classify { prune::importance::Method::Taylor } else { prune::importance::Method::L2 }),
+                importance_samples,
                 weights,
                 rows: rows.rows(&t),
                 train: t.options()?,

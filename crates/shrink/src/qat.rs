@@ -123,7 +123,7 @@ pub fn qat(model_spec: &str, data: &Path, out: &Path, o: &QatOptions) -> Result<
         embed: 0.0,
         embed_loss: EmbedLoss::Cosine,
     };
-    let objective = Objective { task: Task::Classify, weights };
+    let objective = Objective { task: Task::Classify, weights, projections: Vec::new() };
     let splits = Splits { train: Split { examples: &train_ex, targets: &targets }, dev: Split { examples: &dev_ex, targets: &no_targets } };
     if !dev_ex.is_empty() {
         let fp32 = objective.score(&m.model, &splits.dev)?;

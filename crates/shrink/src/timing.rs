@@ -68,10 +68,10 @@ pub fn serve(mut m: Loaded) -> Result<()> {
             let labels = labels.to_vec1::<u32>()?;
             let examples: Vec<Example> = ids.into_iter().zip(labels).map(|(ids, l)| Example { ids, label: Some(l) }).collect();
             let targets = Targets::compute(&m.model, Task::Classify, &examples, &STUDENT_LAYERS, false)?;
-            let trainer = Trainer::new(student::build(&m.model, &STUDENT_LAYERS), &opts, 1_000_000)?;
+            let trainer = Trainer::new(student::build(&m.model, &STUDENT_LAYERS), Vec::new(), &opts, 1_000_000)?;
             distill = Some(((b, t), DistillCase { trainer, examples, targets }));
         }
-        let objective = Objective { task: Task::Classify, weights: DISTILL_WEIGHTS };
+        let objective = Objective { task: Task::Classify, weights: DISTILL_WEIGHTS, projections: Vec::new() };
         let all: Vec<usize> = (0..b).collect();
         let mut ms = Vec::with_capacity(r);
         for _ in 0..r {
@@ -81,7 +81,7 @@ pub fn serve(mut m: Loaded) -> Result<()> {
                 "train" => {
                     let tr = match trainer.as_mut() {
                         Some(tr) => tr,
-                        None => trainer.insert(Trainer::new(m.model.clone(), &opts, 1_000_000)?),
+                        None => trainer.insert(Trainer::new(m.model.clone(), Vec::new(), &opts, 1_000_000)?),
                     };
                     tr.step(|m, rng| classify_loss(m, &ids, &mask, &labels, rng), None)?;
                 }

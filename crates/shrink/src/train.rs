@@ -38,6 +38,9 @@ pub trait StepHook {
 pub struct Trainer {
     pub model: Bert,
     params: Vec<(String, Var)>,
+    /// Trained beside the model but not part of it (distillation's width projections): optimised and clipped with
+    /// it, never saved, and not shown to a `StepHook`.
+    extra: Vec<(String, Var)>,
     optim: AdamW,
     rng: StdRng,
     schedule: LinearSchedule,
@@ -79,16 +82,19 @@ impl Loss {
 }
 
 impl Trainer {
-    pub fn new(mut model: Bert, opts: &TrainOptions, total_steps: usize) -> Result<Self> {
+    /// `extra`: variables outside the model that the loss also trains.
+    pub fn new(mut model: Bert, extra: Vec<(String, Var)>, opts: &TrainOptions, total_steps: usize) -> Result<Self> {
         let named = trainable(&mut model)?;
         // As in BERT: no weight decay on biases and LayerNorm parameters.
         let params: Vec<(Var, f64)> = named
             .iter()
+            .chain(&extra)
             .map(|(name, v)| (v.clone(), if name.ends_with(".bias") || name.contains("LayerNorm") { 0.0 } else { opts.weight_decay }))
             .collect();
         Ok(Self {
             model,
             params: named,
+            extra,
             optim: AdamW::new(params, opts.lr),
             rng: StdRng::seed_from_u64(opts.seed ^ 0x5eed),
             schedule: LinearSchedule {
@@ -112,7 +118,7 @@ impl Trainer {
         if let Some(h) = hook.as_deref_mut() {
             h.before_update(self.step, &self.params, &grads)?;
         }
-        let scale = if self.clip > 0.0 { clip_scale(&grads, &self.params, self.clip)? } else { 1.0 };
+        let scale = if self.clip > 0.0 { clip_scale(&grads, self.params.iter().chain(&self.extra), self.clip)? } else { 1.0 };
         self.optim.lr = self.schedule.at(self.step);
         self.optim.step(&grads, scale)?;
         if let Some(h) = hook {
@@ -167,7 +173,7 @@ pub fn examples(
 }
 
 /// Factor that brings the global L2 norm of the gradients down to `max_norm` (1 when already below).
-fn clip_scale(grads: &GradStore, params: &[(String, Var)], max_norm: f64) -> Result<f32> {
+fn clip_scale<'a>(grads: &GradStore, params: impl Iterator<Item = &'a (String, Var)>, max_norm: f64) -> Result<f32> {
     let mut sq = 0f64;
     for (_, v) in params {
         if let Some(g) = grads.get(v.as_tensor()) {
@@ -204,9 +210,11 @@ impl PartMeans {
 
 /// The epoch loop: `n` examples shuffled (seeded) into batches of indices, one step of `batch_loss` per batch, the
 /// progress bar showing the epoch's mean of every loss part, then `after_epoch(model, epoch)` (evaluation,
-/// checkpoints). Returns the trained model.
+/// checkpoints). `extra`: variables outside the model the loss also trains (see `Trainer::new`). Returns the
+/// trained model.
 pub fn fit(
     model: Bert,
+    extra: Vec<(String, Var)>,
     n: usize,
     opts: &TrainOptions,
     mut batch_loss: impl FnMut(&Bert, &[usize], &mut StdRng) -> Result<Loss>,
@@ -217,7 +225,7 @@ pub fn fit(
         bail!("no training examples");
     }
     let steps_per_epoch = n.div_ceil(opts.batch);
-    let mut trainer = Trainer::new(model, opts, steps_per_epoch * opts.epochs)?;
+    let mut trainer = Trainer::new(model, extra, opts, steps_per_epoch * opts.epochs)?;
     let mut order: Vec<usize> = (0..n).collect();
     let mut shuffle_rng = StdRng::seed_from_u64(opts.seed);
     for epoch in 0..opts.epochs {
@@ -270,7 +278,7 @@ pub fn finetune_with(
         let labels = Tensor::new(labels.as_slice(), ids.device())?; // (B,)
         loss(&m.logits(&ids, &mask, Some(rng))?, batch, &labels) // logits (B, L)
     };
-    fit(model, examples.len(), opts, step, |_, _| Ok(()), hook)
+    fit(model, Vec::new(), examples.len(), opts, step, |_, _| Ok(()), hook)
 }
 
 #[cfg(test)]

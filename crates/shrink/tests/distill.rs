@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use candle_core::{Tensor, Var};
 use common::{asset, fails, model, ok, shrink};
 use shrink::distill::{examples, student, teacher::Targets, EmbedLoss, LossWeights, Objective, Split, Task};
+use shrink::prune::importance::Method;
 use shrink::quantize::gptq::Grid;
 
 /// Tokens per text in these tests: short, so every run takes seconds.
@@ -17,6 +18,11 @@ const MAX_LEN: &str = "32";
 const MIN_STUDENT_ACCURACY: f64 = 0.8;
 /// QAT may not lose more than this (2 of the 112 slice rows) against PTQ of the same teacher.
 const QAT_VS_PTQ_TOL: f64 = 0.02;
+/// A 3-layer student 256 wide (FFN 768) distilled like the full-width one: every LayerNorm now averages over
+/// fewer channels, so it starts further away and trains to less in the same 2 epochs (chance: 0.2).
+const MIN_NARROW_ACCURACY: f64 = 0.6;
+/// Runtime vs candle on the same weights (the golden budget).
+const RUNTIME_VS_CANDLE: f32 = 1e-4;
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -129,6 +135,16 @@ fn bad_distill_and_qat_inputs_name_the_problem() {
     assert!(distill(&["--layer-map", "every-second"], t).contains("--layer-map \"every-second\""));
     assert!(distill(&["--task", "embedding", "--ce-weight", "1"], t).contains("--task classify"));
     assert!(distill(&["--dev-fraction", "1.5"], t).contains("--dev-fraction"));
+    // Narrow students: C' a multiple of the head width 32 and at most C, heads that exist and fit C' / 32.
+    assert!(distill(&["--hidden", "300"], t).contains("--hidden 300: must be a multiple of the head width 32"));
+    assert!(distill(&["--hidden", "512"], t).contains("--hidden 512: must be between 32 and the teacher's hidden_size 384"));
+    assert!(distill(&["--heads", "13"], t).contains("--heads 13: must be between 1 and the teacher's 12 heads"));
+    assert!(distill(&["--heads", "0"], t).contains("--heads 0"));
+    assert!(distill(&["--hidden", "256", "--heads", "12"], t).contains("--heads 12 does not fit --hidden 256: at most 256 / 32 = 8 heads"));
+    assert!(distill(&["--ffn", "2000"], t).contains("--ffn 2000: must be between 1 and the teacher's FFN width 1536"));
+    assert!(distill(&["--heads", "6", "--attn-weight", "1"], t).contains("--attn-weight compares attention maps head by head"));
+    assert!(distill(&["--task", "embedding", "--hidden", "256"], t).contains("--task embedding with --hidden below 384"));
+    assert!(distill(&["--task", "embedding", "--ffn", "768", "--importance", "taylor"], t).contains("--importance taylor"));
     let qat = fails(&["qat", "--model", &model(), "--scheme", "int4-g32", "--data", s(&train), "--out", s(&out)]);
     assert!(qat.contains("no classification head"), "{qat}");
     assert!(fails(&["qat", "--model", t, "--scheme", "int8", "--data", s(&train), "--out", t]).contains("is the input model folder"));
@@ -257,3 +273,128 @@ fn embedding_student_keeps_retrieval_far_above_chance() {
     assert!(mrr > 0.6, "student MRR@10 {mrr}");
 }
 
+
+/// Labelled train rows of the teacher at 16 tokens, as (ids, label) for the importance scores.
+fn scoring_rows(t: &shrink::model::Loaded, n: usize) -> Vec<examples::Example> {
+    let fields = examples::Fields { text: "text".into(), label: "label".into() };
+    let labels = t.model.config.labels().unwrap();
+    examples::read(&asset("data/bbc/train.jsonl"), &t.tokenizer, Some(&labels), &fields, Some(n), 0).unwrap()
+}
+
+fn pairs(ex: &[examples::Example]) -> Vec<(Vec<u32>, u32)> {
+    ex.iter().map(|e| (e.ids.clone(), e.label.unwrap())).collect()
+}
+
+fn flat(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+#[test]
+fn narrow_student_at_full_width_is_the_teacher() {
+    let t = shrink::model::load(s(teacher()), Some(16)).unwrap();
+    let ex = scoring_rows(&t, 16);
+    let map: Vec<usize> = (0..6).collect();
+    // Every width named at the teacher's own value: the whole ranking and slicing path runs, keeping everything.
+    let width = student::Width { hidden: Some(384), heads: Some(12), ffn: Some(1536) };
+    let widths = width.resolve(&t.model.config, &map, Path::new("t/config.json")).unwrap();
+    let rows = pairs(&ex);
+    let rank = student::Ranking { examples: &rows, method: Method::Taylor, batch: 8 };
+    let (same, kept) = student::narrow(&student::build(&t.model, &map), &widths, &rank).unwrap();
+    assert_eq!(kept, (0..384).collect::<Vec<_>>());
+    assert_eq!((same.config.hidden_size, same.config.num_attention_heads), (384, 12));
+    let (ids, mask) = shrink::train::batch_of(&ex.iter().map(|e| e.ids.as_slice()).collect::<Vec<_>>()).unwrap();
+    let (a, b) = (t.model.logits(&ids, &mask, None).unwrap(), same.logits(&ids, &mask, None).unwrap());
+    assert!(flat(&a) == flat(&b), "full-width narrow student differs from the teacher");
+    for ((na, ta), (nb, tb)) in t.model.named_params().iter().zip(&same.named_params()) {
+        assert_eq!(na, nb);
+        assert!(flat(ta) == flat(tb), "{na} changed");
+    }
+}
+
+#[test]
+fn narrow_student_runs_the_same_on_candle_and_runtime_and_its_projections_learn() {
+    let t = shrink::model::load(s(teacher()), Some(16)).unwrap();
+    let ex = scoring_rows(&t, 8);
+    let map = [1, 3, 5];
+    let width = student::Width { hidden: Some(256), heads: Some(6), ffn: Some(768) };
+    let widths = width.resolve(&t.model.config, &map, Path::new("t/config.json")).unwrap();
+    let rows = pairs(&ex);
+    let rank = student::Ranking { examples: &rows, method: Method::Taylor, batch: 8 };
+    let (mut narrow, kept) = student::narrow(&student::build(&t.model, &map), &widths, &rank).unwrap();
+    let cfg = &narrow.config;
+    assert_eq!((cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim()), (256, 8, 32));
+    assert_eq!((cfg.layer_heads.clone(), cfg.layer_intermediate_sizes.clone()), (Some(vec![6; 3]), Some(vec![768; 3])));
+    // Student channel i is teacher channel kept[i] in the tables that are not re-ranked by head or neuron.
+    let (tw, nw) = (t.model.embeddings.word_embeddings.to_vec2::<f32>().unwrap(), narrow.embeddings.word_embeddings.to_vec2::<f32>().unwrap());
+    for (i, &k) in kept.iter().enumerate() {
+        assert_eq!(nw[101][i], tw[101][k]);
+    }
+
+    // Saved, it loads in candle and on the runtime with the same hidden states.
+    let dir = scratch().join("narrow-parity");
+    narrow.save_dir(&dir, teacher()).unwrap();
+    let loaded = shrink_model::Bert::load_dir(&dir).unwrap();
+    assert_eq!(loaded.config, narrow.config);
+    let (ids, mask) = shrink::train::batch_of(&ex.iter().map(|e| e.ids.as_slice()).collect::<Vec<_>>()).unwrap();
+    let candle = flat(&loaded.forward(&ids, &mask, None, None).unwrap());
+    let padded = shrink_model::tokenizer::pad(&ex.iter().map(|e| e.ids.clone()).collect::<Vec<_>>(), 0);
+    let mut engine = shrink_runtime::Engine::load(&dir, shrink_runtime::Options { threads: 1, max_len: Some(16) }).unwrap();
+    let runtime = engine.forward(&padded.ids, &padded.mask, padded.b, padded.t).unwrap().to_vec();
+    let d = candle.iter().zip(&runtime).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    assert!(candle.len() == runtime.len() && d <= RUNTIME_VS_CANDLE, "runtime vs candle on the narrow student: {d}");
+
+    // Hidden matching through the C' -> C projections: at the start each puts the student's channels back where
+    // the teacher has them, and the loss reaches them and every student parameter.
+    let projections = student::projections(&kept, 384, map.len()).unwrap();
+    let h0 = flat(&narrow.forward(&ids, &mask, None, None).unwrap()); // (B, T, C')
+    let back = flat(&projections[2].forward(&narrow.forward(&ids, &mask, None, None).unwrap()).unwrap()); // (B, T, C)
+    for (row, chunk) in back.chunks(384).enumerate().take(4) {
+        for (i, &k) in kept.iter().enumerate() {
+            assert_eq!(chunk[k], h0[row * 256 + i]);
+        }
+    }
+    let targets = Targets::compute(&t.model, Task::Classify, &ex, &map, false).unwrap();
+    let split = Split { examples: &ex, targets: &targets };
+    let w = LossWeights { ce: 0.5, kl: 0.5, temperature: 2.0, hidden: 1.0, attn: 0.0, embed: 0.0, embed_loss: EmbedLoss::Cosine };
+    let v = vars(&mut narrow);
+    let objective = Objective { task: Task::Classify, weights: w, projections };
+    let p = objective.params().unwrap();
+    assert_eq!(p.len(), 2 * map.len());
+    let batch: Vec<usize> = (0..ex.len()).collect();
+    let mut rng: rand::rngs::StdRng = rand::SeedableRng::seed_from_u64(0);
+    let loss = objective.loss(&narrow, &split, &batch, &mut rng).unwrap();
+    assert_all_get_gradients(&loss.total, &v.into_iter().chain(p).collect::<Vec<_>>());
+}
+
+#[test]
+fn narrow_student_distills_quantizes_and_inspects() {
+    let out = scratch().join("narrow-student");
+    let train = asset("data/bbc/train.jsonl");
+    let err = run_ok(&[
+        "--threads", "1", "distill", "--teacher", s(teacher()), "--data", s(&train), "--out", s(&out), "--student-layers", "3",
+        "--hidden", "256", "--ffn", "768", "--limit", "240", "--epochs", "2", "--lr", "1e-4", "--hidden-weight", "1", "--seed", "3",
+    ]);
+    for part in ["loss", "hidden"] {
+        let m = epoch_means(&err, part);
+        assert!(m.len() == 2 && m[1] < m[0], "{part} per epoch {m:?}: {err}");
+    }
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!((cfg["hidden_size"].as_u64(), cfg["num_attention_heads"].as_u64()), (Some(256), Some(8)), "{cfg}");
+    // The projections train with the student but are not part of it.
+    let file = shrink_format::TensorFile::open(&out.join("model.safetensors")).unwrap();
+    assert!(!file.contains("projection.0.weight"));
+    let acc = accuracy(&out);
+    assert!(acc >= MIN_NARROW_ACCURACY, "narrow student accuracy {acc}: {err}");
+    let q = scratch().join("narrow-student-int8");
+    ok(&["--threads", "1", "quantize", s(&out), "--scheme", "int8-dynamic", "--embeddings", "int8", "--out", s(&q)]);
+    assert!(accuracy(&q) >= acc - 0.05);
+    let full = std::fs::metadata(scratch().join("student-int8/model.safetensors"));
+    let narrow = std::fs::metadata(q.join("model.safetensors")).unwrap().len();
+    // The token table dominates: 2/3 of its columns, a third of the FFN.
+    assert!(narrow < 13_000_000, "int8 narrow student {narrow} bytes");
+    if let Ok(f) = full {
+        assert!(narrow < f.len(), "{narrow} vs full-width {}", f.len());
+    }
+    let layers = ok(&["inspect", s(&out)]);
+    assert!(layers.contains("layer 2 (") && !layers.contains("layer 3 ("), "{layers}");
+}

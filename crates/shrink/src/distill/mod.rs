@@ -1,5 +1,5 @@
-//! `shrink distill`: knowledge distillation into a shallower student initialised from the teacher's own layers
-//! (`student.rs`). The teacher runs once per example and its outputs are cached (`teacher.rs`); the student trains
+//! `shrink distill`: knowledge distillation into a shallower and/or narrower student initialised from the
+//! teacher's own layers and its most important heads, FFN neurons and hidden channels (`student.rs`). The teacher runs once per example and its outputs are cached (`teacher.rs`); the student trains
 //! on a weighted sum of losses (`loss.rs`) through the shared epoch loop (`train::fit`), scored on a seeded dev
 //! split after every epoch, the best epoch kept. QAT (`crate::qat`) trains through the same `train_student`.
 
@@ -12,14 +12,16 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use candle_core::{Tensor, D};
+use candle_core::{Tensor, Var, D};
 use rand::rngs::StdRng;
+use shrink_model::linear::Linear;
 use shrink_model::{pooling, Bert};
 
 use crate::model;
+use crate::prune::importance::Method;
 use crate::train::{self, Loss, TrainOptions};
 use examples::{Example, Rows};
-use student::LayerMap;
+use student::{LayerMap, Width};
 use teacher::Targets;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -81,13 +83,29 @@ pub struct Splits<'a> {
 }
 
 /// What the student learns. With hidden matching, student layer i's output is matched with the teacher targets'
-/// hidden slot i.
+/// hidden slot i, through `projections[i]` when the student is narrower (empty: same width).
 pub struct Objective {
     pub task: Task,
     pub weights: LossWeights,
+    /// Linear C' -> C per matched layer (`student::projections`), trained with the student.
+    pub projections: Vec<Linear>,
 }
 
 impl Objective {
+    /// The projections' parameters as the variables they are (shared, so training updates `projections`).
+    pub fn params(&self) -> Result<Vec<(String, Var)>> {
+        let mut out = Vec::new();
+        for (i, p) in self.projections.iter().enumerate() {
+            for (part, t) in [("weight", &p.weight), ("bias", &p.bias)] {
+                if !t.is_variable() {
+                    bail!("internal: projection {i} {part} is not a variable; build it with student::projections");
+                }
+                out.push((format!("projection.{i}.{part}"), Var::from_tensor(t)?));
+            }
+        }
+        Ok(out)
+    }
+
     /// The weighted loss of the examples `batch`; parts are reported unweighted.
     pub fn loss(&self, m: &Bert, split: &Split, batch: &[usize], rng: &mut StdRng) -> Result<Loss> {
         let w = &self.weights;
@@ -120,7 +138,11 @@ impl Objective {
             let mut sum = Tensor::zeros((), candle_core::DType::F32, ids.device())?;
             for slot in 0..hs.len() - 1 {
                 let target = split.targets.batch(&split.targets.hidden, ex, batch, slot, t)?; // (B, T, C)
-                sum = (sum + loss::masked_mse(&hs[slot + 1], &target, &mask)?)?;
+                let h = match self.projections.get(slot) {
+                    Some(p) => p.forward(&hs[slot + 1])?, // (B, T, C') -> (B, T, C)
+                    None => hs[slot + 1].clone(),         // (B, T, C)
+                };
+                sum = (sum + loss::masked_mse(&h, &target, &mask)?)?;
             }
             terms.push(("hidden", w.hidden, (sum / (hs.len() - 1) as f64)?));
         }
@@ -204,7 +226,7 @@ pub fn train_student(
         }
         Ok(())
     };
-    train::fit(student, train_split.examples.len(), opts, step, after_epoch, None)?;
+    train::fit(student, objective.params()?, train_split.examples.len(), opts, step, after_epoch, None)?;
     let (best_epoch, dev_score) = best.unwrap_or((0, None));
     Ok(Outcome { best_epoch, dev_score, train_seconds: start.elapsed().as_secs_f64() })
 }
@@ -213,12 +235,18 @@ pub struct DistillOptions {
     pub task: Task,
     pub student_layers: usize,
     pub layer_map: LayerMap,
+    pub width: Width,
+    /// Ranks the heads and FFN neurons a narrower student keeps (taylor needs the classify task).
+    pub importance: Method,
+    /// Training examples the importance is measured on.
+    pub importance_samples: usize,
     pub weights: LossWeights,
     pub rows: Rows,
     pub train: TrainOptions,
 }
 
-/// Distils `teacher` into a student of `o.student_layers` layers trained on `data`; writes the best epoch to `out`.
+/// Distils `teacher` into a student of `o.student_layers` layers of `o.width` trained on `data`; writes the best
+/// epoch to `out`.
 pub fn distill(teacher: &str, data: &Path, out: &Path, o: &DistillOptions) -> Result<Outcome> {
     let t = model::load(teacher, o.rows.max_len)?;
     let cfg_path = t.dir.join(shrink_model::checkpoint::CONFIG_FILE);
@@ -234,6 +262,18 @@ pub fn distill(teacher: &str, data: &Path, out: &Path, o: &DistillOptions) -> Re
         Task::Embedding => None,
     };
     let map = o.layer_map.teacher_layers(t.model.config.num_hidden_layers, o.student_layers, &cfg_path)?;
+    let widths = o.width.resolve(&t.model.config, &map, &cfg_path)?;
+    let c = t.model.config.hidden_size;
+    let narrower = widths.hidden.is_some_and(|h| h < c);
+    if o.weights.attn > 0.0 && map.iter().zip(&widths.heads).any(|(&l, &h)| h != t.model.config.heads(l)) {
+        bail!("--attn-weight compares attention maps head by head: the student must keep every teacher head (drop --heads / --hidden)");
+    }
+    if o.task == Task::Embedding && narrower {
+        bail!("--task embedding with --hidden below {c}: the student's sentence embeddings would not be comparable with the teacher's");
+    }
+    if o.task == Task::Embedding && o.importance == Method::Taylor && !o.width.is_teacher() {
+        bail!("--importance taylor scores the classification loss: use --task classify or --importance l2");
+    }
     let (train_ex, dev_ex) = examples::read_split(data, &t.tokenizer, labels.as_deref(), &o.rows, o.train.seed)?;
     let hidden_layers = if o.weights.hidden > 0.0 { map.clone() } else { Vec::new() };
     eprintln!(
@@ -246,12 +286,30 @@ pub fn distill(teacher: &str, data: &Path, out: &Path, o: &DistillOptions) -> Re
     );
     let train_targets = Targets::compute(&t.model, o.task, &train_ex, &hidden_layers, o.weights.attn > 0.0)?;
     let dev_targets = Targets::compute(&t.model, o.task, &dev_ex, &[], false)?;
-    let objective = Objective { task: o.task, weights: o.weights };
+    let mut s = student::build(&t.model, &map);
+    let mut projections = Vec::new();
+    if !o.width.is_teacher() {
+        let sample: Vec<(Vec<u32>, u32)> = train_ex.iter().take(o.importance_samples).map(|e| (e.ids.clone(), e.label.unwrap_or(0))).collect();
+        let rank = student::Ranking { examples: &sample, method: o.importance, batch: o.train.batch };
+        let (narrow, kept) = student::narrow(&s, &widths, &rank)?;
+        eprintln!(
+            "narrow student: hidden {}, heads {:?}, FFN {:?} ({:?} importance on {} examples)",
+            narrow.config.hidden_size,
+            narrow.config.layer_heads.as_deref().unwrap_or_default(),
+            narrow.config.layer_intermediate_sizes.as_deref().unwrap_or_default(),
+            o.importance,
+            sample.len()
+        );
+        if narrower && !hidden_layers.is_empty() {
+            projections = student::projections(&kept, c, hidden_layers.len())?;
+        }
+        s = narrow;
+    }
+    let objective = Objective { task: o.task, weights: o.weights, projections };
     let data = Splits { train: Split { examples: &train_ex, targets: &train_targets }, dev: Split { examples: &dev_ex, targets: &dev_targets } };
     if o.task == Task::Classify && !dev_ex.is_empty() {
         eprintln!("teacher dev accuracy {:.4}", objective.score(&t.model, &data.dev)?);
     }
-    let mut s = student::build(&t.model, &map);
     match o.task {
         Task::Classify => s.config.shrink.iter_mut().for_each(|sh| sh.max_len = Some(t.tokenizer.max_len)),
         // A pure encoder: sentence embeddings need no head.

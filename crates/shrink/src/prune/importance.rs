@@ -5,6 +5,8 @@
 //! - layers: drop-one, the mean loss increase when the layer is skipped.
 //!
 //! `--method l2` is the data-free proxy: the L2 norm of each head's / neuron's weights, and of each layer's.
+//!
+//! Hidden channels (a narrower model width, `shrink distill --hidden`): `hidden_channels`, activation energy.
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -119,6 +121,27 @@ fn gradients(model: &Bert, examples: &[(Vec<u32>, u32)], batch_size: usize) -> R
     }
     pb.finish_and_clear();
     Ok((heads, neurons))
+}
+
+/// Importance of each of the C hidden channels: its mean square over the real tokens of every hidden state (the
+/// embedding output and each layer's), summed over the states. One set of channels runs through the whole residual
+/// stream, and what cutting channel c removes from every Linear's input is x_c; its mean square is that input's
+/// share of energy. It needs no labels (the embedding task has none) and keeps BERT's few outlier channels, whose
+/// removal would shift every LayerNorm's statistics most. (C)
+pub fn hidden_channels(model: &Bert, examples: &[(Vec<u32>, u32)], batch_size: usize) -> Result<Vec<f64>> {
+    let mut sum = Tensor::zeros(model.config.hidden_size, DType::F32, &Device::Cpu)?; // (C)
+    let mut tokens = 0.0;
+    for chunk in examples.chunks(batch_size.max(1)) {
+        let (ids, mask, _) = batch(chunk)?;
+        let mut hs = Vec::new();
+        model.forward(&ids, &mask, None, Some(&mut hs))?;
+        let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (B, T, 1)
+        for h in &hs {
+            sum = (sum + h.sqr()?.broadcast_mul(&m)?.sum((0, 1))?)?; // (C)
+        }
+        tokens += f64::from(m.sum_all()?.to_scalar::<f32>()?);
+    }
+    Ok(to_f64(&sum)?.into_iter().map(|s| s / tokens.max(1.0)).collect())
 }
 
 /// Mean cross-entropy of `model` over the examples (no dropout, no gradient).

@@ -66,7 +66,7 @@ pub fn kept_width(f0: usize, removed: f64) -> usize {
 }
 
 /// Indices of the `n` largest scores, sorted by index.
-fn top(scores: &[f64], n: usize) -> Vec<usize> {
+pub fn top(scores: &[f64], n: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
     let mut keep = order[..n.min(order.len())].to_vec();

@@ -1,9 +1,11 @@
 //! Structured surgery on the candle model: removes whole heads (their Q/K/V rows and attention-output columns),
 //! FFN neurons (intermediate rows and output columns) and whole layers, and records the per-layer widths in
-//! config.json (`layer_heads`, `layer_intermediate_sizes`) so every loader sees the smaller shapes.
+//! config.json (`layer_heads`, `layer_intermediate_sizes`) so every loader sees the smaller shapes; and hidden
+//! channels (`cut_hidden`: a narrower model width C', for distillation students).
 
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
+use shrink_model::layer_norm::LayerNorm;
 use shrink_model::linear::Linear;
 use shrink_model::Bert;
 
@@ -66,6 +68,51 @@ pub fn cut(model: &Bert, keep: &Keep) -> Result<Bert> {
     cfg.num_hidden_layers = out.layers.len();
     cfg.layer_heads = Some(out.layers.iter().map(|l| l.attention.heads).collect());
     cfg.layer_intermediate_sizes = Some(out.layers.iter().map(|l| l.intermediate.weight.dims()[0]).collect());
+    cfg.validate()?;
+    Ok(out)
+}
+
+/// Keeps channels `idx` of a LayerNorm's (C) scale and shift.
+fn keep_channels(ln: &LayerNorm, idx: &Tensor) -> candle_core::Result<LayerNorm> {
+    Ok(LayerNorm { weight: ln.weight.index_select(idx, 0)?, bias: ln.bias.index_select(idx, 0)?, eps: ln.eps })
+}
+
+/// The model on hidden channels `channels` only (sorted, no duplicates; C' of them): every tensor with a C
+/// dimension is sliced the same way, so channel i of the narrow model is channel `channels[i]` of `model`.
+/// Heads keep their width D; the narrow model has C' / D attention heads at most (`num_attention_heads`), and
+/// config.json lists each layer's heads, which must fit (cut heads first).
+pub fn cut_hidden(model: &Bert, channels: &[usize]) -> Result<Bert> {
+    let (c, d) = (model.config.hidden_size, model.config.head_dim());
+    if channels.is_empty() || !channels.len().is_multiple_of(d) || channels.windows(2).any(|w| w[0] >= w[1]) || channels.iter().any(|&i| i >= c) {
+        bail!("internal: {} hidden channels of {c} kept; need a sorted multiple of the head width {d}", channels.len());
+    }
+    let idx = indices(channels)?; // (C')
+    let cols = |t: &Tensor| t.index_select(&idx, 1)?.contiguous();
+    let mut out = model.clone();
+    let e = &mut out.embeddings;
+    e.word_embeddings = cols(&model.embeddings.word_embeddings)?; // (V, C')
+    e.position_embeddings = cols(&model.embeddings.position_embeddings)?; // (P, C')
+    e.token_type_embeddings = cols(&model.embeddings.token_type_embeddings)?; // (2, C')
+    e.layer_norm = keep_channels(&model.embeddings.layer_norm, &idx)?; // (C')
+    for (layer, src) in out.layers.iter_mut().zip(&model.layers) {
+        let (a, s) = (&mut layer.attention, &src.attention);
+        a.query = keep_cols(&s.query, &idx)?; // (A, C')
+        a.key = keep_cols(&s.key, &idx)?; // (A, C')
+        a.value = keep_cols(&s.value, &idx)?; // (A, C')
+        a.output = keep_rows(&s.output, &idx)?; // (C', A)
+        a.layer_norm = keep_channels(&s.layer_norm, &idx)?; // (C')
+        layer.intermediate = keep_cols(&src.intermediate, &idx)?; // (F, C')
+        layer.output = keep_rows(&src.output, &idx)?; // (C', F)
+        layer.layer_norm = keep_channels(&src.layer_norm, &idx)?; // (C')
+    }
+    if let Some(head) = &model.classifier {
+        out.classifier = Some(keep_cols(head, &idx)?); // (L, C')
+    }
+    let cfg = &mut out.config;
+    cfg.hidden_size = channels.len();
+    cfg.num_attention_heads = channels.len() / d;
+    // Absent would now mean C' / D heads everywhere: say what each layer has.
+    cfg.layer_heads = Some(out.layers.iter().map(|l| l.attention.heads).collect());
     cfg.validate()?;
     Ok(out)
 }
