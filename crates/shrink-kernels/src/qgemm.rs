@@ -127,6 +127,14 @@ fn round_u8(v: f32) -> u8 {
     ((v.clamp(0.0, 255.0) + ROUND_MAGIC).to_bits() - ROUND_MAGIC.to_bits()) as u8
 }
 
+/// The u8 that static quantization (`ActQuant::fixed` = (1 / `inv`, `zero`), no column multiplier) stores for x,
+/// and whether x lay inside the grid (not clipped). QAT's fake quantization computes with scale·(q − zero).
+#[inline(always)]
+pub fn quantize_static(x: f32, inv: f32, zero: i32) -> (u8, bool) {
+    let v = x * inv + zero as f32;
+    (round_u8(v), (0.0..=255.0).contains(&v))
+}
+
 /// The ISA levels of this module: AVX-512 runs only with VNNI (plain AVX-512BW takes the AVX2 code).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Level {

@@ -104,6 +104,7 @@ impl Bert {
         self.classifier = Some(Linear {
             weight: Tensor::from_vec(w, (labels.len(), c), &Device::Cpu)?,
             bias: Tensor::zeros(labels.len(), candle_core::DType::F32, &Device::Cpu)?,
+            input_quant: None,
         });
         self.config.set_labels(labels);
         self.config.shrink = Some(ShrinkSection { pooling: "mean".into(), head: "classifier".into(), max_len: None });

@@ -5,6 +5,7 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use shrink_kernels::gemm::{matmul, matmul_serial, Mat};
 use shrink_kernels::activation;
+use shrink_kernels::qgemm::quantize_static;
 
 use crate::ops::DropMask;
 use rayon::prelude::*;
@@ -383,6 +384,68 @@ impl CustomOp1 for GeluOp {
     }
 }
 
+/// Fake quantization of activations on the runtime's static u8 grid (`int8-static`): the value scale·(q − zero)
+/// with q the u8 the runtime's quantizer stores for x (`qgemm::quantize_static`). Backward is the straight-through
+/// estimator with the clip mask: dy where x lies inside the grid, 0 where it clips (as PyTorch's FakeQuantize).
+/// `seen`, if given, is widened to the (min, max) of x: the batch range `shrink qat`'s moving average folds in.
+pub fn fake_quant_u8(x: &Tensor, scale: f32, zero: i32, seen: Option<&std::sync::Mutex<Option<(f32, f32)>>>) -> Result<Tensor> {
+    if !(scale > 0.0 && (0..=255).contains(&zero)) {
+        bail!("fake_quant_u8: scale {scale} must be positive and zero {zero} in 0..=255");
+    }
+    let x = x.contiguous()?;
+    if let Some(seen) = seen {
+        let (lo, hi) = with_data(&x, |v| {
+            Ok(v.par_chunks(ELEMS_PER_TASK)
+                .map(|c| c.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v))))
+                .reduce(|| (f32::INFINITY, f32::NEG_INFINITY), |(a, b), (c, d)| (a.min(c), b.max(d))))
+        })?;
+        let mut s = seen.lock().map_err(|_| candle_core::Error::Msg("fake_quant_u8: range lock poisoned".into()))?;
+        *s = Some(s.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+    }
+    x.apply_op1(FakeQuantOp { scale, zero })
+}
+
+struct FakeQuantOp {
+    scale: f32,
+    zero: i32,
+}
+
+impl CustomOp1 for FakeQuantOp {
+    fn name(&self) -> &'static str {
+        "fake-quant-u8"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s, l)?;
+        let (inv, scale, zero) = (1.0 / self.scale, self.scale, self.zero);
+        let mut y = par_zeros(x.len());
+        y.par_chunks_mut(ELEMS_PER_TASK).zip(x.par_chunks(ELEMS_PER_TASK)).for_each(|(yb, xb)| {
+            for (y, &x) in yb.iter_mut().zip(xb) {
+                *y = scale * (i32::from(quantize_static(x, inv, zero).0) - zero) as f32;
+            }
+        });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let inv = 1.0 / self.scale;
+        let dx = with_data(x, |x| {
+            with_data(dy, |dy| {
+                let mut dx = par_zeros(x.len());
+                dx.par_chunks_mut(ELEMS_PER_TASK).zip(x.par_chunks(ELEMS_PER_TASK).zip(dy.par_chunks(ELEMS_PER_TASK))).for_each(
+                    |(db, (xb, gb))| {
+                        for ((d, &x), &g) in db.iter_mut().zip(xb).zip(gb) {
+                            *d = if quantize_static(x, inv, self.zero).1 { g } else { 0.0 };
+                        }
+                    },
+                );
+                Ok(dx)
+            })
+        })?;
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,6 +513,33 @@ mod tests {
         let gf = (fused * &up).unwrap().sum_all().unwrap().backward().unwrap();
         let gr = (reference * &up).unwrap().sum_all().unwrap().backward().unwrap();
         assert!(max_diff(gf.get(&x).unwrap(), gr.get(&x).unwrap()) < FUSED_TOL * 10.0);
+    }
+
+    #[test]
+    fn fake_quant_matches_reference_forward_and_backward_and_records_the_range() {
+        // Wide enough that both ends clip on the grid of [-2, 3].
+        let x = Var::from_tensor(&Tensor::randn(0.2f32, 2.0, (7, 301), &Device::Cpu).unwrap()).unwrap();
+        let up = Tensor::randn(0f32, 1.0, (7, 301), &Device::Cpu).unwrap();
+        let (scale, zero) = (5.0 / 255.0, 102);
+        let seen = std::sync::Mutex::new(Some((-0.5, 0.5)));
+        let fused = fake_quant_u8(&x, scale, zero, Some(&seen)).unwrap();
+        let reference = ops::fake_quant_u8(&x, scale, zero).unwrap();
+        assert!(max_diff(&fused, &reference) < FUSED_TOL);
+        let xs = x.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (lo, hi) = xs.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        assert_eq!(*seen.lock().unwrap(), Some((lo, hi)));
+        // On the grid: every value is scale·(integer − zero) within [-zero, 255 - zero] steps.
+        for v in fused.flatten_all().unwrap().to_vec1::<f32>().unwrap() {
+            let q = v / scale + zero as f32;
+            assert!((q - q.round()).abs() < 1e-3 && (-1e-3..=255.001).contains(&q), "{v} is off the grid");
+        }
+        let gf = (fused * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        let gr = (reference * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        let (gf, gr) = (gf.get(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), gr.get(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        assert_eq!(gf, gr);
+        let clipped = gf.iter().filter(|&&g| g == 0.0).count();
+        assert!(clipped > 0 && clipped < gf.len() / 2, "{clipped} of {} clipped", gf.len());
+        assert!(fake_quant_u8(&x, 0.0, 0, None).is_err() && fake_quant_u8(&x, 1.0, 256, None).is_err());
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! `nn.Linear`: y = x W^T + b, W stored (out, in) as in the checkpoint.
 
+use std::sync::{Arc, Mutex};
+
 use anyhow::Result;
 use candle_core::Tensor;
 
@@ -10,6 +12,17 @@ use crate::params::ParamVisitor;
 pub struct Linear {
     pub weight: Tensor, // (O, I)
     pub bias: Tensor,   // (O,)
+    /// Fake quantization of the input, set only on a QAT view (`shrink qat --activations static`).
+    pub input_quant: Option<InputQuant>,
+}
+
+/// The input's static u8 grid (the runtime's `int8-static`: scale, zero point in 0..=255) and, while training,
+/// where the batch's (min, max) is recorded for the moving average of the range.
+#[derive(Clone, Debug)]
+pub struct InputQuant {
+    pub scale: f32,
+    pub zero: i32,
+    pub seen: Option<Arc<Mutex<Option<(f32, f32)>>>>,
 }
 
 impl Linear {
@@ -17,12 +30,19 @@ impl Linear {
         Ok(Self {
             weight: w.take(&format!("{prefix}.weight"), &[out_dim, in_dim])?,
             bias: w.take(&format!("{prefix}.bias"), &[out_dim])?,
+            input_quant: None,
         })
     }
 
     /// x: (..., I) -> (..., O)
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        crate::fused::linear(x, &self.weight, &self.bias)
+        match &self.input_quant {
+            None => crate::fused::linear(x, &self.weight, &self.bias),
+            Some(q) => {
+                let xq = crate::fused::fake_quant_u8(x, q.scale, q.zero, q.seen.as_deref())?; // (..., I)
+                crate::fused::linear(&xq, &self.weight, &self.bias)
+            }
+        }
     }
 
     pub fn visit(&mut self, prefix: &str, f: &mut ParamVisitor) {

@@ -51,6 +51,16 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     picked.mean_all()?.neg()
 }
 
+/// Fake quantization on the static u8 grid from basic ops, the reference of `fused::fake_quant_u8`:
+/// scale·(round(clamp(x / scale + zero, 0, 255)) − zero), gradient 1 inside the grid and 0 where it clips.
+pub fn fake_quant_u8(x: &Tensor, scale: f32, zero: i32) -> Result<Tensor> {
+    let v = x.affine(f64::from(1.0 / scale), f64::from(zero))?;
+    let inside = v.ge(0.0)?.to_dtype(candle_core::DType::F32)?.mul(&v.le(255.0)?.to_dtype(candle_core::DType::F32)?)?;
+    let q = v.clamp(0f32, 255f32)?.round()?.affine(f64::from(scale), -f64::from(scale) * f64::from(zero))?;
+    let xm = x.mul(&inside)?;
+    xm.add(&(q - &xm)?.detach())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

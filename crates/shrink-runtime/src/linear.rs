@@ -54,7 +54,7 @@ const fn format(name: &'static str, storage: Storage, acts: Acts, bits: u32) -> 
     Format { name, storage, acts, bits }
 }
 
-pub const FORMATS: [Format; 11] = [
+pub const FORMATS: [Format; 14] = [
     format("fp32", Storage::F32, Acts::F32, 32),
     format("fp16", Storage::F16, Acts::F32, 16),
     format("int8", Storage::I8, Acts::Dynamic, 8),
@@ -66,6 +66,10 @@ pub const FORMATS: [Format; 11] = [
     format("int4-g32-f32act", Storage::I4 { group: 32 }, Acts::F32, 4),
     format("int4-g64-f32act", Storage::I4 { group: 64 }, Acts::F32, 4),
     format("int4-g128-f32act", Storage::I4 { group: 128 }, Acts::F32, 4),
+    // int4 weights with int8-static's activations (input_scale / input_zero): what `shrink qat` trains for.
+    format("int4-g32-static", Storage::I4 { group: 32 }, Acts::Static, 4),
+    format("int4-g64-static", Storage::I4 { group: 64 }, Acts::Static, 4),
+    format("int4-g128-static", Storage::I4 { group: 128 }, Acts::Static, 4),
     format("sparse", Storage::Sparse, Acts::F32, 32),
 ];
 const _: () = assert!(INT4_GROUPS.len() == 3, "one int4 format per kernel group size");
@@ -189,7 +193,7 @@ impl Linear {
                 let scale = shared(file, names, "input_scale", &[1])?;
                 let zero = shared(file, names, "input_zero", &[1])?;
                 let (Some(s), Some(z)) = (scale, zero) else {
-                    bail!("{path}: {} is int8-static but has no input_scale / input_zero", names[0]);
+                    bail!("{path}: {} is {} (static activations) but has no input_scale / input_zero", names[0], format.name);
                 };
                 let (s, z) = (s[0], z[0]);
                 if s.is_nan() || s <= 0.0 || z.fract() != 0.0 || !(0.0..=255.0).contains(&z) {

@@ -154,9 +154,11 @@ enum Command {
         #[command(flatten)]
         train: TrainArgs,
     },
-    /// Quantization-aware training: fake-quantized weights (straight-through estimator), then the PTQ writer's folder.
-    #[command(after_help = "Example:\n  \
-        shrink --threads 1 qat --model out/bbc-classifier-32 --scheme int4-g32 --embeddings int4 --data assets/data/bbc/train.jsonl --distill --out out/distill-qat-int4")]
+    /// Quantization-aware training: fake-quantized weights and, with --activations static, fake-quantized Linear
+    /// inputs on moving-average ranges (straight-through estimator), then the PTQ writer's folder.
+    #[command(after_help = "Examples:\n  \
+        shrink --threads 1 qat --model out/bbc-classifier-32 --scheme int4-g32 --embeddings int4 --data assets/data/bbc/train.jsonl --distill --out out/distill-qat-int4\n  \
+        shrink --threads 1 qat --model out/bbc-classifier-32 --scheme int8 --activations static --data assets/data/bbc/train.jsonl --distill --out out/qat-int8-static")]
     Qat {
         /// Fine-tuned fp32 classifier folder.
         #[arg(long)]
@@ -166,6 +168,14 @@ enum Command {
         /// Storage of the token embedding table (fake-quantized too when not fp32).
         #[arg(long, value_enum, default_value = "fp32")]
         embeddings: quantize::EmbeddingStorage,
+        /// int8 activations per token at run time (dynamic, not fake-quantized), or one scale and zero point per
+        /// Linear input trained with the weights and exported (static: int8-static / int4-g32-static).
+        #[arg(long, value_enum, default_value = "dynamic")]
+        activations: qat::QatActs,
+        /// --activations static: each training batch moves a range this far towards its own (min, max)
+        /// [default: 0.01].
+        #[arg(long)]
+        ema_momentum: Option<f32>,
         #[arg(long)]
         data: PathBuf,
         #[arg(long)]
@@ -469,7 +479,8 @@ struct QuantArgs {
     /// int4: weights per group of this many inputs (32, 64 or 128).
     #[arg(long, default_value_t = 32)]
     group: usize,
-    /// int4: activations int8 (int4 x int8 GEMM) or f32 (weight-only; int4 on disk, f32 at run time).
+    /// int4: activations int8 per token (int4 x int8 GEMM), static int8 (one calibrated scale per tensor, as
+    /// int8-static; needs --calib) or f32 (weight-only; int4 on disk, f32 at run time).
     #[arg(long, value_enum, default_value = "int8")]
     activations: quantize::ActStorage,
     /// SmoothQuant migration strength in [0, 1] (0.5 is the paper's default).
@@ -733,18 +744,23 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             eprintln!("saved {} (epoch {}, dev {:?}, trained in {:.0} s)", out.display(), r.best_epoch, r.dev_score, r.train_seconds);
             println!("{}", serde_json::to_string(&r)?);
         }
-        Command::Qat { model, scheme, embeddings, data: path, out, distill, temperature, fp32_out, rows, train: t } => {
+        Command::Qat { model, scheme, embeddings, activations, ema_momentum, data: path, out, distill, temperature, fp32_out, rows, train: t } => {
             check_out_differs(&model, &out)?;
+            if ema_momentum.is_some() && activations != qat::QatActs::Static {
+                bail!("--ema-momentum sets the moving average of static activation ranges: add --activations static");
+            }
             let o = qat::QatOptions {
                 scheme,
                 embeddings,
+                acts: activations,
+                ema_momentum: ema_momentum.unwrap_or(qat::EMA_MOMENTUM),
                 distill,
                 temperature,
                 rows: rows.rows(&t),
                 train: t.options()?,
                 fp32_out,
             };
-            let (r, s) = qat::qat(&model, &path, &out, &o)?;
+            let qat::Trained { outcome: r, summary: s, .. } = qat::qat(&model, &path, &out, &o)?;
             eprintln!(
                 "saved {} ({:.1} MB; epoch {}, dev {:?}, trained in {:.0} s)",
                 out.display(),

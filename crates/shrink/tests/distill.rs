@@ -9,8 +9,11 @@ use std::sync::OnceLock;
 use candle_core::{Tensor, Var};
 use common::{asset, fails, model, ok, shrink};
 use shrink::distill::{examples, student, teacher::Targets, EmbedLoss, LossWeights, Objective, Split, Task};
+use shrink::distill::View;
 use shrink::prune::importance::Method;
+use shrink::qat::{ActRanges, QatActs};
 use shrink::quantize::gptq::Grid;
+use shrink_runtime::Site;
 
 /// Tokens per text in these tests: short, so every run takes seconds.
 const MAX_LEN: &str = "32";
@@ -148,6 +151,18 @@ fn bad_distill_and_qat_inputs_name_the_problem() {
     let qat = fails(&["qat", "--model", &model(), "--scheme", "int4-g32", "--data", s(&train), "--out", s(&out)]);
     assert!(qat.contains("no classification head"), "{qat}");
     assert!(fails(&["qat", "--model", t, "--scheme", "int8", "--data", s(&train), "--out", t]).contains("is the input model folder"));
+    let qat = |extra: &[&str]| {
+        let mut args = vec!["qat", "--model", t, "--scheme", "int8", "--data", s(&train), "--out", s(&out), "--limit", "8"];
+        args.extend_from_slice(extra);
+        fails(&args)
+    };
+    assert!(qat(&["--ema-momentum", "0.1"]).contains("add --activations static"));
+    assert!(qat(&["--activations", "static", "--ema-momentum", "0"]).contains("--ema-momentum 0: must be in (0, 1]"));
+    assert!(qat(&["--activations", "static", "--ema-momentum", "1.5"]).contains("must be in (0, 1]"));
+    assert!(qat(&["--activations", "per-token"]).contains("--activations"));
+    // PTQ of int4 with static activations needs the calibration texts.
+    let ptq = fails(&["quantize", t, "--scheme", "int4", "--activations", "static", "--out", s(&out)]);
+    assert!(ptq.contains("--calib"), "{ptq}");
     assert!(!out.exists());
 }
 
@@ -196,10 +211,25 @@ fn every_student_parameter_gets_a_gradient() {
         assert!(grads.get(var.as_tensor()).is_some(), "{name}: no gradient from the attention loss");
     }
     // QAT: through the straight-through weights (int4 Linears and int4 embedding table) to the fp32 variables.
-    let opts = shrink::qat::QatScheme::Int4G32.options(shrink::quantize::EmbeddingStorage::Int4);
+    let opts = shrink::qat::QatScheme::Int4G32.options(shrink::quantize::EmbeddingStorage::Int4, QatActs::Dynamic);
     let fq = shrink::qat::FakeQuant::new(&s3.config, &opts).unwrap();
     let loss = Objective { task: Task::Classify, weights: all }.loss(&fq.view(&s3).unwrap(), &split, &batch, &mut rng).unwrap();
     assert_all_get_gradients(&loss.total, &v);
+    // ... and through the fake-quantized Linear inputs too (ranges wide enough that little clips).
+    let opts = shrink::qat::QatScheme::Int4G32.options(shrink::quantize::EmbeddingStorage::Int4, QatActs::Static);
+    let wide = (0..3).flat_map(|l| Site::ALL.map(|site| ((l, site), (-20.0, 20.0)))).collect();
+    let fq = shrink::qat::FakeQuant::new(&s3.config, &opts).unwrap().with_acts(ActRanges::new(wide, 1.0).unwrap());
+    let view = fq.train(&s3).unwrap();
+    assert!(view.layers[2].attention.key.input_quant.is_some() && view.layers[0].output.input_quant.is_some());
+    let loss = Objective { task: Task::Classify, weights: all }.loss(&view, &split, &batch, &mut rng).unwrap();
+    assert_all_get_gradients(&loss.total, &v);
+    // Momentum 1: the next view's grid is the last training batch's own (min, max); an eval view records nothing.
+    let before = fq.acts().unwrap().params();
+    fq.eval(&s3).unwrap();
+    let after = fq.acts().unwrap().params();
+    assert!(after.iter().all(|(k, p)| p.scale < before[k].scale), "batch ranges are narrower than [-20, 20]: {after:?}");
+    fq.eval(&s3).unwrap();
+    assert_eq!(fq.acts().unwrap().params(), after);
     // The embedding task: no head.
     let targets = Targets::compute(&t.model, Task::Embedding, &ex, &map, true).unwrap();
     let split = Split { examples: &ex, targets: &targets };
@@ -255,6 +285,70 @@ fn qat_exports_the_trained_grid_and_keeps_ptq_accuracy() {
     ok(&["--threads", "1", "quantize", s(teacher()), "--scheme", "int4", "--group", "32", "--embeddings", "int4", "--out", s(&ptq)]);
     let (acc_qat, acc_ptq) = (accuracy(&q), accuracy(&ptq));
     assert!(acc_qat >= acc_ptq - QAT_VS_PTQ_TOL, "QAT {acc_qat} vs PTQ {acc_ptq}: {err}");
+}
+
+/// Largest |logit| difference allowed between the runtime on a QAT static-activation folder and the candle
+/// fake-quant forward of the same weights and grids: f32 summation order, and the few inputs that land within
+/// rounding of a grid midpoint and round to the neighbouring step on one side only.
+const STATIC_PARITY_TOL: f32 = 0.05;
+
+#[test]
+fn qat_static_activations_export_the_trained_ranges_and_the_runtime_computes_the_fake_quant_model() {
+    let train = asset("data/bbc/train.jsonl");
+    let t = shrink::model::load(s(teacher()), None).unwrap();
+    let labels = t.model.config.labels().unwrap();
+    let fields = examples::Fields { text: "text".into(), label: "label".into() };
+    let texts: Vec<String> = examples::read(&test_slice(), &t.tokenizer, Some(&labels), &fields, Some(48), 0).unwrap().into_iter().map(|e| e.text).collect();
+    for (scheme, format) in [(shrink::qat::QatScheme::Int8, "int8-static"), (shrink::qat::QatScheme::Int4G32, "int4-g32-static")] {
+        let (out, fp32) = (scratch().join(format!("qat-{format}")), scratch().join(format!("qat-{format}-fp32")));
+        let rows = examples::Rows { fields: fields.clone(), max_len: None, limit: Some(240), dev_fraction: 0.1 };
+        let train_opts = shrink::train::TrainOptions { epochs: 1, batch: 16, lr: 2e-5, weight_decay: 0.01, warmup: 0.1, clip: 1.0, seed: 0 };
+        let o = shrink::qat::QatOptions {
+            scheme,
+            embeddings: shrink::quantize::EmbeddingStorage::Fp32,
+            acts: QatActs::Static,
+            ema_momentum: shrink::qat::EMA_MOMENTUM,
+            distill: true,
+            temperature: 2.0,
+            rows,
+            train: train_opts,
+            fp32_out: Some(fp32.clone()),
+        };
+        let trained = shrink::qat::qat(s(teacher()), &train, &out, &o).unwrap();
+        assert_eq!(trained.acts.len(), 6 * 4);
+        // The file holds exactly the trained grids, the same for Q, K and V.
+        let file = shrink_format::TensorFile::open(&out.join("model.safetensors")).unwrap();
+        for (&(l, site), p) in &trained.acts {
+            for name in site.names(l) {
+                assert_eq!(file.f32(&format!("{name}.input_scale"), &[1]).unwrap()[0], p.scale, "{name}");
+                assert_eq!(file.f32(&format!("{name}.input_zero"), &[1]).unwrap()[0], p.zero as f32, "{name}");
+            }
+        }
+        let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+        let q = &cfg["quantization"];
+        assert_eq!(q["layers"]["encoder.layer.3.attention.self.value"], format);
+        assert_eq!(q["activations"], "int8-per-tensor-static");
+        assert_eq!(q["recipe"]["qat"]["activations"], "static");
+        // The runtime on the folder against candle on the trained fp32 weights, fake-quantized on the same grids.
+        let mut engine = shrink_runtime::Engine::load(&out, shrink_runtime::Options { threads: 1, max_len: None }).unwrap();
+        let batch = engine.tokenizer.batch(&texts).unwrap();
+        let runtime = engine.logits_batch(&batch).unwrap().to_vec(); // (B, L)
+        let m = shrink::model::load(s(&fp32), None).unwrap().model;
+        let opts = scheme.options(shrink::quantize::EmbeddingStorage::Fp32, QatActs::Static);
+        let weights_only = shrink::qat::FakeQuant::new(&m.config, &opts).unwrap().view(&m).unwrap();
+        let mut full = weights_only.clone();
+        shrink::qat::quantize_inputs(&mut full, &trained.acts, None).unwrap();
+        let (ids, mask) = shrink_model::batch_tensors(&batch).unwrap();
+        let logits = |m: &shrink_model::Bert| {
+            let (out, _) = shrink::distill::forward(m, Task::Classify, &ids, &mask, None, false).unwrap();
+            out.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
+        let diff = |a: &[f32]| a.iter().zip(&runtime).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let (d_full, d_weights) = (diff(&logits(&full)), diff(&logits(&weights_only)));
+        assert!(d_full < STATIC_PARITY_TOL, "{format}: runtime vs fake-quant forward {d_full}");
+        // Leaving the activation fake quantization out is visibly further from what the runtime computes.
+        assert!(d_full < d_weights, "{format}: with activations {d_full}, weights only {d_weights}");
+    }
 }
 
 #[test]

@@ -13,6 +13,8 @@ use crate::data;
 pub struct Example {
     pub ids: Vec<u32>,
     pub label: Option<u32>,
+    /// The text itself: QAT calibrates its static activation ranges on the runtime, which tokenises.
+    pub text: String,
 }
 
 /// Which JSONL fields hold the text and the label.
@@ -43,16 +45,17 @@ pub fn read_split(path: &Path, tok: &TextTokenizer, labels: Option<&[String]>, r
 /// order) maps each row's label field, or None for unlabelled text.
 pub fn read(path: &Path, tok: &TextTokenizer, labels: Option<&[String]>, fields: &Fields, limit: Option<usize>, seed: u64) -> Result<Vec<Example>> {
     let rows = data::sample(data::read_jsonl(path)?, limit, seed);
+    let texts = data::field(path, &rows, &fields.text)?;
     if let Some(names) = labels {
         let pairs = crate::train::examples(path, &rows, tok, (&fields.text, &fields.label), names)?;
-        return Ok(pairs.into_iter().map(|(ids, label)| Example { ids, label: Some(label) }).collect());
+        return Ok(pairs.into_iter().zip(texts).map(|((ids, label), text)| Example { ids, label: Some(label), text }).collect());
     }
-    data::field(path, &rows, &fields.text)?
-        .iter()
+    texts
+        .into_iter()
         .enumerate()
-        .map(|(i, t)| {
-            let ids = tok.encode(t).map_err(|e| e.context(format!("{}: row {}", path.display(), i + 1)))?;
-            Ok(Example { ids, label: None })
+        .map(|(i, text)| {
+            let ids = tok.encode(&text).map_err(|e| e.context(format!("{}: row {}", path.display(), i + 1)))?;
+            Ok(Example { ids, label: None, text })
         })
         .collect()
 }

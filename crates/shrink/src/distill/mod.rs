@@ -199,12 +199,35 @@ pub struct Outcome {
     pub train_seconds: f64,
 }
 
-/// Trains `student` as seen through `view` (identity for distillation, fake quantization for QAT): the loss and
-/// the dev score both use `view(student)`. Saves the student's own weights (fp32) to `out` after each epoch whose
-/// dev score is the best so far, or after every epoch without a dev split.
+/// How `train_student` sees the student: itself for distillation, fake-quantized for QAT.
+pub trait View {
+    /// The model a training step's loss runs on.
+    fn train(&self, m: &Bert) -> Result<Bert>;
+    /// The model the dev score runs on.
+    fn eval(&self, m: &Bert) -> Result<Bert>;
+    /// Called when `train_student` has just saved the student's weights as the best so far.
+    fn saved(&self) {}
+}
+
+/// Distillation's view: the student itself.
+pub struct Itself;
+
+impl View for Itself {
+    fn train(&self, m: &Bert) -> Result<Bert> {
+        Ok(m.clone())
+    }
+
+    fn eval(&self, m: &Bert) -> Result<Bert> {
+        Ok(m.clone())
+    }
+}
+
+/// Trains `student` as seen through `view`: the loss on `view.train(student)`, the dev score on
+/// `view.eval(student)`. Saves the student's own weights (fp32) to `out` after each epoch whose dev score is the
+/// best so far, or after every epoch without a dev split.
 pub fn train_student(
     student: Bert,
-    view: &dyn Fn(&Bert) -> Result<Bert>,
+    view: &dyn View,
     objective: &Objective,
     data: &Splits,
     opts: &TrainOptions,
@@ -214,14 +237,15 @@ pub fn train_student(
     let start = Instant::now();
     let (train_split, dev) = (&data.train, &data.dev);
     let mut best: Option<(usize, Option<f64>)> = None;
-    let step = |m: &Bert, batch: &[usize], rng: &mut StdRng| objective.loss(&view(m)?, train_split, batch, rng);
+    let step = |m: &Bert, batch: &[usize], rng: &mut StdRng| objective.loss(&view.train(m)?, train_split, batch, rng);
     let after_epoch = |m: &Bert, epoch: usize| -> Result<()> {
-        let score = if dev.examples.is_empty() { None } else { Some(objective.score(&view(m)?, dev)?) };
+        let score = if dev.examples.is_empty() { None } else { Some(objective.score(&view.eval(m)?, dev)?) };
         if let Some(s) = score {
             eprintln!("epoch {}: dev {} {s:.4}", epoch + 1, if objective.task == Task::Classify { "accuracy" } else { "cosine" });
         }
         if score.is_none() || best.is_none_or(|(_, b)| score > b) {
             m.save_dir(out, tokenizer_src)?;
+            view.saved();
             best = Some((epoch + 1, score));
         }
         Ok(())
@@ -318,5 +342,5 @@ pub fn distill(teacher: &str, data: &Path, out: &Path, o: &DistillOptions) -> Re
             s.config.shrink = None;
         }
     }
-    train_student(s, &|m| Ok(m.clone()), &objective, &data, &o.train, out, &t.dir)
+    train_student(s, &Itself, &objective, &data, &o.train, out, &t.dir)
 }

@@ -26,12 +26,12 @@ fn indices(idx: &[usize]) -> candle_core::Result<Tensor> {
 
 /// Keeps output rows `rows` of a Linear (weight (N, K) -> (n, K), bias (N) -> (n)).
 fn keep_rows(lin: &Linear, rows: &Tensor) -> candle_core::Result<Linear> {
-    Ok(Linear { weight: lin.weight.index_select(rows, 0)?, bias: lin.bias.index_select(rows, 0)? })
+    Ok(Linear { weight: lin.weight.index_select(rows, 0)?, bias: lin.bias.index_select(rows, 0)?, input_quant: None })
 }
 
 /// Keeps input columns `cols` of a Linear (weight (N, K) -> (N, k)); the bias is per output and stays.
 fn keep_cols(lin: &Linear, cols: &Tensor) -> candle_core::Result<Linear> {
-    Ok(Linear { weight: lin.weight.index_select(cols, 1)?.contiguous()?, bias: lin.bias.clone() })
+    Ok(Linear { weight: lin.weight.index_select(cols, 1)?.contiguous()?, bias: lin.bias.clone(), input_quant: None })
 }
 
 /// The model with only what `keep` names; config.json's per-layer lists describe the new shapes.

@@ -84,6 +84,8 @@ pub enum Granularity {
 pub enum ActStorage {
     Int8,
     F32,
+    /// int8 with one scale per tensor fixed by calibration (as int8-static; `--observer`).
+    Static,
 }
 
 /// Group of the int4 embedding table.
@@ -130,6 +132,7 @@ impl Options {
             Scheme::Int4 => match self.int4_acts {
                 ActStorage::Int8 => format!("int4-g{}", self.group),
                 ActStorage::F32 => format!("int4-g{}-f32act", self.group),
+                ActStorage::Static => format!("int4-g{}-static", self.group),
             },
         };
         Format::parse(&name)
@@ -341,6 +344,7 @@ pub fn emit(src: &Source, out: &Path, opts: &Options, plan: &Plan, cal: &Calibra
         let smooth = cal.smooth.get(&key).filter(|_| f.acts != Acts::F32);
         let stats = cal.sites.get(&key);
         let act = match f.acts {
+            Acts::Static if cal.fixed.contains_key(&key) => cal.fixed.get(&key).copied(),
             Acts::Static => {
                 let st = stats.with_context(|| format!("layer {l} {site:?}: no calibration ranges"))?;
                 let (lo, hi) = st.observer.range(opts.observer, opts.symmetric).map_err(|e| anyhow::anyhow!("layer {l} {site:?}: {e}"))?;
