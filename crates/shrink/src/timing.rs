@@ -66,7 +66,7 @@ pub fn serve(mut m: Loaded) -> Result<()> {
         if what == "distill" && distill.as_ref().is_none_or(|(shape, _)| *shape != (b, t)) {
             let ids = ids.to_vec2::<u32>()?;
             let labels = labels.to_vec1::<u32>()?;
-            let examples: Vec<Example> = ids.into_iter().zip(labels).map(|(ids, l)| Example { ids, label: Some(l) }).collect();
+            let examples: Vec<Example> = ids.into_iter().zip(labels).map(|(ids, l)| Example { ids, label: Some(l), text: String::new() }).collect();
             let targets = Targets::compute(&m.model, Task::Classify, &examples, &STUDENT_LAYERS, false)?;
             let trainer = Trainer::new(student::build(&m.model, &STUDENT_LAYERS), Vec::new(), &opts, 1_000_000)?;
             distill = Some(((b, t), DistillCase { trainer, examples, targets }));

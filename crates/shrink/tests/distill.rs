@@ -201,11 +201,11 @@ fn every_student_parameter_gets_a_gradient() {
     let mut s3 = student::build(&t.model, &map);
     let v = vars(&mut s3);
     assert_eq!(v.len(), 5 + 16 * 3 + 2);
-    let loss = Objective { task: Task::Classify, weights: all }.loss(&s3, &split, &batch, &mut rng).unwrap();
+    let loss = Objective { task: Task::Classify, weights: all, projections: Vec::new() }.loss(&s3, &split, &batch, &mut rng).unwrap();
     assert_all_get_gradients(&loss.total, &v);
     // The attention loss alone reaches the last layer's queries and keys and, through its input, the first layer.
     let attn_only = LossWeights { ce: 0.0, kl: 0.0, hidden: 0.0, ..all };
-    let grads = Objective { task: Task::Classify, weights: attn_only }.loss(&s3, &split, &batch, &mut rng).unwrap().total.backward().unwrap();
+    let grads = Objective { task: Task::Classify, weights: attn_only, projections: Vec::new() }.loss(&s3, &split, &batch, &mut rng).unwrap().total.backward().unwrap();
     for name in ["encoder.layer.2.attention.self.query.weight", "encoder.layer.2.attention.self.key.weight", "encoder.layer.0.intermediate.dense.weight"] {
         let (_, var) = v.iter().find(|(n, _)| n == name).unwrap();
         assert!(grads.get(var.as_tensor()).is_some(), "{name}: no gradient from the attention loss");
@@ -213,7 +213,7 @@ fn every_student_parameter_gets_a_gradient() {
     // QAT: through the straight-through weights (int4 Linears and int4 embedding table) to the fp32 variables.
     let opts = shrink::qat::QatScheme::Int4G32.options(shrink::quantize::EmbeddingStorage::Int4, QatActs::Dynamic);
     let fq = shrink::qat::FakeQuant::new(&s3.config, &opts).unwrap();
-    let loss = Objective { task: Task::Classify, weights: all }.loss(&fq.view(&s3).unwrap(), &split, &batch, &mut rng).unwrap();
+    let loss = Objective { task: Task::Classify, weights: all, projections: Vec::new() }.loss(&fq.view(&s3).unwrap(), &split, &batch, &mut rng).unwrap();
     assert_all_get_gradients(&loss.total, &v);
     // ... and through the fake-quantized Linear inputs too (ranges wide enough that little clips).
     let opts = shrink::qat::QatScheme::Int4G32.options(shrink::quantize::EmbeddingStorage::Int4, QatActs::Static);
@@ -221,7 +221,7 @@ fn every_student_parameter_gets_a_gradient() {
     let fq = shrink::qat::FakeQuant::new(&s3.config, &opts).unwrap().with_acts(ActRanges::new(wide, 1.0).unwrap());
     let view = fq.train(&s3).unwrap();
     assert!(view.layers[2].attention.key.input_quant.is_some() && view.layers[0].output.input_quant.is_some());
-    let loss = Objective { task: Task::Classify, weights: all }.loss(&view, &split, &batch, &mut rng).unwrap();
+    let loss = Objective { task: Task::Classify, weights: all, projections: Vec::new() }.loss(&view, &split, &batch, &mut rng).unwrap();
     assert_all_get_gradients(&loss.total, &v);
     // Momentum 1: the next view's grid is the last training batch's own (min, max); an eval view records nothing.
     let before = fq.acts().unwrap().params();
@@ -237,7 +237,7 @@ fn every_student_parameter_gets_a_gradient() {
     e3.classifier = None;
     let v = vars(&mut e3);
     let w = LossWeights { ce: 0.0, kl: 0.0, embed: 1.0, ..all };
-    assert_all_get_gradients(&Objective { task: Task::Embedding, weights: w }.loss(&e3, &split, &batch, &mut rng).unwrap().total, &v);
+    assert_all_get_gradients(&Objective { task: Task::Embedding, weights: w, projections: Vec::new() }.loss(&e3, &split, &batch, &mut rng).unwrap().total, &v);
 }
 
 #[test]

@@ -184,7 +184,7 @@ pub fn projections(kept: &[usize], c: usize, n: usize) -> Result<Vec<Linear>> {
         .map(|_| {
             let weight = Var::from_tensor(&Tensor::from_vec(w.clone(), (c, narrow), &Device::Cpu)?)?; // (C, C')
             let bias = Var::zeros(c, DType::F32, &Device::Cpu)?; // (C)
-            Ok(Linear { weight: weight.as_tensor().clone(), bias: bias.as_tensor().clone() })
+            Ok(Linear { weight: weight.as_tensor().clone(), bias: bias.as_tensor().clone(), input_quant: None })
         })
         .collect()
 }
