@@ -20,6 +20,8 @@ const TILE_K: usize = 64;
 /// Row groups with fewer real rows go to the VNNI kernel: a tile computes all 16 rows whatever `mr` is, and
 /// configuring the tiles costs about as much as a VNNI tile of one row (measured: 1 row 0.6x VNNI on AMX, 16 rows 1.9x).
 const MIN_ROWS: usize = 6;
+/// How many K steps (64 K) ahead a cold tile loop prefetches weights: a step is ~50 cycles, an L3 hit ~100+.
+const PREFETCH_STEPS: usize = 3;
 
 /// ldtilecfg's 64-byte operand, palette 1: tiles 0-6 as 16 rows x 64 bytes.
 #[repr(C, align(64))]
@@ -38,12 +40,23 @@ const CONFIG: TileConfig = {
 };
 
 /// The sums of 16 rows x V panels, rows `a.ptr` (16 readable, `a.lda` apart) times panels of `w.kq` chunks (a
-/// multiple of 16), into `sums` (16 rows x 48 i32).
+/// multiple of 16), into `sums` (16 rows x 48 i32, the first 16 V columns written). `cold`: the weights are not
+/// in cache yet (the unit's first row group), so each step prefetches the weight tiles `PREFETCH_STEPS` ahead; a
+/// tile load from L3 otherwise stalls the tdpbusd chain (measured: the tile loop took twice its L2-resident time).
 #[inline(always)]
-unsafe fn tile_sums<const V: usize>(a: &Rows, w: &I8Panels, sums: &mut [[i32; 3 * PANEL]; TILE_ROWS]) {
+unsafe fn tile_sums<const V: usize>(a: &Rows, w: &I8Panels, sums: *mut i32, cold: bool) {
     asm!("tilezero tmm4", "tilezero tmm5", "tilezero tmm6", options(nostack));
     let b = |v: usize, t: usize| w.ptr.add(v * w.stride + t);
     for t in (0..w.kq).step_by(TILE_K / 4) {
+        if cold {
+            for v in 0..V {
+                // Past the last step this reaches the next panel (or past the data: a prefetch never faults).
+                let ahead = w.ptr.wrapping_add(v * w.stride + t + PREFETCH_STEPS * TILE_K / 4);
+                for line in 0..TILE_K / 4 {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
+                }
+            }
+        }
         asm!(
             "tileloadd tmm0, [{a} + {lda} * 1]",
             "tileloadd tmm1, [{b} + {s} * 1]",
@@ -60,7 +73,7 @@ unsafe fn tile_sums<const V: usize>(a: &Rows, w: &I8Panels, sums: &mut [[i32; 3 
                 b = in(reg) b(2, t), s = in(reg) 64usize, options(nostack, readonly));
         }
     }
-    let (c, ldc) = (sums.as_mut_ptr().cast::<i32>(), 3 * PANEL * 4);
+    let (c, ldc) = (sums, 3 * PANEL * 4);
     asm!("tilestored [{c} + {ldc} * 1], tmm4", c = in(reg) c, ldc = in(reg) ldc, options(nostack));
     if V > 1 {
         asm!("tilestored [{c} + {ldc} * 1], tmm5", c = in(reg) c.add(PANEL), ldc = in(reg) ldc, options(nostack));
@@ -98,7 +111,9 @@ impl Micro for Amx {
             return vnni_rows(&a, w, out);
         }
         asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
-        let mut sums = [[0i32; 3 * PANEL]; TILE_ROWS];
+        // 16 rows x 48 i32; tile stores fill the columns that are read.
+        let mut sums = std::mem::MaybeUninit::<[[i32; 3 * PANEL]; TILE_ROWS]>::uninit();
+        let sums = sums.as_mut_ptr().cast::<i32>();
         for r0 in (0..a.mr).step_by(TILE_ROWS) {
             let n = TILE_ROWS.min(a.mr - r0);
             let (rows, out) = sub(&a, out, r0, n);
@@ -106,14 +121,16 @@ impl Micro for Amx {
                 vnni_rows(&rows, w, &out);
                 continue;
             }
+            let cold = r0 == 0;
             match w.np {
-                1 => tile_sums::<1>(&rows, w, &mut sums),
-                2 => tile_sums::<2>(&rows, w, &mut sums),
-                _ => tile_sums::<3>(&rows, w, &mut sums),
+                1 => tile_sums::<1>(&rows, w, sums, cold),
+                2 => tile_sums::<2>(&rows, w, sums, cold),
+                _ => tile_sums::<3>(&rows, w, sums, cold),
             }
-            for (r, s) in sums.iter().take(n).enumerate() {
+            for r in 0..n {
                 for v in 0..w.np {
-                    finish_i8(&rows, w, &out, r, v, _mm512_loadu_si512(s[PANEL * v..].as_ptr().cast()));
+                    let s = _mm512_loadu_si512(sums.add(r * 3 * PANEL + PANEL * v).cast());
+                    finish_i8(&rows, w, &out, r, v, s);
                 }
             }
         }
