@@ -1,5 +1,5 @@
-//! The SIMD level kernels run at, detected once (`SHRINK_ISA=scalar|avx2|avx512` forces a lower one), and a macro
-//! that compiles one plain loop body for each level so the compiler vectorises it at that width.
+//! The SIMD level kernels run at, detected once (`SHRINK_ISA=scalar|avx2|avx512|amx` forces a lower one), and a
+//! macro that compiles one plain loop body for each level so the compiler vectorises it at that width.
 
 use std::sync::OnceLock;
 
@@ -8,12 +8,15 @@ pub enum Isa {
     Scalar,
     Avx2,
     Avx512,
+    /// AVX-512 plus AMX tiles (Sapphire Rapids and later): only the int8 GEMM differs, every other kernel runs its
+    /// AVX-512 build.
+    Amx,
 }
 
 impl Isa {
     /// Every level this CPU can run, lowest first.
     pub fn available() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().filter(|&i| i <= best()).collect()
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Amx].into_iter().filter(|&i| i <= best()).collect()
     }
 }
 
@@ -34,13 +37,40 @@ fn detect() -> Isa {
             _ => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
         };
         if f("avx512") {
-            return Isa::Avx512;
+            return if amx_int8() { Isa::Amx } else { Isa::Avx512 };
         }
         if f("avx2") {
             return Isa::Avx2;
         }
     }
     Isa::Scalar
+}
+
+/// AMX-TILE and AMX-INT8 (CPUID leaf 7 EDX bits 24, 25), and the kernel's permission to use the tile data state,
+/// which Linux grants per process on request (arch_prctl ARCH_REQ_XCOMP_PERM); without it the first tile
+/// instruction faults.
+#[cfg(target_arch = "x86_64")]
+fn amx_int8() -> bool {
+    // CPUID leaf 7 exists on every CPU with AVX-512 (the only caller).
+    let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
+    if edx & (0b11 << 24) != 0b11 << 24 {
+        return false;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+        const XFEATURE_XTILEDATA: i64 = 18;
+        const SYS_ARCH_PRCTL: i64 = 158;
+        let ret: i64;
+        // SAFETY: arch_prctl only changes this process's permitted xsave features; the syscall clobbers rcx, r11.
+        unsafe {
+            std::arch::asm!("syscall", inlateout("rax") SYS_ARCH_PRCTL => ret, in("rdi") ARCH_REQ_XCOMP_PERM,
+                in("rsi") XFEATURE_XTILEDATA, lateout("rcx") _, lateout("r11") _, options(nostack));
+        }
+        ret == 0
+    }
+    #[cfg(not(target_os = "linux"))]
+    false
 }
 
 /// The level in use: the best detected, or `SHRINK_ISA` if it names one this CPU supports.
@@ -52,6 +82,7 @@ pub fn isa() -> Isa {
             Ok("scalar") => Isa::Scalar,
             Ok("avx2") => Isa::Avx2.min(best),
             Ok("avx512") => Isa::Avx512.min(best),
+            Ok("amx") => Isa::Amx.min(best),
             _ => best,
         }
     })
@@ -83,7 +114,7 @@ macro_rules! multiversion {
                 let level = level.min($crate::isa::best());
                 // SAFETY: `level` is capped at what this CPU reports.
                 match level {
-                    $crate::isa::Isa::Avx512 => return unsafe { avx512($($arg),*) },
+                    $crate::isa::Isa::Avx512 | $crate::isa::Isa::Amx => return unsafe { avx512($($arg),*) },
                     $crate::isa::Isa::Avx2 => return unsafe { avx2($($arg),*) },
                     $crate::isa::Isa::Scalar => {}
                 }

@@ -15,6 +15,8 @@ use crate::ROWS_PER_TASK;
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
+mod amx;
+#[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -24,9 +26,10 @@ mod scalar;
 const PANEL: usize = 16;
 /// Largest K: |sum of u8 x i8 products| and |zero point x column sum| each stay below 2^30, so i32 never wraps.
 pub const MAX_K: usize = 32_768;
-/// Work unit of the thread split: a multiple of every level's tile rows (8, 6, 4, 2), and 3 panels (every level's
+/// Work unit of the thread split: a multiple of every level's tile rows (48 = 3 AMX tiles, 8, 6, 4, 2), and 3 panels (every level's
 /// tile is 1 or 3 panels wide). Units run column-block-major, so consecutive units reuse one weight block.
 const ROW_BLOCK: usize = 48;
+const _: () = assert!(ROW_BLOCK.is_multiple_of(TILE_ROWS));
 const BLOCK_PANELS: usize = 3;
 
 /// 64 bytes, 64-aligned, so a zmm load of a chunk never splits a cache line.
@@ -36,12 +39,13 @@ struct Chunk([u8; 64]);
 
 /// Activations quantized per row (per token), asymmetric u8: x[m, k] ≈ scale[m] * (q[m, k] - zero[m]).
 /// Rows are stored with K padded up to a multiple of 4; the padding bytes hold the zero point (weights are zero there).
+/// The data holds whole groups of 16 rows (AMX tiles load 16 rows; the sums of rows past m are never stored).
 #[derive(Default)]
 pub struct QuantActs {
     m: usize,
     k: usize,
     k_pad: usize,
-    data: Vec<u8>,   // m x k_pad
+    data: Vec<u8>,   // m rounded up to 16 x k_pad
     scale: Vec<f32>, // m
     zero: Vec<i32>,  // m, in 0..=255
     /// f32 staging of the sparse kernel (the activations transposed), reused like the rest.
@@ -82,17 +86,17 @@ impl QuantActs {
         let k_pad = k.next_multiple_of(4);
         (self.m, self.k, self.k_pad) = (m, k, k_pad);
         // resize never shrinks capacity, and every byte is overwritten below.
-        self.data.resize(m * k_pad, 0);
+        self.data.resize(m.next_multiple_of(TILE_ROWS) * k_pad, 0);
+        let data = &mut self.data[..m * k_pad];
         self.scale.resize(m, 0.0);
         self.zero.resize(m, 0);
         let (lvl, tasks) = (level(isa::isa()), rayon::current_num_threads().min(m / ROWS_PER_TASK).max(1));
         if tasks == 1 {
-            quantize_rows(lvl, x, k, p, &mut self.data, &mut self.scale, &mut self.zero);
+            quantize_rows(lvl, x, k, p, data, &mut self.scale, &mut self.zero);
             return;
         }
         let rows = m.div_ceil(tasks);
-        self.data
-            .par_chunks_mut(rows * k_pad)
+        data.par_chunks_mut(rows * k_pad)
             .zip(self.scale.par_chunks_mut(rows))
             .zip(self.zero.par_chunks_mut(rows))
             .zip(x.par_chunks(rows * k))
@@ -135,7 +139,8 @@ pub fn quantize_static(x: f32, inv: f32, zero: i32) -> (u8, bool) {
     (round_u8(v), (0.0..=255.0).contains(&v))
 }
 
-/// The ISA levels of this module: AVX-512 runs only with VNNI (plain AVX-512BW takes the AVX2 code).
+/// The ISA levels of this module: AVX-512 runs only with VNNI (plain AVX-512BW takes the AVX2 code); AMX takes the
+/// int8 GEMM, its other kernels are the VNNI ones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Level {
     Scalar,
@@ -143,7 +148,15 @@ enum Level {
     Avx2,
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     Vnni,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Amx,
 }
+
+/// Rows of an AMX tile (kept readable in `QuantActs` on every target).
+#[cfg(target_arch = "x86_64")]
+use amx::TILE_ROWS;
+#[cfg(not(target_arch = "x86_64"))]
+const TILE_ROWS: usize = 16;
 
 /// The level `isa` asks for, capped at what this CPU has.
 fn level(isa: Isa) -> Level {
@@ -153,6 +166,9 @@ fn level(isa: Isa) -> Level {
         let vnni = is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vnni");
+        if isa >= Isa::Amx && isa::best() == Isa::Amx && avx2 && vnni {
+            return Level::Amx;
+        }
         if isa >= Isa::Avx512 && avx2 && vnni {
             return Level::Vnni;
         }
@@ -175,6 +191,10 @@ macro_rules! per_level {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+                unsafe fn amx($($arg: $ty),*) {
+                    imp::<amx::Amx>($($arg),*)
+                }
+                #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
                 unsafe fn vnni($($arg: $ty),*) {
                     imp::<avx512::Vnni>($($arg),*)
                 }
@@ -184,6 +204,7 @@ macro_rules! per_level {
                 }
                 // SAFETY: `level` comes from `level()`, which checked these features.
                 match level {
+                    Level::Amx => return unsafe { amx($($arg),*) },
                     Level::Vnni => return unsafe { vnni($($arg),*) },
                     Level::Avx2 => return unsafe { avx2($($arg),*) },
                     Level::Scalar => {}
@@ -810,7 +831,8 @@ mod tests {
     // outputs are bit-identical (no error budget needed).
     #[test]
     fn i8_every_level_matches_reference() {
-        for (m, k, n) in shapes(&[1, 3, 17, 128], &[1, 5, 33, 384, 1536], &[1, 7, 16, 33, 384]) {
+        // AMX: m 22 and 59 end in tiles of 6 and 11 real rows (the other rows padding), 20 in a VNNI group of 4.
+        for (m, k, n) in shapes(&[1, 3, 17, 20, 22, 59, 128], &[1, 5, 33, 384, 1536], &[1, 7, 16, 33, 384]) {
             let mut a = QuantActs::new();
             a.quantize(&acts(m, k, 7), m, k);
             let (q, s) = quantize_per_channel(&gaussian(n * k, 8), n, k);
@@ -981,7 +1003,7 @@ mod tests {
                 a.quantize(&x, m, k);
                 gemm_i8(&mut y, &a, &w8, ep);
                 gemm_i4(&mut y, &a, &w4, ep);
-                for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512] {
+                for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Amx] {
                     gemm_i8_on(isa, &mut y, &a, &w8, ep);
                     gemm_i4_on(isa, &mut y, &a, &w4, ep);
                 }

@@ -64,13 +64,20 @@ unsafe fn i8_tile<const R: usize, const V: usize>(a: &Rows, w: &I8Panels, out: &
         }
     }
     for (r, c) in c.iter().enumerate() {
-        let (z, sa) = (_mm512_set1_epi32(*a.zero.add(r)), _mm512_set1_ps(*a.scale.add(r)));
         for (v, c) in c.iter().enumerate() {
-            let s = _mm512_sub_epi32(*c, _mm512_mullo_epi32(z, _mm512_loadu_si512(w.colsum.add(16 * v).cast())));
-            let y = _mm512_mul_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(sa, _mm512_loadu_ps(w.scale.add(16 * v))));
-            store(out, r, v, y);
+            finish_i8(a, w, out, r, v, *c);
         }
     }
+}
+
+/// Row r, panel v of an int8 tile from its i32 sums c: (c - zero[r] colsum) as f32 * (scale_a[r] * scale_w),
+/// stored. Shared with the AMX kernel, whose sums come from tiles.
+#[inline(always)]
+pub(super) unsafe fn finish_i8(a: &Rows, w: &I8Panels, out: &Out, r: usize, v: usize, c: __m512i) {
+    let (z, sa) = (_mm512_set1_epi32(*a.zero.add(r)), _mm512_set1_ps(*a.scale.add(r)));
+    let s = _mm512_sub_epi32(c, _mm512_mullo_epi32(z, _mm512_loadu_si512(w.colsum.add(16 * v).cast())));
+    let y = _mm512_mul_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(sa, _mm512_loadu_ps(w.scale.add(16 * v))));
+    store(out, r, v, y);
 }
 
 /// R rows x V panels: per group, i32 sums start at -zero * colsum (vpmaddwd of (-zero, 0) i16 pairs with the i32
