@@ -21,8 +21,8 @@ const MAX_LEN: &str = "32";
 const MIN_STUDENT_ACCURACY: f64 = 0.8;
 /// QAT may not lose more than this (2 of the 112 slice rows) against PTQ of the same teacher.
 const QAT_VS_PTQ_TOL: f64 = 0.02;
-/// A 3-layer student 256 wide (FFN 768) distilled like the full-width one: every LayerNorm now averages over
-/// fewer channels, so it starts further away and trains to less in the same 2 epochs (chance: 0.2).
+/// A 3-layer student 256 wide (FFN 768), 3 epochs at 2e-4 on the same 240 rows (measured 0.75): every LayerNorm now
+/// averages over fewer channels, so it starts further from the teacher than the full-width one (chance: 0.2).
 const MIN_NARROW_ACCURACY: f64 = 0.6;
 /// Runtime vs candle on the same weights (the golden budget).
 const RUNTIME_VS_CANDLE: f32 = 1e-4;
@@ -466,11 +466,11 @@ fn narrow_student_distills_quantizes_and_inspects() {
     let train = asset("data/bbc/train.jsonl");
     let err = run_ok(&[
         "--threads", "1", "distill", "--teacher", s(teacher()), "--data", s(&train), "--out", s(&out), "--student-layers", "3",
-        "--hidden", "256", "--ffn", "768", "--limit", "240", "--epochs", "2", "--lr", "1e-4", "--hidden-weight", "1", "--seed", "3",
+        "--hidden", "256", "--ffn", "768", "--limit", "240", "--epochs", "3", "--lr", "2e-4", "--hidden-weight", "1", "--seed", "3",
     ]);
     for part in ["loss", "hidden"] {
         let m = epoch_means(&err, part);
-        assert!(m.len() == 2 && m[1] < m[0], "{part} per epoch {m:?}: {err}");
+        assert!(m.len() == 3 && m[2] < m[0], "{part} per epoch {m:?}: {err}");
     }
     let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!((cfg["hidden_size"].as_u64(), cfg["num_attention_heads"].as_u64()), (Some(256), Some(8)), "{cfg}");
@@ -478,6 +478,7 @@ fn narrow_student_distills_quantizes_and_inspects() {
     let file = shrink_format::TensorFile::open(&out.join("model.safetensors")).unwrap();
     assert!(!file.contains("projection.0.weight"));
     let acc = accuracy(&out);
+    eprintln!("narrow student accuracy {acc}");
     assert!(acc >= MIN_NARROW_ACCURACY, "narrow student accuracy {acc}: {err}");
     let q = scratch().join("narrow-student-int8");
     ok(&["--threads", "1", "quantize", s(&out), "--scheme", "int8-dynamic", "--embeddings", "int8", "--out", s(&q)]);
@@ -485,10 +486,10 @@ fn narrow_student_distills_quantizes_and_inspects() {
     let full = std::fs::metadata(scratch().join("student-int8/model.safetensors"));
     let narrow = std::fs::metadata(q.join("model.safetensors")).unwrap().len();
     // The token table dominates: 2/3 of its columns, a third of the FFN.
-    assert!(narrow < 13_000_000, "int8 narrow student {narrow} bytes");
+    assert!(narrow < 11_000_000, "int8 narrow student {narrow} bytes");
     if let Ok(f) = full {
         assert!(narrow < f.len(), "{narrow} vs full-width {}", f.len());
     }
     let layers = ok(&["inspect", s(&out)]);
-    assert!(layers.contains("layer 2 (") && !layers.contains("layer 3 ("), "{layers}");
+    assert!(layers.contains("layer 2 H8 F768 (") && !layers.contains("layer 3 "), "{layers}");
 }
