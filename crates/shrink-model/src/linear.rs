@@ -16,13 +16,16 @@ pub struct Linear {
     pub input_quant: Option<InputQuant>,
 }
 
+/// Where a training forward records the (min, max) of a Linear's input.
+pub type SeenRange = Arc<Mutex<Option<(f32, f32)>>>;
+
 /// The input's static u8 grid (the runtime's `int8-static`: scale, zero point in 0..=255) and, while training,
 /// where the batch's (min, max) is recorded for the moving average of the range.
 #[derive(Clone, Debug)]
 pub struct InputQuant {
     pub scale: f32,
     pub zero: i32,
-    pub seen: Option<Arc<Mutex<Option<(f32, f32)>>>>,
+    pub seen: Option<SeenRange>,
 }
 
 impl Linear {

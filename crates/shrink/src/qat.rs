@@ -16,12 +16,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::Tensor;
 use serde_json::json;
-use shrink_model::linear::{InputQuant, Linear};
+use shrink_model::linear::{InputQuant, Linear, SeenRange as Seen};
 use shrink_model::{Bert, Config};
 use shrink_runtime::Site;
 
@@ -75,9 +75,6 @@ impl QatScheme {
         o
     }
 }
-
-/// Where a forward pass records the (min, max) of a site's input.
-type Seen = Arc<Mutex<Option<(f32, f32)>>>;
 
 /// A lock that outlives a panicking holder (the data are plain ranges, valid at any point).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

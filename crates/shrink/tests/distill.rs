@@ -287,10 +287,14 @@ fn qat_exports_the_trained_grid_and_keeps_ptq_accuracy() {
     assert!(acc_qat >= acc_ptq - QAT_VS_PTQ_TOL, "QAT {acc_qat} vs PTQ {acc_ptq}: {err}");
 }
 
-/// Largest |logit| difference allowed between the runtime on a QAT static-activation folder and the candle
-/// fake-quant forward of the same weights and grids: f32 summation order, and the few inputs that land within
-/// rounding of a grid midpoint and round to the neighbouring step on one side only.
-const STATIC_PARITY_TOL: f32 = 0.05;
+/// Largest |logit| difference, as a fraction of the largest |logit|, allowed between the runtime on a QAT
+/// static-activation folder and the candle fake-quant forward of the same weights and grids. Both compute the same
+/// grid values, but f32 results that differ by summation order (1e-5) land on different sides of a rounding
+/// midpoint for a few hundred of the inputs of every site, each a whole u8 step apart, through six layers
+/// (measured at int8 / int4-g32: max 1.7% / 2.2%, mean 0.09% / 0.13%; weights-only fake quantization: mean 0.9%).
+const STATIC_PARITY_REL_TOL: f32 = 0.03;
+/// Leaving the activation fake quantization out must put the mean error at least this many times higher.
+const WEIGHTS_ONLY_FACTOR: f32 = 3.0;
 
 #[test]
 fn qat_static_activations_export_the_trained_ranges_and_the_runtime_computes_the_fake_quant_model() {
@@ -343,11 +347,16 @@ fn qat_static_activations_export_the_trained_ranges_and_the_runtime_computes_the
             let (out, _) = shrink::distill::forward(m, Task::Classify, &ids, &mask, None, false).unwrap();
             out.flatten_all().unwrap().to_vec1::<f32>().unwrap()
         };
-        let diff = |a: &[f32]| a.iter().zip(&runtime).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        let (d_full, d_weights) = (diff(&logits(&full)), diff(&logits(&weights_only)));
-        assert!(d_full < STATIC_PARITY_TOL, "{format}: runtime vs fake-quant forward {d_full}");
-        // Leaving the activation fake quantization out is visibly further from what the runtime computes.
-        assert!(d_full < d_weights, "{format}: with activations {d_full}, weights only {d_weights}");
+        // (max, mean) |difference| to the runtime's logits.
+        let diff = |a: &[f32]| {
+            let d: Vec<f32> = a.iter().zip(&runtime).map(|(a, b)| (a - b).abs()).collect();
+            (d.iter().copied().fold(0f32, f32::max), d.iter().sum::<f32>() / d.len() as f32)
+        };
+        let (full, weights) = (diff(&logits(&full)), diff(&logits(&weights_only)));
+        let top = runtime.iter().fold(0f32, |a, v| a.max(v.abs()));
+        eprintln!("{format}: max |logit| {top}; runtime vs fake-quant (max, mean) {full:?}, vs weights-only fake-quant {weights:?}");
+        assert!(full.0 < STATIC_PARITY_REL_TOL * top, "{format}: runtime vs fake-quant forward {full:?} (max |logit| {top})");
+        assert!(full.1 * WEIGHTS_ONLY_FACTOR < weights.1, "{format}: mean error with activations {full:?}, weights only {weights:?}");
     }
 }
 
