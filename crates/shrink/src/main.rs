@@ -197,8 +197,9 @@ enum Command {
         /// Movement: Adam learning rate of the scores (no weight decay).
         #[arg(long, default_value_t = 1e-2)]
         score_lr: f64,
-        /// Movement: where the scores start.
-        #[arg(long, value_enum, default_value_t = sparsify::ScoreInit::Zeros)]
+        /// Movement: where the scores start (zeros is Sanh et al.'s, and needs far longer training than BBC's few
+        /// hundred steps).
+        #[arg(long, value_enum, default_value_t = sparsify::ScoreInit::Magnitude)]
         score_init: sparsify::ScoreInit,
         /// Soft movement: keep the weights whose σ(score) exceeds this.
         #[arg(long, default_value_t = 0.1)]
