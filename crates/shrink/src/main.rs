@@ -194,20 +194,22 @@ enum Command {
         train: TrainArgs,
     },
     /// Prune the encoder's Linear weights, unstructured or N:M: one-shot by magnitude, or gradually while
-    /// fine-tuning (--data) by magnitude or movement. Writes a dense fp32 folder with exact zeros; `shrink quantize
-    /// --scheme sparse` then stores it for the runtime's sparse kernel.
+    /// fine-tuning (--data) by magnitude or movement (learned scores, Sanh et al. 2020; --distill learns from the
+    /// unpruned model's logits too). Writes a dense fp32 folder with exact zeros; `shrink quantize --scheme sparse`
+    /// then stores it for the runtime's sparse kernel.
     #[command(after_help = "Examples:\n  \
         shrink sparsify out/bbc-classifier-128 --sparsity 0.5 --out out/cls-sparse50\n  \
         shrink sparsify out/bbc-classifier-128 --nm 2:4 --out out/cls-2of4\n  \
-        shrink sparsify out/bbc-classifier-128 --sparsity 0.9 --data assets/data/bbc/train.jsonl --epochs 4 --begin 0.25 --end 0.75 --lr 1e-4 --out out/cls-sparse90\n  \
-        shrink quantize out/cls-sparse90 --scheme sparse --out out/cls-sparse90-runtime")]
+        shrink --threads 1 sparsify out/bbc-classifier-128 --sparsity 0.9 --data assets/data/bbc/train.jsonl --method movement --distill --epochs 3 --begin 0.1 --end 0.7 --lr 1e-4 --out out/cls-move90\n  \
+        shrink --threads 1 sparsify out/bbc-classifier-32 --method soft-movement --l1 100 --threshold 0.1 --data assets/data/bbc/train.jsonl --out out/cls-soft\n  \
+        shrink quantize out/cls-move90 --scheme sparse --out out/cls-move90-runtime")]
     Sparsify {
         model: String,
         #[arg(long)]
         out: PathBuf,
-        /// Fraction of the encoder Linears' weights set to zero.
-        #[arg(long, default_value_t = 0.5)]
-        sparsity: f64,
+        /// Fraction of the encoder Linears' weights set to zero [default: 0.5; soft movement: set by --l1].
+        #[arg(long)]
+        sparsity: Option<f64>,
         #[arg(long, value_enum, default_value_t = sparsify::Method::Magnitude)]
         method: sparsify::Method,
         #[arg(long, value_enum, default_value_t = sparsify::Scope::Layer)]
@@ -218,12 +220,28 @@ enum Command {
         /// Labelled training data: prune gradually while fine-tuning the model's head and encoder on it.
         #[arg(long)]
         data: Option<PathBuf>,
-        /// Gradual pruning starts at this fraction of the training steps ...
+        /// Gradual pruning starts at this fraction of the training steps (movement's scores learn from step 0) ...
         #[arg(long, default_value_t = 0.1)]
         begin: f64,
         /// ... and reaches the final sparsity at this one; the mask is then held while training goes on.
         #[arg(long, default_value_t = 0.7)]
         end: f64,
+        /// Movement: Adam learning rate of the scores (no weight decay).
+        #[arg(long, default_value_t = 1e-2)]
+        score_lr: f64,
+        /// Movement: where the scores start (zeros is Sanh et al.'s, and needs far longer training than BBC's few
+        /// hundred steps).
+        #[arg(long, value_enum, default_value_t = sparsify::ScoreInit::Magnitude)]
+        score_init: sparsify::ScoreInit,
+        /// Soft movement: keep the weights whose σ(score) exceeds this.
+        #[arg(long, default_value_t = 0.1)]
+        threshold: f64,
+        /// Soft movement: final weight of the penalty mean σ(score) (ramped up on the cubic schedule); larger prunes more.
+        #[arg(long, default_value_t = 100.0)]
+        l1: f64,
+        /// Also learn the input model's logits (half cross-entropy, half KL at T = 2); the model needs its head.
+        #[arg(long)]
+        distill: bool,
         /// Tokens per text (default: the model's fine-tuning length, else 128).
         #[arg(long)]
         max_len: Option<usize>,
@@ -771,12 +789,21 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             );
             println!("{}", serde_json::to_string(&r)?);
         }
-        Command::Sparsify { model, out, sparsity, method, scope, nm, data: path, begin, end, max_len, train: t } => {
-            let opts = sparsify::Options { sparsity, method, scope, nm, begin, end };
+        Command::Sparsify {
+            model, out, sparsity, method, scope, nm, data: path, begin, end, score_lr, score_init, threshold, l1, distill, max_len, train: t,
+        } => {
+            if method == sparsify::Method::SoftMovement && sparsity.is_some() {
+                bail!("--method soft-movement prunes what --l1 and --threshold decide: drop --sparsity");
+            }
+            let sparsity = sparsity.unwrap_or(0.5);
+            let opts = sparsify::Options { sparsity, method, scope, nm, begin, end, score_lr, score_init, threshold, l1 };
             opts.check()?;
             let mut m = model::load(&model, max_len)?;
             let pruned = match &path {
                 None => {
+                    if distill {
+                        bail!("--distill trains: pass --data FILE.jsonl");
+                    }
                     let mut model = m.model;
                     sparsify::oneshot(&mut model, &opts)?;
                     model
@@ -784,9 +811,10 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
                 Some(path) => {
                     let rows = data::sample(data::read_jsonl(path)?, t.limit, t.seed);
                     // A model without a head gets one for the data's labels: pruning while learning the task, from
-                    // the pretrained weights, is where movement scores carry signal (Sanh et al.'s fine-pruning).
+                    // the pretrained weights, is Sanh et al.'s fine-pruning.
                     let labels = match m.model.config.labels() {
                         Some(l) => l,
+                        None if distill => bail!("--distill learns from {model}'s logits, but it has no classification head (fine-tune it first)"),
                         None => {
                             let labels = data::label_set(path, &rows, &t.label_field)?;
                             m.model.add_classifier(&labels, t.seed)?;
@@ -797,10 +825,14 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
                         }
                     };
                     let examples = train::examples(path, &rows, &m.tokenizer, (&t.text_field, &t.label_field), &labels)?;
-                    let topts = t.options()?;
-                    let mut pruner = sparsify::Pruner::new(opts, examples.len().div_ceil(topts.batch) * topts.epochs);
-                    eprintln!("pruning to {:.0}% while fine-tuning on {} examples", opts.target() * 100.0, examples.len());
-                    train::finetune(m.model, &examples, &topts, Some(&mut pruner))?
+                    let teacher = distill
+                        .then(|| prune::distill::teacher_logits(&mut model::engine(&model, Some(m.tokenizer.max_len), threads)?, &examples, 32))
+                        .transpose()?;
+                    match method {
+                        sparsify::Method::SoftMovement => eprintln!("soft movement pruning while fine-tuning on {} examples", examples.len()),
+                        _ => eprintln!("pruning to {:.0}% while fine-tuning on {} examples", opts.target() * 100.0, examples.len()),
+                    }
+                    sparsify::gradual(m.model, &examples, &t.options()?, &opts, teacher.as_deref())?
                 }
             };
             let (achieved, weights) = sparsify::measured_sparsity(&pruned)?;
@@ -808,9 +840,14 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             pruned.config.extra.insert(
                 "shrink_sparsity".into(),
                 serde_json::json!({
-                    "target": opts.target(), "achieved": achieved, "method": format!("{method:?}").to_lowercase(),
+                    "target": (method != sparsify::Method::SoftMovement).then(|| opts.target()), "achieved": achieved,
+                    "method": clap::ValueEnum::to_possible_value(&method).map(|v| v.get_name().to_string()),
                     "scope": format!("{scope:?}").to_lowercase(), "nm": nm.map(|(n, m)| format!("{n}:{m}")),
-                    "gradual": path.as_ref().map(|_| serde_json::json!({"epochs": t.epochs, "begin": begin, "end": end, "lr": t.lr})),
+                    "gradual": path.as_ref().map(|_| serde_json::json!({"epochs": t.epochs, "begin": begin, "end": end, "lr": t.lr,
+                        "distill": distill, "score_lr": (method != sparsify::Method::Magnitude).then_some(score_lr),
+                        "score_init": (method != sparsify::Method::Magnitude).then(|| format!("{score_init:?}").to_lowercase()),
+                        "threshold": (method == sparsify::Method::SoftMovement).then_some(threshold),
+                        "l1": (method == sparsify::Method::SoftMovement).then_some(l1)})),
                 }),
             );
             pruned.save_dir(&out, &m.dir)?;

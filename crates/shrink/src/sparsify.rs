@@ -1,26 +1,39 @@
 //! Unstructured and N:M pruning of the encoder's Linear weights (Q, K, V, attention output, FFN in and out): one-shot
-//! by magnitude, or during fine-tuning on the cubic schedule of Zhu & Gupta (2017), scored by magnitude |w| or by
-//! movement (Sanh et al. 2020: S = -Σ_t w·∂L/∂w, the weights moving away from zero score high). The result is a dense
-//! fp32 folder whose pruned weights are exact zeros; `shrink quantize --scheme sparse` stores it for the runtime's
-//! sparse kernel. Embeddings, biases, LayerNorms and the head are never pruned.
+//! by magnitude, or during fine-tuning on the cubic schedule of Zhu & Gupta (2017), by magnitude |w| or by movement
+//! (Sanh et al. 2020: learned scores S, the forward uses W ⊙ M(S), S trained through the straight-through estimator,
+//! so the weights moving away from zero are kept). The result is a dense fp32 folder whose pruned weights are exact
+//! zeros; `shrink quantize --scheme sparse` stores it for the runtime's sparse kernel. Embeddings, biases, LayerNorms
+//! and the head are never pruned.
 
 use anyhow::{bail, Result};
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, InplaceOp1, Layout, Var};
+use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Tensor, Var};
 use rayon::prelude::*;
 use shrink_model::Bert;
 
-use crate::optim::f32_slice;
-use crate::train::StepHook;
+use crate::optim::{f32_slice, AdamW};
+use crate::prune::distill;
+use crate::train::{self, Prepared, StepHook, TrainOptions};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Method {
     /// Keep the largest |w|.
     Magnitude,
-    /// Keep the weights whose -Σ w·grad is largest (needs training data, and long training: the score ignores
-    /// magnitude, so the first masks cut large weights as often as small ones; on BBC with 2-4 epochs it collapsed
-    /// to chance where magnitude kept 90% accuracy at 90% sparsity).
+    /// Hard movement: keep the top of learned scores (exactly --sparsity pruned, per tensor or --scope global).
     Movement,
+    /// Soft movement: keep σ(score) > --threshold; an L1 penalty --l1 on σ(score) sets how many go.
+    SoftMovement,
+}
+
+/// Where movement's scores start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScoreInit {
+    /// All zero, as Sanh et al.: the first masks are arbitrary until the scores have learned (thousands of steps).
+    /// On BBC (333 steps to 90%) it collapsed to chance: masks blind to magnitude cut BERT's few outlier weights
+    /// (soft movement's first 14% zeros, as large on average as the kept weights, already left chance-level loss).
+    Zeros,
+    /// |W| / mean |W| per Linear: movement refines a magnitude mask instead of starting from none.
+    Magnitude,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -42,6 +55,13 @@ pub struct Options {
     /// Gradual pruning runs from this fraction of the training steps to `end`, then the mask is held.
     pub begin: f64,
     pub end: f64,
+    /// Movement: Adam learning rate of the scores, and where they start.
+    pub score_lr: f64,
+    pub score_init: ScoreInit,
+    /// Soft movement: the kept weights are those with σ(score) > threshold ...
+    pub threshold: f64,
+    /// ... under the penalty l1 · mean σ(score), ramped up on the cubic schedule.
+    pub l1: f64,
 }
 
 impl Options {
@@ -56,6 +76,15 @@ impl Options {
         if !(0.0 <= self.begin && self.begin <= self.end && self.end <= 1.0) {
             bail!("--begin {} and --end {} must satisfy 0 <= begin <= end <= 1", self.begin, self.end);
         }
+        if self.method != Method::Magnitude && self.nm.is_some() {
+            bail!("--nm is magnitude pruning: drop --method {:?}", self.method);
+        }
+        if !(self.threshold > 0.0 && self.threshold < 1.0) {
+            bail!("--threshold {} must be in (0, 1)", self.threshold);
+        }
+        if !(self.score_lr > 0.0 && self.l1 >= 0.0) {
+            bail!("--score-lr {} must be > 0 and --l1 {} >= 0", self.score_lr, self.l1);
+        }
         Ok(())
     }
 
@@ -66,14 +95,23 @@ impl Options {
     /// Sparsity after `step` of `total`: s (1 - (1 - progress)³) between begin and end (fast early, gentle late, so
     /// the network can recover); N:M has no intermediate pattern and is applied whole at `begin`.
     pub fn sparsity_at(&self, step: usize, total: usize) -> f64 {
+        match self.nm {
+            Some(_) if (step as f64 + 1.0) < self.begin * total as f64 => 0.0,
+            Some(_) => self.target(),
+            None => self.target() * self.ramp(step, total),
+        }
+    }
+
+    /// The cubic ramp 1 - (1 - progress)³ from 0 before `begin` to 1 from `end` on.
+    pub fn ramp(&self, step: usize, total: usize) -> f64 {
         let (t0, t1) = (self.begin * total as f64, self.end * total as f64);
         let t = step as f64 + 1.0;
         if t < t0 {
             0.0
-        } else if self.nm.is_some() || t >= t1 {
-            self.target()
+        } else if t >= t1 {
+            1.0
         } else {
-            self.target() * (1.0 - (1.0 - (t - t0) / (t1 - t0)).powi(3))
+            1.0 - (1.0 - (t - t0) / (t1 - t0)).powi(3)
         }
     }
 }
@@ -102,45 +140,43 @@ pub fn keep_masks(scores: &[(&[f32], usize)], sparsity: f64, scope: Scope, nm: O
             })
             .collect();
     }
-    let keep_above = |threshold: (f32, usize), s: &[f32], offset: usize| -> Vec<bool> {
-        // (score, global index) order makes ties deterministic and the pruned count exact.
-        s.iter().enumerate().map(|(i, &v)| (v, offset + i) > threshold).collect()
-    };
-    let nth = |all: &mut Vec<(f32, usize)>, prune: usize| -> (f32, usize) {
-        if prune == 0 {
-            return (f32::NEG_INFINITY, 0);
-        }
-        let (_, t, _) = all.select_nth_unstable_by(prune - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        *t
-    };
     match scope {
-        Scope::Layer => Ok(scores
-            .par_iter()
-            .map(|&(s, _)| {
-                let mut all: Vec<(f32, usize)> = s.iter().copied().zip(0..).collect();
-                let t = nth(&mut all, (s.len() as f64 * sparsity).round() as usize);
-                keep_above(t, s, 0)
-            })
-            .collect()),
+        Scope::Layer => Ok(scores.par_iter().map(|&(s, _)| keep_top(s, (s.len() as f64 * sparsity).round() as usize)).collect()),
         Scope::Global => {
-            let mut all: Vec<(f32, usize)> = Vec::new();
-            for &(s, _) in scores {
-                let off = all.len();
-                all.extend(s.iter().copied().zip(off..));
-            }
-            let total = all.len();
-            let t = nth(&mut all, (total as f64 * sparsity).round() as usize);
+            let all: Vec<f32> = scores.iter().flat_map(|&(s, _)| s.iter().copied()).collect();
+            let keep = keep_top(&all, (all.len() as f64 * sparsity).round() as usize);
             let mut off = 0;
             Ok(scores
                 .iter()
                 .map(|&(s, _)| {
-                    let m = keep_above(t, s, off);
                     off += s.len();
-                    m
+                    keep[off - s.len()..off].to_vec()
                 })
                 .collect())
         }
     }
+}
+
+/// Keep-mask pruning the `prune` lowest scores; among equal scores the earlier index goes first, so ties keep the
+/// pruned count exact and the mask deterministic. Selects on the f32s alone: movement recomputes this every step.
+fn keep_top(s: &[f32], prune: usize) -> Vec<bool> {
+    if prune == 0 {
+        return vec![true; s.len()];
+    }
+    let mut v = s.to_vec();
+    let t = *v.select_nth_unstable_by(prune - 1, f32::total_cmp).1;
+    let mut ties = prune - s.iter().filter(|x| x.total_cmp(&t).is_lt()).count();
+    s.iter()
+        .map(|x| match x.total_cmp(&t) {
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Equal if ties > 0 => {
+                ties -= 1;
+                false
+            }
+            std::cmp::Ordering::Equal => true,
+        })
+        .collect()
 }
 
 /// Zeroes a parameter where its mask is false, in place.
@@ -169,23 +205,41 @@ fn values(v: &Var) -> Result<Vec<f32>> {
     Ok(f32_slice(&storage, layout)?.to_vec())
 }
 
-/// One pruned parameter inside the training loop.
+/// Fine-tunes `model` on `examples` while pruning it gradually, and returns it with the pruned weights exact zeros.
+/// `teacher`: the unpruned model's logits per example (N, L); given, the loss is `prune::distill::loss` (cross-entropy
+/// and KL at T to them, as Sanh et al.'s best runs), else cross-entropy.
+pub fn gradual(model: Bert, examples: &[(Vec<u32>, u32)], topts: &TrainOptions, opts: &Options, teacher: Option<&[Vec<f32>]>) -> Result<Bert> {
+    let total_steps = examples.len().div_ceil(topts.batch) * topts.epochs;
+    let loss = |logits: &Tensor, idx: &[usize], labels: &Tensor| match teacher {
+        Some(t) => train::Loss::single("loss", distill::loss(logits, &distill::batch_teacher(t, idx)?, labels)?),
+        None => train::Loss::single("loss", shrink_model::ops::cross_entropy(logits, labels)?),
+    };
+    match opts.method {
+        Method::Magnitude => {
+            let mut pruner = MagnitudePruner::new(*opts, total_steps);
+            train::finetune_with(model, examples, topts, loss, Some(&mut pruner))
+        }
+        Method::Movement | Method::SoftMovement => {
+            let mut pruner = MovementPruner::new(&model, *opts, topts, total_steps)?;
+            let mut model = train::finetune_with(model, examples, topts, loss, Some(&mut pruner))?;
+            pruner.finish(&mut model)?;
+            Ok(model)
+        }
+    }
+}
+
+/// One magnitude-pruned parameter inside the training loop.
 struct Target {
     /// Index into the trainer's params.
     param: usize,
     /// Input width K of the (N, K) weight.
     k: usize,
-    /// Movement score per weight.
-    score: Vec<f32>,
     keep: Vec<bool>,
-    /// The value each pruned weight had when it was pruned: movement scores it with that value (as Sanh et al.'s
-    /// straight-through masks do) and it comes back with it if its score climbs back into the kept set.
-    shadow: Vec<f32>,
 }
 
-/// Gradual pruning inside the fine-tuning loop: recomputes the masks every `every` steps on the schedule and
-/// re-applies them after every update (AdamW's momentum would otherwise revive pruned weights).
-pub struct Pruner {
+/// Gradual magnitude pruning (Zhu & Gupta): recomputes the masks every `every` steps on the schedule and re-applies
+/// them after every update (AdamW's momentum would otherwise revive pruned weights).
+struct MagnitudePruner {
     opts: Options,
     total_steps: usize,
     every: usize,
@@ -193,83 +247,188 @@ pub struct Pruner {
     current: f64,
 }
 
-impl Pruner {
-    pub fn new(opts: Options, total_steps: usize) -> Self {
+impl MagnitudePruner {
+    fn new(opts: Options, total_steps: usize) -> Self {
         // About 50 mask updates over the pruning window (Zhu & Gupta prune every few hundred of many thousand steps).
         let window = ((opts.end - opts.begin) * total_steps as f64).max(1.0);
         Self { opts, total_steps, every: (window / 50.0).ceil().max(1.0) as usize, targets: Vec::new(), current: 0.0 }
     }
-
-    fn init(&mut self, params: &[(String, Var)]) {
-        if self.targets.is_empty() {
-            for (param, (name, v)) in params.iter().enumerate() {
-                if is_target(name, v.dims()) {
-                    let n = v.elem_count();
-                    self.targets.push(Target { param, k: v.dims()[1], score: vec![0.0; n], keep: vec![true; n], shadow: vec![0.0; n] });
-                }
-            }
-        }
-    }
 }
 
-impl StepHook for Pruner {
-    fn before_update(&mut self, _step: usize, params: &[(String, Var)], grads: &GradStore) -> Result<()> {
-        self.init(params);
-        if self.opts.method == Method::Movement {
-            for t in &mut self.targets {
-                let v = &params[t.param].1;
-                let Some(g) = grads.get(v.as_tensor()) else { continue };
-                let (gs, gl) = g.storage_and_layout();
-                let g = f32_slice(&gs, gl)?;
-                let (ws, wl) = v.as_tensor().storage_and_layout();
-                let w = f32_slice(&ws, wl)?;
-                let (keep, shadow) = (&t.keep, &t.shadow);
-                t.score.par_iter_mut().enumerate().for_each(|(i, s)| *s -= if keep[i] { w[i] } else { shadow[i] } * g[i]);
-            }
-        }
+impl StepHook for MagnitudePruner {
+    fn before_update(&mut self, _step: usize, _params: &[(String, Var)], _grads: &GradStore) -> Result<()> {
         Ok(())
     }
 
     fn after_update(&mut self, step: usize, params: &[(String, Var)]) -> Result<()> {
-        self.init(params);
+        if self.targets.is_empty() {
+            for (param, (name, v)) in params.iter().enumerate() {
+                if is_target(name, v.dims()) {
+                    self.targets.push(Target { param, k: v.dims()[1], keep: vec![true; v.elem_count()] });
+                }
+            }
+        }
         let want = self.opts.sparsity_at(step, self.total_steps);
         let due = want > self.current && ((step + 1).is_multiple_of(self.every) || want >= self.opts.target());
-        if !due {
-            if self.current > 0.0 {
-                for t in &self.targets {
-                    params[t.param].1.as_tensor().inplace_op1(&ApplyMask(&t.keep))?;
-                }
+        if due {
+            let scores: Vec<Vec<f32>> = self
+                .targets
+                .iter()
+                .map(|t| Ok(values(&params[t.param].1)?.iter().map(|w| w.abs()).collect()))
+                .collect::<Result<_>>()?;
+            let refs: Vec<(&[f32], usize)> = scores.iter().zip(&self.targets).map(|(s, t)| (&s[..], t.k)).collect();
+            for (t, keep) in self.targets.iter_mut().zip(keep_masks(&refs, want, self.opts.scope, self.opts.nm)?) {
+                t.keep = keep;
             }
-            return Ok(());
+            self.current = want;
         }
-        let values: Vec<Vec<f32>> = self.targets.iter().map(|t| values(&params[t.param].1)).collect::<Result<_>>()?;
-        let scores: Vec<Vec<f32>> = match self.opts.method {
-            Method::Magnitude => values.iter().map(|w| w.iter().map(|w| w.abs()).collect()).collect(),
-            Method::Movement => self.targets.iter().map(|t| t.score.clone()).collect(),
+        if self.current > 0.0 {
+            for t in &self.targets {
+                params[t.param].1.as_tensor().inplace_op1(&ApplyMask(&t.keep))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// W' = W ⊙ (M + S - stop_gradient(S)): W ⊙ M forward, and backward ∂L/∂S = ∂L/∂W' ⊙ W (the straight-through
+/// estimator: the mask's step function is taken as the identity), ∂L/∂W = ∂L/∂W' ⊙ M. w, keep, score: (N, K)
+fn straight_through(w: &Tensor, keep: &Tensor, score: &Tensor) -> candle_core::Result<Tensor> {
+    w.mul(&(keep + (score - score.detach())?)?)
+}
+
+/// One movement-pruned Linear: its learned importance scores and the mask of the last forward.
+struct Scored {
+    name: String,
+    k: usize,
+    score: Var,   // (N, K), like the weight
+    keep: Tensor, // (N, K) 1 kept / 0 pruned
+}
+
+/// Movement pruning as Sanh et al. (2020): each pruned Linear gets a score matrix S (zeros at first), the forward uses
+/// W ⊙ M(S), and S learns through the straight-through estimator ∂L/∂S = ∂L/∂W' ⊙ W with its own Adam (no decay):
+/// the weights that training pushes away from zero gain score. M is the top (1 - s_t) of S per tensor or globally
+/// (hard, s_t on the cubic schedule) or σ(S) > τ with an L1 penalty λ_t · mean σ(S) (soft, λ_t on the same ramp).
+/// From `end` on the mask is held and the scores stop training.
+struct MovementPruner {
+    opts: Options,
+    total_steps: usize,
+    targets: Vec<Scored>,
+    optim: AdamW,
+    /// The weights' warm-up and decay, applied to `opts.score_lr` as Sanh et al.'s one scheduler does.
+    schedule: train::LinearSchedule,
+    frozen: bool,
+}
+
+impl MovementPruner {
+    fn new(model: &Bert, opts: Options, topts: &TrainOptions, total_steps: usize) -> Result<Self> {
+        let mut targets = Vec::new();
+        for (name, w) in model.named_params() {
+            if is_target(&name, w.dims()) {
+                let score = match opts.score_init {
+                    ScoreInit::Zeros => Var::zeros(w.dims(), DType::F32, w.device())?,
+                    // |W| over its mean: the first masks are magnitude's, the drift of ±1 the scores learn over a few
+                    // hundred Adam steps reorders the weights near the threshold.
+                    ScoreInit::Magnitude => Var::from_tensor(&w.abs()?.broadcast_div(&w.abs()?.mean_all()?)?)?,
+                };
+                let keep = Tensor::ones(w.dims(), DType::F32, w.device())?;
+                targets.push(Scored { name, k: w.dims()[1], score, keep });
+            }
+        }
+        let optim = AdamW::new(targets.iter().map(|t| (t.score.clone(), 0.0)).collect(), opts.score_lr);
+        let schedule = train::LinearSchedule {
+            lr: 1.0,
+            warmup_steps: (total_steps as f64 * topts.warmup).round() as usize,
+            total_steps: total_steps.max(1),
         };
-        let refs: Vec<(&[f32], usize)> = scores.iter().zip(&self.targets).map(|(s, t)| (&s[..], t.k)).collect();
-        let masks = keep_masks(&refs, want, self.opts.scope, self.opts.nm)?;
-        for ((t, keep), mut w) in self.targets.iter_mut().zip(masks).zip(values) {
-            for i in 0..w.len() {
-                match (t.keep[i], keep[i]) {
-                    (true, false) => (t.shadow[i], w[i]) = (w[i], 0.0),
-                    (false, true) => w[i] = t.shadow[i],
-                    (false, false) => w[i] = 0.0,
-                    (true, true) => {}
+        Ok(Self { opts, total_steps, targets, optim, schedule, frozen: false })
+    }
+
+    /// Recomputes every mask from the scores for `step`.
+    fn update_masks(&mut self, step: usize) -> Result<()> {
+        let scores: Vec<Vec<f32>> = self.targets.iter().map(|t| values(&t.score)).collect::<Result<_>>()?;
+        let masks: Vec<Vec<bool>> = match self.opts.method {
+            Method::SoftMovement => {
+                // σ(s) > τ without a sigmoid per weight.
+                let logit = (self.opts.threshold / (1.0 - self.opts.threshold)).ln() as f32;
+                scores.iter().map(|s| s.iter().map(|&v| v > logit).collect()).collect()
+            }
+            _ => {
+                let refs: Vec<(&[f32], usize)> = scores.iter().zip(&self.targets).map(|(s, t)| (&s[..], t.k)).collect();
+                keep_masks(&refs, self.opts.sparsity_at(step, self.total_steps), self.opts.scope, None)?
+            }
+        };
+        for (t, keep) in self.targets.iter_mut().zip(masks) {
+            let keep: Vec<f32> = keep.iter().map(|&k| f32::from(u8::from(k))).collect();
+            t.keep = Tensor::from_vec(keep, t.score.dims(), t.score.device())?;
+        }
+        Ok(())
+    }
+
+    /// `model` with each target weight replaced by `f(weight, target)`.
+    fn with_weights(&self, model: &mut Bert, f: impl Fn(&Tensor, &Scored) -> candle_core::Result<Tensor>) -> Result<()> {
+        let index: std::collections::HashMap<&str, &Scored> = self.targets.iter().map(|t| (t.name.as_str(), t)).collect();
+        let mut failure = None;
+        model.visit(&mut |name, w| {
+            if let Some(t) = index.get(name) {
+                match f(w, t) {
+                    Ok(masked) => *w = masked,
+                    Err(e) => failure = Some(e),
                 }
             }
-            t.keep = keep;
-            let v = &params[t.param].1;
-            v.set(&candle_core::Tensor::from_vec(w, v.dims(), v.device())?)?;
+        });
+        failure.map_or(Ok(()), |e| Err(e.into()))
+    }
+
+    /// Writes the last masks into the trained weights: pruned ones become exact zeros.
+    fn finish(&self, model: &mut Bert) -> Result<()> {
+        self.with_weights(model, |w, t| w.detach().mul(&t.keep))
+    }
+}
+
+impl StepHook for MovementPruner {
+    fn prepare(&mut self, step: usize, model: &Bert) -> Result<Prepared> {
+        if !self.frozen {
+            self.update_masks(step)?;
+            self.frozen = step as f64 + 1.0 >= self.opts.end * self.total_steps as f64;
         }
-        self.current = want;
+        let mut masked = model.clone();
+        if self.frozen {
+            self.with_weights(&mut masked, |w, t| w.mul(&t.keep))?;
+            return Ok(Prepared { model: Some(masked), penalty: None });
+        }
+        self.with_weights(&mut masked, |w, t| straight_through(w, &t.keep, t.score.as_tensor()))?;
+        let lambda = self.opts.l1 * self.opts.ramp(step, self.total_steps);
+        let penalty = if self.opts.method == Method::SoftMovement && lambda > 0.0 {
+            // λ · the mean over Linears of mean σ(S): the L1 norm of the soft mask, per weight.
+            let mut sum = Tensor::zeros((), DType::F32, &candle_core::Device::Cpu)?;
+            for t in &self.targets {
+                let sigmoid = (t.score.as_tensor().neg()?.exp()? + 1.0)?.recip()?; // (N, K)
+                sum = (sum + sigmoid.mean_all()?)?;
+            }
+            Some(("l1", (sum * (lambda / self.targets.len() as f64))?))
+        } else {
+            None
+        };
+        Ok(Prepared { model: Some(masked), penalty })
+    }
+
+    fn before_update(&mut self, step: usize, _params: &[(String, Var)], grads: &GradStore) -> Result<()> {
+        if !self.frozen {
+            self.optim.lr = self.opts.score_lr * self.schedule.at(step);
+            self.optim.step(grads, 1.0)?;
+        }
+        Ok(())
+    }
+
+    fn after_update(&mut self, _step: usize, _params: &[(String, Var)]) -> Result<()> {
         Ok(())
     }
 }
 
 /// One-shot magnitude pruning of `model` to `opts.sparsity`.
 pub fn oneshot(model: &mut Bert, opts: &Options) -> Result<()> {
-    if opts.method == Method::Movement {
+    if opts.method != Method::Magnitude {
         bail!("--method movement scores weights by how they move during training: pass --data to fine-tune while pruning");
     }
     let targets: Vec<(String, candle_core::Tensor)> =
@@ -319,7 +478,18 @@ mod tests {
     use super::*;
 
     fn opts(sparsity: f64) -> Options {
-        Options { sparsity, method: Method::Magnitude, scope: Scope::Layer, nm: None, begin: 0.2, end: 0.6 }
+        Options {
+            sparsity,
+            method: Method::Magnitude,
+            scope: Scope::Layer,
+            nm: None,
+            begin: 0.2,
+            end: 0.6,
+            score_lr: 1e-2,
+            score_init: ScoreInit::Zeros,
+            threshold: 0.1,
+            l1: 0.0,
+        }
     }
 
     #[test]
@@ -346,6 +516,23 @@ mod tests {
         let m = keep_masks(&[(&s, 8)], 0.0, Scope::Layer, Some((2, 4))).unwrap();
         assert_eq!(m[0], [false, false, true, true, true, true, false, false]);
         assert!(keep_masks(&[(&s[..6], 6)], 0.0, Scope::Layer, Some((2, 4))).unwrap_err().to_string().contains("multiple of 4"));
+    }
+
+    #[test]
+    fn scores_learn_through_the_mask() {
+        let dev = candle_core::Device::Cpu;
+        let w = Var::new(&[[0.5f32, -2.0, 3.0], [1.5, -0.25, 4.0]], &dev).unwrap();
+        let s = Var::new(&[[0.1f32, -0.3, 0.2], [0.0, 0.7, -0.1]], &dev).unwrap();
+        let keep = Tensor::new(&[[1f32, 0.0, 1.0], [0.0, 1.0, 1.0]], &dev).unwrap();
+        let up = Tensor::new(&[[1f32, 2.0, -1.0], [0.5, -3.0, 2.0]], &dev).unwrap(); // ∂L/∂W'
+        let masked = straight_through(w.as_tensor(), &keep, s.as_tensor()).unwrap();
+        let want = (w.as_tensor() * &keep).unwrap();
+        assert_eq!(masked.to_vec2::<f32>().unwrap(), want.to_vec2::<f32>().unwrap(), "forward: exactly W ⊙ M");
+        let grads = (masked * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        let g = |v: &Var| grads.get(v.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
+        // Pruned weights' scores learn too: that is how a weight comes back.
+        assert_eq!(g(&s), (&up * w.as_tensor()).unwrap().to_vec2::<f32>().unwrap());
+        assert_eq!(g(&w), (&up * &keep).unwrap().to_vec2::<f32>().unwrap());
     }
 
     #[test]

@@ -27,11 +27,24 @@ pub struct TrainOptions {
     pub seed: u64,
 }
 
-/// Runs inside every training step: sees the gradients before the update and may rewrite parameters after it
-/// (pruning masks, say). `params` are the trainable (HF name, variable) pairs.
+/// Runs inside every training step: may stand another model in for the forward (masked weights, say) and add a term
+/// to the loss, sees the gradients before the update and may rewrite parameters after it (pruning masks).
+/// `params` are the trainable (HF name, variable) pairs.
 pub trait StepHook {
+    fn prepare(&mut self, _step: usize, _model: &Bert) -> Result<Prepared> {
+        Ok(Prepared::default())
+    }
     fn before_update(&mut self, step: usize, params: &[(String, Var)], grads: &GradStore) -> Result<()>;
     fn after_update(&mut self, step: usize, params: &[(String, Var)]) -> Result<()>;
+}
+
+/// What a hook hands the forward of one step.
+#[derive(Default)]
+pub struct Prepared {
+    /// The model the loss is computed on instead of the trained one (its graph must reach the trained variables).
+    pub model: Option<Bert>,
+    /// A named scalar added to the loss (a regulariser).
+    pub penalty: Option<(&'static str, Tensor)>,
 }
 
 /// The model with every parameter turned into a trainable variable, and its optimiser.
@@ -113,7 +126,15 @@ impl Trainer {
         loss: impl FnOnce(&Bert, &mut StdRng) -> Result<Loss>,
         mut hook: Option<&mut dyn StepHook>,
     ) -> Result<Vec<(&'static str, f32)>> {
-        let loss = loss(&self.model, &mut self.rng)?;
+        let prepared = match hook.as_deref_mut() {
+            Some(h) => h.prepare(self.step, &self.model)?,
+            None => Prepared::default(),
+        };
+        let mut loss = loss(prepared.model.as_ref().unwrap_or(&self.model), &mut self.rng)?;
+        if let Some((name, p)) = prepared.penalty {
+            loss.parts.push((name, p.to_scalar::<f32>()?));
+            loss.total = (loss.total + p)?;
+        }
         let grads = loss.total.backward()?;
         if let Some(h) = hook.as_deref_mut() {
             h.before_update(self.step, &self.params, &grads)?;
