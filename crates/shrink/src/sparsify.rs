@@ -65,6 +65,22 @@ pub struct Options {
 }
 
 impl Options {
+    /// Magnitude pruning to `sparsity` over the whole run (the movement fields at the CLI's defaults).
+    pub fn magnitude(sparsity: f64, scope: Scope) -> Self {
+        Self {
+            sparsity,
+            method: Method::Magnitude,
+            scope,
+            nm: None,
+            begin: 0.0,
+            end: 1.0,
+            score_lr: 1e-2,
+            score_init: ScoreInit::Magnitude,
+            threshold: 0.1,
+            l1: 100.0,
+        }
+    }
+
     pub fn check(&self) -> Result<()> {
         if let Some((n, m)) = self.nm {
             if n == 0 || n >= m {
@@ -478,18 +494,7 @@ mod tests {
     use super::*;
 
     fn opts(sparsity: f64) -> Options {
-        Options {
-            sparsity,
-            method: Method::Magnitude,
-            scope: Scope::Layer,
-            nm: None,
-            begin: 0.2,
-            end: 0.6,
-            score_lr: 1e-2,
-            score_init: ScoreInit::Zeros,
-            threshold: 0.1,
-            l1: 0.0,
-        }
+        Options { begin: 0.2, end: 0.6, ..Options::magnitude(sparsity, Scope::Layer) }
     }
 
     #[test]

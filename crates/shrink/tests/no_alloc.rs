@@ -80,11 +80,7 @@ fn forward_allocates_nothing_after_warmup() {
     dirs.push(tmp.path().join("pruned"));
     // Unstructured: the sparse kernel's transposed-activation buffer is reused like the others.
     let mut sparse = shrink_model::Bert::load_dir(&model()).unwrap();
-    let sp = shrink::sparsify::Options {
-        sparsity: 0.8, method: shrink::sparsify::Method::Magnitude, scope: shrink::sparsify::Scope::Layer, nm: None, begin: 0.0, end: 1.0,
-        // Movement-only settings; one-shot magnitude ignores them.
-        score_lr: 1e-2, score_init: shrink::sparsify::ScoreInit::Magnitude, threshold: 0.1, l1: 0.0,
-    };
+    let sp = shrink::sparsify::Options::magnitude(0.8, shrink::sparsify::Scope::Layer);
     shrink::sparsify::oneshot(&mut sparse, &sp).unwrap();
     sparse.save_dir(&tmp.path().join("zeros"), &model()).unwrap();
     quantize(&Source::open(&tmp.path().join("zeros")).unwrap(), &tmp.path().join("sparse"), &Options::new(Scheme::Sparse), &[], 1, None).unwrap();
