@@ -200,7 +200,7 @@ enum Command {
     #[command(after_help = "Examples:\n  \
         shrink sparsify out/bbc-classifier-128 --sparsity 0.5 --out out/cls-sparse50\n  \
         shrink sparsify out/bbc-classifier-128 --nm 2:4 --out out/cls-2of4\n  \
-        shrink --threads 1 sparsify out/bbc-classifier-128 --sparsity 0.9 --data assets/data/bbc/train.jsonl --method movement --distill --epochs 3 --begin 0.1 --end 0.7 --lr 1e-4 --out out/cls-move90\n  \
+        shrink --threads 1 sparsify out/bbc-classifier-128 --sparsity 0.9 --data assets/data/bbc/train.jsonl --method movement --distill --epochs 2 --begin 0.1 --end 0.7 --lr 1e-4 --out out/cls-move90\n  \
         shrink --threads 1 sparsify out/bbc-classifier-32 --method soft-movement --l1 100 --threshold 0.1 --data assets/data/bbc/train.jsonl --out out/cls-soft\n  \
         shrink quantize out/cls-move90 --scheme sparse --out out/cls-move90-runtime")]
     Sparsify {

@@ -74,6 +74,13 @@ pub fn f32_slice<'a>(storage: &'a candle_core::Storage, layout: &Layout) -> Resu
     }
 }
 
+/// The contiguous f32 elements an in-place op (`InplaceOp1::cpu_fwd`) may write; `op` names it in errors.
+pub fn f32_slice_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<&'a mut [f32]> {
+    let CpuStorage::F32(v) = storage else { candle_core::bail!("{op}: parameters must be f32") };
+    let Some((a, b)) = layout.contiguous_offsets() else { candle_core::bail!("{op}: parameter not contiguous") };
+    Ok(&mut v[a..b])
+}
+
 struct Update<'a> {
     g: &'a [f32],
     grad_scale: f32,
@@ -94,9 +101,7 @@ impl InplaceOp1 for Update<'_> {
     }
 
     fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        let CpuStorage::F32(theta) = storage else { candle_core::bail!("adamw: parameters must be f32") };
-        let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("adamw: parameter not contiguous") };
-        let theta = &mut theta[start..end];
+        let theta = f32_slice_mut(storage, layout, "adamw")?;
         let (mut m, mut v) = (self.m.borrow_mut(), self.v.borrow_mut());
         let Update { grad_scale, lr, decay, beta1, beta2, bc1, bc2, eps, .. } = *self;
         theta

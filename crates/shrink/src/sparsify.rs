@@ -11,7 +11,7 @@ use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Tensor, Var};
 use rayon::prelude::*;
 use shrink_model::Bert;
 
-use crate::optim::{f32_slice, AdamW};
+use crate::optim::{f32_slice, f32_slice_mut, AdamW};
 use crate::prune::distill;
 use crate::train::{self, Prepared, StepHook, TrainOptions};
 
@@ -204,9 +204,7 @@ impl InplaceOp1 for ApplyMask<'_> {
     }
 
     fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        let CpuStorage::F32(w) = storage else { candle_core::bail!("apply-mask: parameters must be f32") };
-        let Some((a, b)) = layout.contiguous_offsets() else { candle_core::bail!("apply-mask: parameter not contiguous") };
-        w[a..b].par_iter_mut().zip(self.0).for_each(|(w, &keep)| {
+        f32_slice_mut(storage, layout, "apply-mask")?.par_iter_mut().zip(self.0).for_each(|(w, &keep)| {
             if !keep {
                 *w = 0.0
             }

@@ -59,8 +59,7 @@ fn is_single_char(token: &str) -> bool {
 }
 
 /// Rewrites every id `tokenizer.json` holds (vocab, added tokens, post-processor, padding) through `new_id`.
-fn remap_tokenizer(json: &mut Value, tokens: &[String], kept: &[u32], file: &Path) -> Result<()> {
-    let new_id: HashMap<u32, u32> = kept.iter().enumerate().map(|(n, &o)| (o, n as u32)).collect();
+fn remap_tokenizer(json: &mut Value, tokens: &[String], kept: &[u32], new_id: &HashMap<u32, u32>, file: &Path) -> Result<()> {
     let map = |id: &Value| -> Result<Value> {
         let old = id.as_u64().with_context(|| format!("{}: id {id} is not a number", file.display()))? as u32;
         let new = new_id.get(&old).with_context(|| format!("{}: token id {old} is used but not kept", file.display()))?;
@@ -153,7 +152,9 @@ pub fn trim(src: &Path, model: &Bert, texts: &[String], min_count: usize, out: &
     let tok = TextTokenizer::load(src, NO_TRUNCATION)?;
     let seqs = texts.iter().map(|t| tok.encode(t)).collect::<Result<Vec<_>>>()?;
     let (kept, [special, single_chars, seen]) = select(&json, &tokens, &seqs, min_count);
-    remap_tokenizer(&mut json, &tokens, &kept, &file)?;
+    // old id -> new id of every kept token
+    let new_id: HashMap<u32, u32> = kept.iter().enumerate().map(|(n, &o)| (o, n as u32)).collect();
+    remap_tokenizer(&mut json, &tokens, &kept, &new_id, &file)?;
 
     // The new tokenizer files go to a scratch folder that `save_dir` copies from, with the untouched companions.
     let scratch = tempfile::tempdir()?;
@@ -166,7 +167,6 @@ pub fn trim(src: &Path, model: &Bert, texts: &[String], min_count: usize, out: &
         }
     }
     let trimmed_tok = TextTokenizer::load(scratch.path(), NO_TRUNCATION)?;
-    let new_id: HashMap<u32, u32> = kept.iter().enumerate().map(|(n, &o)| (o, n as u32)).collect();
     let mut unchanged = 0;
     for (text, old) in texts.iter().zip(&seqs) {
         let want: Option<Vec<u32>> = old.iter().map(|o| new_id.get(o).copied()).collect();
