@@ -40,21 +40,46 @@ impl Epilogue<'_> {
     }
 }
 
+/// Values per chunk: a loop over a fixed 16-value chunk vectorises fully however short the slice. A plain loop did
+/// not: LLVM's 4x-interleaved vector body needs 64 values, so a tile row of 48 ran scalar (GELU with a divide per
+/// value: a sixth of an int8 forward pass).
+const CHUNK: usize = 16;
+
 /// y = (y + bias) -> GELU? -> + res; empty `bias`/`res` are skipped.
 #[inline(always)]
 fn body(y: &mut [f32], bias: &[f32], gelu: bool, res: &[f32]) {
-    if !bias.is_empty() {
-        for (y, &b) in y.iter_mut().zip(bias) {
-            *y += b;
-        }
+    let (len, full) = (y.len(), y.len() / CHUNK * CHUNK);
+    let chunk = |s: &[f32], c0: usize| -> Option<[f32; CHUNK]> { (!s.is_empty()).then(|| s[c0..c0 + CHUNK].try_into().expect("chunk")) };
+    for c0 in (0..full).step_by(CHUNK) {
+        let y: &mut [f32; CHUNK] = (&mut y[c0..c0 + CHUNK]).try_into().expect("chunk");
+        piece(y, chunk(bias, c0), gelu, chunk(res, c0));
+    }
+    if full < len {
+        // The tail through a zero-padded chunk, so it takes the same vector code.
+        let pad = |s: &[f32]| {
+            (!s.is_empty()).then(|| {
+                let mut p = [0f32; CHUNK];
+                p[..len - full].copy_from_slice(&s[full..len]);
+                p
+            })
+        };
+        let mut t = pad(y).expect("non-empty tail");
+        piece(&mut t, pad(bias), gelu, pad(res));
+        y[full..].copy_from_slice(&t[..len - full]);
+    }
+}
+
+/// `body` on one chunk: fixed sizes make every loop one vector operation.
+#[inline(always)]
+fn piece(y: &mut [f32; CHUNK], bias: Option<[f32; CHUNK]>, gelu: bool, res: Option<[f32; CHUNK]>) {
+    if let Some(b) = bias {
+        (0..CHUNK).for_each(|i| y[i] += b[i]);
     }
     if gelu {
-        math::gelu_slice(y);
+        y.iter_mut().for_each(|v| *v = math::gelu(*v));
     }
-    if !res.is_empty() {
-        for (y, &r) in y.iter_mut().zip(res) {
-            *y += r;
-        }
+    if let Some(r) = res {
+        (0..CHUNK).for_each(|i| y[i] += r[i]);
     }
 }
 

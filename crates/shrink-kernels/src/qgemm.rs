@@ -470,6 +470,10 @@ struct I8Panels {
     kq: usize,
     colsum: *const i32,
     scale: *const f32,
+    /// Chunks of weights a later unit reads (`ahead..ahead + ahead_len`, maybe empty), for a kernel to prefetch
+    /// into L2 while it works on these.
+    ahead: *const Chunk,
+    ahead_len: usize,
 }
 
 /// `np` int4 panels: chunks from `ptr` (`stride` apart), `groups` groups of `per_group` chunks; the 16 scales / 16
@@ -564,6 +568,12 @@ per_level!(
                     let out = Out { ptr: job.out.0.add(i0 * n + j0), ld: n, nc };
                     match job.w {
                         Weights::I8(w) => {
+                            // The next column block (contiguous after these panels), a 1/R share per row block:
+                            // the R units of this column block together bring all of it into L2.
+                            let next = ((p0 + np) * w.kq).min(w.data.len());
+                            let len = (w.data.len() - next).min(BLOCK_PANELS * w.kq);
+                            let row_blocks = a.m.div_ceil(ROW_BLOCK);
+                            let share = len * rb / row_blocks..len * (rb + 1) / row_blocks;
                             let panels = I8Panels {
                                 ptr: w.data.as_ptr().add(p0 * w.kq),
                                 stride: w.kq,
@@ -571,6 +581,8 @@ per_level!(
                                 kq: w.kq,
                                 colsum: w.colsum.as_ptr().add(j0),
                                 scale: w.scale.as_ptr().add(j0),
+                                ahead: w.data.as_ptr().add(next + share.start),
+                                ahead_len: share.len(),
                             };
                             M::i8(rows, &panels, &out);
                         }

@@ -13,6 +13,8 @@ pub struct PackedF32 {
     n: usize,
     k: usize,
     isa: Isa,
+    /// Panels of the level's narrow width (see `geometry`).
+    narrow: bool,
     data: Vec<Line>,
 }
 
@@ -42,8 +44,12 @@ struct Geometry {
     kc: usize,
 }
 
-const fn geometry(isa: Isa) -> Geometry {
+/// `narrow`: 32 columns at AVX-512 instead of 48, for matrices 32 or 64 wide (attention's per-head K and V, D or T
+/// wide), which 48-wide panels would pad by a third and send down the short-tile path on every tile.
+const fn geometry(isa: Isa, narrow: bool) -> Geometry {
     match isa {
+        // 8 x 2 zmm accumulators: 16 chains still cover the FMA latency at 2 per cycle.
+        Isa::Avx512 | Isa::Amx if narrow => Geometry { mr: 8, nr: 32, kc: 192 },
         // 8 x 3 zmm accumulators + 3 weight registers + 1 broadcast of 32 registers. KC 192: the 192 x 48 weight
         // sliver (36 KB) stays in L1 across the row tiles; at 384 it streamed from L2 (measured 106 -> 139 GOP/s at
         // 128 x 384 x 1536, one thread).
@@ -72,14 +78,23 @@ impl PackedF32 {
 
     /// Holds nothing yet; `repack` fills it.
     pub fn empty(isa: Isa) -> Self {
-        Self { n: 0, k: 0, isa: isa.min(isa::best()), data: Vec::new() }
+        Self { n: 0, k: 0, isa: isa.min(isa::best()), narrow: false, data: Vec::new() }
+    }
+
+    /// `empty` with narrow panels (see `geometry`).
+    pub fn empty_narrow(isa: Isa) -> Self {
+        Self { narrow: true, ..Self::empty(isa) }
+    }
+
+    fn geometry(&self) -> Geometry {
+        geometry(self.isa, self.narrow)
     }
 
     /// Packs W (n x k) whose element (j, p) is `src[j * sn + p * sk]`, reusing this buffer: no allocation once it
     /// has held a matrix this large (attention repacks K and V per head this way).
     pub fn repack(&mut self, src: &[f32], n: usize, k: usize, sn: usize, sk: usize) {
         assert!(n == 0 || k == 0 || src.len() > (n - 1) * sn + (k - 1) * sk, "weight source too short for {n} x {k}");
-        let nr = geometry(self.isa).nr;
+        let nr = self.geometry().nr;
         let panels = n.div_ceil(nr);
         let lines = (panels * k * nr).div_ceil(16);
         if self.data.len() < lines {
@@ -106,7 +121,7 @@ impl PackedF32 {
     /// Multiplies output columns `cols` by `s` (folds a constant into a layer).
     pub fn scale_columns(&mut self, cols: Range<usize>, s: f32) {
         assert!(cols.end <= self.n, "columns {cols:?} outside {}", self.n);
-        let nr = geometry(self.isa).nr;
+        let nr = self.geometry().nr;
         for j in cols {
             let k = self.k;
             let panel = &mut self.values_mut()[j / nr * k * nr..][..k * nr];
@@ -154,7 +169,7 @@ pub fn gemm_f32_ex(out: &mut [f32], ldc: usize, x: &[f32], lda: usize, m: usize,
     assert!(ldc >= n && out.len() >= (m - 1) * ldc + n, "output too short for {m} x {n} at stride {ldc}");
     assert!(ep.residual.is_none() || ldc == n, "a residual needs a dense output");
     assert!(ep.bias.is_none_or(|b| b.len() >= n) && ep.residual.is_none_or(|r| r.len() >= m * n));
-    let panels = n.div_ceil(geometry(w.isa).nr);
+    let panels = n.div_ceil(w.geometry().nr);
     let threads = threads.min(panels).max(1);
     let o = Out { ptr: out.as_mut_ptr(), ld: ldc };
     if threads == 1 {
@@ -183,9 +198,9 @@ pub fn gemm_f32_ref(out: &mut [f32], x: &[f32], m: usize, w: &[f32], n: usize, k
 /// Loops MC row blocks, KC depth blocks, the given panels, then MR-row tiles; the epilogue runs on each finished tile
 /// while it is still in cache.
 unsafe fn run(out: Out, x: &[f32], lda: usize, m: usize, w: &PackedF32, ep: &Epilogue, panels: Range<usize>) {
-    let Geometry { mr, nr, kc } = geometry(w.isa);
+    let Geometry { mr, nr, kc } = w.geometry();
     let (n, k) = (w.n, w.k);
-    let kernel = KERNELS[w.isa as usize];
+    let kernel = KERNELS[w.narrow as usize][w.isa as usize];
     for m0 in (0..m).step_by(MC) {
         let m1 = (m0 + MC).min(m);
         for k0 in (0..k).step_by(kc) {
@@ -212,8 +227,12 @@ unsafe fn run(out: Out, x: &[f32], lda: usize, m: usize, w: &PackedF32, ep: &Epi
 /// (a: MR rows of x at stride lda, b: kc x NR sliver, kc, c: tile at stride ldc, rows <= MR, cols <= NR, add to c?)
 type Kernel = unsafe fn(*const f32, usize, *const f32, usize, *mut f32, usize, usize, usize, bool);
 
-/// Indexed by `Isa as usize` (AMX has no f32 tiles here: its level runs the AVX-512 kernel).
-const KERNELS: [Kernel; 4] = [kernel_scalar, kernel_avx2, kernel_avx512, kernel_avx512];
+/// Indexed by [narrow as usize][Isa as usize] (AMX has no f32 tiles here: its level runs the AVX-512 kernels; only
+/// AVX-512 has a narrow geometry of its own).
+const KERNELS: [[Kernel; 4]; 2] = [
+    [kernel_scalar, kernel_avx2, kernel_avx512, kernel_avx512],
+    [kernel_scalar, kernel_avx2, kernel_avx512_narrow, kernel_avx512_narrow],
+];
 
 /// One register-blocked kernel per level. Short edge tiles go through stack copies so the register loop is always
 /// full size; zero-padded panels make the extra columns harmless.
@@ -284,24 +303,30 @@ macro_rules! microkernel {
     };
 }
 
-microkernel!(kernel_scalar, geometry(Isa::Scalar), f32, 1, 0.0, |p: *const f32| *p, |x| x, |a: f32, b: f32, c: f32| a * b + c,
+microkernel!(kernel_scalar, geometry(Isa::Scalar, false), f32, 1, 0.0, |p: *const f32| *p, |x| x, |a: f32, b: f32, c: f32| a * b + c,
     |a: f32, b: f32| a + b, |p: *mut f32, v| *p = v);
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
 #[cfg(target_arch = "x86_64")]
-microkernel!(#[target_feature(enable = "avx2,fma")] kernel_avx2, geometry(Isa::Avx2), __m256, 8, _mm256_setzero_ps(),
+microkernel!(#[target_feature(enable = "avx2,fma")] kernel_avx2, geometry(Isa::Avx2, false), __m256, 8, _mm256_setzero_ps(),
     _mm256_loadu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps, _mm256_storeu_ps);
 
 #[cfg(target_arch = "x86_64")]
-microkernel!(#[target_feature(enable = "avx512f")] kernel_avx512, geometry(Isa::Avx512), __m512, 16,
+microkernel!(#[target_feature(enable = "avx512f")] kernel_avx512, geometry(Isa::Avx512, false), __m512, 16,
+    _mm512_setzero_ps(), _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, _mm512_storeu_ps);
+
+#[cfg(target_arch = "x86_64")]
+microkernel!(#[target_feature(enable = "avx512f")] kernel_avx512_narrow, geometry(Isa::Avx512, true), __m512, 16,
     _mm512_setzero_ps(), _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, _mm512_storeu_ps);
 
 #[cfg(not(target_arch = "x86_64"))]
 use kernel_scalar as kernel_avx2;
 #[cfg(not(target_arch = "x86_64"))]
 use kernel_scalar as kernel_avx512;
+#[cfg(not(target_arch = "x86_64"))]
+use kernel_scalar as kernel_avx512_narrow;
 
 #[cfg(test)]
 mod tests {
@@ -325,8 +350,9 @@ mod tests {
             ] {
                 let mut want = vec![0f32; m * n];
                 gemm_f32_ref(&mut want, &x, m, &w, n, k, ep);
-                for level in Isa::available() {
-                    let packed = PackedF32::pack_for(level, &w, n, k);
+                for (level, narrow) in Isa::available().into_iter().flat_map(|l| [(l, false), (l, true)]) {
+                    let mut packed = if narrow { PackedF32::empty_narrow(level) } else { PackedF32::empty(level) };
+                    packed.repack(&w, n, k, k, 1);
                     for threads in [1, 2] {
                         let mut got = vec![f32::NAN; m * n];
                         pool.install(|| {
@@ -342,7 +368,7 @@ mod tests {
                             let tol = F32_GEMM_REL_BUDGET * (mag[i] + 1.0);
                             assert!(
                                 (got[i] - want[i]).abs() <= tol,
-                                "{level:?} {threads}t m{m} k{k} n{n} [{i}]: {} vs {}",
+                                "{level:?} narrow {narrow} {threads}t m{m} k{k} n{n} [{i}]: {} vs {}",
                                 got[i],
                                 want[i]
                             );
@@ -362,17 +388,17 @@ mod tests {
         let dense: Vec<f32> = (0..m * k).map(|i| x[i / k * lda + i % k]).collect();
         let mut want = vec![0f32; m * n];
         gemm_f32_ref(&mut want, &dense, m, &w, n, k, Epilogue::default());
-        for level in Isa::available() {
-            let mut p = PackedF32::empty(level);
+        for (level, narrow) in Isa::available().into_iter().flat_map(|l| [(l, false), (l, true)]) {
+            let mut p = if narrow { PackedF32::empty_narrow(level) } else { PackedF32::empty(level) };
             p.repack(&rand_vec(3 * n * k, 7), n + 5, k, k, 1); // leaves stale panels behind
             p.repack(&wt, n, k, 1, n);
             let mut got = vec![-7f32; m * ldc];
             gemm_f32_ex(&mut got, ldc, &x, lda, m, &p, Epilogue::default(), 2);
             for i in 0..m {
                 for j in 0..n {
-                    assert!((got[i * ldc + j] - want[i * n + j]).abs() < 1e-4, "{level:?} ({i},{j})");
+                    assert!((got[i * ldc + j] - want[i * n + j]).abs() < 1e-4, "{level:?} narrow {narrow} ({i},{j})");
                 }
-                assert!(got[i * ldc + n..(i + 1) * ldc].iter().all(|&v| v == -7.0), "{level:?}: wrote past n");
+                assert!(got[i * ldc + n..(i + 1) * ldc].iter().all(|&v| v == -7.0), "{level:?} narrow {narrow}: wrote past n");
             }
         }
     }

@@ -23,7 +23,7 @@ pub struct Scratch {
 impl Scratch {
     pub fn new() -> Self {
         let level = isa::isa();
-        Self { k: PackedF32::empty(level), v: PackedF32::empty(level), scores: Vec::new(), sums: Vec::new(), out: Vec::new() }
+        Self { k: PackedF32::empty_narrow(level), v: PackedF32::empty_narrow(level), scores: Vec::new(), sums: Vec::new(), out: Vec::new() }
     }
 }
 

@@ -43,11 +43,15 @@ const CONFIG: TileConfig = {
 /// multiple of 16), into `sums` (16 rows x 48 i32, the first 16 V columns written). `cold`: the weights are not
 /// in cache yet (the unit's first row group), so each step prefetches the weight tiles `PREFETCH_STEPS` ahead; a
 /// tile load from L3 otherwise stalls the tdpbusd chain (measured: the tile loop took twice its L2-resident time).
+///
+/// `ahead` walks the next unit's weights, `per_step` lines a step, prefetched into L2: its first tiles then load
+/// from L2, not L3 (whose latency under a loaded machine the short cold prefetch above does not cover).
 #[inline(always)]
-unsafe fn tile_sums<const V: usize>(a: &Rows, w: &I8Panels, sums: *mut i32, cold: bool) {
+unsafe fn tile_sums<const V: usize>(a: &Rows, w: &I8Panels, sums: *mut i32, cold: bool, ahead: &mut Ahead) {
     asm!("tilezero tmm4", "tilezero tmm5", "tilezero tmm6", options(nostack));
     let b = |v: usize, t: usize| w.ptr.add(v * w.stride + t);
     for t in (0..w.kq).step_by(TILE_K / 4) {
+        ahead.step();
         if cold {
             for v in 0..V {
                 // Past the last step this reaches the next panel (or past the data: a prefetch never faults).
@@ -83,6 +87,24 @@ unsafe fn tile_sums<const V: usize>(a: &Rows, w: &I8Panels, sums: *mut i32, cold
     }
 }
 
+/// A cursor over weights to prefetch into L2, a few lines per tile step.
+struct Ahead {
+    next: *const super::Chunk,
+    left: usize,
+    per_step: usize,
+}
+
+impl Ahead {
+    #[inline(always)]
+    unsafe fn step(&mut self) {
+        let n = self.per_step.min(self.left);
+        for i in 0..n {
+            _mm_prefetch::<_MM_HINT_T1>(self.next.add(i).cast());
+        }
+        (self.next, self.left) = (self.next.add(n), self.left - n);
+    }
+}
+
 /// `a.mr` rows on the VNNI kernel, a VNNI tile at a time.
 #[inline(always)]
 unsafe fn vnni_rows(a: &Rows, w: &I8Panels, out: &Out) {
@@ -114,6 +136,8 @@ impl Micro for Amx {
         // 16 rows x 48 i32; tile stores fill the columns that are read.
         let mut sums = std::mem::MaybeUninit::<[[i32; 3 * PANEL]; TILE_ROWS]>::uninit();
         let sums = sums.as_mut_ptr().cast::<i32>();
+        let steps = (a.mr / TILE_ROWS + usize::from(a.mr % TILE_ROWS >= MIN_ROWS)) * (w.kq / (TILE_K / 4));
+        let mut ahead = Ahead { next: w.ahead, left: w.ahead_len, per_step: w.ahead_len.div_ceil(steps.max(1)) };
         for r0 in (0..a.mr).step_by(TILE_ROWS) {
             let n = TILE_ROWS.min(a.mr - r0);
             let (rows, out) = sub(&a, out, r0, n);
@@ -123,9 +147,9 @@ impl Micro for Amx {
             }
             let cold = r0 == 0;
             match w.np {
-                1 => tile_sums::<1>(&rows, w, sums, cold),
-                2 => tile_sums::<2>(&rows, w, sums, cold),
-                _ => tile_sums::<3>(&rows, w, sums, cold),
+                1 => tile_sums::<1>(&rows, w, sums, cold, &mut ahead),
+                2 => tile_sums::<2>(&rows, w, sums, cold, &mut ahead),
+                _ => tile_sums::<3>(&rows, w, sums, cold, &mut ahead),
             }
             for r in 0..n {
                 for v in 0..w.np {
