@@ -77,12 +77,19 @@ pub struct QuantSection {
     pub embeddings: String,
     /// Storage of every Linear by HF name (`encoder.layer.0.attention.self.query`): a runtime format name.
     pub layers: BTreeMap<String, String>,
+    /// Attention's two products (scores and context): `fp32`, or `bf16` (Q, K, V and the probabilities rounded to
+    /// bf16, sums in f32). Folders written before this field run `fp32`.
+    #[serde(default = "default_attention")]
+    pub attention: String,
     /// How the folder was made (observer, SmoothQuant, GPTQ, calibration, mixed-precision search): a record for
     /// people; the runtime reads only the fields above.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipe: Option<serde_json::Value>,
 }
 
+fn default_attention() -> String {
+    "fp32".into()
+}
 fn default_act() -> String {
     "gelu".into()
 }

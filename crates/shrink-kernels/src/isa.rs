@@ -73,6 +73,19 @@ fn amx_int8() -> bool {
     false
 }
 
+/// AMX-BF16 (CPUID leaf 7 EDX bit 22) on a CPU whose AMX level is in use (tile permission granted); `SHRINK_ISA`
+/// below `amx` turns it off with the int8 tiles.
+pub fn amx_bf16() -> bool {
+    static BF16: OnceLock<bool> = OnceLock::new();
+    *BF16.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if isa() == Isa::Amx {
+            return std::arch::x86_64::__cpuid_count(7, 0).edx & (1 << 22) != 0;
+        }
+        false
+    })
+}
+
 /// The level in use: the best detected, or `SHRINK_ISA` if it names one this CPU supports.
 pub fn isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();

@@ -2,6 +2,7 @@
 //! its own scalar build) and a test with a named error budget.
 
 pub mod activation;
+pub mod bf16;
 pub mod dropout;
 pub mod epilogue;
 pub mod gemm;

@@ -152,6 +152,9 @@ enum Level {
     Amx,
 }
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) use amx::tile_config as amx_tile_config;
+
 /// Rows of an AMX tile (kept readable in `QuantActs` on every target).
 #[cfg(target_arch = "x86_64")]
 use amx::TILE_ROWS;

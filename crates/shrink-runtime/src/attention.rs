@@ -1,9 +1,11 @@
 //! Self-attention on the fused QKV output, in blocks. One task takes one (sequence, head) at a time: it packs that
 //! head's K and V once as GEMM panels, then for each block of query rows computes the scores (block x T), masks and
 //! softmaxes them, and multiplies by V. No more than one block of scores per thread ever exists (never
-//! B x H x T x T), and both products run on the packed f32 kernel.
+//! B x H x T x T), and both products run on the packed f32 kernel, or in bf16 (`Precision::Bf16`) on AMX tiles.
 
+use anyhow::{bail, Result};
 use shrink_kernels::activation::softmax_rows_unnormalized;
+use shrink_kernels::bf16::{self, PackedBf16};
 use shrink_kernels::epilogue::Epilogue;
 use shrink_kernels::isa;
 use shrink_kernels::sgemm::{gemm_f32_ex, PackedF32};
@@ -11,19 +13,55 @@ use shrink_kernels::sgemm::{gemm_f32_ex, PackedF32};
 /// Query rows per block: scores of one block stay in L1/L2.
 const QUERY_BLOCK: usize = 64;
 
+/// How attention's two products are computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    /// Q, K, V and the (unnormalized) probabilities rounded to bf16, sums in f32: the products on AMX-BF16 tiles
+    /// where the CPU has them, else on the f32 kernels with the same rounded inputs.
+    Bf16,
+}
+
+impl Precision {
+    /// A quantized folder's `attention` field.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "fp32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            _ => bail!("unknown attention precision {name:?} (known: fp32, bf16)"),
+        }
+    }
+}
+
 /// One thread's scratch, grown on first use and reused after.
 pub struct Scratch {
     k: PackedF32,     // K of one head as a GEMM weight: (T, D)
     v: PackedF32,     // Vᵀ of one head: (D, T)
     scores: Vec<f32>, // (block, T)
-    sums: Vec<f32>,   // (block): softmax denominators, applied to the D outputs rather than the T scores
+    sums: Vec<f32>,   // (block): softmax denominators, applied to the D outputs rather than the T probabilities
     out: Vec<f32>,    // (block, D)
+    // The bf16 path: K and V in AMX's pair layout, a block of Q (block16, D32) and of P (block16, T32), rows
+    // padded to 16 and columns to 32 (D32, T32).
+    kb: PackedBf16,
+    vb: PackedBf16,
+    q16: Vec<u16>,
+    p16: Vec<u16>,
 }
 
 impl Scratch {
     pub fn new() -> Self {
         let level = isa::isa();
-        Self { k: PackedF32::empty_narrow(level), v: PackedF32::empty_narrow(level), scores: Vec::new(), sums: Vec::new(), out: Vec::new() }
+        Self {
+            k: PackedF32::empty_narrow(level),
+            v: PackedF32::empty_narrow(level),
+            scores: Vec::new(),
+            sums: Vec::new(),
+            out: Vec::new(),
+            kb: PackedBf16::new(),
+            vb: PackedBf16::new(),
+            q16: Vec::new(),
+            p16: Vec::new(),
+        }
     }
 }
 
@@ -56,17 +94,31 @@ impl Ctx {
 
 /// ctx (B*T, A) = softmax(Q·Kᵀ + mask_bias) · V per head, from qkv (B*T, 3A) laid out [Q | K | V] with heads side by
 /// side (A = H·D, the layer's own head count: pruned layers have fewer), Q already scaled by 1/sqrt(D) (folded into its weights at load). mask_bias (B, T): 0 for real tokens, a
-/// large negative for padding; `padded[b]` says whether sequence b has any. One task per scratch.
-pub fn attention(qkv: &[f32], mask_bias: &[f32], padded: &[bool], s: &Shape, ctx: &mut [f32], scratch: &mut [Scratch]) {
+/// large negative for padding; `padded[b]` says whether sequence b has any. One task per scratch. At
+/// `Precision::Bf16` without AMX-BF16, Q, K and V are rounded in place in `qkv` first.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    qkv: &mut [f32], mask_bias: &[f32], padded: &[bool], s: &Shape, precision: Precision, ctx: &mut [f32], scratch: &mut [Scratch],
+) {
     let (c, tasks) = (s.h * s.d, scratch.len().max(1));
     assert!(qkv.len() >= s.b * s.t * 3 * c && ctx.len() >= s.b * s.t * c && mask_bias.len() >= s.b * s.t);
+    let amx = precision == Precision::Bf16 && isa::amx_bf16();
+    let round_p = precision == Precision::Bf16 && !amx;
+    if round_p {
+        qkv[..s.b * s.t * 3 * c].iter_mut().for_each(|v| *v = bf16::round(*v));
+    }
+    let qkv = &*qkv;
     let items = s.b * s.h;
     let out = Ctx(ctx.as_mut_ptr());
     let run = |task: usize, sc: &mut Scratch| {
         for item in items * task / tasks..items * (task + 1) / tasks {
             let bi = item / s.h;
             let bias = if padded[bi] { &mask_bias[bi * s.t..(bi + 1) * s.t] } else { &[][..] };
-            head_attention(qkv, bias, s, bi, item % s.h, out, sc);
+            if amx {
+                head_attention_amx(qkv, bias, s, bi, item % s.h, out, sc);
+            } else {
+                head_attention(qkv, bias, s, bi, item % s.h, round_p, out, sc);
+            }
         }
     };
     if tasks == 1 {
@@ -78,7 +130,9 @@ pub fn attention(qkv: &[f32], mask_bias: &[f32], padded: &[bool], s: &Shape, ctx
 }
 
 /// Head h of sequence bi, block by block of query rows; `bias` (T) is empty when the sequence has no padding.
-fn head_attention(qkv: &[f32], bias: &[f32], s: &Shape, bi: usize, h: usize, ctx: Ctx, sc: &mut Scratch) {
+/// `round_p`: the probabilities are rounded to bf16 before multiplying V (the bf16 path's numbers without AMX).
+#[allow(clippy::too_many_arguments)]
+fn head_attention(qkv: &[f32], bias: &[f32], s: &Shape, bi: usize, h: usize, round_p: bool, ctx: Ctx, sc: &mut Scratch) {
     let (t, d, c) = (s.t, s.d, s.h * s.d);
     let ld = 3 * c;
     let seq = &qkv[bi * t * ld..(bi + 1) * t * ld]; // (T, 3C)
@@ -97,13 +151,135 @@ fn head_attention(qkv: &[f32], bias: &[f32], s: &Shape, bi: usize, h: usize, ctx
         let scores = &mut sc.scores[..rows * t]; // (rows, T)
         gemm_f32_ex(scores, t, &seq[q0 * ld + h * d..], ld, rows, &sc.k, Epilogue::default(), 1);
         softmax_rows_unnormalized(scores, t, bias, &mut sc.sums[..rows]);
+        if round_p {
+            scores.iter_mut().for_each(|v| *v = bf16::round(*v));
+        }
         let out = &mut sc.out[..rows * d]; // (rows, D)
         gemm_f32_ex(out, d, scores, t, rows, &sc.v, Epilogue::default(), 1);
-        for (r, (o, &sum)) in out.chunks_exact_mut(d).zip(&sc.sums).enumerate() {
-            let inv = 1.0 / sum;
-            o.iter_mut().for_each(|v| *v *= inv);
-            // SAFETY: row (bi, q0 + r), columns of head h: this task's alone, inside ctx by the caller's assert.
-            unsafe { ctx.write((bi * t + q0 + r) * c + h * d, o) };
+        finish_block(out, &sc.sums, s, bi, h, q0, ctx);
+    }
+}
+
+/// Divides a block's context rows (rows, D) by their softmax sums and writes them to ctx.
+fn finish_block(out: &mut [f32], sums: &[f32], s: &Shape, bi: usize, h: usize, q0: usize, ctx: Ctx) {
+    let (t, d, c) = (s.t, s.d, s.h * s.d);
+    for (r, (o, &sum)) in out.chunks_exact_mut(d).zip(sums).enumerate() {
+        let inv = 1.0 / sum;
+        o.iter_mut().for_each(|v| *v *= inv);
+        // SAFETY: row (bi, q0 + r), columns of head h: this task's alone, inside ctx by the caller's assert.
+        unsafe { ctx.write((bi * t + q0 + r) * c + h * d, o) };
+    }
+}
+
+/// `head_attention` on AMX-BF16: K and V packed once per head in bf16, then per block of query rows Q and P
+/// converted to bf16 and both products on tiles.
+fn head_attention_amx(qkv: &[f32], bias: &[f32], s: &Shape, bi: usize, h: usize, ctx: Ctx, sc: &mut Scratch) {
+    let (t, d, c) = (s.t, s.d, s.h * s.d);
+    let ld = 3 * c;
+    let seq = &qkv[bi * t * ld..(bi + 1) * t * ld]; // (T, 3C)
+    sc.kb.repack(&seq[c + h * d..], t, d, ld, 1); // B (D, T) of the scores
+    sc.vb.repack(&seq[2 * c + h * d..], d, t, 1, ld); // B (T, D) of the context
+    let (d32, t32) = (sc.kb.k_pad(), sc.vb.k_pad());
+    let block = QUERY_BLOCK.min(t);
+    let block16 = block.next_multiple_of(bf16::TILE);
+    for (v, n) in [(&mut sc.scores, block * t), (&mut sc.out, block * d), (&mut sc.sums, block)] {
+        if v.len() < n {
+            v.resize(n, 0.0);
+        }
+    }
+    // Rows past a short block only feed output rows that are not stored; padding columns are zeroed per row.
+    for (v, n) in [(&mut sc.q16, block16 * d32), (&mut sc.p16, block16 * t32)] {
+        if v.len() < n {
+            v.resize(n, 0);
+        }
+    }
+    for q0 in (0..t).step_by(block) {
+        let rows = block.min(t - q0);
+        for (r, q16) in sc.q16.chunks_exact_mut(d32).take(rows).enumerate() {
+            bf16::convert(&seq[(q0 + r) * ld + h * d..][..d], &mut q16[..d]);
+            q16[d..].fill(0);
+        }
+        let scores = &mut sc.scores[..rows * t]; // (rows, T)
+        bf16::gemm_bf16(scores, t, &sc.q16, d32, rows, &sc.kb);
+        softmax_rows_unnormalized(scores, t, bias, &mut sc.sums[..rows]);
+        for (p, p16) in scores.chunks_exact(t).zip(sc.p16.chunks_exact_mut(t32)) {
+            bf16::convert(p, &mut p16[..t]);
+            p16[t..].fill(0);
+        }
+        let out = &mut sc.out[..rows * d]; // (rows, D)
+        bf16::gemm_bf16(out, d, &sc.p16, t32, rows, &sc.vb);
+        finish_block(out, &sc.sums, s, bi, h, q0, ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Largest |bf16 path - f32 path| of a context value, relative to max |V|: bf16 keeps 8 mantissa bits of Q,
+    /// K, V and the probabilities (each off by at most 2^-9 relative).
+    const BF16_VS_F32_BUDGET: f32 = 1e-2;
+    /// AMX against the f32 kernels on the same bf16-rounded inputs: only the order of f32 sums differs.
+    const AMX_VS_ROUNDED_BUDGET: f32 = 1e-6;
+
+    fn uniform(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// ctx of every head, one task, through `attention` or directly through the non-AMX head function.
+    fn run(qkv: &[f32], bias: &[f32], padded: &[bool], s: &Shape, how: &str) -> Vec<f32> {
+        let (c, mut scratch) = (s.h * s.d, vec![Scratch::new()]);
+        let mut ctx = vec![f32::NAN; s.b * s.t * c];
+        let mut qkv = qkv.to_vec();
+        match how {
+            "f32" => attention(&mut qkv, bias, padded, s, Precision::F32, &mut ctx, &mut scratch),
+            "bf16" => attention(&mut qkv, bias, padded, s, Precision::Bf16, &mut ctx, &mut scratch),
+            _ => {
+                // The fallback's numbers: rounded inputs, rounded probabilities, f32 kernels.
+                qkv.iter_mut().for_each(|v| *v = bf16::round(*v));
+                for bi in 0..s.b {
+                    let b = if padded[bi] { &bias[bi * s.t..(bi + 1) * s.t] } else { &[][..] };
+                    for h in 0..s.h {
+                        head_attention(&qkv, b, s, bi, h, true, Ctx(ctx.as_mut_ptr()), &mut scratch[0]);
+                    }
+                }
+            }
+        }
+        ctx
+    }
+
+    #[test]
+    fn bf16_attention_matches_f32_and_its_fallback() {
+        // T past one query block and not a multiple of 16 or 32; D not a multiple of 32; one padded sequence.
+        for &(b, t, h, d) in &[(2, 77, 3, 32), (1, 130, 2, 24), (1, 5, 1, 64)] {
+            let s = Shape { b, t, h, d };
+            // Q carries 1/sqrt(D), as the model folds it into the query weights: scores of order 1.
+            let c = h * d;
+            let qkv: Vec<f32> =
+                uniform(b * t * 3 * c, 7).iter().enumerate().map(|(i, v)| if i % (3 * c) < c { v * 2.0 / (d as f32).sqrt() } else { v * 2.0 }).collect();
+            let mut bias = vec![0f32; b * t];
+            bias[b * t - 3..].fill(-1e9);
+            let padded: Vec<bool> = (0..b).map(|i| i == b - 1).collect();
+            let exact = run(&qkv, &bias, &padded, &s, "f32");
+            let bf16 = run(&qkv, &bias, &padded, &s, "bf16");
+            let rounded = run(&qkv, &bias, &padded, &s, "rounded");
+            let vmax = qkv.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let worst = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) / vmax;
+            assert!(bf16.iter().all(|v| v.is_finite()), "b{b} t{t}: non-finite context");
+            assert!(worst(&bf16, &exact) <= BF16_VS_F32_BUDGET, "b{b} t{t} d{d}: bf16 vs f32 {}", worst(&bf16, &exact));
+            assert!(worst(&rounded, &exact) <= BF16_VS_F32_BUDGET, "b{b} t{t} d{d}: fallback vs f32 {}", worst(&rounded, &exact));
+            if isa::amx_bf16() {
+                let e = worst(&bf16, &rounded);
+                assert!(e <= AMX_VS_ROUNDED_BUDGET, "b{b} t{t} d{d}: AMX vs fallback {e}");
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use shrink_format::{Config, TensorFile};
 use shrink_kernels::qgemm::QuantActs;
 
-use crate::attention::{self, Scratch, Shape};
+use crate::attention::{self, Precision, Scratch, Shape};
 use crate::embeddings::Embeddings;
 use crate::linear::{Format, Linear};
 use crate::norm::LayerNorm;
@@ -33,6 +33,8 @@ pub struct Model {
     pub layers: Vec<Layer>,
     /// Mean-pooled sentence -> label logits, for fine-tuned classifiers.
     pub classifier: Option<Linear>,
+    /// The folder's `quantization.attention` (fp32 without one).
+    pub attention: Precision,
     c: usize,
     d: usize,
 }
@@ -172,7 +174,11 @@ impl Model {
             Some(l) => Some(Linear::load(file, &["classifier"], l, c, formats.of(file, &["classifier"])?)?),
             None => None,
         };
-        Ok(Self { embeddings, layers, classifier, c, d })
+        let attention = match q {
+            Some(q) => Precision::parse(&q.attention).with_context(|| format!("{}: quantization.attention", file.file.display()))?,
+            None => Precision::F32,
+        };
+        Ok(Self { embeddings, layers, classifier, attention, c, d })
     }
 
     /// Bytes of weights held in memory (mapped tables included).
@@ -227,7 +233,7 @@ impl Model {
             let ctx = &mut ctx[..m * a]; // (M, A)
             see(Site::Qkv, &x[..m * c], c);
             layer.qkv.forward(&x[..m * c], m, qkv, qa, false, None);
-            attention::attention(qkv, bias, &padded[..b], &shape, ctx, &mut attn[..threads]);
+            attention::attention(qkv, bias, &padded[..b], &shape, self.attention, ctx, &mut attn[..threads]);
             see(Site::AttnOut, ctx, a);
             layer.attn_out.forward(ctx, m, &mut y[..m * c], qa, false, Some(&x[..m * c]));
             layer.ln1.forward(&mut y[..m * c]);

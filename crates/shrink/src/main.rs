@@ -516,6 +516,10 @@ struct QuantArgs {
     /// Storage of the token embedding table (default: fp16 for --scheme fp16, else fp32).
     #[arg(long, value_enum)]
     embeddings: Option<quantize::EmbeddingStorage>,
+    /// Attention's products: bf16 inputs with f32 sums (AMX-BF16 tiles where the CPU has them), or fp32. Default:
+    /// bf16 when every Linear takes int8 activations, else fp32.
+    #[arg(long, value_enum)]
+    attention: Option<quantize::AttentionPrecision>,
     /// Tokens per calibration / dev text (default: the model's fine-tuning length, else 128).
     #[arg(long)]
     max_len: Option<usize>,
@@ -594,6 +598,7 @@ impl QuantArgs {
         o.group = self.group;
         o.int4_acts = self.activations;
         o.smooth_alpha = self.smooth_alpha;
+        o.attention = self.attention;
         o.gptq = self.gptq.then_some(quantize::gptq::GptqOptions { damp: self.damp, act_order: self.act_order, ..Default::default() });
         o
     }

@@ -13,6 +13,11 @@ use std::arch::x86_64::*;
 
 pub(super) struct Amx;
 
+/// ldtilecfg's operand for every AMX kernel here (the bf16 one too).
+pub(crate) fn tile_config() -> *const u8 {
+    CONFIG.0.as_ptr()
+}
+
 /// Rows of a tile; `QuantActs` keeps whole groups of this many rows readable.
 pub(super) const TILE_ROWS: usize = 16;
 /// K bytes of a tile row: 16 chunks of a panel.
@@ -23,7 +28,7 @@ const MIN_ROWS: usize = 6;
 /// How many K steps (64 K) ahead a cold tile loop prefetches weights: a step is ~50 cycles, an L3 hit ~100+.
 const PREFETCH_STEPS: usize = 3;
 
-/// ldtilecfg's 64-byte operand, palette 1: tiles 0-6 as 16 rows x 64 bytes.
+/// ldtilecfg's 64-byte operand, palette 1: all eight tiles as 16 rows x 64 bytes.
 #[repr(C, align(64))]
 struct TileConfig([u8; 64]);
 
@@ -31,7 +36,7 @@ const CONFIG: TileConfig = {
     let mut c = [0u8; 64];
     c[0] = 1;
     let mut t = 0;
-    while t < 7 {
+    while t < 8 {
         c[16 + 2 * t] = TILE_K as u8; // bytes per row (u16, little-endian)
         c[48 + t] = TILE_ROWS as u8; // rows
         t += 1;

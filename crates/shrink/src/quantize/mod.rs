@@ -105,6 +105,16 @@ pub struct Options {
     pub int4_acts: ActStorage,
     pub smooth_alpha: Option<f32>,
     pub gptq: Option<GptqOptions>,
+    /// The folder's `attention`; None: bf16 when every Linear takes int8 activations, else fp32.
+    pub attention: Option<AttentionPrecision>,
+}
+
+/// How the runtime computes attention's two products (config.json `quantization.attention`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttentionPrecision {
+    Fp32,
+    /// Q, K, V and the probabilities rounded to bf16, sums in f32.
+    Bf16,
 }
 
 impl Options {
@@ -119,6 +129,7 @@ impl Options {
             int4_acts: ActStorage::Int8,
             smooth_alpha: None,
             gptq: None,
+            attention: None,
         }
     }
 
@@ -444,6 +455,8 @@ pub fn emit(src: &Source, out: &Path, opts: &Options, plan: &Plan, cal: &Calibra
     }
     let formats: HashSet<&str> = plan.0.values().map(|f| f.name).collect();
     let acts: HashSet<Acts> = plan.0.values().map(|f| f.acts).collect();
+    // Activations already int8 everywhere: bf16 attention costs no accuracy that counts next to theirs.
+    let int8_acts = !acts.contains(&Acts::F32);
     let mut out_cfg = cfg.clone();
     out_cfg.quantization = Some(QuantSection {
         // "mixed" once any site differs from what --scheme gives them all.
@@ -457,6 +470,13 @@ pub fn emit(src: &Source, out: &Path, opts: &Options, plan: &Plan, cal: &Calibra
         .into(),
         embeddings,
         layers,
+        attention: match opts.attention {
+            Some(AttentionPrecision::Fp32) => "fp32",
+            Some(AttentionPrecision::Bf16) => "bf16",
+            None if int8_acts => "bf16",
+            None => "fp32",
+        }
+        .into(),
         recipe: Some(recipe),
     });
     let bytes = serialize(tensors)?;
