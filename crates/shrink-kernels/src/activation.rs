@@ -107,9 +107,9 @@ multiversion!(
 /// tenth of an int8 forward pass).
 const ROWS: usize = 4;
 
-/// `exp_sum` of R rows of `t` at once (`y` is R x t), interleaved so R chains run in parallel.
+/// Row maxima of R rows of `t` (`y` is R x t), the R reductions side by side.
 #[inline(always)]
-fn exp_sum_rows<const R: usize>(y: &mut [f32], t: usize) -> [f32; R] {
+fn max_rows<const R: usize>(y: &[f32], t: usize) -> [f32; R] {
     let full = t / LANES * LANES;
     let mut max = [[f32::NEG_INFINITY; LANES]; R];
     for c0 in (0..full).step_by(LANES) {
@@ -120,7 +120,14 @@ fn exp_sum_rows<const R: usize>(y: &mut [f32], t: usize) -> [f32; R] {
             }
         }
     }
-    let max: [f32; R] = std::array::from_fn(|r| y[r * t + full..(r + 1) * t].iter().fold(tree(max[r], f32::max), |m, &x| m.max(x)));
+    std::array::from_fn(|r| y[r * t + full..(r + 1) * t].iter().fold(tree(max[r], f32::max), |m, &x| m.max(x)))
+}
+
+/// `exp_sum` of R rows of `t` at once (`y` is R x t), interleaved so R chains run in parallel.
+#[inline(always)]
+fn exp_sum_rows<const R: usize>(y: &mut [f32], t: usize) -> [f32; R] {
+    let full = t / LANES * LANES;
+    let max = max_rows::<R>(y, t);
     let mut acc = [[0f32; LANES]; R];
     for c0 in (0..full).step_by(LANES) {
         for (r, a) in acc.iter_mut().enumerate() {
@@ -136,6 +143,60 @@ fn exp_sum_rows<const R: usize>(y: &mut [f32], t: usize) -> [f32; R] {
             *v = math::exp(*v - max[r]);
             *v
         }).sum();
+        tree(acc[r], |a, b| a + b) + tail
+    })
+}
+
+multiversion!(
+    /// `softmax_rows_unnormalized` for the bf16 attention path: the exps of every row of `y` (rows of `t`, plus
+    /// `bias` when not empty, modified in place) go to `out` as bf16 (row i at `out[i * ld..]`, columns t..ld
+    /// zeroed), their f32 sums to `sums`. One pass fewer than softmax then conversion, and `exp_bf16`.
+    softmax_rows_bf16, softmax_rows_bf16_on; (y: &mut [f32], t: usize, bias: &[f32], sums: &mut [f32], out: &mut [u16], ld: usize) {
+        if t == 0 {
+            return;
+        }
+        for row in y.chunks_exact_mut(t).take(sums.len()) {
+            for (v, &b) in row.iter_mut().zip(bias) {
+                *v += b;
+            }
+        }
+        let rows = sums.len();
+        let quads = rows / ROWS * ROWS;
+        for (q, s) in sums[..quads].chunks_exact_mut(ROWS).enumerate() {
+            let r0 = q * ROWS;
+            s.copy_from_slice(&exp_bf16_rows::<ROWS>(&y[r0 * t..(r0 + ROWS) * t], t, &mut out[r0 * ld..], ld));
+        }
+        for r in quads..rows {
+            sums[r] = exp_bf16_rows::<1>(&y[r * t..(r + 1) * t], t, &mut out[r * ld..], ld)[0];
+        }
+    }
+);
+
+/// R rows of `softmax_rows_bf16`: exps to bf16 rows of `out` (`ld` apart), returning the f32 sums.
+#[inline(always)]
+fn exp_bf16_rows<const R: usize>(y: &[f32], t: usize, out: &mut [u16], ld: usize) -> [f32; R] {
+    let full = t / LANES * LANES;
+    let max = max_rows::<R>(y, t);
+    let mut acc = [[0f32; LANES]; R];
+    for c0 in (0..full).step_by(LANES) {
+        for (r, a) in acc.iter_mut().enumerate() {
+            let (c, o) = (&y[r * t + c0..r * t + c0 + LANES], &mut out[r * ld + c0..r * ld + c0 + LANES]);
+            for i in 0..LANES {
+                let e = math::exp_bf16(c[i] - max[r]);
+                a[i] += e;
+                o[i] = crate::bf16::bf16(e);
+            }
+        }
+    }
+    std::array::from_fn(|r| {
+        let (c, o) = (&y[r * t + full..(r + 1) * t], &mut out[r * ld + full..r * ld + ld]);
+        let mut tail = 0.0;
+        for (o, &v) in o.iter_mut().zip(c) {
+            let e = math::exp_bf16(v - max[r]);
+            tail += e;
+            *o = crate::bf16::bf16(e);
+        }
+        o[t - full..].fill(0);
         tree(acc[r], |a, b| a + b) + tail
     })
 }
@@ -216,6 +277,37 @@ mod tests {
     const SIMD_TOL: f32 = 1e-6;
     /// f32 LayerNorm vs the f64 textbook formula.
     const LN_TOL: f32 = 1e-5;
+
+    /// bf16 softmax probabilities vs f64 exps: bf16's half ulp (up to 2^-8 of the value) plus `exp_bf16`'s 5e-5.
+    const BF16_PROB_REL_TOL: f64 = 4e-3;
+    /// Their f32 sums vs f64.
+    const BF16_SUM_REL_TOL: f64 = 1e-4;
+
+    #[test]
+    fn bf16_softmax_matches_f64_exps() {
+        // 1, 4 and 7 rows (the 4-row path and the single rows); t short of a lane, one lane and past three.
+        for (rows, t) in [(1, 5), (4, 16), (7, 53)] {
+            let x: Vec<f32> = crate::testdata::uniform(rows * t, 11).iter().map(|v| v * 8.0).collect();
+            let bias: Vec<f32> = (0..t).map(|i| if i == t - 1 { -1e9 } else { 0.0 }).collect();
+            let ld = t.next_multiple_of(32);
+            for isa in Isa::available() {
+                let (mut y, mut sums, mut out) = (x.clone(), vec![0f32; rows], vec![7u16; rows * ld]);
+                softmax_rows_bf16_on(isa, &mut y, t, &bias, &mut sums, &mut out, ld);
+                for r in 0..rows {
+                    let row: Vec<f64> = (0..t).map(|i| x[r * t + i] as f64 + bias[i] as f64).collect();
+                    let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = row.iter().map(|v| (v - max).exp()).collect();
+                    let sum: f64 = e.iter().sum();
+                    assert!((sums[r] as f64 - sum).abs() <= BF16_SUM_REL_TOL * sum, "{isa:?} row {r}: sum {} vs {sum}", sums[r]);
+                    for i in 0..t {
+                        let got = crate::bf16::f32_of(out[r * ld + i]) as f64;
+                        assert!((got - e[i]).abs() <= BF16_PROB_REL_TOL * e[i] + 1e-30, "{isa:?} ({r},{i}): {got} vs {}", e[i]);
+                    }
+                    assert!(out[r * ld + t..(r + 1) * ld].iter().all(|&v| v == 0), "{isa:?} row {r}: padding not zeroed");
+                }
+            }
+        }
+    }
 
     fn layer_norm_naive(x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
         let n = x.len() as f64;

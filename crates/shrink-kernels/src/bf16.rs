@@ -75,7 +75,7 @@ impl PackedBf16 {
         if self.data.len() < len {
             self.data.resize(len, 0);
         }
-        pack_pairs(src, n, k, sn, sk, k_pad, &mut self.data[..len]);
+        pack_pairs(src, n, k, sn, sk, &mut self.data[..len]);
     }
 }
 
@@ -89,7 +89,8 @@ crate::multiversion!(
     /// The pair words of `PackedBf16`: word (pair r, column j) = pair(b[2r, j], b[2r + 1, j]) at index
     /// (j / 16) k_pad 8 + r 16 + j % 16. Walked along whichever of n, k is contiguous in `src`, so the inner loop
     /// reads consecutive values; padding (past n, past k) is zeroed.
-    pack_pairs, pack_pairs_on; (src: &[f32], n: usize, k: usize, sn: usize, sk: usize, k_pad: usize, data: &mut [u32]) {
+    pack_pairs, pack_pairs_on; (src: &[f32], n: usize, k: usize, sn: usize, sk: usize, data: &mut [u32]) {
+        let k_pad = k.next_multiple_of(TILE_K);
         if !n.is_multiple_of(TILE) || k != k_pad {
             data.fill(0);
         }
