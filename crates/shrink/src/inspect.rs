@@ -60,6 +60,8 @@ pub struct Report {
     /// Multiply-adds counted as 2 FLOPs: every Linear plus attention scores and context, for one sequence.
     pub flops_per_sequence: u64,
     pub flops_per_layer: Vec<u64>,
+    /// How attention's products run (config.json `quantization.attention`; fp32 for an unquantized folder).
+    pub attention: String,
 }
 
 pub const COMPONENTS: [&str; 10] = [
@@ -159,7 +161,8 @@ pub fn inspect(dir: &Path, seq: usize) -> Result<Report> {
         .collect();
     let head = cfg.labels().filter(|_| file.contains("classifier.weight")).map_or(0, |l| 2 * c * l.len() as u64);
     let flops_per_sequence = flops_per_layer.iter().sum::<u64>() + head;
-    Ok(Report { components: comps, layers, total, seq, flops_per_sequence, flops_per_layer })
+    let attention = cfg.quantization.as_ref().map_or("fp32", |q| q.attention.as_str()).to_string();
+    Ok(Report { components: comps, layers, total, seq, flops_per_sequence, flops_per_layer, attention })
 }
 
 fn mb(b: usize) -> String {
@@ -193,10 +196,11 @@ pub fn render(r: &Report) -> String {
         s += &row(&format!("{n} ({:.3} GFLOP)", *f as f64 / 1e9), z);
     }
     s += &format!(
-        "\nFLOPs per sequence of {} tokens: {:.3} GFLOP (matmuls; a multiply-add = 2)\n\
+        "\nFLOPs per sequence of {} tokens: {:.3} GFLOP (matmuls; a multiply-add = 2); attention products in {}\n\
          int8 = 1 B/weight + f32 scale per row; int4 = 0.5 B/weight + f16 scale per {INT4_GROUP}; vectors stay f32\n",
         r.seq,
-        r.flops_per_sequence as f64 / 1e9
+        r.flops_per_sequence as f64 / 1e9,
+        r.attention
     );
     s
 }

@@ -117,6 +117,7 @@ fn inspect_counts_minilm() {
     assert_eq!(r["total"]["stored_bytes"], 4 * (22_565_376 + 147_840), "an f32 checkpoint stores 32 bits a weight");
     let per_layer: u64 = 2 * 128 * (4 * 384 * 384 + 2 * 384 * 1536) + 4 * 128 * 128 * 384;
     assert_eq!(r["flops_per_sequence"], 6 * per_layer);
+    assert_eq!(r["attention"], "fp32", "an unquantized folder runs fp32 attention");
     let text = ok(&["inspect", &model()]);
     for c in ["token embeddings", "attention q/k/v", "ffn up", "ffn down", "layernorms", "pooler (unused)", "layer 5"] {
         assert!(text.contains(c), "{c} missing from\n{text}");

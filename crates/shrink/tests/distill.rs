@@ -332,6 +332,7 @@ fn qat_static_activations_export_the_trained_ranges_and_the_runtime_computes_the
         let q = &cfg["quantization"];
         assert_eq!(q["layers"]["encoder.layer.3.attention.self.value"], format);
         assert_eq!(q["activations"], "int8-per-tensor-static");
+        assert_eq!(q["attention"], "fp32", "QAT keeps the attention it trained with");
         assert_eq!(q["recipe"]["qat"]["activations"], "static");
         // The runtime on the folder against candle on the trained fp32 weights, fake-quantized on the same grids.
         let mut engine = shrink_runtime::Engine::load(&out, shrink_runtime::Options { threads: 1, max_len: None }).unwrap();

@@ -155,6 +155,7 @@ fn int4_gptq_beats_round_to_nearest_and_fits_the_file_budget() {
     assert!((45_000_000..46_500_000).contains(&size), "fp16 halves the 90.9 MB file: {size}");
     let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(half.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["quantization"]["embeddings"], "fp16");
+    assert_eq!(cfg["quantization"]["attention"], "fp32", "f32 activations keep fp32 attention");
     // An explicit --embeddings still wins.
     let half32 = f.root.join("fp16-emb32");
     quantize(&half32, &["--scheme", "fp16", "--embeddings", "fp32"]);

@@ -64,6 +64,7 @@ fn quantized_folder_format_inspect_and_bench() {
     quantize(&q, &["--embeddings", "int8"]);
     let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(q.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["quantization"]["scheme"], "int8-dynamic");
+    assert_eq!(cfg["quantization"]["attention"], "bf16", "int8 activations everywhere: bf16 attention by default");
     assert_eq!(cfg["quantization"]["embeddings"], "int8");
     assert_eq!(cfg["quantization"]["layers"]["encoder.layer.5.output.dense"], "int8");
     for f in ["tokenizer.json", "vocab.txt"] {
