@@ -12,7 +12,8 @@ runs and prints JSON:
 sides take turns - shrink, ORT plain, ORT fused - for K rounds, so drift in machine load hits all
 alike. A first short call per side calibrates R so that a side's round takes about --round-s
 seconds. All timed runs of all rounds are pooled per side; the median is the number. The ratio is
-shrink's median over the better ORT variant's. Writes <out-dir>/ort_compare.{json,md}.
+shrink's median over the better ORT variant's. The paired ratio, reported beside it, is the median over rounds of
+shrink's round median over the better variant's in the same round. Writes <out-dir>/ort_compare.{json,md}.
 
     bench/.venv/bin/python bench/ort_compare.py                   # full run (~25 min on 2 cores)
     bench/.venv/bin/python bench/ort_compare.py --ort-only --quick  # ORT half only, smoke run

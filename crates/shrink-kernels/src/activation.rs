@@ -24,20 +24,6 @@ multiversion!(
 /// Independent accumulators for reductions: float sums only vectorise when split into lanes by hand.
 const LANES: usize = 16;
 
-/// Max of a slice, vectorisable.
-#[inline(always)]
-pub fn lanes_max(v: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; LANES];
-    let chunks = v.chunks_exact(LANES);
-    let tail = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-    for c in chunks {
-        for i in 0..LANES {
-            acc[i] = acc[i].max(c[i]);
-        }
-    }
-    tail.max(tree(acc, f32::max))
-}
-
 /// Folds LANES accumulators pairwise (log2 LANES dependent steps instead of LANES - 1): the reduction ends every
 /// short row, so its latency counts.
 #[inline(always)]
@@ -84,13 +70,7 @@ multiversion!(
         if t == 0 {
             return;
         }
-        if !bias.is_empty() {
-            for row in y.chunks_exact_mut(t).take(sums.len()) {
-                for (v, &b) in row.iter_mut().zip(bias) {
-                    *v += b;
-                }
-            }
-        }
+        add_row_bias(y, t, sums.len(), bias);
         let rows = sums.len();
         let (y, quads) = (&mut y[..rows * t], rows / ROWS * ROWS);
         for (block, sums) in y[..quads * t].chunks_exact_mut(ROWS * t).zip(sums.chunks_exact_mut(ROWS)) {
@@ -101,6 +81,18 @@ multiversion!(
         }
     }
 );
+
+/// Adds `bias` (t values; empty: none) to the first `rows` rows of `y`.
+#[inline(always)]
+fn add_row_bias(y: &mut [f32], t: usize, rows: usize, bias: &[f32]) {
+    if !bias.is_empty() {
+        for row in y.chunks_exact_mut(t).take(rows) {
+            for (v, &b) in row.iter_mut().zip(bias) {
+                *v += b;
+            }
+        }
+    }
+}
 
 /// Rows a softmax works on side by side. A row of 128 is short: its max, then its exps and their sum, are
 /// dependent reductions, and one row at a time left the vector units waiting on their latency (softmax took a
@@ -155,11 +147,7 @@ multiversion!(
         if t == 0 {
             return;
         }
-        for row in y.chunks_exact_mut(t).take(sums.len()) {
-            for (v, &b) in row.iter_mut().zip(bias) {
-                *v += b;
-            }
-        }
+        add_row_bias(y, t, sums.len(), bias);
         let rows = sums.len();
         let quads = rows / ROWS * ROWS;
         for (q, s) in sums[..quads].chunks_exact_mut(ROWS).enumerate() {
@@ -213,21 +201,7 @@ fn normalize_exp(y: &mut [f32]) {
 /// y = exp(y - max y), returning the sum; exp and sum in one pass.
 #[inline(always)]
 fn exp_sum(y: &mut [f32]) -> f32 {
-    let max = lanes_max(y);
-    let mut acc = [0f32; LANES];
-    let mut chunks = y.chunks_exact_mut(LANES);
-    for c in &mut chunks {
-        for i in 0..LANES {
-            c[i] = math::exp(c[i] - max);
-            acc[i] += c[i];
-        }
-    }
-    let mut tail = 0.0;
-    for v in chunks.into_remainder() {
-        *v = math::exp(*v - max);
-        tail += *v;
-    }
-    tree(acc, |a, b| a + b) + tail
+    exp_sum_rows::<1>(y, y.len())[0]
 }
 
 multiversion!(

@@ -62,10 +62,6 @@ impl PackedBf16 {
         self.k.next_multiple_of(TILE_K)
     }
 
-    pub fn n(&self) -> usize {
-        self.n
-    }
-
     /// Packs B; no allocation once it has held a matrix this large.
     pub fn repack(&mut self, src: &[f32], n: usize, k: usize, sn: usize, sk: usize) {
         assert!(n == 0 || k == 0 || src.len() > (n - 1) * sn + (k - 1) * sk, "bf16 B source too short for {k} x {n}");

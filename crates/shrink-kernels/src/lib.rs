@@ -15,9 +15,9 @@ pub mod spmm;
 /// Rows of a row-wise pass (activation quantization, LayerNorm) below which one thread beats handing work to others.
 pub const ROWS_PER_TASK: usize = 256;
 
-/// Reproducible test data shared by the kernels' tests.
-#[cfg(test)]
-pub(crate) mod testdata {
+/// Reproducible test data shared by the kernels' tests and the runtime's.
+#[doc(hidden)]
+pub mod testdata {
     /// Uniform in [-1, 1) from an xorshift stream seeded by `seed`.
     pub fn uniform(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

@@ -97,9 +97,10 @@ impl Ctx {
 }
 
 /// ctx (B*T, A) = softmax(Q·Kᵀ + mask_bias) · V per head, from qkv (B*T, 3A) laid out [Q | K | V] with heads side by
-/// side (A = H·D, the layer's own head count: pruned layers have fewer), Q already scaled by 1/sqrt(D) (folded into its weights at load). mask_bias (B, T): 0 for real tokens, a
-/// large negative for padding; `padded[b]` says whether sequence b has any. One task per scratch. At
-/// `Precision::Bf16` without AMX-BF16, Q, K and V are rounded in place in `qkv` first.
+/// side (A = H·D, the layer's own head count: pruned layers have fewer), Q already scaled by 1/sqrt(D) (folded into
+/// its weights at load). mask_bias (B, T): 0 for real tokens, a large negative for padding; `padded[b]` says whether
+/// sequence b has any. One task per scratch. At `Precision::Bf16` without AMX-BF16, Q, K and V are rounded in place
+/// in `qkv` first.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     qkv: &mut [f32], mask_bias: &[f32], padded: &[bool], s: &Shape, precision: Precision, ctx: &mut [f32], scratch: &mut [Scratch],
@@ -107,8 +108,9 @@ pub fn attention(
     let (c, tasks) = (s.h * s.d, scratch.len().max(1));
     assert!(qkv.len() >= s.b * s.t * 3 * c && ctx.len() >= s.b * s.t * c && mask_bias.len() >= s.b * s.t);
     let amx = precision == Precision::Bf16 && isa::amx_bf16();
-    let round_p = precision == Precision::Bf16 && !amx;
-    if round_p {
+    // bf16 without AMX-BF16: the same rounded numbers on the f32 kernels.
+    let emulate = precision == Precision::Bf16 && !amx;
+    if emulate {
         qkv[..s.b * s.t * 3 * c].iter_mut().for_each(|v| *v = bf16::round(*v));
     }
     let qkv = &*qkv;
@@ -124,7 +126,7 @@ pub fn attention(
             if amx {
                 head_attention_amx(qkv, bias, s, bi, item % s.h, out, sc);
             } else {
-                head_attention(qkv, bias, s, bi, item % s.h, round_p, out, sc);
+                head_attention(qkv, bias, s, bi, item % s.h, emulate, out, sc);
             }
         }
     };
@@ -145,9 +147,9 @@ fn warm(rows: &[f32]) {
 }
 
 /// Head h of sequence bi, block by block of query rows; `bias` (T) is empty when the sequence has no padding.
-/// `round_p`: the probabilities are the bf16 path's (`softmax_rows_bf16`), its numbers without AMX.
+/// `emulate`: the probabilities are the bf16 path's (`softmax_rows_bf16`), its numbers without AMX.
 #[allow(clippy::too_many_arguments)]
-fn head_attention(qkv: &[f32], bias: &[f32], s: &Shape, bi: usize, h: usize, round_p: bool, ctx: Ctx, sc: &mut Scratch) {
+fn head_attention(qkv: &[f32], bias: &[f32], s: &Shape, bi: usize, h: usize, emulate: bool, ctx: Ctx, sc: &mut Scratch) {
     let (t, d, c) = (s.t, s.d, s.h * s.d);
     let ld = 3 * c;
     let seq = &qkv[bi * t * ld..(bi + 1) * t * ld]; // (T, 3C)
@@ -165,7 +167,7 @@ fn head_attention(qkv: &[f32], bias: &[f32], s: &Shape, bi: usize, h: usize, rou
         let rows = block.min(t - q0);
         let scores = &mut sc.scores[..rows * t]; // (rows, T)
         gemm_f32_ex(scores, t, &seq[q0 * ld + h * d..], ld, rows, &sc.k, Epilogue::default(), 1);
-        if round_p {
+        if emulate {
             // The AMX path's probabilities (bf16 exps), widened back for the f32 kernel.
             if sc.p16.len() < rows * t {
                 sc.p16.resize(rows * t, 0);
@@ -230,24 +232,13 @@ fn head_attention_amx(qkv: &[f32], bias: &[f32], s: &Shape, bi: usize, h: usize,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shrink_kernels::testdata::uniform;
 
     /// Largest |bf16 path - f32 path| of a context value, relative to max |V|: bf16 keeps 8 mantissa bits of Q,
     /// K, V and the probabilities (each off by at most 2^-9 relative).
     const BF16_VS_F32_BUDGET: f32 = 1e-2;
     /// AMX against the f32 kernels on the same bf16-rounded inputs: only the order of f32 sums differs.
     const AMX_VS_ROUNDED_BUDGET: f32 = 1e-6;
-
-    fn uniform(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     /// ctx of every head, one task, through `attention` or directly through the non-AMX head function.
     fn run(qkv: &[f32], bias: &[f32], padded: &[bool], s: &Shape, how: &str) -> Vec<f32> {
