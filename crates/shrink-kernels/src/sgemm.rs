@@ -206,13 +206,21 @@ unsafe fn run(out: Out, x: &[f32], lda: usize, m: usize, w: &PackedF32, ep: &Epi
         for k0 in (0..k).step_by(kc) {
             let kb = kc.min(k - k0);
             let last = k0 + kb == k;
+            // Each row tile prefetches its share of the sliver after this one (the next panel's, or the next depth
+            // block's first) into L2: the first tile of a panel then reads L2, not L3 (fp32 forward -12%).
+            let share = (kb * nr).div_ceil((m1 - m0).div_ceil(mr)).next_multiple_of(16);
             for p in panels.clone() {
                 let (j0, cols) = (p * nr, nr.min(n - p * nr));
                 let b = w.values().as_ptr().add(p * k * nr + k0 * nr);
+                let next = match p + 1 < panels.end {
+                    true => b.add(k * nr),
+                    false => w.values().as_ptr().wrapping_add(panels.start * k * nr + (k0 + kb) * nr),
+                };
                 for i0 in (m0..m1).step_by(mr) {
                     let rows = mr.min(m1 - i0);
                     let c = out.ptr.add(i0 * out.ld + j0);
-                    kernel(x.as_ptr().add(i0 * lda + k0), lda, b, kb, c, out.ld, rows, cols, k0 > 0);
+                    let ahead = next.wrapping_add((i0 - m0) / mr * share);
+                    kernel(x.as_ptr().add(i0 * lda + k0), lda, b, kb, ahead, c, out.ld, rows, cols, k0 > 0);
                     if last {
                         for r in 0..rows {
                             ep.apply(std::slice::from_raw_parts_mut(c.add(r * out.ld), cols), i0 + r, j0, n);
@@ -224,8 +232,13 @@ unsafe fn run(out: Out, x: &[f32], lda: usize, m: usize, w: &PackedF32, ep: &Epi
     }
 }
 
-/// (a: MR rows of x at stride lda, b: kc x NR sliver, kc, c: tile at stride ldc, rows <= MR, cols <= NR, add to c?)
-type Kernel = unsafe fn(*const f32, usize, *const f32, usize, *mut f32, usize, usize, usize, bool);
+/// (a: MR rows of x at stride lda, b: kc x NR sliver, kc, ahead: weights to prefetch, one line per `PREFETCH_EVERY`
+/// k steps, c: tile at stride ldc, rows <= MR, cols <= NR, add to c?)
+type Kernel = unsafe fn(*const f32, usize, *const f32, usize, *const f32, *mut f32, usize, usize, usize, bool);
+
+/// k steps between two lines of the next weight sliver that a tile prefetches into L2. Spread through the k loop: a
+/// burst of L2 misses stalls on the fill buffers (36 prefetches in a loop before each tile took 8% of the forward).
+const PREFETCH_EVERY: usize = 4;
 
 /// Indexed by [narrow as usize][Isa as usize] (AMX has no f32 tiles here: its level runs the AVX-512 kernels; only
 /// AVX-512 has a narrow geometry of its own).
@@ -241,8 +254,8 @@ macro_rules! microkernel {
         $(#[$attr])*
         #[allow(clippy::too_many_arguments)]
         unsafe fn $name(
-            a: *const f32, lda: usize, b: *const f32, kc: usize, c: *mut f32, ldc: usize, rows: usize, cols: usize,
-            accumulate: bool,
+            a: *const f32, lda: usize, b: *const f32, kc: usize, ahead: *const f32, c: *mut f32, ldc: usize, rows: usize,
+            cols: usize, accumulate: bool,
         ) {
             const G: Geometry = $geom;
             const MR: usize = G.mr;
@@ -264,16 +277,19 @@ macro_rules! microkernel {
                 (a, lda)
             };
             let mut acc: [[$V; NV]; MR] = [[$zero; NV]; MR];
-            for p in 0..kc {
-                let bp = b.add(p * G.nr);
-                let mut bv: [$V; NV] = [$zero; NV];
-                for j in 0..NV {
-                    bv[j] = $load(bp.add(j * $w));
-                }
-                for i in 0..MR {
-                    let av = $splat(*a.add(i * lda + p));
+            for p0 in (0..kc).step_by(PREFETCH_EVERY) {
+                prefetch_l2(ahead.wrapping_add(p0 / PREFETCH_EVERY * 16));
+                for p in p0..(p0 + PREFETCH_EVERY).min(kc) {
+                    let bp = b.add(p * G.nr);
+                    let mut bv: [$V; NV] = [$zero; NV];
                     for j in 0..NV {
-                        acc[i][j] = $fma(av, bv[j], acc[i][j]);
+                        bv[j] = $load(bp.add(j * $w));
+                    }
+                    for i in 0..MR {
+                        let av = $splat(*a.add(i * lda + p));
+                        for j in 0..NV {
+                            acc[i][j] = $fma(av, bv[j], acc[i][j]);
+                        }
                     }
                 }
             }
@@ -300,6 +316,15 @@ macro_rules! microkernel {
                 }
             }
         }
+    };
+}
+
+#[inline(always)]
+fn prefetch_l2(p: *const f32) {
+    // SAFETY: a prefetch never faults, even past the data.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        _mm_prefetch::<_MM_HINT_T1>(p.cast())
     };
 }
 
