@@ -523,6 +523,9 @@ trait Micro {
     unsafe fn i4(a: Rows, w: &I4Panels, out: &Out);
     /// (min(x, 0), max(x, 0)) of finite x (written out: `f32::min`'s NaN rule keeps a plain loop scalar).
     unsafe fn range_with_zero(x: &[f32]) -> (f32, f32);
+    /// Before and after a run of units on one thread (AMX configures and releases its tiles there).
+    unsafe fn begin() {}
+    unsafe fn end() {}
 }
 
 enum Weights<'a> {
@@ -544,77 +547,95 @@ struct Job<'a> {
     /// Units go column block by column block (each block's row blocks in turn), and each unit prefetches a share
     /// of the next column block; else row block by row block (see `run`).
     by_columns: bool,
+    row_blocks: usize,
+    col_blocks: usize,
 }
 
 per_level!(
-    /// One work unit: output rows of row block `rb` x columns of column block `cb`, tile by tile.
-    fn unit<M>(job: &Job, cb: usize, rb: usize) {
-        let (a, n) = (job.a, job.n);
-        let rows = rb * ROW_BLOCK..(rb * ROW_BLOCK + ROW_BLOCK).min(a.m);
-        let panels = cb * BLOCK_PANELS..(cb * BLOCK_PANELS + BLOCK_PANELS).min(n.div_ceil(PANEL));
-        let (tile_rows, tile_panels) = match job.w {
-            Weights::I8(_) => M::I8_TILE,
-            Weights::I4(_) => M::I4_TILE,
-        };
-        for p0 in panels.clone().step_by(tile_panels) {
-            let np = tile_panels.min(panels.end - p0);
-            let (j0, nc) = (p0 * PANEL, (np * PANEL).min(n - p0 * PANEL));
-            for i0 in rows.clone().step_by(tile_rows) {
-                let mr = tile_rows.min(rows.end - i0);
-                let rows = Rows {
-                    ptr: a.data[i0 * a.k_pad..].as_ptr(),
-                    lda: a.k_pad,
-                    mr,
-                    zero: a.zero[i0..].as_ptr(),
-                    scale: a.scale[i0..].as_ptr(),
-                };
-                // SAFETY: rows i0..i0+mr and panels p0..p0+np exist, and this unit alone writes output rows of
-                // its row block x columns of its column block.
-                unsafe {
-                    let out = Out { ptr: job.out.0.add(i0 * n + j0), ld: n, nc };
-                    match job.w {
-                        Weights::I8(w) => {
-                            // The next column block (contiguous after these panels), a 1/R share per row block:
-                            // the R units of this column block together bring all of it into L2.
-                            let next = ((p0 + np) * w.kq).min(w.data.len());
-                            let len = if job.by_columns { (w.data.len() - next).min(BLOCK_PANELS * w.kq) } else { 0 };
-                            let row_blocks = a.m.div_ceil(ROW_BLOCK);
-                            let share = len * rb / row_blocks..len * (rb + 1) / row_blocks;
-                            let panels = I8Panels {
-                                ptr: w.data.as_ptr().add(p0 * w.kq),
-                                stride: w.kq,
-                                np,
-                                kq: w.kq,
-                                colsum: w.colsum.as_ptr().add(j0),
-                                scale: w.scale.as_ptr().add(j0),
-                                ahead: w.data.as_ptr().add(next + share.start),
-                                ahead_len: share.len(),
-                            };
-                            M::i8(rows, &panels, &out);
-                        }
-                        Weights::I4(w) => {
-                            let (kc, groups) = (w.k / 8, w.k / w.group);
-                            let meta = p0 * groups * PANEL;
-                            let panels = I4Panels {
-                                ptr: w.data.as_ptr().add(p0 * kc),
-                                stride: kc,
-                                np,
-                                groups,
-                                per_group: w.group / 8,
-                                scale: w.scale16.as_ptr().add(meta),
-                                colsum: w.colsum16.as_ptr().add(meta),
-                            };
-                            M::i4(rows, &panels, &out);
-                        }
+    /// Units `units` in turn, between one `begin` and `end`: configuring AMX's tiles costs ~130 ns, a tenth of a
+    /// unit at K = 384, so it is done once per run of units, not per unit.
+    fn units<M>(job: &Job, units: std::ops::Range<usize>) {
+        // SAFETY: `end` follows on this thread, after the units.
+        unsafe { M::begin() };
+        for u in units {
+            let (rb, cb) = match job.by_columns {
+                true => (u % job.row_blocks, u / job.row_blocks),
+                false => (u / job.col_blocks, u % job.col_blocks),
+            };
+            unit::<M>(job, cb, rb);
+        }
+        unsafe { M::end() };
+    }
+);
+
+/// One work unit: output rows of row block `rb` x columns of column block `cb`, tile by tile.
+#[inline(always)]
+fn unit<M: Micro>(job: &Job, cb: usize, rb: usize) {
+    let (a, n) = (job.a, job.n);
+    let rows = rb * ROW_BLOCK..(rb * ROW_BLOCK + ROW_BLOCK).min(a.m);
+    let panels = cb * BLOCK_PANELS..(cb * BLOCK_PANELS + BLOCK_PANELS).min(n.div_ceil(PANEL));
+    let (tile_rows, tile_panels) = match job.w {
+        Weights::I8(_) => M::I8_TILE,
+        Weights::I4(_) => M::I4_TILE,
+    };
+    for p0 in panels.clone().step_by(tile_panels) {
+        let np = tile_panels.min(panels.end - p0);
+        let (j0, nc) = (p0 * PANEL, (np * PANEL).min(n - p0 * PANEL));
+        for i0 in rows.clone().step_by(tile_rows) {
+            let mr = tile_rows.min(rows.end - i0);
+            let rows = Rows {
+                ptr: a.data[i0 * a.k_pad..].as_ptr(),
+                lda: a.k_pad,
+                mr,
+                zero: a.zero[i0..].as_ptr(),
+                scale: a.scale[i0..].as_ptr(),
+            };
+            // SAFETY: rows i0..i0+mr and panels p0..p0+np exist, and this unit alone writes output rows of
+            // its row block x columns of its column block.
+            unsafe {
+                let out = Out { ptr: job.out.0.add(i0 * n + j0), ld: n, nc };
+                match job.w {
+                    Weights::I8(w) => {
+                        // The next column block (contiguous after these panels), a 1/R share per row block:
+                        // the R units of this column block together bring all of it into L2.
+                        let next = ((p0 + np) * w.kq).min(w.data.len());
+                        let len = if job.by_columns { (w.data.len() - next).min(BLOCK_PANELS * w.kq) } else { 0 };
+                        let row_blocks = a.m.div_ceil(ROW_BLOCK);
+                        let share = len * rb / row_blocks..len * (rb + 1) / row_blocks;
+                        let panels = I8Panels {
+                            ptr: w.data.as_ptr().add(p0 * w.kq),
+                            stride: w.kq,
+                            np,
+                            kq: w.kq,
+                            colsum: w.colsum.as_ptr().add(j0),
+                            scale: w.scale.as_ptr().add(j0),
+                            ahead: w.data.as_ptr().add(next + share.start),
+                            ahead_len: share.len(),
+                        };
+                        M::i8(rows, &panels, &out);
                     }
-                    for r in 0..mr {
-                        job.ep.apply_inline(std::slice::from_raw_parts_mut(out.ptr.add(r * n), nc), i0 + r, j0, n);
+                    Weights::I4(w) => {
+                        let (kc, groups) = (w.k / 8, w.k / w.group);
+                        let meta = p0 * groups * PANEL;
+                        let panels = I4Panels {
+                            ptr: w.data.as_ptr().add(p0 * kc),
+                            stride: kc,
+                            np,
+                            groups,
+                            per_group: w.group / 8,
+                            scale: w.scale16.as_ptr().add(meta),
+                            colsum: w.colsum16.as_ptr().add(meta),
+                        };
+                        M::i4(rows, &panels, &out);
                     }
+                }
+                for r in 0..mr {
+                    job.ep.apply_inline(std::slice::from_raw_parts_mut(out.ptr.add(r * n), nc), i0 + r, j0, n);
                 }
             }
         }
     }
-);
+}
 
 fn check(out: &[f32], a: &QuantActs, k: usize, n: usize, ep: &Epilogue) {
     let m = a.m;
@@ -640,16 +661,16 @@ fn run(level: Level, out: &mut [f32], a: &QuantActs, w: Weights, n: usize, ep: E
     // which then stay in L2 while a row block's activations stay in L1 (column-major order re-read all activations
     // from L3 for every column block: int8 32 x 128 on 2 threads ran at a third of the 1 x 128 GOP/s).
     let by_columns = row_blocks <= col_blocks;
-    let job = Job { a, w, ep, out: OutPtr(out.as_mut_ptr()), n, by_columns };
-    let units = row_blocks * col_blocks;
-    let one = |u: usize| {
-        let (cb, rb) = if by_columns { (u / row_blocks, u % row_blocks) } else { (u % col_blocks, u / col_blocks) };
-        unit(level, &job, cb, rb)
-    };
-    if rayon::current_num_threads() > 1 && units > 1 {
-        (0..units).into_par_iter().for_each(one);
+    let job = Job { a, w, ep, out: OutPtr(out.as_mut_ptr()), n, by_columns, row_blocks, col_blocks };
+    let count = row_blocks * col_blocks;
+    if rayon::current_num_threads() > 1 && count > 1 {
+        // Tasks of a few consecutive units: fewer tile configurations, and still enough tasks to balance.
+        const PER_TASK: usize = 4;
+        (0..count.div_ceil(PER_TASK))
+            .into_par_iter()
+            .for_each(|t| units(level, &job, t * PER_TASK..(t * PER_TASK + PER_TASK).min(count)));
     } else {
-        (0..units).for_each(one);
+        units(level, &job, 0..count);
     }
 }
 

@@ -3,8 +3,9 @@
 //! where vpdpbusd does 64. A weight tile is 16 consecutive chunks of a panel, the packing the VNNI kernel reads, so
 //! both levels share `PackedI8` and give the same integers; the float steps are the VNNI kernel's (`finish_i8`).
 //!
-//! Tiles: tmm0 the activation tile, tmm1-3 one weight tile per panel, tmm4-6 their sums. Each call configures the
-//! tiles and releases them at the end, so no tile state outlives it (nothing else in the process can see it).
+//! Tiles: tmm0 the activation tile, tmm1-3 one weight tile per panel, tmm4-6 their sums. `begin` configures the
+//! tiles before a thread's run of units and `end` releases them after it, so no tile state outlives a GEMM call
+//! (nothing else in the process can see it).
 
 use super::avx512::{finish_i8, Vnni};
 use super::{I4Panels, I8Panels, Micro, Out, Rows, PANEL};
@@ -137,7 +138,6 @@ impl Micro for Amx {
         if !w.kq.is_multiple_of(TILE_K / 4) || a.mr < MIN_ROWS {
             return vnni_rows(&a, w, out);
         }
-        asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
         // 16 rows x 48 i32; tile stores fill the columns that are read.
         let mut sums = std::mem::MaybeUninit::<[[i32; 3 * PANEL]; TILE_ROWS]>::uninit();
         let sums = sums.as_mut_ptr().cast::<i32>();
@@ -163,7 +163,6 @@ impl Micro for Amx {
                 }
             }
         }
-        asm!("tilerelease", options(nostack));
     }
 
     #[inline(always)]
@@ -174,5 +173,15 @@ impl Micro for Amx {
     #[inline(always)]
     unsafe fn range_with_zero(x: &[f32]) -> (f32, f32) {
         Vnni::range_with_zero(x)
+    }
+
+    #[inline(always)]
+    unsafe fn begin() {
+        asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
+    }
+
+    #[inline(always)]
+    unsafe fn end() {
+        asm!("tilerelease", options(nostack));
     }
 }
