@@ -220,21 +220,29 @@ unsafe fn run(out: Out, x: &[f32], lda: usize, m: usize, w: &PackedF32, ep: &Epi
                     let rows = mr.min(m1 - i0);
                     let c = out.ptr.add(i0 * out.ld + j0);
                     let ahead = next.wrapping_add((i0 - m0) / mr * share);
-                    kernel(x.as_ptr().add(i0 * lda + k0), lda, b, kb, ahead, c, out.ld, rows, cols, k0 > 0);
-                    if last {
-                        for r in 0..rows {
-                            ep.apply(std::slice::from_raw_parts_mut(c.add(r * out.ld), cols), i0 + r, j0, n);
-                        }
-                    }
+                    let tile = Tile { c, ldc: out.ld, rows, cols, accumulate: k0 > 0, ep: last.then_some((ep, i0, j0, n)) };
+                    kernel(x.as_ptr().add(i0 * lda + k0), lda, b, kb, ahead, &tile);
                 }
             }
         }
     }
 }
 
+/// Where a kernel's tile goes: `rows` x `cols` at `c` (stride `ldc`), added to what is there or not, and once the
+/// last depth block is in, the epilogue of output rows from `ep.1`, columns from `ep.2` of an output `ep.3` wide.
+/// The kernel applies it inlined at its own level: a dispatched call per tile row cost more than a bias add.
+struct Tile<'a> {
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+    ep: Option<(&'a Epilogue<'a>, usize, usize, usize)>,
+}
+
 /// (a: MR rows of x at stride lda, b: kc x NR sliver, kc, ahead: weights to prefetch, one line per `PREFETCH_EVERY`
-/// k steps, c: tile at stride ldc, rows <= MR, cols <= NR, add to c?)
-type Kernel = unsafe fn(*const f32, usize, *const f32, usize, *const f32, *mut f32, usize, usize, usize, bool);
+/// k steps, the tile)
+type Kernel = unsafe fn(*const f32, usize, *const f32, usize, *const f32, &Tile);
 
 /// k steps between two lines of the next weight sliver that a tile prefetches into L2. Spread through the k loop: a
 /// burst of L2 misses stalls on the fill buffers (36 prefetches in a loop before each tile took 8% of the forward).
@@ -253,10 +261,8 @@ macro_rules! microkernel {
     ($(#[$attr:meta])* $name:ident, $geom:expr, $V:ty, $w:expr, $zero:expr, $load:expr, $splat:expr, $fma:expr, $add:expr, $store:expr) => {
         $(#[$attr])*
         #[allow(clippy::too_many_arguments)]
-        unsafe fn $name(
-            a: *const f32, lda: usize, b: *const f32, kc: usize, ahead: *const f32, c: *mut f32, ldc: usize, rows: usize,
-            cols: usize, accumulate: bool,
-        ) {
+        unsafe fn $name(a: *const f32, lda: usize, b: *const f32, kc: usize, ahead: *const f32, tile: &Tile) {
+            let &Tile { c, ldc, rows, cols, accumulate, ep } = tile;
             const G: Geometry = $geom;
             const MR: usize = G.mr;
             const NV: usize = G.nr / $w;
@@ -302,17 +308,22 @@ macro_rules! microkernel {
                     }
                 }
             } else {
-                let mut tile = [0f32; G.mr * G.nr]; // (MR, NR)
+                let mut part = [0f32; G.mr * G.nr]; // (MR, NR)
                 for i in 0..MR {
                     for j in 0..NV {
-                        $store(tile.as_mut_ptr().add(i * G.nr + j * $w), acc[i][j]);
+                        $store(part.as_mut_ptr().add(i * G.nr + j * $w), acc[i][j]);
                     }
                 }
                 for i in 0..rows {
                     for j in 0..cols {
                         let cp = c.add(i * ldc + j);
-                        *cp = if accumulate { *cp } else { 0.0 } + tile[i * G.nr + j];
+                        *cp = if accumulate { *cp } else { 0.0 } + part[i * G.nr + j];
                     }
+                }
+            }
+            if let Some((ep, row, col, n)) = ep {
+                for r in 0..rows {
+                    ep.apply_inline(std::slice::from_raw_parts_mut(c.add(r * ldc), cols), row + r, col, n);
                 }
             }
         }
@@ -338,12 +349,16 @@ use std::arch::x86_64::*;
 microkernel!(#[target_feature(enable = "avx2,fma")] kernel_avx2, geometry(Isa::Avx2, false), __m256, 8, _mm256_setzero_ps(),
     _mm256_loadu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps, _mm256_storeu_ps);
 
+// The AVX-512 kernels take the multiversioned epilogue's features, so the epilogue they inline compiles as it does
+// there (fma for mul_add).
 #[cfg(target_arch = "x86_64")]
-microkernel!(#[target_feature(enable = "avx512f")] kernel_avx512, geometry(Isa::Avx512, false), __m512, 16,
+microkernel!(#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")] kernel_avx512,
+    geometry(Isa::Avx512, false), __m512, 16,
     _mm512_setzero_ps(), _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, _mm512_storeu_ps);
 
 #[cfg(target_arch = "x86_64")]
-microkernel!(#[target_feature(enable = "avx512f")] kernel_avx512_narrow, geometry(Isa::Avx512, true), __m512, 16,
+microkernel!(#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")] kernel_avx512_narrow,
+    geometry(Isa::Avx512, true), __m512, 16,
     _mm512_setzero_ps(), _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, _mm512_storeu_ps);
 
 #[cfg(not(target_arch = "x86_64"))]
