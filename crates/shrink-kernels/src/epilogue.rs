@@ -18,10 +18,16 @@ impl Epilogue<'_> {
     /// Applies to `y` = columns `col0..col0 + y.len()` of output row `row` in an output `n` wide, at the best level.
     #[inline]
     pub fn apply(&self, y: &mut [f32], row: usize, col0: usize, n: usize) {
-        let (bias, res) = self.slices(y.len(), row, col0, n);
-        if !bias.is_empty() || self.gelu || !res.is_empty() {
+        if !self.is_identity() {
+            let (bias, res) = self.slices(y.len(), row, col0, n);
             epilogue_row(y, bias, self.gelu, res);
         }
+    }
+
+    /// Leaves every value as it is (no bias, GELU or residual).
+    #[inline(always)]
+    pub fn is_identity(&self) -> bool {
+        self.bias.is_none() && !self.gelu && self.residual.is_none()
     }
 
     /// `apply` compiled into the caller, for kernels that already run at a given level (no dispatch per row).

@@ -220,7 +220,8 @@ unsafe fn run(out: Out, x: &[f32], lda: usize, m: usize, w: &PackedF32, ep: &Epi
                     let rows = mr.min(m1 - i0);
                     let c = out.ptr.add(i0 * out.ld + j0);
                     let ahead = next.wrapping_add((i0 - m0) / mr * share);
-                    let tile = Tile { c, ldc: out.ld, rows, cols, accumulate: k0 > 0, ep: last.then_some((ep, i0, j0, n)) };
+                    let ep = (last && !ep.is_identity()).then_some((ep, i0, j0, n));
+                    let tile = Tile { c, ldc: out.ld, rows, cols, accumulate: k0 > 0, ep };
                     kernel(x.as_ptr().add(i0 * lda + k0), lda, b, kb, ahead, &tile);
                 }
             }
