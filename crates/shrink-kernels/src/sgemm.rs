@@ -284,21 +284,31 @@ macro_rules! microkernel {
                 (a, lda)
             };
             let mut acc: [[$V; NV]; MR] = [[$zero; NV]; MR];
-            for p0 in (0..kc).step_by(PREFETCH_EVERY) {
-                prefetch_l2(ahead.wrapping_add(p0 / PREFETCH_EVERY * 16));
-                for p in p0..(p0 + PREFETCH_EVERY).min(kc) {
-                    let bp = b.add(p * G.nr);
-                    let mut bv: [$V; NV] = [$zero; NV];
+            // One base pointer per row and k as the shared index: each broadcast is one addressing mode, where
+            // row i at a + i lda cost integer ops per step that took FMA slots.
+            let rows_at: [*const f32; MR] = std::array::from_fn(|i| a.add(i * lda));
+            let full = kc / PREFETCH_EVERY * PREFETCH_EVERY;
+            let mut step = |p: usize| {
+                let bp = b.add(p * G.nr);
+                let mut bv: [$V; NV] = [$zero; NV];
+                for j in 0..NV {
+                    bv[j] = $load(bp.add(j * $w));
+                }
+                for i in 0..MR {
+                    let av = $splat(*rows_at[i].add(p));
                     for j in 0..NV {
-                        bv[j] = $load(bp.add(j * $w));
-                    }
-                    for i in 0..MR {
-                        let av = $splat(*a.add(i * lda + p));
-                        for j in 0..NV {
-                            acc[i][j] = $fma(av, bv[j], acc[i][j]);
-                        }
+                        acc[i][j] = $fma(av, bv[j], acc[i][j]);
                     }
                 }
+            };
+            for p0 in (0..full).step_by(PREFETCH_EVERY) {
+                prefetch_l2(ahead.wrapping_add(p0 / PREFETCH_EVERY * 16));
+                for u in 0..PREFETCH_EVERY {
+                    step(p0 + u);
+                }
+            }
+            for p in full..kc {
+                step(p);
             }
             if rows == MR && cols == G.nr {
                 for i in 0..MR {
