@@ -286,7 +286,10 @@ macro_rules! microkernel {
             let mut acc: [[$V; NV]; MR] = [[$zero; NV]; MR];
             // One base pointer per row and k as the shared index: each broadcast is one addressing mode, where
             // row i at a + i lda cost integer ops per step that took FMA slots.
-            let rows_at: [*const f32; MR] = std::array::from_fn(|i| a.add(i * lda));
+            let mut rows_at = [a; MR];
+            for (i, r) in rows_at.iter_mut().enumerate() {
+                *r = a.add(i * lda);
+            }
             let full = kc / PREFETCH_EVERY * PREFETCH_EVERY;
             let mut step = |p: usize| {
                 let bp = b.add(p * G.nr);
