@@ -1,6 +1,8 @@
 //! Elementwise and row kernels of the transformer block: exact GELU and its gradient, masked softmax rows.
 //! `*_on(Isa::Scalar, ..)` is the reference each SIMD level is tested against.
 
+use crate::bf16::Round16;
+use crate::isa::Isa;
 use crate::math;
 use crate::multiversion;
 
@@ -146,41 +148,75 @@ fn exp_sum_rows<const R: usize>(y: &mut [f32], t: usize) -> [f32; R] {
     out
 }
 
-multiversion!(
-    /// `softmax_rows_unnormalized` for the bf16 attention path: the exps of every row of `y` (rows of `t`, plus
-    /// `bias` when not empty, modified in place) go to `out` as bf16 (row i at `out[i * ld..]`, columns t..ld
-    /// zeroed), their f32 sums to `sums`. One pass fewer than softmax then conversion, and `exp_bf16`.
-    softmax_rows_bf16, softmax_rows_bf16_on; (y: &mut [f32], t: usize, bias: &[f32], sums: &mut [f32], out: &mut [u16], ld: usize) {
-        if t == 0 {
-            return;
+/// `softmax_rows_unnormalized` for the bf16 attention path: the exps of every row of `y` (rows of `t`, plus `bias`
+/// when not empty, modified in place) go to `out` as bf16 (row i at `out[i * ld..]`, columns t..ld zeroed), their
+/// f32 sums to `sums`. One pass fewer than softmax then conversion, and `exp_bf16`.
+pub fn softmax_rows_bf16(y: &mut [f32], t: usize, bias: &[f32], sums: &mut [f32], out: &mut [u16], ld: usize) {
+    softmax_rows_bf16_on(crate::isa::isa(), y, t, bias, sums, out, ld)
+}
+
+/// `softmax_rows_bf16` at `level` (capped at this CPU's). The AVX-512 level rounds with AVX512-BF16's instruction
+/// where the CPU has it (`bf16::Native`: the rounding was the larger part of this function), so it has a
+/// hand-written dispatch: `multiversion!`'s features plus avx512bf16.
+pub fn softmax_rows_bf16_on(level: Isa, y: &mut [f32], t: usize, bias: &[f32], sums: &mut [f32], out: &mut [u16], ld: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::bf16::{Native, Portable};
+        #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,avx512bf16")]
+        unsafe fn native(y: &mut [f32], t: usize, bias: &[f32], sums: &mut [f32], out: &mut [u16], ld: usize) {
+            softmax_bf16_body::<Native>(y, t, bias, sums, out, ld)
         }
-        add_row_bias(y, t, sums.len(), bias);
-        let rows = sums.len();
-        let quads = rows / ROWS * ROWS;
-        for (q, s) in sums[..quads].chunks_exact_mut(ROWS).enumerate() {
-            let r0 = q * ROWS;
-            s.copy_from_slice(&exp_bf16_rows::<ROWS>(&y[r0 * t..(r0 + ROWS) * t], t, &mut out[r0 * ld..], ld));
+        #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+        unsafe fn avx512(y: &mut [f32], t: usize, bias: &[f32], sums: &mut [f32], out: &mut [u16], ld: usize) {
+            softmax_bf16_body::<Portable>(y, t, bias, sums, out, ld)
         }
-        for r in quads..rows {
-            sums[r] = exp_bf16_rows::<1>(&y[r * t..(r + 1) * t], t, &mut out[r * ld..], ld)[0];
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2(y: &mut [f32], t: usize, bias: &[f32], sums: &mut [f32], out: &mut [u16], ld: usize) {
+            softmax_bf16_body::<Portable>(y, t, bias, sums, out, ld)
+        }
+        // SAFETY: each arm's features are checked: the level capped at the CPU's, AVX512-BF16 by `native()`.
+        match level.min(crate::isa::best()) {
+            Isa::Avx512 | Isa::Amx if crate::bf16::native() => return unsafe { native(y, t, bias, sums, out, ld) },
+            Isa::Avx512 | Isa::Amx => return unsafe { avx512(y, t, bias, sums, out, ld) },
+            Isa::Avx2 => return unsafe { avx2(y, t, bias, sums, out, ld) },
+            Isa::Scalar => {}
         }
     }
-);
+    softmax_bf16_body::<crate::bf16::Portable>(y, t, bias, sums, out, ld)
+}
+
+#[inline(always)]
+fn softmax_bf16_body<B: Round16>(y: &mut [f32], t: usize, bias: &[f32], sums: &mut [f32], out: &mut [u16], ld: usize) {
+    if t == 0 {
+        return;
+    }
+    add_row_bias(y, t, sums.len(), bias);
+    let rows = sums.len();
+    let quads = rows / ROWS * ROWS;
+    for (q, s) in sums[..quads].chunks_exact_mut(ROWS).enumerate() {
+        let r0 = q * ROWS;
+        s.copy_from_slice(&exp_bf16_rows::<ROWS, B>(&y[r0 * t..(r0 + ROWS) * t], t, &mut out[r0 * ld..], ld));
+    }
+    for r in quads..rows {
+        sums[r] = exp_bf16_rows::<1, B>(&y[r * t..(r + 1) * t], t, &mut out[r * ld..], ld)[0];
+    }
+}
 
 /// R rows of `softmax_rows_bf16`: exps to bf16 rows of `out` (`ld` apart), returning the f32 sums.
 #[inline(always)]
-fn exp_bf16_rows<const R: usize>(y: &[f32], t: usize, out: &mut [u16], ld: usize) -> [f32; R] {
+fn exp_bf16_rows<const R: usize, B: Round16>(y: &[f32], t: usize, out: &mut [u16], ld: usize) -> [f32; R] {
     let full = t / LANES * LANES;
     let max = max_rows::<R>(y, t);
     let mut acc = [[0f32; LANES]; R];
     for c0 in (0..full).step_by(LANES) {
         for (r, a) in acc.iter_mut().enumerate() {
-            let (c, o) = (&y[r * t + c0..r * t + c0 + LANES], &mut out[r * ld + c0..r * ld + c0 + LANES]);
+            let c = &y[r * t + c0..r * t + c0 + LANES];
+            let mut e = [0f32; LANES];
             for i in 0..LANES {
-                let e = math::exp_bf16(c[i] - max[r]);
-                a[i] += e;
-                o[i] = crate::bf16::bf16(e);
+                e[i] = math::exp_bf16(c[i] - max[r]);
+                a[i] += e[i];
             }
+            B::round16(&e, &mut out[r * ld + c0..]);
         }
     }
     let mut sums = [0f32; R];

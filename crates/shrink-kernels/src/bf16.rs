@@ -34,6 +34,55 @@ pub fn round(x: f32) -> f32 {
     f32_of(bf16(x))
 }
 
+/// Rounds 16 values to bf16 into `out[..16]` (a kernel generic over it picks the instruction).
+pub(crate) trait Round16 {
+    fn round16(e: &[f32; 16], out: &mut [u16]);
+}
+
+/// `bf16` per value: integer ops the compiler vectorises, six per 16 values.
+pub(crate) struct Portable;
+
+impl Round16 for Portable {
+    #[inline(always)]
+    fn round16(e: &[f32; 16], out: &mut [u16]) {
+        for (o, &v) in out[..16].iter_mut().zip(e) {
+            *o = bf16(v);
+        }
+    }
+}
+
+/// AVX512-BF16's vcvtneps2bf16: the same round to nearest even in one instruction, for inputs that are normal or
+/// zero (it flushes subnormals, which `bf16` keeps). Only inside functions compiled with `avx512bf16`, on CPUs
+/// where `native()` holds.
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct Native;
+
+#[cfg(target_arch = "x86_64")]
+impl Round16 for Native {
+    #[inline(always)]
+    fn round16(e: &[f32; 16], out: &mut [u16]) {
+        use std::arch::x86_64::*;
+        assert!(out.len() >= 16);
+        // SAFETY: 16 values each side; the caller runs with avx512bf16 on a CPU that has it (see the type's doc).
+        unsafe {
+            let b = _mm512_cvtneps_pbh(_mm512_loadu_ps(e.as_ptr()));
+            _mm256_storeu_si256(out.as_mut_ptr().cast(), std::mem::transmute::<__m256bh, __m256i>(b));
+        }
+    }
+}
+
+/// The CPU has AVX512-BF16 and the AVX-512 level is in use (`SHRINK_ISA` below it turns it off).
+pub(crate) fn native() -> bool {
+    static NATIVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *NATIVE.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if crate::isa::isa() >= crate::isa::Isa::Avx512 {
+            return is_x86_feature_detected!("avx512bf16");
+        }
+        false
+    })
+}
+
 crate::multiversion!(
     /// dst[i] = bf16(src[i]).
     convert, convert_on; (src: &[f32], dst: &mut [u16]) {
