@@ -124,7 +124,7 @@ impl PackedBf16 {
     }
 }
 
-/// Pairs a column of K may have for `pack_pairs`' vectorised walk (a head dimension up to 256).
+/// Pairs of a column `pack_pairs` rounds at a time (a head dimension up to 256 in one go).
 const MAX_PAIRS: usize = 128;
 
 /// bf16(lo) | bf16(hi) << 16: one AMX pair.
@@ -155,26 +155,28 @@ crate::multiversion!(
                     }
                 }
             }
-        } else if sk == 1 && pairs <= MAX_PAIRS {
-            // K contiguous (K of one head, D down k): each column's pairs go down its tile column. Rounded in a
-            // row first, where the loads and the rounding vectorise, then stored down the column (fused, the
-            // strided stores kept it all scalar: 5% of the int8 forward).
+        } else {
+            // K down a column (K of one head, D down k): each column's pairs go down its tile column. Rounded into
+            // a row first, up to MAX_PAIRS at a time, where contiguous loads (sk = 1) and the rounding vectorise,
+            // then stored down the column (fused, the strided stores kept it all scalar: 5% of the int8 forward).
             let mut row = [0u32; MAX_PAIRS];
             for j in 0..n {
-                let col = &src[j * sn..][..2 * pairs];
-                for (w, p) in row.iter_mut().zip(col.chunks_exact(2)) {
-                    *w = pair(p[0], p[1]);
-                }
-                let dst = &mut data[(j / TILE) * panel + j % TILE..];
-                for (r, &w) in row[..pairs].iter().enumerate() {
-                    dst[r * TILE] = w;
-                }
-            }
-        } else {
-            for j in 0..n {
-                let dst = &mut data[(j / TILE) * panel + j % TILE..];
-                for r in 0..pairs {
-                    dst[r * TILE] = pair(b(2 * r, j), b(2 * r + 1, j));
+                for r0 in (0..pairs).step_by(MAX_PAIRS) {
+                    let chunk = &mut row[..MAX_PAIRS.min(pairs - r0)];
+                    if sk == 1 {
+                        let col = &src[j * sn + 2 * r0..][..2 * chunk.len()];
+                        for (w, p) in chunk.iter_mut().zip(col.chunks_exact(2)) {
+                            *w = pair(p[0], p[1]);
+                        }
+                    } else {
+                        for (i, w) in chunk.iter_mut().enumerate() {
+                            *w = pair(b(2 * (r0 + i), j), b(2 * (r0 + i) + 1, j));
+                        }
+                    }
+                    let dst = &mut data[(j / TILE) * panel + r0 * TILE + j % TILE..];
+                    for (r, &w) in chunk.iter().enumerate() {
+                        dst[r * TILE] = w;
+                    }
                 }
             }
         }

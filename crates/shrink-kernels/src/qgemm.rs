@@ -605,8 +605,7 @@ fn unit<M: Micro>(job: &Job, cb: usize, rb: usize) {
                         // the R units of this column block together bring all of it into L2.
                         let next = ((p0 + np) * w.kq).min(w.data.len());
                         let len = if job.by_columns { (w.data.len() - next).min(BLOCK_PANELS * w.kq) } else { 0 };
-                        let row_blocks = a.m.div_ceil(ROW_BLOCK);
-                        let share = len * rb / row_blocks..len * (rb + 1) / row_blocks;
+                        let share = len * rb / job.row_blocks..len * (rb + 1) / job.row_blocks;
                         let panels = I8Panels {
                             ptr: w.data.as_ptr().add(p0 * w.kq),
                             stride: w.kq,

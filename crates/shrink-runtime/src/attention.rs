@@ -63,6 +63,15 @@ impl Scratch {
             p16: Vec::new(),
         }
     }
+
+    /// Grows the f32 buffers of one query block of `block` rows against T = `t` keys, D = `d`.
+    fn reserve(&mut self, block: usize, t: usize, d: usize) {
+        for (v, n) in [(&mut self.scores, block * t), (&mut self.out, block * d), (&mut self.sums, block)] {
+            if v.len() < n {
+                v.resize(n, 0.0);
+            }
+        }
+    }
 }
 
 impl Default for Scratch {
@@ -154,13 +163,7 @@ fn head_attention(qkv: &[f32], bias: &[f32], s: &Shape, bi: usize, h: usize, emu
     let ld = 3 * c;
     let seq = &qkv[bi * t * ld..(bi + 1) * t * ld]; // (T, 3C)
     let block = QUERY_BLOCK.min(t);
-    if sc.scores.len() < block * t {
-        sc.scores.resize(block * t, 0.0);
-        sc.sums.resize(block, 0.0);
-    }
-    if sc.out.len() < block * d {
-        sc.out.resize(block * d, 0.0);
-    }
+    sc.reserve(block, t, d);
     sc.k.repack(&seq[c + h * d..], t, d, ld, 1);
     sc.v.repack(&seq[2 * c + h * d..], d, t, 1, ld);
     for q0 in (0..t).step_by(block) {
@@ -203,11 +206,7 @@ fn head_attention_amx(qkv: &[f32], bias: &[f32], s: &Shape, bi: usize, h: usize,
     let (d32, t32) = (sc.kb.k_pad(), sc.vb.k_pad());
     let block = QUERY_BLOCK.min(t);
     let block16 = block.next_multiple_of(bf16::TILE);
-    for (v, n) in [(&mut sc.scores, block * t), (&mut sc.out, block * d), (&mut sc.sums, block)] {
-        if v.len() < n {
-            v.resize(n, 0.0);
-        }
-    }
+    sc.reserve(block, t, d);
     // Rows past a short block only feed output rows that are not stored; padding columns are zeroed per row.
     for (v, n) in [(&mut sc.q16, block16 * d32), (&mut sc.p16, block16 * t32)] {
         if v.len() < n {
