@@ -1,14 +1,17 @@
-//! A model folder's file names, and writing files and folders so a failure never leaves a half-written output.
+//! A model folder's file names, and writing files and folders so a failure never leaves a half-written output
+//! (the folder rules and the swap are in `outdir`).
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
+pub use crate::outdir::OutDir;
+
 pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 /// Files copied along when a model folder is written, so the output is self-contained.
-const TOKENIZER_COMPANIONS: [&str; 4] = ["tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"];
+pub const TOKENIZER_COMPANIONS: [&str; 4] = ["tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"];
 
 /// Writes `bytes` to `path` through a temp file in the same folder and a rename, so a failure leaves no partial file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -26,27 +29,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Writes a complete model folder (config, weights, tokenizer files copied from `tokenizer_src`) into a temp folder
-/// beside `out`, then swaps it into place: a failed run never leaves a half-written model.
-pub fn write_model_dir(out: &Path, config_json: &str, weights: &[u8], tokenizer_src: &Path) -> Result<()> {
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).with_context(|| format!("{}: cannot create folder", parent.display()))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".shrink-tmp-")
-        .tempdir_in(parent)
-        .with_context(|| format!("{}: cannot create temp folder", parent.display()))?;
-    std::fs::write(tmp.path().join(CONFIG_FILE), config_json)?;
-    std::fs::write(tmp.path().join(WEIGHTS_FILE), weights)?;
-    for name in TOKENIZER_COMPANIONS {
-        let src = tokenizer_src.join(name);
-        if src.is_file() {
-            std::fs::copy(&src, tmp.path().join(name)).with_context(|| format!("{}: cannot copy", src.display()))?;
+/// Writes a complete model folder (config, weights, tokenizer files copied from `tokenizer_src`) through
+/// `OutDir::write`: a temp folder beside it, then a swap, so a failed or killed run never leaves a half-written model.
+pub fn write_model_dir(out: &OutDir, config_json: &str, weights: &[u8], tokenizer_src: &Path) -> Result<()> {
+    out.write(|tmp| {
+        std::fs::write(tmp.join(CONFIG_FILE), config_json).with_context(|| format!("{}: cannot write {CONFIG_FILE}", tmp.display()))?;
+        std::fs::write(tmp.join(WEIGHTS_FILE), weights).with_context(|| format!("{}: cannot write {WEIGHTS_FILE}", tmp.display()))?;
+        for name in TOKENIZER_COMPANIONS {
+            let src = tokenizer_src.join(name);
+            if src.is_file() {
+                std::fs::copy(&src, tmp.join(name)).with_context(|| format!("{}: cannot copy", src.display()))?;
+            }
         }
-    }
-    if out.exists() {
-        std::fs::remove_dir_all(out).with_context(|| format!("{}: cannot replace existing folder", out.display()))?;
-    }
-    let tmp_path = tmp.keep();
-    std::fs::rename(&tmp_path, out).with_context(|| format!("{}: cannot move finished folder into place", out.display()))?;
-    Ok(())
+        Ok(())
+    })
 }

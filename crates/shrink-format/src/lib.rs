@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod folder;
+pub mod outdir;
 pub mod tensors;
 pub mod tokenizer;
 

@@ -129,9 +129,9 @@ impl Bert {
     }
 
     /// Writes a self-contained HF-style folder (config, weights, tokenizer files from `tokenizer_src`).
-    pub fn save_dir(&self, out: &Path, tokenizer_src: &Path) -> Result<()> {
+    pub fn save_dir(&self, out: &checkpoint::OutDir, tokenizer_src: &Path) -> Result<()> {
         let weights = checkpoint::safetensors_bytes(&self.named_params())?;
         let cfg = serde_json::to_string_pretty(&self.config)?;
-        checkpoint::write_model_dir(out, &cfg, &weights, tokenizer_src).with_context(|| format!("saving {}", out.display()))
+        checkpoint::write_model_dir(out, &cfg, &weights, tokenizer_src).with_context(|| format!("saving {}", out.path().display()))
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use safetensors::Dtype;
-pub use shrink_format::folder::{write_atomic, write_model_dir, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
+pub use shrink_format::folder::{write_atomic, write_model_dir, OutDir, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
 use shrink_format::tensors::{self, OwnedTensor};
 use shrink_format::TensorFile;
 

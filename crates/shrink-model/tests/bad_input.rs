@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use safetensors::Dtype;
-use shrink_model::checkpoint::{safetensors_bytes, write_model_dir};
+use shrink_model::checkpoint::{safetensors_bytes, write_model_dir, OutDir};
 use shrink_model::{batch_tensors, resolve_model, Bert, TextTokenizer};
 
 fn assets_model() -> PathBuf {
@@ -56,7 +56,7 @@ fn tiny_tensors(cfg: &serde_json::Value) -> Vec<(String, Tensor)> {
 }
 
 fn write_dir(dir: &Path, cfg: &serde_json::Value, weights: &[u8]) {
-    write_model_dir(dir, &cfg.to_string(), weights, &assets_model()).unwrap();
+    write_model_dir(&OutDir::new(dir, &[], true).unwrap(), &cfg.to_string(), weights, &assets_model()).unwrap();
 }
 
 fn load_err(dir: &Path) -> String {
@@ -204,7 +204,7 @@ fn half_precision_and_prefixed_checkpoints_load_and_round_trip() {
         assert_eq!(out.dims(), &[2, 32]);
         // Round trip: save as f32 and load again gives the very same outputs.
         let again = tmp.path().join(format!("{dtype:?}-saved"));
-        m.save_dir(&again, &dir).unwrap();
+        m.save_dir(&OutDir::new(&again, &[], false).unwrap(), &dir).unwrap();
         let m2 = Bert::load_dir(&again).unwrap();
         let d: f32 = (m2.embed(&ids, &mask).unwrap() - &out).unwrap().abs().unwrap().max(1).unwrap().max(0).unwrap().to_scalar().unwrap();
         assert_eq!(d, 0.0, "{dtype:?} round trip changed outputs");

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use shrink_model::checkpoint::write_atomic;
+use shrink_model::checkpoint::{write_atomic, OutDir};
 use clap::{Parser, Subcommand, ValueEnum};
 use shrink::{bench, data, distill, embed, eval, inspect, model, prune, qat, quantize, sparsify, timing, train, vocab};
 
@@ -80,9 +80,8 @@ enum Command {
         model: String,
         #[arg(long)]
         data: PathBuf,
-        /// Output folder: a self-contained HF-style model every shrink command loads.
-        #[arg(long)]
-        out: PathBuf,
+        #[command(flatten)]
+        out: OutArgs,
         #[arg(long, default_value_t = 128)]
         max_len: usize,
         #[command(flatten)]
@@ -102,8 +101,8 @@ enum Command {
         /// Training rows (JSONL); classify needs --label-field, embedding only --text-field.
         #[arg(long)]
         data: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
+        #[command(flatten)]
+        out: OutArgs,
         #[arg(long, value_enum, default_value = "classify")]
         task: distill::Task,
         #[arg(long, default_value_t = 3)]
@@ -178,8 +177,8 @@ enum Command {
         ema_momentum: Option<f32>,
         #[arg(long)]
         data: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
+        #[command(flatten)]
+        out: OutArgs,
         /// Add KL on the fp32 model's logits (weight 1) to the cross-entropy.
         #[arg(long)]
         distill: bool,
@@ -205,8 +204,8 @@ enum Command {
         shrink quantize out/cls-move90 --scheme sparse --out out/cls-move90-runtime")]
     Sparsify {
         model: String,
-        #[arg(long)]
-        out: PathBuf,
+        #[command(flatten)]
+        out: OutArgs,
         /// Fraction of the encoder Linears' weights set to zero [default: 0.5; soft movement: set by --l1].
         #[arg(long)]
         sparsity: Option<f64>,
@@ -258,8 +257,8 @@ enum Command {
         model: String,
         #[command(flatten)]
         q: QuantArgs,
-        #[arg(long)]
-        out: PathBuf,
+        #[command(flatten)]
+        out: OutArgs,
         /// Mixed precision: promote the most sensitive sites to `--fallback` until the drop on a dev subset
         /// carved from the --calib file (disjoint from the calibration texts) is at most this many points.
         #[arg(long)]
@@ -345,8 +344,8 @@ enum Command {
         /// Fine-tuning batch of --recover.
         #[arg(long, default_value_t = 16)]
         train_batch: usize,
-        #[arg(long)]
-        out: PathBuf,
+        #[command(flatten)]
+        out: OutArgs,
     },
     /// Latency (median, p90), sequences per second, peak RSS, weights in memory and load time of a model on the runtime.
     #[command(after_help = "Example:\n  shrink --threads 1 bench out/minilm-int8 --batch 1 --seq 128 --runs 50")]
@@ -384,8 +383,8 @@ enum Command {
         /// Keep a token seen at least this many times.
         #[arg(long, default_value_t = 1)]
         min_count: usize,
-        #[arg(long)]
-        out: PathBuf,
+        #[command(flatten)]
+        out: OutArgs,
     },
 }
 
@@ -400,6 +399,26 @@ enum DataCmd {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+/// Where a command writes its model folder: `--out` and `--force`.
+#[derive(clap::Args)]
+struct OutArgs {
+    /// Output model folder (self-contained, HF-style): a new or empty folder, or with --force a model folder shrink
+    /// wrote. Never the input model, a folder holding it, or the current folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Replace --out when it holds a model folder shrink wrote (a folder holding anything else is never replaced).
+    #[arg(long)]
+    force: bool,
+}
+
+impl OutArgs {
+    /// The checked destination, before any work: `inputs` are the model folders the command reads.
+    fn dir(&self, inputs: &[&str]) -> Result<OutDir> {
+        let inputs: Vec<&Path> = inputs.iter().map(Path::new).collect();
+        OutDir::new(&self.out, &inputs, self.force)
+    }
 }
 
 /// Optimisation and data flags shared by finetune, distill and qat.
@@ -456,15 +475,6 @@ impl TrainArgs {
         let Self { epochs, lr, batch, seed, weight_decay, warmup, clip, .. } = *self;
         Ok(train::TrainOptions { epochs, batch, lr, weight_decay, warmup, clip, seed })
     }
-}
-
-/// A --out that would replace the model being read.
-fn check_out_differs(model: &str, out: &Path) -> Result<()> {
-    let same = std::fs::canonicalize(model).ok().zip(std::fs::canonicalize(out).ok()).is_some_and(|(a, b)| a == b);
-    if same {
-        bail!("--out {}: is the input model folder; write somewhere else", out.display());
-    }
-    Ok(())
 }
 
 /// How to quantize: shared by `quantize` and `sensitivity`.
@@ -708,6 +718,7 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             }
         }
         Command::Finetune { model, data: path, out, max_len, train: t } => {
+            let out = out.dir(&[&model])?;
             let opts = t.options()?;
             let (seed, limit, text_field, label_field) = (t.seed, t.limit, &t.text_field, &t.label_field);
             let mut m = model::load(&model, Some(max_len))?;
@@ -722,13 +733,13 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
                 s.max_len = Some(max_len);
             }
             tuned.save_dir(&out, &m.dir)?;
-            eprintln!("saved {}", out.display());
+            eprintln!("saved {}", out.path().display());
         }
         Command::Distill {
             teacher, data: path, out, task, student_layers, layer_map, hidden, heads, ffn, importance, importance_samples,
             ce_weight, kl_weight, temperature, hidden_weight, attn_weight, embed_weight, embed_loss, rows, train: t,
         } => {
-            check_out_differs(&teacher, &out)?;
+            let out = out.dir(&[&teacher])?;
             let classify = task == distill::Task::Classify;
             if !classify && (ce_weight.is_some_and(|w| w > 0.0) || kl_weight.is_some_and(|w| w > 0.0)) {
                 bail!("--ce-weight and --kl-weight need --task classify (the embedding task has no labels or logits)");
@@ -764,11 +775,12 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
                 train: t.options()?,
             };
             let r = distill::distill(&teacher, &path, &out, &o)?;
-            eprintln!("saved {} (epoch {}, dev {:?}, trained in {:.0} s)", out.display(), r.best_epoch, r.dev_score, r.train_seconds);
+            eprintln!("saved {} (epoch {}, dev {:?}, trained in {:.0} s)", out.path().display(), r.best_epoch, r.dev_score, r.train_seconds);
             println!("{}", serde_json::to_string(&r)?);
         }
         Command::Qat { model, scheme, embeddings, activations, ema_momentum, data: path, out, distill, temperature, fp32_out, rows, train: t } => {
-            check_out_differs(&model, &out)?;
+            let fp32_out = fp32_out.map(|p| OutDir::new(&p, &[Path::new(&model)], out.force)).transpose()?;
+            let out = out.dir(&[&model])?;
             if ema_momentum.is_some() && activations != qat::QatActs::Static {
                 bail!("--ema-momentum sets the moving average of static activation ranges: add --activations static");
             }
@@ -786,7 +798,7 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             let qat::Trained { outcome: r, summary: s, .. } = qat::qat(&model, &path, &out, &o)?;
             eprintln!(
                 "saved {} ({:.1} MB; epoch {}, dev {:?}, trained in {:.0} s)",
-                out.display(),
+                out.path().display(),
                 s.bytes_out as f64 / 1e6,
                 r.best_epoch,
                 r.dev_score,
@@ -800,6 +812,7 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             if method == sparsify::Method::SoftMovement && sparsity.is_some() {
                 bail!("--method soft-movement prunes what --l1 and --threshold decide: drop --sparsity");
             }
+            let out = out.dir(&[&model])?;
             let sparsity = sparsity.unwrap_or(0.5);
             let opts = sparsify::Options { sparsity, method, scope, nm, begin, end, score_lr, score_init, threshold, l1 };
             opts.check()?;
@@ -859,11 +872,12 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             eprintln!(
                 "{:.1}% of {weights} encoder Linear weights are zero; wrote {} (`shrink quantize {} --scheme sparse` stores it sparse)",
                 achieved * 100.0,
-                out.display(),
-                out.display()
+                out.path().display(),
+                out.path().display()
             );
         }
         Command::Quantize { model, q, out, max_drop, fallback, dev_samples, calib_repeats, report } => {
+            let out = out.dir(&[&model])?;
             let src = quantize::Source::open(&shrink_model::resolve_model(&model)?)?;
             let opts = q.options();
             opts.check()?;
@@ -901,7 +915,7 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
                 r.bytes_in as f64 / 1e6,
                 r.bytes_out as f64 / 1e6,
                 r.bytes_in as f64 / r.bytes_out as f64,
-                out.display()
+                out.path().display()
             );
         }
         Command::Sensitivity { model, task, data: path, fields, limit, q, out_dir, batch } => {
@@ -931,6 +945,7 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             eprintln!("wrote {} and {}", out.join("importance.json").display(), out.join("heads.svg").display());
         }
         Command::Prune { model, heads, ffn, layers, schedule, steps, score, recover, epochs, lr, train_batch, out } => {
+            let out = out.dir(&[&model])?;
             let m = model::load(&model, score.max_len)?;
             let opts = prune::Options { heads, ffn, layers, schedule, steps, method: score.method, batch: score.batch };
             opts.check(m.model.layers.len())?;
@@ -960,7 +975,7 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
                     "recover": match recover { Recover::None => "none".into(), r => format!("{r:?} {epochs} epochs").to_lowercase() } }),
             );
             pruned.save_dir(&out, &m.dir)?;
-            eprintln!("saved {}", out.display());
+            eprintln!("saved {}", out.path().display());
         }
         Command::Bench { model, batch, seq, runs, warmup, json } => {
             let dir = shrink_model::resolve_model(&model)?;
@@ -974,6 +989,7 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
         }
         Command::Timing { model } => timing::serve(model::load(&model, None)?)?,
         Command::TrimVocab { model, data: path, text_field, min_count, out } => {
+            let out = out.dir(&[&model])?;
             let m = model::load(&model, None)?;
             let texts = data::read_texts(&path, &text_field)?;
             let r = vocab::trim(&m.dir, &m.model, &texts, min_count, &out)?;
@@ -988,7 +1004,7 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
                 r.texts_unchanged,
                 r.table_bytes_before as f64 / 1e6,
                 r.table_bytes_after as f64 / 1e6,
-                out.display()
+                out.path().display()
             );
             println!("{}", serde_json::to_string(&r)?);
         }

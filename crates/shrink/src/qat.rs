@@ -15,7 +15,7 @@
 //! epoch's ranges as input_scale / input_zero. `--distill` adds KL on the logits of the fp32 model.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -24,6 +24,7 @@ use serde_json::json;
 use shrink_model::linear::{InputQuant, Linear, SeenRange as Seen};
 use shrink_model::{Bert, Config};
 use shrink_runtime::Site;
+use shrink_format::folder::OutDir;
 
 use crate::distill::examples::{self, Rows};
 use crate::distill::teacher::Targets;
@@ -256,7 +257,7 @@ pub struct QatOptions {
     pub rows: Rows,
     pub train: TrainOptions,
     /// Also keep the trained fp32 weights here (the exported folder is their round to nearest).
-    pub fp32_out: Option<PathBuf>,
+    pub fp32_out: Option<OutDir>,
 }
 
 /// Static activations: the moving average's default momentum (PyTorch's MovingAverageMinMaxObserver).
@@ -274,7 +275,7 @@ pub struct Trained {
 
 /// Trains `model` with fake-quantized weights (and static activations if asked) on `data`, then writes the
 /// quantized folder `out`.
-pub fn qat(model_spec: &str, data: &Path, out: &Path, o: &QatOptions) -> Result<Trained> {
+pub fn qat(model_spec: &str, data: &Path, out: &OutDir, o: &QatOptions) -> Result<Trained> {
     let m = model::load(model_spec, o.rows.max_len)?;
     let Some(labels) = m.model.config.labels().filter(|_| m.model.classifier.is_some()) else {
         bail!("{}: no classification head; QAT trains a fine-tuned classifier (shrink finetune first)", m.dir.display());
@@ -318,12 +319,13 @@ pub fn qat(model_spec: &str, data: &Path, out: &Path, o: &QatOptions) -> Result<
         let rtn = objective.score(&fq.view(&m.model)?, &splits.dev)?;
         eprintln!("dev accuracy before QAT: fp32 {fp32:.4}, fake-quantized ({}, round to nearest) {rtn:.4}", format.name);
     }
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).with_context(|| format!("{}: cannot create folder", parent.display()))?;
-    let staging = tempfile::Builder::new().prefix(".shrink-qat-").tempdir_in(parent)?;
-    let fp32_dir = o.fp32_out.clone().unwrap_or_else(|| staging.path().join("fp32"));
+    let staging = tempfile::Builder::new().prefix("shrink-qat-").tempdir().context("cannot create a temp folder")?;
+    let fp32_dir = match &o.fp32_out {
+        Some(d) => d.clone(),
+        None => OutDir::new(&staging.path().join("fp32"), &[], false)?,
+    };
     let outcome = distill::train_student(m.model.clone(), &fq, &objective, &splits, &o.train, &fp32_dir, &m.dir)?;
-    let src = quantize::Source::open(&fp32_dir)?;
+    let src = quantize::Source::open(fp32_dir.path())?;
     let plan = Plan::uniform(src.cfg.num_hidden_layers, format);
     let cal = Calibration { fixed: fq.acts().map(ActRanges::best).unwrap_or_default(), ..Calibration::default() };
     let mut recipe = quantize::recipe(&qopts, calib.len(), &cal);

@@ -17,6 +17,7 @@ use serde::Serialize;
 use serde_json::Value;
 use shrink_model::checkpoint::TOKENIZER_FILE;
 use shrink_model::{Bert, TextTokenizer};
+use shrink_format::folder::OutDir;
 
 /// Texts are tokenised whole: a longer `--max-len` at deployment must not meet tokens trimmed away.
 const NO_TRUNCATION: usize = 1 << 20;
@@ -137,7 +138,7 @@ fn select(json: &Value, tokens: &[String], seqs: &[Vec<u32>], min_count: usize) 
 }
 
 /// Writes `out`: `model` (fp32 folder) with only the tokens `texts` need. `min_count` 1 keeps every token seen.
-pub fn trim(src: &Path, model: &Bert, texts: &[String], min_count: usize, out: &Path) -> Result<Report> {
+pub fn trim(src: &Path, model: &Bert, texts: &[String], min_count: usize, out: &OutDir) -> Result<Report> {
     if min_count == 0 {
         bail!("--min-count must be at least 1 (0 would keep every token)");
     }

@@ -316,9 +316,9 @@ fn qat_static_activations_export_the_trained_ranges_and_the_runtime_computes_the
             temperature: 2.0,
             rows,
             train: train_opts,
-            fp32_out: Some(fp32.clone()),
+            fp32_out: Some(common::out_dir(&fp32)),
         };
-        let trained = shrink::qat::qat(s(teacher()), &train, &out, &o).unwrap();
+        let trained = shrink::qat::qat(s(teacher()), &train, &common::out_dir(&out), &o).unwrap();
         assert_eq!(trained.acts.len(), 6 * 4);
         // The file holds exactly the trained grids, the same for Q, K and V.
         let file = shrink_format::TensorFile::open(&out.join("model.safetensors")).unwrap();
@@ -436,7 +436,7 @@ fn narrow_student_runs_the_same_on_candle_and_runtime_and_its_projections_learn(
 
     // Saved, it loads in candle and on the runtime with the same hidden states.
     let dir = scratch().join("narrow-parity");
-    narrow.save_dir(&dir, teacher()).unwrap();
+    narrow.save_dir(&common::out_dir(&dir), teacher()).unwrap();
     let loaded = shrink_model::Bert::load_dir(&dir).unwrap();
     assert_eq!(loaded.config, narrow.config);
     let (ids, mask) = shrink::train::batch_of(&ex.iter().map(|e| e.ids.as_slice()).collect::<Vec<_>>()).unwrap();

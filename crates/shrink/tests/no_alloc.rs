@@ -8,6 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use shrink_runtime::{Engine, Options};
 
+fn out(p: &std::path::Path) -> shrink_format::folder::OutDir {
+    shrink_format::folder::OutDir::new(p, &[], false).unwrap()
+}
+
 struct Counting;
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
 
@@ -65,7 +69,7 @@ fn forward_allocates_nothing_after_warmup() {
         let dir = tmp.path().join(name);
         let mut opts = Options::new(scheme);
         opts.smooth_alpha = smooth;
-        quantize(&src, &dir, &opts, &calib, 1, None).unwrap();
+        quantize(&src, &out(&dir), &opts, &calib, 1, None).unwrap();
         dirs.push(dir);
     }
     // Pruned: layers of different widths share buffers planned for the widest.
@@ -76,14 +80,14 @@ fn forward_allocates_nothing_after_warmup() {
     let pruned = shrink::prune::prune(shrink_model::Bert::load_dir(&model()).unwrap(), &[], &opts).unwrap();
     let heads = pruned.config.layer_heads.clone().unwrap();
     assert!(heads.iter().min() < heads.iter().max(), "want layers of different widths: {heads:?}");
-    pruned.save_dir(&tmp.path().join("pruned"), &model()).unwrap();
+    pruned.save_dir(&out(&tmp.path().join("pruned")), &model()).unwrap();
     dirs.push(tmp.path().join("pruned"));
     // Unstructured: the sparse kernel's transposed-activation buffer is reused like the others.
     let mut sparse = shrink_model::Bert::load_dir(&model()).unwrap();
     let sp = shrink::sparsify::Options::magnitude(0.8, shrink::sparsify::Scope::Layer);
     shrink::sparsify::oneshot(&mut sparse, &sp).unwrap();
-    sparse.save_dir(&tmp.path().join("zeros"), &model()).unwrap();
-    quantize(&Source::open(&tmp.path().join("zeros")).unwrap(), &tmp.path().join("sparse"), &Options::new(Scheme::Sparse), &[], 1, None).unwrap();
+    sparse.save_dir(&out(&tmp.path().join("zeros")), &model()).unwrap();
+    quantize(&Source::open(&tmp.path().join("zeros")).unwrap(), &out(&tmp.path().join("sparse")), &Options::new(Scheme::Sparse), &[], 1, None).unwrap();
     dirs.push(tmp.path().join("sparse"));
     for dir in dirs {
         for threads in [1, 2] {

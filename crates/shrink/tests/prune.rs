@@ -98,8 +98,8 @@ fn cut_model_equals_the_masked_model_on_candle_and_runtime() {
 
     let tmp = tempfile::tempdir().unwrap();
     let (p, r) = (tmp.path().join("cut"), tmp.path().join("masked"));
-    pruned.save_dir(&p, &asset("models/all-MiniLM-L6-v2")).unwrap();
-    reference.save_dir(&r, &asset("models/all-MiniLM-L6-v2")).unwrap();
+    pruned.save_dir(&common::out_dir(&p), &asset("models/all-MiniLM-L6-v2")).unwrap();
+    reference.save_dir(&common::out_dir(&r), &asset("models/all-MiniLM-L6-v2")).unwrap();
     let (cut_r, masked_r) = (runtime_hidden(&p, &tok, &texts), runtime_hidden(&r, &tok, &texts));
     let d = max_diff(&cut_r, &masked_r);
     assert!(d <= MAX_CUT_VS_MASKED, "runtime: cut vs masked {d}");

@@ -16,6 +16,7 @@ use candle_core::{Tensor, Var, D};
 use rand::rngs::StdRng;
 use shrink_model::linear::Linear;
 use shrink_model::{pooling, Bert};
+use shrink_format::folder::OutDir;
 
 use crate::model;
 use crate::prune::importance::Method;
@@ -231,7 +232,7 @@ pub fn train_student(
     objective: &Objective,
     data: &Splits,
     opts: &TrainOptions,
-    out: &Path,
+    out: &OutDir,
     tokenizer_src: &Path,
 ) -> Result<Outcome> {
     let start = Instant::now();
@@ -271,7 +272,7 @@ pub struct DistillOptions {
 
 /// Distils `teacher` into a student of `o.student_layers` layers of `o.width` trained on `data`; writes the best
 /// epoch to `out`.
-pub fn distill(teacher: &str, data: &Path, out: &Path, o: &DistillOptions) -> Result<Outcome> {
+pub fn distill(teacher: &str, data: &Path, out: &OutDir, o: &DistillOptions) -> Result<Outcome> {
     let t = model::load(teacher, o.rows.max_len)?;
     let cfg_path = t.dir.join(shrink_model::checkpoint::CONFIG_FILE);
     let labels = match o.task {

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use safetensors::Dtype;
 use serde_json::json;
-use shrink_format::folder::{write_model_dir, CONFIG_FILE, WEIGHTS_FILE};
+use shrink_format::folder::{write_model_dir, OutDir, CONFIG_FILE, WEIGHTS_FILE};
 use shrink_format::tensors::{serialize, OwnedTensor};
 use shrink_format::{Config, QuantSection, TensorFile};
 use shrink_runtime::{Acts, Engine, Format, Options as EngineOptions, Site, Storage};
@@ -204,8 +204,10 @@ impl Source {
         if cfg.quantization.is_some() {
             bail!("{}: this model is already quantized; start from the fp32 folder", cfg_path.display());
         }
+        // The runtime's full loader first: whatever another command would reject (tokenizer, every tensor, every
+        // size, a head without labels) is rejected before any work, and never dropped from the output.
+        Engine::load(dir, EngineOptions { threads: 1, max_len: None }).with_context(|| format!("loading {}", dir.display()))?;
         let file = TensorFile::open(&dir.join(WEIGHTS_FILE))?;
-        cfg.check_layer_count(&file.file, |n| file.contains(n))?;
         file.check_layer_shapes(&cfg)?;
         Ok(Self { dir: dir.to_path_buf(), cfg, file })
     }
@@ -343,7 +345,7 @@ pub struct Summary {
 
 /// Writes the folder `out`: every site in `plan`'s format, with `cal`'s static ranges, smoothing and Hessians.
 /// `recipe` goes into config.json as a record of how the folder was made.
-pub fn emit(src: &Source, out: &Path, opts: &Options, plan: &Plan, cal: &Calibration, recipe: serde_json::Value) -> Result<Summary> {
+pub fn emit(src: &Source, out: &OutDir, opts: &Options, plan: &Plan, cal: &Calibration, recipe: serde_json::Value) -> Result<Summary> {
     let cfg = &src.cfg;
     let (c, v) = (cfg.hidden_size, cfg.vocab_size);
     let mut layers = BTreeMap::new();
@@ -500,7 +502,7 @@ pub fn recipe(opts: &Options, calib_texts: usize, cal: &Calibration) -> serde_js
 }
 
 /// One scheme everywhere: calibrate if it needs to, then write `out`.
-pub fn quantize(src: &Source, out: &Path, opts: &Options, calib: &[String], threads: usize, max_len: Option<usize>) -> Result<Summary> {
+pub fn quantize(src: &Source, out: &OutDir, opts: &Options, calib: &[String], threads: usize, max_len: Option<usize>) -> Result<Summary> {
     opts.check()?;
     let plan = Plan::uniform(src.cfg.num_hidden_layers, opts.format()?);
     let cal = src.calibrate(&plan, opts, calib, threads, max_len)?;

@@ -3,9 +3,10 @@
 //! holds), and the spread of the metric over disjoint calibration subsets. Every trial writes a real folder and
 //! runs it on the runtime, so what is measured is what ships.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use shrink_format::folder::OutDir;
 use serde::Serialize;
 use shrink_runtime::{Engine, Format, Options as EngineOptions};
 
@@ -39,19 +40,9 @@ pub struct Trial {
     pub file_bytes: u64,
 }
 
-/// A folder under the system temp dir, removed when dropped.
-pub struct Scratch(PathBuf);
-
-impl Scratch {
-    pub fn new(tag: &str) -> Self {
-        Self(std::env::temp_dir().join(format!("shrink-{tag}-{}", std::process::id())))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// Trial folders go under the system temp dir, removed when dropped.
+fn scratch() -> Result<tempfile::TempDir> {
+    tempfile::Builder::new().prefix("shrink-trials-").tempdir().context("cannot create a temp folder for the trials")
 }
 
 /// Where trials run.
@@ -70,7 +61,8 @@ impl Bench<'_> {
     pub fn trial(&self, plan: &Plan, cal: Option<&Calibration>) -> Result<Trial> {
         let out = self.scratch.join("trial");
         let cal = cal.unwrap_or(self.cal);
-        let summary = emit(self.src, &out, self.opts, plan, cal, serde_json::Value::Null)?;
+        // Each trial replaces the previous one in this run's own scratch folder.
+        let summary = emit(self.src, &OutDir::new(&out, &[], true)?, self.opts, plan, cal, serde_json::Value::Null)?;
         let mut engine = Engine::load(&out, EngineOptions { threads: self.threads, max_len: self.max_len })?;
         let got = self.dev.data.run(&mut engine, self.dev.batch)?;
         let base = &self.dev.base;
@@ -265,7 +257,7 @@ impl Spread {
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     src: &Source,
-    out: &Path,
+    out: &OutDir,
     opts: &Options,
     subsets: &[Vec<String>],
     dev: &Dev,
@@ -279,8 +271,8 @@ pub fn run(
     let low = opts.format()?;
     let uniform = Plan::uniform(layers, low);
     let cal = src.calibrate(&uniform, opts, &subsets[0], threads, max_len)?;
-    let scratch = Scratch::new("quantize");
-    let bench = Bench { src, opts, cal: &cal, dev, threads, max_len, scratch: &scratch.0 };
+    let scratch = scratch()?;
+    let bench = Bench { src, opts, cal: &cal, dev, threads, max_len, scratch: scratch.path() };
     let metric = match dev.data.task() {
         crate::eval::Task::Classify => "accuracy",
         crate::eval::Task::Retrieval => "MRR@10",
@@ -357,8 +349,8 @@ pub fn sensitivity_report(
     let low = opts.format()?;
     let layers = src.cfg.num_hidden_layers;
     let cal = src.calibrate(&Plan::uniform(layers, low), opts, calib, threads, max_len)?;
-    let scratch = Scratch::new("sensitivity");
-    let bench = Bench { src, opts, cal: &cal, dev, threads, max_len, scratch: &scratch.0 };
+    let scratch = scratch()?;
+    let bench = Bench { src, opts, cal: &cal, dev, threads, max_len, scratch: scratch.path() };
     let sens = sensitivity(&bench, layers, low)?;
     let metric = match dev.data.task() {
         crate::eval::Task::Classify => "accuracy",

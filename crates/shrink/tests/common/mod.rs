@@ -19,6 +19,11 @@ pub fn model() -> String {
     asset("models/all-MiniLM-L6-v2").display().to_string()
 }
 
+/// A checked destination for a library call that writes a model folder.
+pub fn out_dir(p: &std::path::Path) -> shrink_format::folder::OutDir {
+    shrink_format::folder::OutDir::new(p, &[], false).unwrap()
+}
+
 pub fn shrink(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shrink")).args(args).env("SHRINK_NO_PROGRESS", "1").output().expect("run shrink")
 }
