@@ -24,7 +24,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -149,19 +148,15 @@ def git_info():
 
 def ensure_shrink_int8(binary, model_dir, out_dir):
     """Runs `shrink quantize` when the folder is missing or older than the binary (whose format may
-    have changed); into a temporary sibling first, so a failed run leaves no half-written folder."""
+    have changed); shrink replaces a folder it wrote in one step (--force), so a failed run leaves the old one."""
     out = Path(out_dir)
     if out.is_dir() and any(out.iterdir()) and out.stat().st_mtime >= Path(binary).stat().st_mtime:
         return
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [binary, "quantize", str(model_dir), "--scheme", "int8-dynamic", "--out", str(tmp)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [binary, "quantize", str(model_dir), "--scheme", "int8-dynamic", "--out", str(out), "--force"]
     print(f"making shrink int8 model {out}:", " ".join(cmd), flush=True)
     if subprocess.run(cmd).returncode != 0:
         raise SystemExit(f"`{' '.join(cmd)}` failed; make {out} by hand or pass --precisions fp32")
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)  # its mtime is that of its last file written, newer than the binary
 
 
 def fmt(x, digits=1):

@@ -20,21 +20,21 @@ threads=()
 
 "$shrink" inspect "$base" --seq "$max_len"
 start=$(date +%s)
-"$shrink" finetune "$base" --data "$data/train.jsonl" --out "$out" --max-len "$max_len" --epochs "${EPOCHS:-3}" "${threads[@]}"
+"$shrink" finetune "$base" --data "$data/train.jsonl" --out "$out" --force --max-len "$max_len" --epochs "${EPOCHS:-3}" "${threads[@]}"
 train_s=$(( $(date +%s) - start ))
 calib=(--calib "$data/train.jsonl" --calib-samples 256)
 for m in "$out" "$base"; do
   name="$m"; [[ "$m" == "$base" ]] && name=out/minilm
-  "$shrink" quantize "$m" --scheme int8-dynamic --out "$name-int8"
-  "$shrink" quantize "$m" --scheme int8-static --observer minmax "${calib[@]}" --out "$name-int8-static" "${threads[@]}"
-  "$shrink" quantize "$m" --scheme int4 --group 32 --gptq --act-order --embeddings int4 "${calib[@]}" --out "$name-int4" "${threads[@]}"
+  "$shrink" quantize "$m" --scheme int8-dynamic --out "$name-int8" --force
+  "$shrink" quantize "$m" --scheme int8-static --observer minmax "${calib[@]}" --out "$name-int8-static" --force "${threads[@]}"
+  "$shrink" quantize "$m" --scheme int4 --group 32 --gptq --act-order --embeddings int4 "${calib[@]}" --out "$name-int4" --force "${threads[@]}"
 done
 
 # Structured pruning of the classifier: half its heads and FFN neurons cut out, one epoch of recovery; then only the
 # tokens the training texts use twice or more (the token table is most of what is left), then int8.
-"$shrink" prune "$out" --heads 0.5 --ffn 0.5 --data "$data/train.jsonl" --recover finetune --epochs 1 --out "$out-pruned" "${threads[@]}"
-"$shrink" trim-vocab "$out-pruned" --data "$data/train.jsonl" --min-count 2 --out "$out-pruned-vocab"
-"$shrink" quantize "$out-pruned-vocab" --scheme int8-dynamic --embeddings int8 --out "$out-pruned-vocab-int8"
+"$shrink" prune "$out" --heads 0.5 --ffn 0.5 --data "$data/train.jsonl" --recover finetune --epochs 1 --out "$out-pruned" --force "${threads[@]}"
+"$shrink" trim-vocab "$out-pruned" --data "$data/train.jsonl" --min-count 2 --out "$out-pruned-vocab" --force
+"$shrink" quantize "$out-pruned-vocab" --scheme int8-dynamic --embeddings int8 --out "$out-pruned-vocab-int8" --force
 
 eval_json() { "$shrink" eval "$1" --task "$2" --data "$data/test.jsonl" --json "${threads[@]}"; }
 bench_json() { "$shrink" --threads 1 bench "$1" --batch 1 --seq "$max_len" --runs 30 --json; }
