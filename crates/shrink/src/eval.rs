@@ -77,16 +77,18 @@ pub fn classify_metrics(labels: &[String], gold: &[usize], pred: &[usize]) -> Cl
     }
 }
 
-/// Label logits (L) per text.
-pub fn logits(engine: &mut Engine, texts: &[String], batch: usize) -> Result<Vec<Vec<f32>>> {
+/// Label logits (L) per text; `path`: the file the texts are rows of, for errors.
+pub fn logits(engine: &mut Engine, path: &Path, texts: &[String], batch: usize) -> Result<Vec<Vec<f32>>> {
     let Some(l) = engine.labels().map(|l| l.len()) else {
         bail!("{}: no classification head (fine-tune it with `shrink finetune` first)", engine.dir.display());
     };
     let pb = progress::bar(texts.len(), "classify");
     let mut out = Vec::with_capacity(texts.len());
-    for chunk in texts.chunks(batch.max(1)) {
+    let batch = batch.max(1);
+    for (c, chunk) in texts.chunks(batch).enumerate() {
         let b = engine.tokenizer.batch(chunk)?;
-        out.extend(engine.logits_batch(&b)?.chunks_exact(l).map(<[f32]>::to_vec)); // (B, L)
+        let logits = engine.logits_batch(&b).map_err(|e| data::name_text(e, path, texts, |k| c * batch + k))?;
+        out.extend(logits.chunks_exact(l).map(<[f32]>::to_vec)); // (B, L)
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
@@ -126,7 +128,7 @@ impl Default for Fields {
 
 /// A task's inputs, read from JSONL rows.
 pub enum TaskData {
-    Retrieval { queries: Vec<String>, docs: Vec<String> },
+    Retrieval { queries: Vec<String>, docs: Vec<String>, path: PathBuf },
     Classify { texts: Vec<String>, labels: Vec<String>, path: PathBuf },
 }
 
@@ -144,7 +146,11 @@ impl TaskData {
     pub fn from_rows(task: Task, path: &Path, rows: &[serde_json::Map<String, serde_json::Value>], f: &Fields) -> Result<Self> {
         Ok(match task {
             Task::Retrieval => {
-                Self::Retrieval { queries: data::field(path, rows, &f.query_field)?, docs: data::field(path, rows, &f.doc_field)? }
+                Self::Retrieval {
+                    queries: data::field(path, rows, &f.query_field)?,
+                    docs: data::field(path, rows, &f.doc_field)?,
+                    path: path.to_path_buf(),
+                }
             }
             Task::Classify => Self::Classify {
                 texts: data::field(path, rows, &f.text_field)?,
@@ -163,14 +169,14 @@ impl TaskData {
 
     pub fn run(&self, engine: &mut Engine, batch: usize) -> Result<Outcome> {
         match self {
-            Self::Retrieval { queries, docs } => {
-                let q = embed::embed_texts(engine, queries, batch, "queries")?;
-                let d = embed::embed_texts(engine, docs, batch, "docs")?;
+            Self::Retrieval { queries, docs, path } => {
+                let q = embed::embed_texts(engine, path, queries, batch, "queries")?;
+                let d = embed::embed_texts(engine, path, docs, batch, "docs")?;
                 let r = retrieval_metrics(&q, &d);
                 Ok(Outcome { score: r.mrr_at_10, report: serde_json::to_value(r)?, outputs: d, confusion: None })
             }
             Self::Classify { texts, labels: gold, path } => {
-                let logits = logits(engine, texts, batch)?;
+                let logits = logits(engine, path, texts, batch)?;
                 let labels = engine.labels().unwrap_or_default();
                 let gold = gold
                     .iter()

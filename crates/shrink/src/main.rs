@@ -681,10 +681,11 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             }
         }
         Command::Embed { model, input, output, text_field, max_len, batch } => {
+            let format = embed::OutputFormat::of(&output)?;
             let texts = data::read_texts(&input, &text_field)?;
             let mut engine = model::engine(&model, max_len, threads)?;
-            let emb = embed::embed_texts(&mut engine, &texts, batch, "embed")?;
-            embed::write_embeddings(&output, &emb)?;
+            let emb = embed::embed_texts(&mut engine, &input, &texts, batch, "embed")?;
+            embed::write_embeddings(&output, format, &emb)?;
             eprintln!("wrote {} embeddings of {} dims to {}", emb.len(), emb[0].len(), output.display());
         }
         Command::Eval { model, task, data: path, fields, max_len, batch, json, compare } => {
@@ -694,9 +695,16 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             let mut outcome = task_data.run(&mut engine, batch)?;
             if let Some(reference) = compare {
                 let base = task_data.run(&mut model::engine(&reference, max_len, threads)?, batch)?;
-                outcome.report["output_error"] = eval::output_error(&base.outputs, &outcome.outputs).into();
+                let mut moved = vec![("output_error", eval::output_error(&base.outputs, &outcome.outputs))];
                 if task == eval::Task::Retrieval {
-                    outcome.report["mean_cosine"] = eval::mean_cosine(&base.outputs, &outcome.outputs).into();
+                    moved.push(("mean_cosine", eval::mean_cosine(&base.outputs, &outcome.outputs)));
+                }
+                for (name, v) in moved {
+                    // JSON has no NaN: it would print as null and look like a measurement.
+                    if !v.is_finite() {
+                        bail!("--compare {reference}: {name} is {v}; the outputs of {model} and {reference} cannot be compared");
+                    }
+                    outcome.report[name] = v.into();
                 }
                 outcome.report["reference_score"] = base.score.into();
             }
