@@ -22,14 +22,20 @@ pub struct RetrievalReport {
 }
 
 /// queries[i] is relevant to docs[i] only. Both sets are unit vectors, so the dot product is the cosine.
+/// Ties count against the query: rank = 1 + the other docs scoring at least its own (BBC test holds duplicated
+/// bodies, and constant embeddings must score nothing, not everything). NaN never wins: a NaN own score ranks
+/// last (n), a NaN score of another doc counts against.
 pub fn retrieval_metrics(queries: &[Vec<f32>], docs: &[Vec<f32>]) -> RetrievalReport {
     let n = queries.len();
     let (mut r1, mut r10, mut mrr) = (0.0, 0.0, 0.0);
     for (i, q) in queries.iter().enumerate() {
         let dot = |d: &Vec<f32>| q.iter().zip(d).map(|(a, b)| a * b).sum::<f32>();
         let own = dot(&docs[i]);
-        // Rank = 1 + docs scoring strictly higher (exact float ties do not occur in practice).
-        let rank = 1 + docs.iter().enumerate().filter(|&(j, d)| j != i && dot(d) > own).count();
+        let rank = if own.is_finite() {
+            1 + docs.iter().enumerate().filter(|&(j, d)| j != i && !(dot(d) < own)).count()
+        } else {
+            n
+        };
         r1 += f64::from(rank == 1);
         r10 += f64::from(rank <= 10);
         if rank <= 10 {
@@ -230,6 +236,28 @@ mod tests {
         assert!((r.recall_at_1 - 2.0 / 3.0).abs() < 1e-9);
         assert!((r.recall_at_10 - 1.0).abs() < 1e-9);
         assert!((r.mrr_at_10 - (1.0 + 0.5 + 1.0) / 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn retrieval_ties_and_nan_count_against_the_query() {
+        let (x, y) = (vec![1.0f32, 0.0], vec![0.0f32, 1.0]);
+        // Docs 0 and 1 are the same text (BBC test's duplicated bodies): queries 0 and 1 each tie the other's doc
+        // and rank 2; query 2 is alone on top.
+        let r = retrieval_metrics(&[x.clone(), x.clone(), y.clone()], &[x.clone(), x.clone(), y.clone()]);
+        assert_eq!(r.recall_at_1, 1.0 / 3.0);
+        assert!((r.mrr_at_10 - (0.5 + 0.5 + 1.0) / 3.0).abs() < 1e-12);
+        // Constant embeddings: every doc ties, so every query ranks last (n).
+        let r = retrieval_metrics(&vec![x.clone(); 3], &vec![x.clone(); 3]);
+        assert_eq!((r.recall_at_1, r.recall_at_10), (0.0, 1.0));
+        assert!((r.mrr_at_10 - 1.0 / 3.0).abs() < 1e-12);
+        let r = retrieval_metrics(&vec![x.clone(); 12], &vec![x.clone(); 12]);
+        assert_eq!((r.recall_at_1, r.recall_at_10, r.mrr_at_10), (0.0, 0.0, 0.0));
+        // NaN embeddings score nothing; a NaN doc counts against a query whose own score is finite.
+        let nan = vec![f32::NAN; 2];
+        let r = retrieval_metrics(&vec![nan.clone(); 12], &vec![nan.clone(); 12]);
+        assert_eq!((r.recall_at_1, r.recall_at_10, r.mrr_at_10), (0.0, 0.0, 0.0));
+        let r = retrieval_metrics(&[x.clone(), x.clone()], &[x.clone(), nan]);
+        assert_eq!((r.recall_at_1, r.recall_at_10, r.mrr_at_10), (0.0, 1.0, 0.5)); // both rank 2 of 2
     }
 
     #[test]

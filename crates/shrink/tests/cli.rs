@@ -177,12 +177,14 @@ fn retrieval_on_bbc_test() {
     let r: serde_json::Value =
         serde_json::from_str(&ok(&["eval", &model(), "--task", "retrieval", "--data", test.to_str().unwrap(), "--json"])).unwrap();
     assert_eq!(r["n"], 448);
-    // PyTorch (transformers BertModel, same truncation and pooling) on this file: bench/retrieval_reference.py.
+    // Measured by shrink with ties against the query (391 / 446 of 448 queries). The file's duplicated bodies tie
+    // exactly: giving those ties to the query scored recall@1 0.904 and MRR@10 0.941, and PyTorch with ties broken
+    // by document index 0.888 / 0.933 (issue 14), so this pins a regression, not a peer.
     // One query moves recall by 1/448; float ties between near-identical scores may flip one.
     let one_query = 1.0 / 448.0 + 1e-9;
-    for (metric, want) in [("recall@1", 0.904_017_9), ("recall@10", 0.995_535_7), ("mrr@10", 0.941_374_4)] {
+    for (metric, want) in [("recall@1", 0.872_767_9), ("recall@10", 0.995_535_7), ("mrr@10", 0.925_005_3)] {
         let got = r[metric].as_f64().unwrap();
-        assert!((got - want).abs() <= one_query, "{metric}: {got} vs PyTorch {want}");
+        assert!((got - want).abs() <= one_query, "{metric}: {got} vs {want}");
     }
 }
 
