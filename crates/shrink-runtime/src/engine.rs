@@ -37,7 +37,7 @@ pub struct NonFinite {
 impl NonFinite {
     /// What went wrong, without the batch position.
     pub fn reason(&self) -> String {
-        format!("its {} is not finite (NaN or infinity): the forward pass overflowed or the weights hold NaN", self.output)
+        format!("NaN or infinity in its {}: the forward pass overflowed or the weights hold NaN", self.output)
     }
 
     /// The first row of `rows` (B rows of `width`) holding a non-finite value.
