@@ -5,7 +5,7 @@ cosine and retrieval), file size and latency in one table per model.
 Models (bench/ptq_models.py MODELS): the BBC classifiers fine-tuned at 128 and 32 tokens (accuracy and macro F1 on
 test.jsonl at their max_len) and the base all-MiniLM-L6-v2 (mean cosine of the test bodies' embeddings to
 PyTorch fp32, and retrieval as `shrink eval --task retrieval` defines it: each title ranks all bodies by cosine,
-rank = 1 + bodies scoring strictly above its own; recall@1, recall@10, MRR@10; 128 tokens).
+rank = 1 + other bodies scoring at least its own, ties against the query; recall@1, recall@10, MRR@10; 128 tokens).
 
   ORT side     the exports and quantize_dynamic / quantize_static (QDQ) models bench/ptq_models.py builds,
                evaluated in this process one text at a time (batch 1: ORT's dynamic quantization takes one
@@ -117,7 +117,9 @@ def classify_metrics(labels, gold, pred):
 def retrieval_metrics(q, d):
     """q[i] is relevant to d[i] only; both L2-normalised."""
     s = q @ d.T
-    rank = 1 + (s > np.diag(s)[:, None]).sum(1)
+    own = np.diag(s)
+    # As `shrink eval`: ties count against the query, its own body included in the count; NaN never wins.
+    rank = np.where(np.isfinite(own), (~(s < own[:, None])).sum(1), len(q))
     mrr = np.where(rank <= 10, 1.0 / rank, 0.0)
     return {"recall@1": float((rank == 1).mean()), "recall@10": float((rank <= 10).mean()),
             "mrr@10": float(mrr.mean()), "n": len(q)}

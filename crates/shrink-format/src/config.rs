@@ -132,6 +132,11 @@ impl Config {
                 bail!("{name} must be positive");
             }
         }
+        // LayerNorm divides by sqrt(var + eps): eps <= 0 can take the root of a negative (NaN), a huge one flattens
+        // every hidden state to its bias. `!(..)` also rejects NaN.
+        if !(self.layer_norm_eps > 0.0 && self.layer_norm_eps < 1.0) {
+            bail!("layer_norm_eps is {:?}; it must be finite, above 0 and below 1 (BERT uses 1e-12)", self.layer_norm_eps);
+        }
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             bail!("hidden_size {} is not a multiple of num_attention_heads {}", self.hidden_size, self.num_attention_heads);
         }

@@ -30,8 +30,8 @@ impl TextTokenizer {
         if !file.is_file() {
             bail!("{}: tokenizer missing (a model folder needs tokenizer.json)", file.display());
         }
-        if max_len < 2 {
-            bail!("max length {max_len} leaves no room for text between [CLS] and [SEP]");
+        if max_len < 3 {
+            bail!("max length (--max-len) {max_len} leaves no room for text: [CLS] and [SEP] take 2 tokens, so at least 3");
         }
         let mut inner =
             Tokenizer::from_file(&file).map_err(|e| anyhow!("{}: cannot read tokenizer: {e}", file.display()))?;

@@ -23,6 +23,40 @@ impl Default for Options {
     }
 }
 
+/// A text of the batch whose output holds NaN or infinity: the forward pass overflowed (weights too large) or the
+/// weights hold NaN. Returned by `embed_batch` / `logits_batch` (and so `embed` / `classify`) instead of the numbers,
+/// which would otherwise rank or classify as if they meant something; callers map `item` back to their row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NonFinite {
+    /// Index of the text in the batch (0-based).
+    pub item: usize,
+    /// "embedding" or "logits".
+    pub output: &'static str,
+}
+
+impl NonFinite {
+    /// What went wrong, without the batch position.
+    pub fn reason(&self) -> String {
+        format!("NaN or infinity in its {}: the forward pass overflowed or the weights hold NaN", self.output)
+    }
+
+    /// The first row of `rows` (B rows of `width`) holding a non-finite value.
+    fn check(rows: &[f32], width: usize, output: &'static str) -> Result<()> {
+        match rows.chunks_exact(width.max(1)).position(|r| !r.iter().all(|v| v.is_finite())) {
+            Some(item) => Err(Self { item, output }.into()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "text {} of the batch: {}", self.item + 1, self.reason())
+    }
+}
+
+impl std::error::Error for NonFinite {}
+
 /// One classified text.
 #[derive(Clone, Debug)]
 pub struct Prediction {
@@ -107,7 +141,8 @@ impl Engine {
         self.run(&batch.ids, &batch.mask, batch.b, batch.t, Some(obs))
     }
 
-    /// Sentence embeddings: mean over real tokens, L2-normalised; (B, C) row-major.
+    /// Sentence embeddings: mean over real tokens, L2-normalised; (B, C) row-major. A row that is not finite is a
+    /// `NonFinite` error.
     pub fn embed_batch(&mut self, batch: &Batch) -> Result<&[f32]> {
         self.run(&batch.ids, &batch.mask, batch.b, batch.t, None)?;
         let c = self.config.hidden_size;
@@ -117,10 +152,11 @@ impl Engine {
             let inv = 1.0 / row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
             row.iter_mut().for_each(|v| *v *= inv);
         }
+        NonFinite::check(pooled, c, "embedding")?;
         Ok(pooled)
     }
 
-    /// Classifier logits (B, L) from the mean-pooled output.
+    /// Classifier logits (B, L) from the mean-pooled output. A row that is not finite is a `NonFinite` error.
     pub fn logits_batch(&mut self, batch: &Batch) -> Result<&[f32]> {
         if self.model.classifier.is_none() {
             bail!("{}: this model has no classification head (fine-tune it with `shrink finetune` first)", self.dir.display());
@@ -129,7 +165,9 @@ impl Engine {
         self.model.pool(&batch.mask, batch.b, batch.t, &mut self.bufs);
         self.model.head(batch.b, &mut self.bufs)?;
         let l = self.model.classifier.as_ref().map_or(0, |h| h.n());
-        Ok(&self.bufs.logits[..batch.b * l])
+        let logits = &self.bufs.logits[..batch.b * l];
+        NonFinite::check(logits, l, "logits")?;
+        Ok(logits)
     }
 
     /// One embedding per text.

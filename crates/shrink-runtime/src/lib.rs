@@ -16,7 +16,7 @@ pub mod linear;
 mod model;
 mod norm;
 
-pub use engine::{Engine, Options, Prediction};
+pub use engine::{Engine, NonFinite, Options, Prediction};
 pub use linear::{Acts, Format, Storage, FORMATS};
 pub use model::{Observer, Site};
 pub use shrink_format::{Batch, Config};

@@ -110,6 +110,23 @@ pub fn field(path: &Path, rows: &[serde_json::Map<String, serde_json::Value>], n
         .collect()
 }
 
+/// `e`, when it is the runtime's `NonFinite` for batch item k, as an error naming the text: `path`, its row
+/// (`row_of(k)`, 0-based into `texts`) and how it starts. Any other error comes back unchanged.
+pub fn name_text(e: anyhow::Error, path: &Path, texts: &[String], row_of: impl Fn(usize) -> usize) -> anyhow::Error {
+    let Some(bad) = e.downcast_ref::<shrink_runtime::NonFinite>() else { return e };
+    let i = row_of(bad.item);
+    anyhow!("{}: row {} ({}): {}", path.display(), i + 1, text_start(&texts[i]), bad.reason())
+}
+
+/// The first 40 characters of a text, quoted, for error messages.
+pub fn text_start(text: &str) -> String {
+    let mut s: String = text.chars().take(40).collect();
+    if s.len() < text.len() {
+        s.push('…');
+    }
+    format!("{s:?}")
+}
+
 /// A seeded random sample of `n` rows in their original order (all rows when `n` is None or too large).
 pub fn sample<T: Clone>(rows: Vec<T>, n: Option<usize>, seed: u64) -> Vec<T> {
     use rand::{seq::index, SeedableRng};

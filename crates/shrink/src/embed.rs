@@ -6,15 +6,15 @@ use anyhow::{bail, Result};
 use shrink_model::tokenizer::pad;
 use shrink_runtime::Engine;
 
-use crate::progress;
+use crate::{data, progress};
 
 /// Mean-pooled, L2-normalised embeddings (N, C) in input order. Texts are batched by token length so little
-/// padding is computed.
-pub fn embed_texts(engine: &mut Engine, texts: &[String], batch: usize, what: &str) -> Result<Vec<Vec<f32>>> {
+/// padding is computed. `path`: the file the texts are rows of, for errors.
+pub fn embed_texts(engine: &mut Engine, path: &Path, texts: &[String], batch: usize, what: &str) -> Result<Vec<Vec<f32>>> {
     let encoded = texts
         .iter()
         .enumerate()
-        .map(|(i, t)| engine.tokenizer.encode(t).map_err(|e| e.context(format!("text {}", i + 1))))
+        .map(|(i, t)| engine.tokenizer.encode(t).map_err(|e| e.context(format!("{}: row {}", path.display(), i + 1))))
         .collect::<Result<Vec<_>>>()?;
     let c = engine.config.hidden_size;
     let mut order: Vec<usize> = (0..texts.len()).collect();
@@ -23,7 +23,7 @@ pub fn embed_texts(engine: &mut Engine, texts: &[String], batch: usize, what: &s
     let pb = progress::bar(texts.len(), what);
     for chunk in order.chunks(batch.max(1)) {
         let seqs: Vec<Vec<u32>> = chunk.iter().map(|&i| encoded[i].clone()).collect();
-        let emb = engine.embed_batch(&pad(&seqs, 0))?; // (B, C)
+        let emb = engine.embed_batch(&pad(&seqs, 0)).map_err(|e| data::name_text(e, path, texts, |k| chunk[k]))?; // (B, C)
         for (&i, e) in chunk.iter().zip(emb.chunks_exact(c)) {
             out[i] = e.to_vec();
         }
@@ -33,11 +33,31 @@ pub fn embed_texts(engine: &mut Engine, texts: &[String], batch: usize, what: &s
     Ok(out)
 }
 
-/// `.npy` (float32, shape (N, C)) or JSONL (`{"embedding": [...]}` per line), chosen by extension; atomic.
-pub fn write_embeddings(path: &Path, rows: &[Vec<f32>]) -> Result<()> {
-    let bytes = match path.extension().and_then(|e| e.to_str()) {
-        Some("npy") => npy_bytes(rows)?,
-        Some("jsonl") => {
+/// What `embed` writes, chosen by the output's extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// float32, shape (N, C).
+    Npy,
+    /// `{"embedding": [...]}` per line.
+    Jsonl,
+}
+
+impl OutputFormat {
+    /// From `path`'s extension; checked before anything is computed.
+    pub fn of(path: &Path) -> Result<Self> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("npy") => Ok(Self::Npy),
+            Some("jsonl") => Ok(Self::Jsonl),
+            _ => bail!("{}: output must end in .jsonl or .npy", path.display()),
+        }
+    }
+}
+
+/// Writes `rows` to `path` as `format`, atomically.
+pub fn write_embeddings(path: &Path, format: OutputFormat, rows: &[Vec<f32>]) -> Result<()> {
+    let bytes = match format {
+        OutputFormat::Npy => npy_bytes(rows)?,
+        OutputFormat::Jsonl => {
             let mut s = String::new();
             for r in rows {
                 s.push_str(&serde_json::to_string(&serde_json::json!({ "embedding": r }))?);
@@ -45,7 +65,6 @@ pub fn write_embeddings(path: &Path, rows: &[Vec<f32>]) -> Result<()> {
             }
             s.into_bytes()
         }
-        _ => bail!("{}: output must end in .jsonl or .npy", path.display()),
     };
     shrink_model::checkpoint::write_atomic(path, &bytes)
 }

@@ -22,14 +22,20 @@ pub struct RetrievalReport {
 }
 
 /// queries[i] is relevant to docs[i] only. Both sets are unit vectors, so the dot product is the cosine.
+/// Ties count against the query: rank = 1 + the other docs scoring at least its own (BBC test holds duplicated
+/// bodies, and constant embeddings must score nothing, not everything). NaN never wins: a NaN own score ranks
+/// last (n), a NaN score of another doc counts against.
 pub fn retrieval_metrics(queries: &[Vec<f32>], docs: &[Vec<f32>]) -> RetrievalReport {
     let n = queries.len();
     let (mut r1, mut r10, mut mrr) = (0.0, 0.0, 0.0);
     for (i, q) in queries.iter().enumerate() {
         let dot = |d: &Vec<f32>| q.iter().zip(d).map(|(a, b)| a * b).sum::<f32>();
         let own = dot(&docs[i]);
-        // Rank = 1 + docs scoring strictly higher (exact float ties do not occur in practice).
-        let rank = 1 + docs.iter().enumerate().filter(|&(j, d)| j != i && dot(d) > own).count();
+        let rank = if own.is_finite() {
+            1 + docs.iter().enumerate().filter(|&(j, d)| j != i && !(dot(d) < own)).count()
+        } else {
+            n
+        };
         r1 += f64::from(rank == 1);
         r10 += f64::from(rank <= 10);
         if rank <= 10 {
@@ -77,16 +83,18 @@ pub fn classify_metrics(labels: &[String], gold: &[usize], pred: &[usize]) -> Cl
     }
 }
 
-/// Label logits (L) per text.
-pub fn logits(engine: &mut Engine, texts: &[String], batch: usize) -> Result<Vec<Vec<f32>>> {
+/// Label logits (L) per text; `path`: the file the texts are rows of, for errors.
+pub fn logits(engine: &mut Engine, path: &Path, texts: &[String], batch: usize) -> Result<Vec<Vec<f32>>> {
     let Some(l) = engine.labels().map(|l| l.len()) else {
         bail!("{}: no classification head (fine-tune it with `shrink finetune` first)", engine.dir.display());
     };
     let pb = progress::bar(texts.len(), "classify");
     let mut out = Vec::with_capacity(texts.len());
-    for chunk in texts.chunks(batch.max(1)) {
+    let batch = batch.max(1);
+    for (c, chunk) in texts.chunks(batch).enumerate() {
         let b = engine.tokenizer.batch(chunk)?;
-        out.extend(engine.logits_batch(&b)?.chunks_exact(l).map(<[f32]>::to_vec)); // (B, L)
+        let logits = engine.logits_batch(&b).map_err(|e| data::name_text(e, path, texts, |k| c * batch + k))?;
+        out.extend(logits.chunks_exact(l).map(<[f32]>::to_vec)); // (B, L)
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
@@ -126,7 +134,7 @@ impl Default for Fields {
 
 /// A task's inputs, read from JSONL rows.
 pub enum TaskData {
-    Retrieval { queries: Vec<String>, docs: Vec<String> },
+    Retrieval { queries: Vec<String>, docs: Vec<String>, path: PathBuf },
     Classify { texts: Vec<String>, labels: Vec<String>, path: PathBuf },
 }
 
@@ -144,7 +152,11 @@ impl TaskData {
     pub fn from_rows(task: Task, path: &Path, rows: &[serde_json::Map<String, serde_json::Value>], f: &Fields) -> Result<Self> {
         Ok(match task {
             Task::Retrieval => {
-                Self::Retrieval { queries: data::field(path, rows, &f.query_field)?, docs: data::field(path, rows, &f.doc_field)? }
+                Self::Retrieval {
+                    queries: data::field(path, rows, &f.query_field)?,
+                    docs: data::field(path, rows, &f.doc_field)?,
+                    path: path.to_path_buf(),
+                }
             }
             Task::Classify => Self::Classify {
                 texts: data::field(path, rows, &f.text_field)?,
@@ -163,14 +175,14 @@ impl TaskData {
 
     pub fn run(&self, engine: &mut Engine, batch: usize) -> Result<Outcome> {
         match self {
-            Self::Retrieval { queries, docs } => {
-                let q = embed::embed_texts(engine, queries, batch, "queries")?;
-                let d = embed::embed_texts(engine, docs, batch, "docs")?;
+            Self::Retrieval { queries, docs, path } => {
+                let q = embed::embed_texts(engine, path, queries, batch, "queries")?;
+                let d = embed::embed_texts(engine, path, docs, batch, "docs")?;
                 let r = retrieval_metrics(&q, &d);
                 Ok(Outcome { score: r.mrr_at_10, report: serde_json::to_value(r)?, outputs: d, confusion: None })
             }
             Self::Classify { texts, labels: gold, path } => {
-                let logits = logits(engine, texts, batch)?;
+                let logits = logits(engine, path, texts, batch)?;
                 let labels = engine.labels().unwrap_or_default();
                 let gold = gold
                     .iter()
@@ -224,6 +236,28 @@ mod tests {
         assert!((r.recall_at_1 - 2.0 / 3.0).abs() < 1e-9);
         assert!((r.recall_at_10 - 1.0).abs() < 1e-9);
         assert!((r.mrr_at_10 - (1.0 + 0.5 + 1.0) / 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn retrieval_ties_and_nan_count_against_the_query() {
+        let (x, y) = (vec![1.0f32, 0.0], vec![0.0f32, 1.0]);
+        // Docs 0 and 1 are the same text (BBC test's duplicated bodies): queries 0 and 1 each tie the other's doc
+        // and rank 2; query 2 is alone on top.
+        let r = retrieval_metrics(&[x.clone(), x.clone(), y.clone()], &[x.clone(), x.clone(), y.clone()]);
+        assert_eq!(r.recall_at_1, 1.0 / 3.0);
+        assert!((r.mrr_at_10 - (0.5 + 0.5 + 1.0) / 3.0).abs() < 1e-12);
+        // Constant embeddings: every doc ties, so every query ranks last (n).
+        let r = retrieval_metrics(&vec![x.clone(); 3], &vec![x.clone(); 3]);
+        assert_eq!((r.recall_at_1, r.recall_at_10), (0.0, 1.0));
+        assert!((r.mrr_at_10 - 1.0 / 3.0).abs() < 1e-12);
+        let r = retrieval_metrics(&vec![x.clone(); 12], &vec![x.clone(); 12]);
+        assert_eq!((r.recall_at_1, r.recall_at_10, r.mrr_at_10), (0.0, 0.0, 0.0));
+        // NaN embeddings score nothing; a NaN doc counts against a query whose own score is finite.
+        let nan = vec![f32::NAN; 2];
+        let r = retrieval_metrics(&vec![nan.clone(); 12], &vec![nan.clone(); 12]);
+        assert_eq!((r.recall_at_1, r.recall_at_10, r.mrr_at_10), (0.0, 0.0, 0.0));
+        let r = retrieval_metrics(&[x.clone(), x.clone()], &[x.clone(), nan]);
+        assert_eq!((r.recall_at_1, r.recall_at_10, r.mrr_at_10), (0.0, 1.0, 0.5)); // both rank 2 of 2
     }
 
     #[test]

@@ -473,7 +473,9 @@ impl TrainArgs {
             bail!("--epochs and --batch must be at least 1");
         }
         let Self { epochs, lr, batch, seed, weight_decay, warmup, clip, .. } = *self;
-        Ok(train::TrainOptions { epochs, batch, lr, weight_decay, warmup, clip, seed })
+        let o = train::TrainOptions { epochs, batch, lr, weight_decay, warmup, clip, seed };
+        o.check()?;
+        Ok(o)
     }
 }
 
@@ -563,6 +565,9 @@ struct ScoreArgs {
 impl ScoreArgs {
     /// All of --data as (ids, label) in a seeded random order (empty without --data); `m`'s labels index them.
     fn examples(&self, m: &model::Loaded) -> Result<Vec<(Vec<u32>, u32)>> {
+        if self.samples == 0 {
+            bail!("--samples 0: importance is measured on at least 1 row");
+        }
         let Some(path) = &self.data else { return Ok(Vec::new()) };
         let Some(labels) = m.model.config.labels() else {
             bail!("{}: the model has no id2label; --data needs a fine-tuned classifier", m.dir.join("config.json").display());
@@ -590,8 +595,11 @@ enum ObserverArg {
 }
 
 impl QuantArgs {
-    fn options(&self) -> quantize::Options {
+    fn options(&self) -> Result<quantize::Options> {
         use quantize::observer::Method;
+        if self.calib_samples == 0 {
+            bail!("--calib-samples 0: calibration needs at least 1 text");
+        }
         let mut o = quantize::Options::new(self.scheme);
         o.embeddings = self.embeddings.unwrap_or(match self.scheme {
             quantize::Scheme::Fp16 => quantize::EmbeddingStorage::Fp16,
@@ -610,7 +618,7 @@ impl QuantArgs {
         o.smooth_alpha = self.smooth_alpha;
         o.attention = self.attention;
         o.gptq = self.gptq.then_some(quantize::gptq::GptqOptions { damp: self.damp, act_order: self.act_order, ..Default::default() });
-        o
+        Ok(o)
     }
 
     /// The --calib rows in a seeded random order (empty without --calib).
@@ -683,10 +691,11 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             }
         }
         Command::Embed { model, input, output, text_field, max_len, batch } => {
+            let format = embed::OutputFormat::of(&output)?;
             let texts = data::read_texts(&input, &text_field)?;
             let mut engine = model::engine(&model, max_len, threads)?;
-            let emb = embed::embed_texts(&mut engine, &texts, batch, "embed")?;
-            embed::write_embeddings(&output, &emb)?;
+            let emb = embed::embed_texts(&mut engine, &input, &texts, batch, "embed")?;
+            embed::write_embeddings(&output, format, &emb)?;
             eprintln!("wrote {} embeddings of {} dims to {}", emb.len(), emb[0].len(), output.display());
         }
         Command::Eval { model, task, data: path, fields, max_len, batch, json, compare } => {
@@ -696,9 +705,16 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             let mut outcome = task_data.run(&mut engine, batch)?;
             if let Some(reference) = compare {
                 let base = task_data.run(&mut model::engine(&reference, max_len, threads)?, batch)?;
-                outcome.report["output_error"] = eval::output_error(&base.outputs, &outcome.outputs).into();
+                let mut moved = vec![("output_error", eval::output_error(&base.outputs, &outcome.outputs))];
                 if task == eval::Task::Retrieval {
-                    outcome.report["mean_cosine"] = eval::mean_cosine(&base.outputs, &outcome.outputs).into();
+                    moved.push(("mean_cosine", eval::mean_cosine(&base.outputs, &outcome.outputs)));
+                }
+                for (name, v) in moved {
+                    // JSON has no NaN: it would print as null and look like a measurement.
+                    if !v.is_finite() {
+                        bail!("--compare {reference}: {name} is {v}; the outputs of {model} and {reference} cannot be compared");
+                    }
+                    outcome.report[name] = v.into();
                 }
                 outcome.report["reference_score"] = base.score.into();
             }
@@ -747,8 +763,8 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             if classify && embed_weight.is_some_and(|w| w > 0.0) {
                 bail!("--embed-weight needs --task embedding");
             }
-            if temperature <= 0.0 {
-                bail!("--temperature {temperature}: must be positive");
+            if !(temperature.is_finite() && temperature > 0.0) {
+                bail!("--temperature {temperature}: must be a finite number above 0");
             }
             let on = |w: Option<f64>, default: f64, active: bool| if active { w.unwrap_or(default) } else { 0.0 };
             let weights = distill::LossWeights {
@@ -816,6 +832,7 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             let sparsity = sparsity.unwrap_or(0.5);
             let opts = sparsify::Options { sparsity, method, scope, nm, begin, end, score_lr, score_init, threshold, l1 };
             opts.check()?;
+            let topts = t.options()?;
             let mut m = model::load(&model, max_len)?;
             let pruned = match &path {
                 None => {
@@ -850,7 +867,7 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
                         sparsify::Method::SoftMovement => eprintln!("soft movement pruning while fine-tuning on {} examples", examples.len()),
                         _ => eprintln!("pruning to {:.0}% while fine-tuning on {} examples", opts.target() * 100.0, examples.len()),
                     }
-                    sparsify::gradual(m.model, &examples, &t.options()?, &opts, teacher.as_deref())?
+                    sparsify::gradual(m.model, &examples, &topts, &opts, teacher.as_deref())?
                 }
             };
             let (achieved, weights) = sparsify::measured_sparsity(&pruned)?;
@@ -879,9 +896,15 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
         Command::Quantize { model, q, out, max_drop, fallback, dev_samples, calib_repeats, report } => {
             let out = out.dir(&[&model])?;
             let src = quantize::Source::open(&shrink_model::resolve_model(&model)?)?;
-            let opts = q.options();
+            let opts = q.options()?;
             opts.check()?;
             let rows = q.calib_rows()?;
+            if let Some(d) = max_drop.filter(|d| !(d.is_finite() && *d >= 0.0)) {
+                bail!("--max-drop {d}: the allowed drop must be a finite number of points >= 0");
+            }
+            if dev_samples == 0 {
+                bail!("--dev-samples 0: the dev subset needs at least 1 row");
+            }
             let (n, repeats) = (q.calib_samples, calib_repeats.max(1));
             let wants_dev = max_drop.is_some() || repeats > 1;
             if wants_dev && q.calib.is_none() {
@@ -920,7 +943,7 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
         }
         Command::Sensitivity { model, task, data: path, fields, limit, q, out_dir, batch } => {
             let src = quantize::Source::open(&shrink_model::resolve_model(&model)?)?;
-            let opts = q.options();
+            let opts = q.options()?;
             opts.check()?;
             let mut rows = data::read_jsonl(&path)?;
             rows.truncate(limit.unwrap_or(rows.len()));
@@ -952,10 +975,11 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
             if recover != Recover::None && score.data.is_none() {
                 bail!("--recover trains on --data: pass --data FILE.jsonl");
             }
+            let topts = train::TrainOptions { epochs, batch: train_batch, lr, weight_decay: 0.01, warmup: 0.1, clip: 1.0, seed: score.seed };
+            topts.check()?;
             let examples = score.examples(&m)?;
             let sample = &examples[..score.samples.min(examples.len())];
             let mut pruned = prune::prune(m.model, sample, &opts)?;
-            let topts = train::TrainOptions { epochs, batch: train_batch, lr, weight_decay: 0.01, warmup: 0.1, clip: 1.0, seed: score.seed };
             match recover {
                 Recover::None => {}
                 Recover::Finetune => pruned = train::finetune(pruned, &examples, &topts, None)?,

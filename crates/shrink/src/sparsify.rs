@@ -98,8 +98,8 @@ impl Options {
         if !(self.threshold > 0.0 && self.threshold < 1.0) {
             bail!("--threshold {} must be in (0, 1)", self.threshold);
         }
-        if !(self.score_lr > 0.0 && self.l1 >= 0.0) {
-            bail!("--score-lr {} must be > 0 and --l1 {} >= 0", self.score_lr, self.l1);
+        if !(self.score_lr.is_finite() && self.score_lr > 0.0 && self.l1.is_finite() && self.l1 >= 0.0) {
+            bail!("--score-lr {} must be finite and > 0, and --l1 {} finite and >= 0", self.score_lr, self.l1);
         }
         Ok(())
     }

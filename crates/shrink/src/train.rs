@@ -2,7 +2,7 @@
 //! seeded shuffling and dropout, and the epoch loop (`fit`) each objective plugs its batch loss into.
 //! `finetune` is the plain case: mean pooling + linear head, cross-entropy.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use rand::rngs::StdRng;
@@ -25,6 +25,25 @@ pub struct TrainOptions {
     /// Global gradient-norm clip (0 = off).
     pub clip: f64,
     pub seed: u64,
+}
+
+impl TrainOptions {
+    /// The optimiser's numbers, named by their flags: a NaN or infinite one would train a NaN model.
+    pub fn check(&self) -> Result<()> {
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!("--lr {}: the learning rate must be a finite number above 0", self.lr);
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            bail!("--weight-decay {}: must be a finite number >= 0", self.weight_decay);
+        }
+        if !(0.0..=1.0).contains(&self.warmup) {
+            bail!("--warmup {}: the warm-up fraction of the steps must be in [0, 1]", self.warmup);
+        }
+        if !(self.clip.is_finite() && self.clip >= 0.0) {
+            bail!("--clip {}: the gradient-norm clip must be a finite number >= 0 (0 = off)", self.clip);
+        }
+        Ok(())
+    }
 }
 
 /// Runs inside every training step: may stand another model in for the forward (masked weights, say) and add a term
@@ -135,11 +154,18 @@ impl Trainer {
             loss.parts.push((name, p.to_scalar::<f32>()?));
             loss.total = (loss.total + p)?;
         }
+        // Before any update: a NaN step would leave a NaN model to save.
+        let total = loss.total.to_scalar::<f32>()?;
+        if !total.is_finite() {
+            bail!("loss is {total}: training diverged (lower --lr?)");
+        }
         let grads = loss.total.backward()?;
         if let Some(h) = hook.as_deref_mut() {
             h.before_update(self.step, &self.params, &grads)?;
         }
-        let scale = if self.clip > 0.0 { clip_scale(&grads, self.params.iter().chain(&self.extra), self.clip)? } else { 1.0 };
+        // Measured even with clipping off: a finite loss can still have NaN gradients.
+        let norm = grad_norm(&grads, self.params.iter().chain(&self.extra))?;
+        let scale = if self.clip > 0.0 && norm > self.clip { (self.clip / (norm + 1e-6)) as f32 } else { 1.0 };
         self.optim.lr = self.schedule.at(self.step);
         self.optim.step(&grads, scale)?;
         if let Some(h) = hook {
@@ -193,8 +219,8 @@ pub fn examples(
         .collect()
 }
 
-/// Factor that brings the global L2 norm of the gradients down to `max_norm` (1 when already below).
-fn clip_scale<'a>(grads: &GradStore, params: impl Iterator<Item = &'a (String, Var)>, max_norm: f64) -> Result<f32> {
+/// The global L2 norm of the gradients; not finite is an error.
+fn grad_norm<'a>(grads: &GradStore, params: impl Iterator<Item = &'a (String, Var)>) -> Result<f64> {
     let mut sq = 0f64;
     for (_, v) in params {
         if let Some(g) = grads.get(v.as_tensor()) {
@@ -207,7 +233,7 @@ fn clip_scale<'a>(grads: &GradStore, params: impl Iterator<Item = &'a (String, V
     if !norm.is_finite() {
         bail!("gradient norm is {norm}: training diverged (lower --lr?)");
     }
-    Ok(if norm > max_norm { (max_norm / (norm + 1e-6)) as f32 } else { 1.0 })
+    Ok(norm)
 }
 
 /// Running means of the loss parts over an epoch.
@@ -253,9 +279,12 @@ pub fn fit(
         order.shuffle(&mut shuffle_rng);
         let pb = progress::bar(steps_per_epoch, &format!("epoch {}/{}", epoch + 1, opts.epochs));
         let mut means = PartMeans::default();
-        for chunk in order.chunks(opts.batch) {
+        for (step, chunk) in order.chunks(opts.batch).enumerate() {
             let hook = hook.as_mut().map(|h| &mut **h as &mut dyn StepHook);
-            means.add(&trainer.step(|m, rng| batch_loss(m, chunk, rng), hook)?);
+            let parts = trainer
+                .step(|m, rng| batch_loss(m, chunk, rng), hook)
+                .with_context(|| format!("epoch {}/{}, step {}/{steps_per_epoch}", epoch + 1, opts.epochs, step + 1))?;
+            means.add(&parts);
             pb.set_message(means.render());
             pb.inc(1);
         }

@@ -177,12 +177,14 @@ fn retrieval_on_bbc_test() {
     let r: serde_json::Value =
         serde_json::from_str(&ok(&["eval", &model(), "--task", "retrieval", "--data", test.to_str().unwrap(), "--json"])).unwrap();
     assert_eq!(r["n"], 448);
-    // PyTorch (transformers BertModel, same truncation and pooling) on this file: bench/retrieval_reference.py.
+    // Measured by shrink with ties against the query (391 / 446 of 448 queries). The file's duplicated bodies tie
+    // exactly: giving those ties to the query scored recall@1 0.904 and MRR@10 0.941, and PyTorch with ties broken
+    // by document index 0.888 / 0.933 (issue 14), so this pins a regression, not a peer.
     // One query moves recall by 1/448; float ties between near-identical scores may flip one.
     let one_query = 1.0 / 448.0 + 1e-9;
-    for (metric, want) in [("recall@1", 0.904_017_9), ("recall@10", 0.995_535_7), ("mrr@10", 0.941_374_4)] {
+    for (metric, want) in [("recall@1", 0.872_767_9), ("recall@10", 0.995_535_7), ("mrr@10", 0.925_005_3)] {
         let got = r[metric].as_f64().unwrap();
-        assert!((got - want).abs() <= one_query, "{metric}: {got} vs PyTorch {want}");
+        assert!((got - want).abs() <= one_query, "{metric}: {got} vs {want}");
     }
 }
 
@@ -215,4 +217,120 @@ fn short_finetune_learns_bbc_topics() {
     let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["id2label"]["3"], "sports");
     assert_eq!(cfg["shrink"]["max_len"], 32);
+}
+
+/// A model folder in `dir` beside the real one: its tokenizer, `config` (edited by the caller) and `weights` (the
+/// real file linked when None).
+fn model_copy(dir: &Path, config: serde_json::Value, weights: Option<std::collections::HashMap<String, Tensor>>) -> String {
+    let src = asset("models/all-MiniLM-L6-v2");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(src.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    match weights {
+        Some(w) => candle_core::safetensors::save(&w, dir.join("model.safetensors")).unwrap(),
+        None => std::os::unix::fs::symlink(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap(),
+    }
+    dir.display().to_string()
+}
+
+fn base_config() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(asset("models/all-MiniLM-L6-v2/config.json")).unwrap()).unwrap()
+}
+
+/// Four labelled rows whose second title and text are the shortest: texts are batched by length, so it is the
+/// first one run, and the one an all-NaN model is reported on.
+fn tiny_data(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let rows = [
+        ("Markets rally as the central bank holds rates", "business"),
+        ("Short", "sports"),
+        ("A new phone with a folding screen goes on sale", "tech"),
+        ("The film festival opens with a premiere tonight", "entertainment"),
+    ];
+    let jsonl: Vec<String> = rows
+        .iter()
+        .map(|(t, l)| serde_json::json!({"title": t, "body": format!("{t}."), "text": t, "label": l}).to_string())
+        .collect();
+    let (data, txt) = (dir.join("tiny.jsonl"), dir.join("tiny.txt"));
+    std::fs::write(&data, jsonl.join("\n")).unwrap();
+    std::fs::write(&txt, rows.map(|r| r.0).join("\n")).unwrap();
+    (data, txt)
+}
+
+/// Issue 14: broken models used to score recall@1 = MRR@10 = 1.0 (NaN or constant embeddings won every tie) and
+/// `embed` wrote NaN as null. Each is now an error naming the cause, and nothing is written.
+#[test]
+fn broken_models_fail_instead_of_scoring() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, txt) = tiny_data(tmp.path());
+    let (data, txt) = (data.to_str().unwrap(), txt.to_str().unwrap());
+    // [CLS][SEP] alone: every text would embed the same.
+    let err = fails(&["eval", &model(), "--task", "retrieval", "--data", data, "--max-len", "2"]);
+    assert!(err.contains("--max-len) 2") && err.contains("at least 3"), "{err}");
+    for eps in ["-1", "1e300"] {
+        let mut cfg = base_config();
+        cfg["layer_norm_eps"] = serde_json::from_str(eps).unwrap();
+        let dir = model_copy(&tmp.path().join(format!("eps{eps}")), cfg, None);
+        let err = fails(&["eval", &dir, "--task", "retrieval", "--data", data]);
+        assert!(err.contains("config.json") && err.contains("layer_norm_eps"), "{eps}: {err}");
+    }
+    // Finite weights whose forward pass overflows: the embeddings LayerNorm scales every hidden value by 3e38.
+    let mut w = candle_core::safetensors::load(asset("models/all-MiniLM-L6-v2/model.safetensors"), &Device::Cpu).unwrap();
+    w.insert("embeddings.LayerNorm.weight".into(), Tensor::full(3e38f32, 384, &Device::Cpu).unwrap());
+    let huge = model_copy(&tmp.path().join("huge"), base_config(), Some(w.clone()));
+    let out = tmp.path().join("e.npy");
+    let err = fails(&["embed", &huge, "--input", txt, "--output", out.to_str().unwrap()]);
+    assert!(err.contains("tiny.txt: row 2 (\"Short\")") && err.contains("NaN or infinity in its embedding"), "{err}");
+    assert!(!out.exists());
+    let err = fails(&["eval", &huge, "--task", "retrieval", "--data", data]);
+    assert!(err.contains("tiny.jsonl: row 2 (\"Short\")") && err.contains("NaN or infinity in its embedding"), "{err}");
+    // The same encoder with a classification head: texts run in file order, so row 1 is the first reported.
+    let mut cfg = base_config();
+    cfg["shrink"] = serde_json::json!({"pooling": "mean", "head": "classifier"});
+    cfg["id2label"] = serde_json::json!({"0": "business", "1": "entertainment", "2": "sports", "3": "tech"});
+    w.insert("classifier.weight".into(), Tensor::zeros((4, 384), candle_core::DType::F32, &Device::Cpu).unwrap());
+    w.insert("classifier.bias".into(), Tensor::zeros(4, candle_core::DType::F32, &Device::Cpu).unwrap());
+    let huge_clf = model_copy(&tmp.path().join("huge-clf"), cfg, Some(w));
+    let err = fails(&["eval", &huge_clf, "--task", "classify", "--data", data]);
+    assert!(err.contains("tiny.jsonl: row 1 (\"Markets rally as the central bank holds …\")") && err.contains("NaN or infinity in its logits"), "{err}");
+    // Training on it: the first loss is NaN, and the run stops before saving.
+    let clf = tmp.path().join("clf");
+    let err = fails(&["finetune", &huge, "--data", data, "--out", clf.to_str().unwrap(), "--epochs", "1", "--max-len", "16"]);
+    assert!(err.contains("epoch 1/1, step 1/1: loss is NaN"), "{err}");
+    assert!(!clf.exists());
+}
+
+/// Numbers that cannot mean anything are refused before any work, naming the flag.
+#[test]
+fn non_finite_and_empty_settings_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, _) = tiny_data(tmp.path());
+    let data = data.to_str().unwrap();
+    let out = tmp.path().join("out");
+    let (m, o) = (model(), out.to_str().unwrap());
+    // Checked before the model or the input is opened.
+    let err = fails(&["embed", "/no/such/model", "--input", "/no/such/texts.txt", "--output", "x.txt"]);
+    assert!(err.contains("x.txt: output must end in .jsonl or .npy"), "{err}");
+    let train = |extra: &[&str]| {
+        let mut args = vec!["finetune", &m, "--data", data, "--out", o, "--epochs", "1", "--max-len", "16"];
+        args.extend_from_slice(extra);
+        fails(&args)
+    };
+    for (flag, v) in [("--lr", "NaN"), ("--lr", "inf"), ("--weight-decay", "NaN"), ("--warmup", "1.5"), ("--clip", "-1")] {
+        let err = train(&[&format!("{flag}={v}")]);
+        assert!(err.contains(&format!("{flag} {v}")), "{flag} {v}: {err}");
+    }
+    let calib = asset("data/bbc/train.jsonl");
+    let quant = |extra: &[&str]| {
+        let mut args = vec!["quantize", &m, "--scheme", "int8-static", "--calib", calib.to_str().unwrap(), "--out", o];
+        args.extend_from_slice(extra);
+        fails(&args)
+    };
+    assert!(quant(&["--calib-samples", "0"]).contains("--calib-samples 0: calibration needs at least 1 text"));
+    assert!(quant(&["--max-drop", "NaN"]).contains("--max-drop NaN"));
+    assert!(quant(&["--max-drop", "1", "--dev-samples", "0"]).contains("--dev-samples 0"));
+    let err = fails(&["importance", &m, "--data", data, "--samples", "0", "--out", o]);
+    assert!(err.contains("--samples 0"), "{err}");
+    let err = fails(&["sparsify", &m, "--data", data, "--method", "movement", "--score-lr", "inf", "--out", o]);
+    assert!(err.contains("--score-lr inf"), "{err}");
+    assert!(!out.exists());
 }

@@ -9,7 +9,7 @@ use shrink_runtime::{Engine, Options};
 const MAX_CORPUS_EMBEDDING_DIFF: f32 = 1e-6;
 /// A text outside a 300-article corpus splits its unseen words into smaller kept pieces: its embedding moves, but
 /// stays close on average (measured 0.92 over 20 test articles; with all 1777 train articles as the corpus, 0.988
-/// over the 448 test rows, and retrieval MRR@10 0.946 vs 0.941).
+/// over the 448 test rows, and retrieval MRR@10 0.929 vs 0.925).
 const MIN_HELD_OUT_MEAN_COSINE: f32 = 0.85;
 
 fn texts(file: &str, field: &str, n: usize) -> Vec<String> {
