@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use shrink_model::tokenizer::pad;
 use shrink_runtime::Engine;
 
@@ -23,7 +23,9 @@ pub fn embed_texts(engine: &mut Engine, texts: &[String], batch: usize, what: &s
     let pb = progress::bar(texts.len(), what);
     for chunk in order.chunks(batch.max(1)) {
         let seqs: Vec<Vec<u32>> = chunk.iter().map(|&i| encoded[i].clone()).collect();
-        let emb = engine.embed_batch(&pad(&seqs, 0))?; // (B, C)
+        // Sequence i of an error is the i-th of these texts.
+        let numbers = || chunk.iter().map(|i| (i + 1).to_string()).collect::<Vec<_>>().join(", ");
+        let emb = engine.embed_batch(&pad(&seqs, 0)).with_context(|| format!("texts {}", numbers()))?; // (B, C)
         for (&i, e) in chunk.iter().zip(emb.chunks_exact(c)) {
             out[i] = e.to_vec();
         }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use shrink_runtime::Engine;
 
@@ -84,9 +84,11 @@ pub fn logits(engine: &mut Engine, texts: &[String], batch: usize) -> Result<Vec
     };
     let pb = progress::bar(texts.len(), "classify");
     let mut out = Vec::with_capacity(texts.len());
-    for chunk in texts.chunks(batch.max(1)) {
-        let b = engine.tokenizer.batch(chunk)?;
-        out.extend(engine.logits_batch(&b)?.chunks_exact(l).map(<[f32]>::to_vec)); // (B, L)
+    for (n, chunk) in texts.chunks(batch.max(1)).enumerate() {
+        let first = n * batch.max(1) + 1;
+        let which = || format!("texts {first}..={}", first + chunk.len() - 1);
+        let b = engine.tokenizer.batch(chunk).with_context(which)?;
+        out.extend(engine.logits_batch(&b).with_context(which)?.chunks_exact(l).map(<[f32]>::to_vec)); // (B, L)
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();

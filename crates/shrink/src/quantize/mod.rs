@@ -24,7 +24,7 @@ use serde_json::json;
 use shrink_format::folder::{write_model_dir, CONFIG_FILE, WEIGHTS_FILE};
 use shrink_format::tensors::{serialize, OwnedTensor};
 use shrink_format::{Config, QuantSection, TensorFile};
-use shrink_runtime::{Acts, Engine, Format, Options as EngineOptions, Site, Storage};
+use shrink_runtime::{Acts, Engine, Format, Site, Storage};
 use shrink_kernels::spmm::SparseF32;
 
 use calib::{Calibration, Needs, SiteKey, Smoothing};
@@ -241,7 +241,7 @@ impl Source {
 
     /// The fp32 engine the calibration runs on.
     pub fn engine(&self, threads: usize, max_len: Option<usize>) -> Result<Engine> {
-        Engine::load(&self.dir, EngineOptions { threads, max_len })
+        Engine::load(&self.dir, crate::model::engine_options(threads, max_len))
     }
 
     /// Runs the calibration `plan` needs (nothing when it needs none).

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use serde::Serialize;
-use shrink_runtime::{Engine, Format, Options as EngineOptions};
+use shrink_runtime::{Engine, Format};
 
 use super::calib::{Calibration, SiteKey};
 use super::{emit, Options, Plan, Source};
@@ -71,7 +71,7 @@ impl Bench<'_> {
         let out = self.scratch.join("trial");
         let cal = cal.unwrap_or(self.cal);
         let summary = emit(self.src, &out, self.opts, plan, cal, serde_json::Value::Null)?;
-        let mut engine = Engine::load(&out, EngineOptions { threads: self.threads, max_len: self.max_len })?;
+        let mut engine = Engine::load(&out, crate::model::engine_options(self.threads, self.max_len))?;
         let got = self.dev.data.run(&mut engine, self.dev.batch)?;
         let base = &self.dev.base;
         Ok(Trial {
