@@ -108,7 +108,7 @@ fn default_pos_type() -> String {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read config", path.display()))?;
+        let text = crate::folder::read_regular(path, "config")?;
         let cfg: Config =
             serde_json::from_str(&text).with_context(|| format!("{}: not a valid BERT config.json", path.display()))?;
         cfg.validate().with_context(|| format!("{}: unsupported config", path.display()))?;
@@ -195,6 +195,19 @@ impl Config {
     /// F_l: FFN width of layer `l`.
     pub fn ffn(&self, l: usize) -> usize {
         self.layer_intermediate_sizes.as_ref().map_or(self.intermediate_size, |v| v[l])
+    }
+
+    /// Every encoder Linear as (layer, HF name, N outputs, K inputs) in checkpoint order, with each layer's own widths.
+    pub fn encoder_linears(&self) -> Vec<(usize, String, usize, usize)> {
+        let c = self.hidden_size;
+        (0..self.num_hidden_layers)
+            .flat_map(|l| {
+                let (a, f) = (self.attention_width(l), self.ffn(l));
+                [("attention.self.query", a, c), ("attention.self.key", a, c), ("attention.self.value", a, c),
+                 ("attention.output.dense", c, a), ("intermediate.dense", f, c), ("output.dense", c, f)]
+                    .map(|(name, n, k)| (l, format!("encoder.layer.{l}.{name}"), n, k))
+            })
+            .collect()
     }
 
     /// Label names in index order, when the checkpoint carries a classification head.

@@ -44,3 +44,30 @@ pub fn write_model_dir(out: &OutDir, config_json: &str, weights: &[u8], tokenize
         Ok(())
     })
 }
+
+/// Opens a file of a model folder for reading, refusing anything but a regular file (a symlink to one is fine):
+/// opening a FIFO blocks until some writer appears, and a device may never end. Opened non-blocking and checked on
+/// the open handle, so nothing can be swapped in between the check and the read.
+pub fn open_regular(path: &Path, what: &str) -> Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_NONBLOCK); // no effect on a regular file's reads
+    }
+    let file = opts.open(path).with_context(|| format!("{}: cannot open {what}", path.display()))?;
+    let meta = file.metadata().with_context(|| format!("{}: cannot read {what}", path.display()))?;
+    if !meta.is_file() {
+        anyhow::bail!("{}: {what} is not a regular file (a FIFO, device or folder cannot hold it)", path.display());
+    }
+    Ok(file)
+}
+
+/// The whole of a regular file (`open_regular`) as UTF-8 text.
+pub fn read_regular(path: &Path, what: &str) -> Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    open_regular(path, what)?.read_to_string(&mut text).with_context(|| format!("{}: cannot read {what}", path.display()))?;
+    Ok(text)
+}

@@ -12,31 +12,70 @@ use safetensors::{Dtype, SafeTensors};
 
 pub struct TensorFile {
     pub file: PathBuf,
-    map: memmap2::Mmap,
-    /// Normalised name -> (dtype, shape, byte range in `map`).
+    bytes: Bytes,
+    /// Normalised name -> (dtype, shape, byte range in `bytes`).
     index: HashMap<String, (Dtype, Vec<usize>, std::ops::Range<usize>)>,
 }
 
+/// How a weights file is held after it is opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Load {
+    /// Memory-mapped: pages are shared with the page cache and read when first used. The file must not shrink
+    /// while it is open: touching a page past its new end kills the process with SIGBUS.
+    #[default]
+    Map,
+    /// Read whole into memory: after `open` the process no longer depends on the file.
+    Copy,
+}
+
+enum Bytes {
+    Mapped(memmap2::Mmap),
+    Copied(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            Bytes::Copied(v) => v,
+        }
+    }
+}
+
 impl TensorFile {
+    /// Maps `file` (`Load::Map`).
     pub fn open(file: &Path) -> Result<Self> {
-        let f = std::fs::File::open(file).with_context(|| format!("{}: cannot open weights", file.display()))?;
-        // SAFETY: read-only map; model files are not modified while a model is loaded.
-        let map = unsafe { memmap2::Mmap::map(&f) }.with_context(|| format!("{}: cannot map weights", file.display()))?;
-        let bad = |e: safetensors::SafeTensorError| {
-            anyhow!("{}: not a valid safetensors file (truncated or corrupt?): {e}", file.display())
+        Self::open_with(file, Load::Map)
+    }
+
+    pub fn open_with(file: &Path, load: Load) -> Result<Self> {
+        let f = crate::folder::open_regular(file, "weights")?;
+        let bytes = match load {
+            // SAFETY: read-only map; see `Load::Map` for what a file shrinking under it does.
+            Load::Map => Bytes::Mapped(
+                unsafe { memmap2::Mmap::map(&f) }.with_context(|| format!("{}: cannot map weights", file.display()))?,
+            ),
+            Load::Copy => Bytes::Copied(read_all(f).with_context(|| format!("{}: cannot read weights", file.display()))?),
         };
-        SafeTensors::deserialize(&map).map_err(bad)?; // bounds and overlap checks
-        let (header, meta) = SafeTensors::read_metadata(&map).map_err(bad)?;
-        let base = 8 + header;
-        let index = meta
-            .tensors()
-            .into_iter()
-            .map(|(name, info)| {
-                let (s, e) = info.data_offsets;
-                (normalize_name(&name), (info.dtype, info.shape.clone(), base + s..base + e))
-            })
-            .collect();
-        Ok(Self { file: file.to_path_buf(), map, index })
+        let bad = |e: String| anyhow!("{}: not a valid safetensors file (truncated or corrupt?): {e}", file.display());
+        let (base, mut tensors) = header(&bytes).map_err(bad)?;
+        SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?; // whatever `header` does not check
+        // Two spellings of one tensor (`bert.X` and `X`, `.gamma` and `.weight`) would leave which one is used to the
+        // hash order: refused, naming both. Sorted, so the same file always gives the same message.
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut index = HashMap::new();
+        let mut spelling: HashMap<String, String> = HashMap::new();
+        for (name, info) in tensors {
+            let key = normalize_name(&name);
+            if let Some(first) = spelling.get(&key) {
+                bail!("{}: tensors {first} and {name} are both {key} (drop one of them)", file.display());
+            }
+            let (s, e) = info.data_offsets;
+            index.insert(key.clone(), (info.dtype, info.shape, base + s..base + e));
+            spelling.insert(key, name);
+        }
+        Ok(Self { file: file.to_path_buf(), bytes, index })
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -62,7 +101,7 @@ impl TensorFile {
         if got != shape {
             bail!("{}: tensor {name} has shape {got:?} but config.json implies {shape:?}", self.file.display());
         }
-        Ok((*dtype, &self.map[range.clone()]))
+        Ok((*dtype, &self.bytes[range.clone()]))
     }
 
     /// A floating tensor as f32, borrowed straight from the map when it is stored as aligned F32.
@@ -120,26 +159,34 @@ impl TensorFile {
 
 impl TensorFile {
     /// Checks every encoder Linear against the per-layer widths config.json gives (pruned layers have their own
-    /// H_l and F_l): biases [N], weights [N, K] (packed int4: [N, K/2]). The error names the file, tensor and layer.
+    /// H_l and F_l): biases [N], weights [N, K] (packed int4: [N, K/2]; sparse: kept values [nnz] with a mask
+    /// [N, ceil(K/8)] or indices [nnz] + row counts [N]). The error names the file, tensor and layer.
     pub fn check_layer_shapes(&self, cfg: &crate::Config) -> Result<()> {
-        let c = cfg.hidden_size;
-        for l in 0..cfg.num_hidden_layers {
-            let (a, f) = (cfg.attention_width(l), cfg.ffn(l));
-            let linears =
-                [("attention.self.query", a, c), ("attention.self.key", a, c), ("attention.self.value", a, c),
-                 ("attention.output.dense", c, a), ("intermediate.dense", f, c), ("output.dense", c, f)];
-            for (name, n, k) in linears {
-                let (w, b) = (format!("encoder.layer.{l}.{name}.weight"), format!("encoder.layer.{l}.{name}.bias"));
-                let k = if self.dtype(&w) == Some(Dtype::U8) { k / 2 } else { k };
-                for (t, want) in [(&w, vec![n, k]), (&b, vec![n])] {
-                    let got = self.shape(t).ok_or_else(|| anyhow!("{}: tensor {t} is missing", self.file.display()))?;
-                    if got != want.as_slice() {
-                        bail!(
-                            "{}: tensor {t} has shape {got:?} but config.json implies {want:?} (layer {l}: {} heads, FFN width {f})",
-                            self.file.display(),
-                            cfg.heads(l)
-                        );
-                    }
+        for (l, name, n, k) in cfg.encoder_linears() {
+            let (w, b) = (format!("{name}.weight"), format!("{name}.bias"));
+            let mut want = vec![(b, vec![n])];
+            match self.shape(&w) {
+                Some(&[nnz]) if self.contains(&format!("{w}_mask")) => {
+                    want.push((format!("{w}_mask"), vec![n, k.div_ceil(8)]));
+                    want.push((w, vec![nnz]));
+                }
+                Some(&[nnz]) if self.contains(&format!("{w}_row_nnz")) => {
+                    want.push((format!("{w}_index"), vec![nnz]));
+                    want.push((format!("{w}_row_nnz"), vec![n]));
+                    want.push((w, vec![nnz]));
+                }
+                _ if self.dtype(&w) == Some(Dtype::U8) => want.push((w, vec![n, k / 2])),
+                _ => want.push((w, vec![n, k])),
+            }
+            for (t, want) in want {
+                let got = self.shape(&t).ok_or_else(|| anyhow!("{}: tensor {t} is missing", self.file.display()))?;
+                if got != want.as_slice() {
+                    bail!(
+                        "{}: tensor {t} has shape {got:?} but config.json implies {want:?} (layer {l}: {} heads, FFN width {})",
+                        self.file.display(),
+                        cfg.heads(l),
+                        cfg.ffn(l)
+                    );
                 }
             }
         }
@@ -159,7 +206,7 @@ impl std::ops::Deref for F32Data {
     fn deref(&self) -> &[f32] {
         match self {
             // SAFETY: `range` was checked to be aligned, whole F32 data when this value was made.
-            F32Data::Mapped { file, range } => unsafe { file.map[range.clone()].align_to::<f32>().1 },
+            F32Data::Mapped { file, range } => unsafe { file.bytes[range.clone()].align_to::<f32>().1 },
             F32Data::Owned(v) => v,
         }
     }
@@ -175,7 +222,61 @@ impl TensorFile {
     }
 }
 
-/// `bert.encoder...` -> `encoder...`; old `LayerNorm.gamma/beta` -> `weight/bias`.
+/// The whole file, failing cleanly when memory is short.
+fn read_all(mut f: std::fs::File) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let len = usize::try_from(f.metadata()?.len()).map_err(|_| std::io::Error::other("larger than the address space"))?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| std::io::Error::other(format!("not enough memory for {len} bytes")))?;
+    f.read_to_end(&mut v)?;
+    Ok(v)
+}
+
+/// The header's tensors, each checked against the data before anything reads it, so an error names the tensor
+/// (safetensors' own checks do not always): size = dtype x shape, offsets inside the data, no overlap, no gap,
+/// nothing after the last tensor. Returns where the data starts and the tensors with offsets relative to it.
+fn header(bytes: &[u8]) -> Result<(usize, Vec<(String, safetensors::tensor::TensorInfo)>), String> {
+    let len = bytes.len();
+    let n = bytes.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+    let n = n.ok_or(format!("{len} bytes, shorter than the 8-byte header length"))?;
+    let base = usize::try_from(n).ok().and_then(|n| n.checked_add(8)).filter(|&b| b <= len);
+    let base = base.ok_or(format!("a header of {n} bytes runs past the end of the file ({len} bytes)"))?;
+    let json: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..base]).map_err(|e| format!("header is not a JSON object: {e}"))?;
+    let mut tensors = Vec::new();
+    for (name, v) in json.into_iter().filter(|(name, _)| name != "__metadata__") {
+        let info: safetensors::tensor::TensorInfo = serde_json::from_value(v).map_err(|e| format!("tensor {name}: {e}"))?;
+        let (s, e) = info.data_offsets;
+        let bits = info.shape.iter().try_fold(info.dtype.bitsize(), |a, &d| a.checked_mul(d));
+        let size = bits.filter(|b| b % 8 == 0).map(|b| b / 8);
+        let size = size.ok_or(format!("tensor {name}: {:?} {:?} is not a whole number of bytes below 2^64", info.dtype, info.shape))?;
+        let data = len - base;
+        if e < s || e > data {
+            return Err(format!("tensor {name}: data_offsets [{s}, {e}] are outside the {data} bytes of data"));
+        }
+        if e - s != size {
+            return Err(format!("tensor {name}: data_offsets [{s}, {e}] hold {} bytes but {:?} {:?} is {size}", e - s, info.dtype, info.shape));
+        }
+        tensors.push((name, info));
+    }
+    tensors.sort_by_key(|(_, i)| i.data_offsets);
+    let (mut end, mut last) = (0, None::<&str>);
+    for (name, info) in &tensors {
+        let (s, e) = info.data_offsets;
+        match last {
+            Some(prev) if s < end => return Err(format!("tensors {prev} and {name} overlap")),
+            _ if s != end => return Err(format!("{} unused bytes before tensor {name}", s - end)),
+            _ => (end, last) = (e, Some(name.as_str())),
+        }
+    }
+    if end != len - base {
+        return Err(format!("{} bytes after the last tensor {}", len - base - end, last.unwrap_or("(none)")));
+    }
+    Ok((base, tensors))
+}
+
+/// `bert.encoder...` -> `encoder...`; old `LayerNorm.gamma/beta` -> `weight/bias`. The one place names are
+/// normalised: both loaders see tensors through `TensorFile`.
 pub fn normalize_name(name: &str) -> String {
     let n = name.strip_prefix("bert.").unwrap_or(name);
     if let Some(stem) = n.strip_suffix(".gamma") {
@@ -224,4 +325,66 @@ pub fn serialize(mut tensors: Vec<OwnedTensor>) -> Result<Vec<u8>> {
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
     Ok(safetensors::serialize(views, Some(meta))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A safetensors file from a header written by hand (offsets as given) and `data` bytes.
+    fn raw(header: &str, data: usize) -> Vec<u8> {
+        let mut b = (header.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(header.as_bytes());
+        b.extend(std::iter::repeat_n(0u8, data));
+        b
+    }
+
+    fn open_err(bytes: &[u8]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("model.safetensors");
+        std::fs::write(&f, bytes).unwrap();
+        format!("{:#}", TensorFile::open(&f).err().expect("should not open"))
+    }
+
+    #[test]
+    fn bad_offsets_name_the_tensor() {
+        let t = |name: &str, shape: usize, s: usize, e: usize| format!("\"{name}\":{{\"dtype\":\"F32\",\"shape\":[{shape}],\"data_offsets\":[{s},{e}]}}");
+        let cases = [
+            (format!("{{{},{}}}", t("a", 2, 0, 8), t("b", 2, 8, 16)), 12, "tensor b: data_offsets [8, 16] are outside the 12 bytes of data"),
+            (format!("{{{},{}}}", t("a", 2, 0, 8), t("b", 2, 4, 12)), 12, "tensors a and b overlap"),
+            (format!("{{{},{}}}", t("a", 3, 0, 8), t("b", 2, 8, 16)), 16, "tensor a: data_offsets [0, 8] hold 8 bytes but F32 [3] is 12"),
+            (format!("{{{},{}}}", t("a", 2, 0, 8), t("b", 2, 12, 20)), 20, "4 unused bytes before tensor b"),
+            (format!("{{{}}}", t("a", 2, 0, 8)), 10, "2 bytes after the last tensor a"),
+        ];
+        for (header, data, want) in cases {
+            let e = open_err(&raw(&header, data));
+            assert!(e.contains("model.safetensors: not a valid safetensors file") && e.contains(want), "{header}: {e}");
+        }
+        assert!(open_err(b"\x00\x00").contains("2 bytes, shorter than the 8-byte header length"));
+        assert!(open_err(&u64::MAX.to_le_bytes()).contains("runs past the end of the file"));
+    }
+
+    #[test]
+    fn two_spellings_of_one_tensor_are_refused() {
+        for (a, b) in [("bert.encoder.x.weight", "encoder.x.weight"), ("encoder.LayerNorm.gamma", "encoder.LayerNorm.weight")] {
+            let bytes = serialize(vec![OwnedTensor::f32(a, vec![2], &[1.0, 2.0]), OwnedTensor::f32(b, vec![2], &[3.0, 4.0])]).unwrap();
+            let e = open_err(&bytes);
+            let (first, second) = if a < b { (a, b) } else { (b, a) };
+            assert!(e.contains(&format!("tensors {first} and {second} are both {}", normalize_name(a))), "{e}");
+        }
+    }
+
+    #[test]
+    fn copied_weights_outlive_changes_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("model.safetensors");
+        let values: Vec<f32> = (0..1000).map(|i| i as f32).collect();
+        std::fs::write(&f, serialize(vec![OwnedTensor::f32("w", vec![1000], &values)]).unwrap()).unwrap();
+        let copied = Arc::new(TensorFile::open_with(&f, Load::Copy).unwrap());
+        let shared = copied.f32_shared("w", &[1000]).unwrap();
+        // Truncating a mapped file under a reader is SIGBUS; a copy does not see it at all.
+        std::fs::OpenOptions::new().write(true).open(&f).unwrap().set_len(8).unwrap();
+        assert_eq!(&*shared, values.as_slice());
+        assert_eq!(&*copied.f32("w", &[1000]).unwrap(), values.as_slice());
+    }
 }

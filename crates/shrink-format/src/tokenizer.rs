@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 use tokenizers::{Tokenizer, TruncationParams};
 
-use crate::folder::TOKENIZER_FILE;
+use crate::folder::{read_regular, TOKENIZER_FILE};
 
 pub struct TextTokenizer {
     inner: Tokenizer,
@@ -27,14 +27,14 @@ impl TextTokenizer {
     /// Loads `dir/tokenizer.json`; texts are cut to `max_len` tokens, special tokens included.
     pub fn load(dir: &Path, max_len: usize) -> Result<Self> {
         let file = dir.join(TOKENIZER_FILE);
-        if !file.is_file() {
+        if !file.exists() {
             bail!("{}: tokenizer missing (a model folder needs tokenizer.json)", file.display());
         }
         if max_len < 3 {
             bail!("max length (--max-len) {max_len} leaves no room for text: [CLS] and [SEP] take 2 tokens, so at least 3");
         }
-        let mut inner =
-            Tokenizer::from_file(&file).map_err(|e| anyhow!("{}: cannot read tokenizer: {e}", file.display()))?;
+        let json = read_regular(&file, "tokenizer")?;
+        let mut inner = Tokenizer::from_bytes(json).map_err(|e| anyhow!("{}: cannot read tokenizer: {e}", file.display()))?;
         inner
             .with_truncation(Some(TruncationParams { max_length: max_len, ..Default::default() }))
             .map_err(|e| anyhow!("{}: {e}", file.display()))?;
@@ -46,12 +46,13 @@ impl TextTokenizer {
     /// `load`, then checks every token id fits the model's embedding table of `vocab_size` rows.
     pub fn for_model(dir: &Path, max_len: usize, vocab_size: usize) -> Result<Self> {
         let tok = Self::load(dir, max_len)?;
-        if tok.vocab_size() > vocab_size {
+        // The largest id, not the count: a vocabulary with gaps in its ids can be small and still point past the table.
+        let vocab = tok.inner.get_vocab(true);
+        if let Some((token, id)) = vocab.iter().max_by_key(|(_, &id)| id).filter(|(_, &id)| id as usize >= vocab_size) {
             bail!(
-                "{}: tokenizer has {} tokens but config.json vocab_size is {}",
+                "{}: tokenizer has {} tokens (ids up to {id}, {token:?}) but config.json vocab_size is {vocab_size}",
                 tok.file.display(),
-                tok.vocab_size(),
-                vocab_size
+                vocab.len()
             );
         }
         Ok(tok)

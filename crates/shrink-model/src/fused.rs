@@ -172,7 +172,10 @@ impl CustomOp3 for ResidualLayerNormOp {
 /// per-thread scratch buffer. Backward recomputes them (as flash attention does) and regenerates the mask.
 /// q, k, v: (B, H, T, D), bias: (B, T) -> (B, H, T, D)
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64, drop: Option<DropMask>) -> Result<Tensor> {
-    let (b, heads, t, _) = q.dims4()?;
+    let (b, heads, t, d) = q.dims4()?;
+    if t == 0 || d == 0 {
+        bail!("attention: q {:?} has no tokens or no head width", q.dims());
+    }
     if bias.dims() != [b, t] {
         bail!("attention: bias {:?} does not match (B, T) = ({b}, {t})", bias.dims());
     }

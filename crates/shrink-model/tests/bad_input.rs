@@ -211,3 +211,16 @@ fn half_precision_and_prefixed_checkpoints_load_and_round_trip() {
         assert!(again.join("tokenizer.json").is_file() && again.join("vocab.txt").is_file());
     }
 }
+
+#[test]
+fn two_spellings_of_one_tensor_are_an_error_naming_both() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    let cfg = tiny_config();
+    let mut tensors = tiny_tensors(&cfg);
+    let (name, t) = tensors[3].clone();
+    tensors.push((format!("bert.{name}"), (t + 1.0).unwrap()));
+    write_dir(&dir, &cfg, &safetensors_bytes(&tensors).unwrap());
+    let e = load_err(&dir);
+    assert!(e.contains(&format!("tensors bert.{name} and {name} are both {name}")), "{e}");
+}

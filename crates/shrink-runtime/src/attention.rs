@@ -11,7 +11,7 @@ use shrink_kernels::isa;
 use shrink_kernels::sgemm::{gemm_f32_ex, PackedF32};
 
 /// Query rows per block: scores of one block stay in L1/L2.
-const QUERY_BLOCK: usize = 64;
+pub(crate) const QUERY_BLOCK: usize = 64;
 
 /// How attention's two products are computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,21 +5,25 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use shrink_format::folder::{CONFIG_FILE, WEIGHTS_FILE};
+use shrink_format::tensors::Load;
 use shrink_format::{Batch, Config, TensorFile, TextTokenizer};
 
 use crate::model::{Buffers, Model, Observer};
 
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Worker threads for this engine's own pool.
+    /// Worker threads for this engine's own pool: 1 ..= `max_threads()` (0 means 1).
     pub threads: usize,
     /// Tokens per text (longer texts are cut); None = what the model was fine-tuned with, else 128.
     pub max_len: Option<usize>,
+    /// Memory-map model.safetensors (true: pages shared with the page cache; the file must not be truncated or
+    /// rewritten in place while the engine lives, or the process dies of SIGBUS) or read it into memory (false).
+    pub mmap: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { threads: 1, max_len: None }
+        Self { threads: 1, max_len: None, mmap: true }
     }
 }
 
@@ -57,6 +61,21 @@ impl std::fmt::Display for NonFinite {
 
 impl std::error::Error for NonFinite {}
 
+/// Most worker threads an engine starts: 4 x the cores this process may use. More only queue for the cores, and
+/// starting tens of thousands took tens of seconds before the pool failed.
+pub fn max_threads() -> usize {
+    4 * std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `threads` if it is at most `max_threads()` (0 counts as 1), else an error saying the limit.
+pub fn check_threads(threads: usize) -> Result<usize> {
+    let max = max_threads();
+    if threads > max {
+        bail!("{threads} worker threads: at most {max} (4 x the {} cores available)", max / 4);
+    }
+    Ok(threads.max(1))
+}
+
 /// One classified text.
 #[derive(Clone, Debug)]
 pub struct Prediction {
@@ -74,12 +93,15 @@ pub struct Engine {
     bufs: Buffers,
     pool: rayon::ThreadPool,
     threads: usize,
+    /// Bytes of the largest plan checked against free memory so far: smaller shapes need no new check.
+    planned_bytes: usize,
 }
 
 impl Engine {
     /// Loads an fp32 HF folder or a folder written by `shrink quantize`: packs the weights once and maps the
     /// embedding table in place when it is stored as F32.
     pub fn load(dir: &Path, opts: Options) -> Result<Self> {
+        let threads = check_threads(opts.threads)?;
         if !dir.is_dir() {
             bail!("{}: no such model folder", dir.display());
         }
@@ -93,20 +115,20 @@ impl Engine {
             );
         }
         let tokenizer = TextTokenizer::for_model(dir, max_len, config.vocab_size)?;
-        let file = Arc::new(TensorFile::open(&dir.join(WEIGHTS_FILE))?);
+        let load = if opts.mmap { Load::Map } else { Load::Copy };
+        let file = Arc::new(TensorFile::open_with(&dir.join(WEIGHTS_FILE), load)?);
         let labels = match (&config.shrink, config.labels()) {
             (Some(_), Some(l)) => Some(l.len()),
             (Some(_), None) => bail!("{}: config.json has a shrink head but no id2label", dir.join(CONFIG_FILE).display()),
             _ => None,
         };
-        let threads = opts.threads.max(1);
         let model = Model::load(&file, &config, labels).with_context(|| format!("loading {}", dir.display()))?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("shrink-{i}"))
             .build()
             .context("cannot start worker threads")?;
-        Ok(Self { config, dir: dir.to_path_buf(), tokenizer, model, bufs: Buffers::default(), pool, threads })
+        Ok(Self { config, dir: dir.to_path_buf(), tokenizer, model, bufs: Buffers::default(), pool, threads, planned_bytes: 0 })
     }
 
     pub fn threads(&self) -> usize {
@@ -196,31 +218,76 @@ impl Engine {
             .collect())
     }
 
+    /// Sizes the buffers for a (B, T) batch, first checking the sizes fit in memory: an error, not an abort, when
+    /// they overflow or exceed what the machine has free. `forward` and friends call it; a caller can call it
+    /// before making a batch that large.
+    pub fn reserve(&mut self, b: usize, t: usize) -> Result<()> {
+        self.check_shape(b, t)?;
+        let plan = self.model.plan(b, t, self.threads).ok_or_else(|| anyhow!("a batch of {b} x {t} tokens: buffer sizes overflow"))?;
+        if plan.bytes > self.planned_bytes {
+            let more = plan.bytes - self.planned_bytes;
+            if let Some(free) = available_memory().filter(|&free| more > free) {
+                bail!(
+                    "a batch of {b} x {t} tokens needs about {:.1} MB more for activations, but only {:.1} MB of memory is available",
+                    more as f64 / 1e6,
+                    free as f64 / 1e6
+                );
+            }
+            self.planned_bytes = plan.bytes;
+        }
+        self.model.grow(&mut self.bufs, &plan);
+        Ok(())
+    }
+
     fn run(&mut self, ids: &[u32], mask: &[u32], b: usize, t: usize, obs: Option<&mut dyn Observer>) -> Result<()> {
         self.check(ids, mask, b, t)?;
+        self.reserve(b, t)?;
         let threads = self.threads;
         let Self { model, bufs, pool, .. } = self;
-        model.plan(bufs, b, t, threads);
         pool.install(|| model.forward(ids, mask, b, t, threads, bufs, obs));
         Ok(())
     }
 
-    fn check(&self, ids: &[u32], mask: &[u32], b: usize, t: usize) -> Result<()> {
+    /// B x T, checked: both at least 1, T within the position table, the product without overflow.
+    fn check_shape(&self, b: usize, t: usize) -> Result<usize> {
         if b == 0 || t == 0 {
             bail!("empty batch ({b} x {t})");
-        }
-        if ids.len() != b * t || mask.len() != b * t {
-            bail!("ids ({}) and mask ({}) must both hold B x T = {b} x {t} values", ids.len(), mask.len());
         }
         if t > self.model.embeddings.max_positions {
             bail!("sequence of {t} tokens exceeds max_position_embeddings {}", self.model.embeddings.max_positions);
         }
-        if let Some(i) = ids.iter().position(|&id| id as usize >= self.model.embeddings.vocab) {
-            return Err(anyhow!("token id {} at position {i} is outside the vocabulary of {}", ids[i], self.model.embeddings.vocab));
+        b.checked_mul(t).ok_or_else(|| anyhow!("a batch of {b} x {t} tokens: B x T overflows"))
+    }
+
+    fn check(&self, ids: &[u32], mask: &[u32], b: usize, t: usize) -> Result<()> {
+        let m = self.check_shape(b, t)?;
+        if ids.len() != m || mask.len() != m {
+            bail!("ids ({}) and mask ({}) must both hold B x T = {b} x {t} values", ids.len(), mask.len());
+        }
+        let vocab = self.model.embeddings.vocab;
+        if let Some(i) = ids.iter().position(|&id| id as usize >= vocab) {
+            bail!(
+                "{}: token id {} (sequence {}, position {}) is outside the vocabulary of {vocab} (config.json vocab_size)",
+                self.dir.display(),
+                ids[i],
+                i / t,
+                i % t
+            );
         }
         if let Some(i) = mask.iter().position(|&v| v > 1) {
             bail!("mask value {} at position {i}: expected 0 or 1", mask[i]);
         }
         Ok(())
     }
+}
+
+/// Bytes of memory the system could still hand out: MemAvailable (free plus reclaimable cache) from /proc/meminfo,
+/// MemTotal on kernels without it; None where there is no /proc/meminfo (no check is made).
+fn available_memory() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |key: &str| -> Option<usize> {
+        let kb = info.lines().find_map(|l| l.strip_prefix(key))?.trim().strip_suffix("kB")?.trim().parse::<usize>().ok()?;
+        kb.checked_mul(1024)
+    };
+    field("MemAvailable:").or_else(|| field("MemTotal:"))
 }

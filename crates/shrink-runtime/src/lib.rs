@@ -2,7 +2,7 @@
 //! plans activation buffers once per shape, and runs BERT on shrink-kernels (f32, int8). No candle, no training.
 //!
 //! ```no_run
-//! let mut engine = shrink_runtime::Engine::load("model".as_ref(), shrink_runtime::Options { threads: 2, max_len: None })?;
+//! let mut engine = shrink_runtime::Engine::load("model".as_ref(), shrink_runtime::Options { threads: 2, ..Default::default() })?;
 //! let embeddings = engine.embed(&["a sentence", "another one"])?;
 //! # anyhow::Ok(())
 //! ```
@@ -16,7 +16,7 @@ pub mod linear;
 mod model;
 mod norm;
 
-pub use engine::{Engine, NonFinite, Options, Prediction};
+pub use engine::{check_threads, max_threads, Engine, NonFinite, Options, Prediction};
 pub use linear::{Acts, Format, Storage, FORMATS};
 pub use model::{Observer, Site};
 pub use shrink_format::{Batch, Config};

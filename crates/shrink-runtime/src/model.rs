@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use shrink_format::{Config, TensorFile};
 use shrink_kernels::qgemm::QuantActs;
 
-use crate::attention::{self, Precision, Scratch, Shape};
+use crate::attention::{self, Precision, Scratch, Shape, QUERY_BLOCK};
 use crate::embeddings::Embeddings;
 use crate::linear::{Format, Linear};
 use crate::norm::LayerNorm;
@@ -54,6 +54,20 @@ pub struct Buffers {
     pub logits: Vec<f32>, // (B, L)
     qa: QuantActs,
     attn: Vec<Scratch>, // one per thread
+}
+
+/// Element counts of the buffers for one (B, T) batch, and about how many bytes a forward pass at that shape holds.
+pub struct Plan {
+    b: usize,
+    m: usize,      // B*T
+    x: usize,      // M x C (x and y)
+    wide: usize,   // M x widest 3A or F
+    ctx: usize,    // M x widest A
+    pooled: usize, // B x C
+    logits: usize, // B x L
+    threads: usize,
+    /// Buffers, kernel staging and attention scratch together.
+    pub bytes: usize,
 }
 
 fn grow(v: &mut Vec<f32>, n: usize) {
@@ -187,22 +201,41 @@ impl Model {
         self.embeddings.bytes() + layers + self.classifier.as_ref().map_or(0, Linear::bytes)
     }
 
-    /// Sizes every buffer for a (B, T) batch on `threads` threads.
-    pub fn plan(&self, bufs: &mut Buffers, b: usize, t: usize, threads: usize) {
-        let (m, c) = (b * t, self.c);
+    /// The buffer sizes of a (B, T) batch on `threads` threads, or None when one overflows.
+    pub fn plan(&self, b: usize, t: usize, threads: usize) -> Option<Plan> {
+        let (c, d) = (self.c, self.d);
         // The widest layer sets the shared buffers; narrower (pruned) layers use a prefix.
         let wide = self.layers.iter().map(|l| l.inter.n().max(l.qkv.n())).max().unwrap_or(0);
         let a = self.layers.iter().map(|l| l.attn_out_width()).max().unwrap_or(0);
-        for (v, n) in [(&mut bufs.x, m * c), (&mut bufs.y, m * c), (&mut bufs.wide, m * wide), (&mut bufs.ctx, m * a)] {
+        let labels = self.classifier.as_ref().map_or(0, Linear::n);
+        let m = b.checked_mul(t)?;
+        let sizes = [m.checked_mul(c)?, m.checked_mul(wide)?, m.checked_mul(a)?, m, b.checked_mul(c)?, b.checked_mul(labels)?];
+        let floats = sizes.iter().try_fold(sizes[0], |acc, &n| acc.checked_add(n))?; // x and y are both M x C
+        // Grown inside the kernels: u8 activations (rows padded to 16) and the sparse kernel's f32 copy, M x widest
+        // K; per thread, attention's block of scores and outputs and one head's K and V packed (padded panels).
+        let staging = m.checked_add(16)?.checked_mul(c.max(a).max(wide))?.checked_mul(1 + 4)?;
+        let block = QUERY_BLOCK.min(t);
+        let scratch = block.checked_mul(t.checked_add(d)?.checked_add(1)?)?.checked_add(t.checked_add(64)?.checked_mul(2 * (d + 64))?)?;
+        let bytes = floats
+            .checked_mul(4)?
+            .checked_add(b)?
+            .checked_add(staging)?
+            .checked_add(scratch.checked_mul(6)?.checked_mul(threads)?)?; // f32 plus the bf16 path's copies
+        Some(Plan { b, x: sizes[0], wide: sizes[1], ctx: sizes[2], m, pooled: sizes[4], logits: sizes[5], threads, bytes })
+    }
+
+    /// Grows every buffer to `plan` (never shrinks: a steady workload allocates once).
+    pub fn grow(&self, bufs: &mut Buffers, plan: &Plan) {
+        for (v, n) in [(&mut bufs.x, plan.x), (&mut bufs.y, plan.x), (&mut bufs.wide, plan.wide), (&mut bufs.ctx, plan.ctx)] {
             grow(v, n);
         }
-        grow(&mut bufs.bias, m);
-        if bufs.padded.len() < b {
-            bufs.padded.resize(b, false);
+        grow(&mut bufs.bias, plan.m);
+        if bufs.padded.len() < plan.b {
+            bufs.padded.resize(plan.b, false);
         }
-        grow(&mut bufs.pooled, b * c);
-        grow(&mut bufs.logits, b * self.classifier.as_ref().map_or(0, Linear::n));
-        bufs.attn.resize_with(threads.max(bufs.attn.len()), Scratch::new);
+        grow(&mut bufs.pooled, plan.pooled);
+        grow(&mut bufs.logits, plan.logits);
+        bufs.attn.resize_with(plan.threads.max(bufs.attn.len()), Scratch::new);
     }
 
     /// Last hidden state (B*T, C) into `bufs.x`; `obs` (if given) sees every Linear input and hidden state.

@@ -58,7 +58,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 fn every_layer_and_embedding_matches_pytorch() {
     let golden = Golden::load();
     for threads in [1, 2] {
-        let mut engine = Engine::load(&model_dir(), Options { threads, max_len: None }).unwrap();
+        let mut engine = Engine::load(&model_dir(), Options { threads, ..Default::default() }).unwrap();
         for i in 0..golden.texts.len() {
             let ids = golden.ids(i);
             assert_eq!(engine.tokenizer.encode(&golden.texts[i]).unwrap(), ids, "s{i}: tokenizer");
@@ -82,7 +82,7 @@ fn every_layer_and_embedding_matches_pytorch() {
 #[test]
 fn padded_batch_matches_one_text_at_a_time() {
     let golden = Golden::load();
-    let mut engine = Engine::load(&model_dir(), Options { threads: 2, max_len: None }).unwrap();
+    let mut engine = Engine::load(&model_dir(), Options { threads: 2, ..Default::default() }).unwrap();
     let batch = engine.embed(&golden.texts).unwrap();
     for (i, text) in golden.texts.iter().enumerate() {
         let alone = engine.embed(&[text]).unwrap();
@@ -96,7 +96,8 @@ fn malformed_calls_are_errors_not_panics() {
     let mut engine = Engine::load(&model_dir(), Options::default()).unwrap();
     let err = |r: anyhow::Result<&[f32]>| r.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(err(engine.forward(&[101, 102], &[1, 1], 1, 3)).contains("B x T"));
-    assert!(err(engine.forward(&[101, 99_999], &[1, 1], 1, 2)).contains("outside the vocabulary"));
+    let e = err(engine.forward(&[101, 99_999], &[1, 1], 1, 2));
+    assert!(e.contains(&model_dir().display().to_string()) && e.contains("token id 99999 (sequence 0, position 1) is outside the vocabulary of 30522"), "{e}");
     assert!(err(engine.forward(&[101, 102], &[1, 2], 1, 2)).contains("expected 0 or 1"));
     assert!(err(engine.forward(&[], &[], 0, 0)).contains("empty batch"));
     let long = vec![101u32; 513];
@@ -105,4 +106,42 @@ fn malformed_calls_are_errors_not_panics() {
     assert!(engine.classify(&["a text"]).unwrap_err().to_string().contains("no classification head"));
     let missing = Engine::load(&root().join("no/such/model"), Options::default()).err().unwrap().to_string();
     assert!(missing.contains("no such model folder"), "{missing}");
+}
+
+#[test]
+fn sizes_past_the_machine_are_errors_before_any_allocation() {
+    let mut engine = Engine::load(&model_dir(), Options::default()).unwrap();
+    // B x T wraps to 0 in unchecked arithmetic, and empty ids then matched it.
+    let e = engine.forward(&[], &[], 1 << 57, 128).err().unwrap().to_string();
+    assert!(e.contains("144115188075855872 x 128 tokens: B x T overflows"), "{e}");
+    let e = engine.reserve(usize::MAX / 128, 128).err().unwrap().to_string();
+    assert!(e.contains("buffer sizes overflow"), "{e}");
+    if cfg!(target_os = "linux") {
+        // 2^30 x 128 tokens of 384 floats: ~200 TB of hidden states alone.
+        let e = engine.reserve(1 << 30, 128).err().unwrap().to_string();
+        assert!(e.contains("a batch of 1073741824 x 128 tokens needs about") && e.contains("MB of memory is available"), "{e}");
+    }
+    // Still usable at a sane size afterwards.
+    assert_eq!(engine.embed(&["a text"]).unwrap()[0].len(), 384);
+    let start = std::time::Instant::now();
+    let e = Engine::load(&model_dir(), Options { threads: 100_000, ..Default::default() }).err().unwrap().to_string();
+    let max = shrink_runtime::max_threads();
+    assert!(e.contains(&format!("100000 worker threads: at most {max} (4 x the {} cores available)", max / 4)), "{e}");
+    assert!(start.elapsed().as_secs() < 2, "refused only after {:?}", start.elapsed());
+    assert!(Engine::load(&model_dir(), Options { threads: max, ..Default::default() }).is_ok());
+}
+
+#[test]
+fn copied_weights_survive_the_file_being_truncated() {
+    let tmp = tempfile::tempdir().unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(model_dir().join(f), tmp.path().join(f)).unwrap();
+    }
+    let mut engine = Engine::load(tmp.path(), Options { mmap: false, ..Default::default() }).unwrap();
+    let before = engine.embed(&["the weights were read into memory"]).unwrap();
+    // Mapped, this truncation would make the next forward pass die of SIGBUS.
+    std::fs::OpenOptions::new().write(true).open(tmp.path().join("model.safetensors")).unwrap().set_len(0).unwrap();
+    assert_eq!(engine.embed(&["the weights were read into memory"]).unwrap(), before);
+    let e = format!("{:#}", Engine::load(tmp.path(), Options { mmap: false, ..Default::default() }).err().unwrap());
+    assert!(e.contains("model.safetensors: not a valid safetensors file"), "{e}");
 }

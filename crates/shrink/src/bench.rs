@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 use shrink_runtime::Engine;
 
@@ -55,13 +55,16 @@ pub fn bench(dir: &Path, load: impl FnOnce() -> Result<Engine>, b: usize, t: usi
     let start = Instant::now();
     let mut engine = load()?;
     let load_ms = start.elapsed().as_secs_f64() * 1e3;
+    // Checks B x T and its memory before the ids of that many tokens exist.
+    engine.reserve(b, t).context("--batch / --seq")?;
     let ids = batch_ids(engine.config.vocab_size, b, t);
     let mask = vec![1u32; b * t];
     for _ in 0..warmup {
         engine.forward(&ids, &mask, b, t)?;
     }
     let pb = crate::progress::bar(runs, "bench");
-    let mut runs_ms = Vec::with_capacity(runs);
+    let mut runs_ms = Vec::new();
+    runs_ms.try_reserve_exact(runs.max(1)).map_err(|_| anyhow!("--runs {runs}: too many timings to hold"))?;
     for _ in 0..runs.max(1) {
         let s = Instant::now();
         engine.forward(&ids, &mask, b, t)?;

@@ -66,9 +66,18 @@ pub fn write_jsonl<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
     shrink_model::checkpoint::write_atomic(path, out.as_bytes())
 }
 
+/// A UTF-8 text file without the byte-order mark some Windows editors put first (it is not part of the text).
+fn read_utf8(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read (UTF-8 text expected)", path.display()))?;
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    })
+}
+
 /// Reads a JSONL file into objects; a malformed line is an error naming file and line.
 pub fn read_jsonl(path: &Path) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let text = read_utf8(path)?;
     let mut rows = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -149,7 +158,7 @@ pub fn read_texts(path: &Path, text_field: &str) -> Result<Vec<String>> {
         let rows = read_jsonl(path)?;
         return field(path, &rows, text_field);
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read (UTF-8 text expected)", path.display()))?;
+    let text = read_utf8(path)?;
     let lines: Vec<String> = text.lines().map(str::to_string).collect();
     if let Some(i) = lines.iter().position(|l| l.trim().is_empty()) {
         bail!("{}:{}: empty line (one text per line expected)", path.display(), i + 1);
@@ -188,6 +197,16 @@ mod tests {
         let err = field(&f, &rows, "text").unwrap_err().to_string();
         assert!(err.contains("row 2") && err.contains("empty"), "{err}");
         assert!(field(&f, &rows, "label").unwrap_err().to_string().contains("no field \"label\""));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let (jsonl, txt) = (dir.path().join("d.jsonl"), dir.path().join("t.txt"));
+        std::fs::write(&jsonl, "\u{feff}{\"text\": \"a\"}\n{\"text\": \"b\"}\n").unwrap();
+        assert_eq!(field(&jsonl, &read_jsonl(&jsonl).unwrap(), "text").unwrap(), ["a", "b"]);
+        std::fs::write(&txt, "\u{feff}first\nsecond\n").unwrap();
+        assert_eq!(read_texts(&txt, "text").unwrap(), ["first", "second"]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use safetensors::Dtype;
 use serde::Serialize;
 use shrink_format::folder::{CONFIG_FILE, WEIGHTS_FILE};
@@ -101,8 +101,15 @@ fn stored(file: &TensorFile, name: &str) -> usize {
 
 pub fn inspect(dir: &Path, seq: usize) -> Result<Report> {
     let cfg = Config::load(&dir.join(CONFIG_FILE))?;
+    if seq == 0 || seq > cfg.max_position_embeddings {
+        bail!("--seq {seq}: the model takes 1 ..= {} tokens (max_position_embeddings in {})", cfg.max_position_embeddings, dir.join(CONFIG_FILE).display());
+    }
     let file = TensorFile::open(&dir.join(WEIGHTS_FILE))?;
     file.check_layer_shapes(&cfg)?;
+    // Encoder weights count as the dense [N, K] they stand for, however they are stored (int4 packs two per byte
+    // along K, sparse keeps only the nonzeros).
+    let dense: std::collections::HashMap<String, [usize; 2]> =
+        cfg.encoder_linears().into_iter().map(|(_, name, n, k)| (format!("{name}.weight"), [n, k])).collect();
     let mut comps: Vec<(String, Size)> = COMPONENTS.iter().map(|c| (c.to_string(), Size::default())).collect();
     // A quantized folder's layers are labelled with their formats (from config.json), e.g. "layer 0 int4-g32".
     let formats = |l: usize| -> String {
@@ -121,16 +128,19 @@ pub fn inspect(dir: &Path, seq: usize) -> Result<Report> {
     let mut names: Vec<&str> = file.names().collect();
     names.sort();
     for name in names {
-        // Quantization metadata is counted with its weight; integer buffers (position_ids) are not parameters.
-        let meta = [".weight_scale", ".input_scale", ".input_zero", ".smooth"];
+        // Quantization and sparse metadata is counted with its weight; integer buffers (position_ids) are not
+        // parameters.
+        let meta = [".weight_scale", ".weight_mask", ".weight_index", ".weight_row_nnz", ".input_scale", ".input_zero", ".smooth"];
         if meta.iter().any(|m| name.ends_with(m))
             || !matches!(file.dtype(name), Some(Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::I8 | Dtype::U8))
         {
             continue;
         }
         let mut dims = file.shape(name).unwrap_or_default().to_vec();
-        if file.dtype(name) == Some(Dtype::U8) {
-            // Packed int4: two weights per byte along K.
+        if let Some(d) = dense.get(name) {
+            dims = d.to_vec();
+        } else if file.dtype(name) == Some(Dtype::U8) {
+            // A packed int4 embedding table: two weights per byte along C.
             if let Some(k) = dims.last_mut() {
                 *k *= 2;
             }
@@ -138,7 +148,7 @@ pub fn inspect(dir: &Path, seq: usize) -> Result<Report> {
         let mut s = Size::of(&dims);
         let base = name.strip_suffix(".weight").unwrap_or(name);
         s.stored_bytes = stored(&file, name)
-            + stored(&file, &format!("{name}_scale"))
+            + ["_scale", "_mask", "_index", "_row_nnz"].iter().map(|m| stored(&file, &format!("{name}{m}"))).sum::<usize>()
             + [".input_scale", ".input_zero", ".smooth"].iter().map(|m| stored(&file, &format!("{base}{m}"))).sum::<usize>();
         let c = component(name);
         comps.iter_mut().find(|(n, _)| n == c).expect("known component").1.add(&s);
@@ -152,15 +162,19 @@ pub fn inspect(dir: &Path, seq: usize) -> Result<Report> {
     comps.retain(|(_, s)| s.params > 0);
     let (t, c) = (seq as u64, cfg.hidden_size as u64);
     // Q, K, V, output (C x A each), FFN up and down (C x F), scores Q·Kᵀ and context P·V (T x T x A each); pruned
-    // layers have their own A = H_l·D and F_l.
-    let flops_per_layer: Vec<u64> = (0..cfg.num_hidden_layers)
-        .map(|l| {
-            let (a, f) = (cfg.attention_width(l) as u64, cfg.ffn(l) as u64);
-            2 * t * (4 * c * a + 2 * c * f) + 2 * 2 * t * t * a
-        })
-        .collect();
-    let head = cfg.labels().filter(|_| file.contains("classifier.weight")).map_or(0, |l| 2 * c * l.len() as u64);
-    let flops_per_sequence = flops_per_layer.iter().sum::<u64>() + head;
+    // layers have their own A = H_l·D and F_l. Checked: a config's widths are whatever its file says.
+    let product = |xs: &[u64]| xs.iter().try_fold(1u64, |acc, &x| acc.checked_mul(x));
+    let layer = |l: usize| {
+        let (a, f) = (cfg.attention_width(l) as u64, cfg.ffn(l) as u64);
+        let terms = [product(&[8, t, c, a])?, product(&[4, t, c, f])?, product(&[4, t, t, a])?];
+        terms.iter().try_fold(0u64, |acc, &x| acc.checked_add(x))
+    };
+    let labels = cfg.labels().filter(|_| file.contains("classifier.weight")).map_or(0, |l| l.len() as u64);
+    let counts = (0..cfg.num_hidden_layers).map(layer).collect::<Option<Vec<u64>>>();
+    let sum = counts.as_ref().and_then(|v| v.iter().try_fold(product(&[2, c, labels])?, |acc, &x| acc.checked_add(x)));
+    let (Some(flops_per_layer), Some(flops_per_sequence)) = (counts, sum) else {
+        bail!("--seq {seq}: the FLOP count of {} overflows 64 bits", dir.display());
+    };
     let attention = cfg.quantization.as_ref().map_or("fp32", |q| q.attention.as_str()).to_string();
     Ok(Report { components: comps, layers, total, seq, flops_per_sequence, flops_per_layer, attention })
 }

@@ -10,9 +10,13 @@ use shrink::{bench, data, distill, embed, eval, inspect, model, prune, qat, quan
 #[derive(Parser)]
 #[command(name = "shrink", version, about = "Make transformer models small and fast for devices, and measure every step.")]
 struct Cli {
-    /// Worker threads for the numeric work (default: all cores).
+    /// Worker threads for the numeric work (default: all cores; at most 4 x the cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Read model.safetensors into memory instead of memory-mapping it: costs RAM and load time, but a weights file
+    /// truncated or rewritten while the command runs can no longer kill it with SIGBUS.
+    #[arg(long, global = true)]
+    no_mmap: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -29,8 +33,8 @@ enum Command {
         model: String,
         #[arg(long)]
         json: bool,
-        /// Sequence length for the FLOP count.
-        #[arg(long, default_value_t = 128)]
+        /// Sequence length for the FLOP count (1 ..= max_position_embeddings).
+        #[arg(long, default_value_t = 128, value_parser = positive())]
         seq: usize,
     },
     /// Sentence embeddings (mean-pooled, L2-normalised) for a .txt (one text per line) or .jsonl file.
@@ -48,7 +52,7 @@ enum Command {
         /// Tokens per text, special tokens included; longer texts are truncated.
         #[arg(long)]
         max_len: Option<usize>,
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = 32, value_parser = positive())]
         batch: usize,
     },
     /// Evaluate a model on a task: retrieval (query field ranks all docs by cosine) or classify.
@@ -65,7 +69,7 @@ enum Command {
         /// Default: the length the model was fine-tuned with, else 128.
         #[arg(long)]
         max_len: Option<usize>,
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = 32, value_parser = positive())]
         batch: usize,
         #[arg(long)]
         json: bool,
@@ -297,7 +301,7 @@ enum Command {
         q: QuantArgs,
         #[arg(long)]
         out_dir: PathBuf,
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = 32, value_parser = positive())]
         batch: usize,
     },
     /// Importance of every head, FFN neuron and layer: head-mask sensitivity (Michel et al.), first-order Taylor,
@@ -351,11 +355,11 @@ enum Command {
     #[command(after_help = "Example:\n  shrink --threads 1 bench out/minilm-int8 --batch 1 --seq 128 --runs 50")]
     Bench {
         model: String,
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = positive())]
         batch: usize,
-        #[arg(long, default_value_t = 128)]
+        #[arg(long, default_value_t = 128, value_parser = positive())]
         seq: usize,
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, value_parser = positive())]
         runs: usize,
         #[arg(long, default_value_t = 5)]
         warmup: usize,
@@ -640,14 +644,23 @@ impl QuantArgs {
 fn main() {
     keep_freed_memory();
     let cli = Cli::parse();
-    if let Some(n) = cli.threads {
-        // Before any thread pool exists: candle's matmul and rayon both read it.
-        std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
-    }
-    if let Err(e) = run(cli.command, model::threads(cli.threads)) {
+    let result = model::threads(cli.threads).and_then(|threads| {
+        if cli.threads.is_some() {
+            // Before any thread pool exists: candle's matmul and rayon both read it.
+            std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+        }
+        model::set_map_weights(!cli.no_mmap);
+        run(cli.command, threads)
+    });
+    if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// A count that must be at least 1 (batch sizes, sequence lengths, runs).
+fn positive() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
 }
 
 /// Training allocates and frees hundreds of MB of tensors per step. By default glibc hands blocks over 128 KB back
@@ -1003,7 +1016,7 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
         }
         Command::Bench { model, batch, seq, runs, warmup, json } => {
             let dir = shrink_model::resolve_model(&model)?;
-            let opts = shrink_runtime::Options { threads, max_len: Some(seq) };
+            let opts = model::engine_options(threads, Some(seq));
             let r = bench::bench(&dir, || shrink_runtime::Engine::load(&dir, opts), batch, seq, runs, warmup)?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);

@@ -62,6 +62,16 @@ pub fn serve(mut m: Loaded) -> Result<()> {
         let [what, b, t, r] = parts[..] else { bail!("expected `forward|train|distill B T R`, got {line:?}") };
         let (b, t, r): (usize, usize, usize) =
             (b.parse().context("B")?, t.parse().context("T")?, r.parse().context("R")?);
+        let max_t = m.model.config.max_position_embeddings;
+        if b == 0 || t == 0 || r == 0 {
+            bail!("{line:?}: B, T and R must be at least 1");
+        }
+        if t > max_t {
+            bail!("{line:?}: T = {t} exceeds max_position_embeddings {max_t}");
+        }
+        if b.checked_mul(t).is_none() {
+            bail!("{line:?}: B x T overflows");
+        }
         let (ids, mask, labels) = bench_batch(b, t)?;
         if what == "distill" && distill.as_ref().is_none_or(|(shape, _)| *shape != (b, t)) {
             let ids = ids.to_vec2::<u32>()?;

@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use common::{asset, fails, model, ok, root};
+use common::{asset, fails, model, ok, root, shrink_within};
 
 /// Same budget as the model's golden tests: f32 vs PyTorch f32.
 const EMBED_TOL: f32 = 1e-4;
@@ -333,4 +333,116 @@ fn non_finite_and_empty_settings_are_clear_errors() {
     let err = fails(&["sparsify", &m, "--data", data, "--method", "movement", "--score-lr", "inf", "--out", o]);
     assert!(err.contains("--score-lr inf"), "{err}");
     assert!(!out.exists());
+}
+
+#[test]
+fn sizes_past_the_machine_are_clear_errors_at_once() {
+    let m = model();
+    let err = fails(&["bench", &m, "--batch", "144115188075855872", "--seq", "128", "--runs", "1"]);
+    assert!(err.contains("a batch of 144115188075855872 x 128 tokens: B x T overflows"), "{err}");
+    let err = fails(&["bench", &m, "--batch", "1073741824", "--seq", "128", "--runs", "1"]);
+    assert!(err.contains("a batch of 1073741824 x 128 tokens needs about") && err.contains("MB of memory is available"), "{err}");
+    let err = fails(&["bench", &m, "--runs", "2305843009213693952", "--warmup", "0", "--seq", "8"]);
+    assert!(err.contains("--runs 2305843009213693952: too many timings to hold"), "{err}");
+    for flag in ["--batch", "--seq", "--runs"] {
+        assert!(fails(&["bench", &m, flag, "0"]).contains(&format!("invalid value '0' for '{flag}")));
+    }
+    let input = tmp_texts();
+    let err = fails(&["embed", &m, "--input", input.1.to_str().unwrap(), "--output", "e.npy", "--batch", "0"]);
+    assert!(err.contains("invalid value '0' for '--batch"), "{err}");
+    let start = std::time::Instant::now();
+    let err = fails(&["--threads", "100000", "bench", &m, "--runs", "1"]);
+    assert!(err.contains("--threads: 100000 worker threads: at most") && err.contains("x the"), "{err}");
+    assert!(start.elapsed().as_secs() < 5, "refused only after {:?}", start.elapsed());
+    let err = fails(&["inspect", &m, "--seq", "4294967296"]);
+    assert!(err.contains("--seq 4294967296: the model takes 1 ..= 512 tokens (max_position_embeddings"), "{err}");
+    // A config that allows such sequences: T x T x A no longer fits 64 bits.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = base_config();
+    cfg["max_position_embeddings"] = (1u64 << 40).into();
+    model_copy(&tmp.path().join("long"), cfg, None);
+    let err = fails(&["inspect", tmp.path().join("long").to_str().unwrap(), "--seq", "4294967296"]);
+    assert!(err.contains("--seq 4294967296: the FLOP count of") && err.contains("overflows 64 bits"), "{err}");
+}
+
+/// A one-line text file in a temp folder (kept alive by the returned guard).
+fn tmp_texts() -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("t.txt");
+    std::fs::write(&p, "one text\n").unwrap();
+    (tmp, p)
+}
+
+#[test]
+fn timing_rejects_empty_shapes() {
+    use std::io::Write;
+    for line in ["forward 1 0 1", "train 0 4 1", "distill 2 0 1", "forward 1 513 1"] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_shrink"))
+            .args(["timing", "--model", &model(), "--threads", "1"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(format!("{line}\n").as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        let want = if line.contains("513") { "T = 513 exceeds max_position_embeddings 512" } else { "B, T and R must be at least 1" };
+        assert!(!out.status.success() && err.contains(&format!("{line:?}: {want}")) && !err.contains("panicked"), "{line}: {err}");
+        assert!(out.stdout.is_empty(), "{line}: answered {:?}", String::from_utf8_lossy(&out.stdout));
+    }
+}
+
+#[test]
+fn a_fifo_in_the_model_folder_is_refused_not_waited_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp_texts();
+    let out = tmp.path().join("e.jsonl");
+    // A symlink to a regular file (model_copy links the weights) is fine.
+    model_copy(&tmp.path().join("linked"), base_config(), None);
+    let run = |dir: &Path| shrink_within(&["embed", dir.to_str().unwrap(), "--input", input.1.to_str().unwrap(), "--output", out.to_str().unwrap()], 60);
+    assert!(run(&tmp.path().join("linked")).status.success());
+    std::fs::remove_file(&out).unwrap();
+    for (i, f) in ["config.json", "model.safetensors", "tokenizer.json"].into_iter().enumerate() {
+        let dir = tmp.path().join(format!("fifo{i}"));
+        model_copy(&dir, base_config(), None);
+        std::fs::remove_file(dir.join(f)).unwrap();
+        let path = std::ffi::CString::new(dir.join(f).to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o644) }, 0, "mkfifo {f}");
+        let o = run(&dir);
+        let err = String::from_utf8(o.stderr).unwrap();
+        assert!(!o.status.success() && err.contains(&format!("{}: ", dir.join(f).display())) && err.contains("is not a regular file"), "{f}: {err}");
+        assert!(!out.exists(), "{f}: output written");
+    }
+}
+
+#[test]
+fn inspect_reads_a_sparse_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dense, sparse) = (tmp.path().join("A"), tmp.path().join("B"));
+    ok(&["sparsify", &model(), "--sparsity", "0.9", "--out", dense.to_str().unwrap()]);
+    ok(&["quantize", dense.to_str().unwrap(), "--scheme", "sparse", "--out", sparse.to_str().unwrap()]);
+    let r: serde_json::Value = serde_json::from_str(&ok(&["inspect", sparse.to_str().unwrap(), "--json"])).unwrap();
+    // Every weight counted at its dense shape (the pooler is dropped by quantize).
+    assert_eq!(r["total"]["params"], 22_565_376);
+    let file = std::fs::metadata(sparse.join("model.safetensors")).unwrap().len() as f64;
+    let stored = r["total"]["stored_bytes"].as_f64().unwrap();
+    assert!(stored <= file && stored > 0.999 * file, "stored {stored} of a {file}-byte file");
+    for (name, layer) in r["layers"].as_array().unwrap().iter().map(|l| (l[0].as_str().unwrap(), &l[1])) {
+        assert!(name.ends_with("sparse"), "{name}");
+        // 10% of the Linear weights kept: 4 bytes each plus a 1-bit mask over all, biases and LayerNorms in f32.
+        let bits = layer["stored_bytes"].as_f64().unwrap() * 8.0 / layer["params"].as_f64().unwrap();
+        assert!((4.0..4.6).contains(&bits), "{name}: {bits} bits a weight");
+    }
+}
+
+#[test]
+fn no_mmap_embeds_the_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp_texts();
+    let (a, b) = (tmp.path().join("a.jsonl"), tmp.path().join("b.jsonl"));
+    ok(&["embed", &model(), "--input", input.1.to_str().unwrap(), "--output", a.to_str().unwrap()]);
+    ok(&["--no-mmap", "embed", &model(), "--input", input.1.to_str().unwrap(), "--output", b.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(a).unwrap(), std::fs::read_to_string(b).unwrap());
 }

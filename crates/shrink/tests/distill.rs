@@ -335,7 +335,7 @@ fn qat_static_activations_export_the_trained_ranges_and_the_runtime_computes_the
         assert_eq!(q["attention"], "fp32", "QAT keeps the attention it trained with");
         assert_eq!(q["recipe"]["qat"]["activations"], "static");
         // The runtime on the folder against candle on the trained fp32 weights, fake-quantized on the same grids.
-        let mut engine = shrink_runtime::Engine::load(&out, shrink_runtime::Options { threads: 1, max_len: None }).unwrap();
+        let mut engine = shrink_runtime::Engine::load(&out, shrink_runtime::Options { threads: 1, max_len: None, ..Default::default() }).unwrap();
         let batch = engine.tokenizer.batch(&texts).unwrap();
         let runtime = engine.logits_batch(&batch).unwrap().to_vec(); // (B, L)
         let m = shrink::model::load(s(&fp32), None).unwrap().model;
@@ -442,7 +442,7 @@ fn narrow_student_runs_the_same_on_candle_and_runtime_and_its_projections_learn(
     let (ids, mask) = shrink::train::batch_of(&ex.iter().map(|e| e.ids.as_slice()).collect::<Vec<_>>()).unwrap();
     let candle = flat(&loaded.forward(&ids, &mask, None, None).unwrap());
     let padded = shrink_model::tokenizer::pad(&ex.iter().map(|e| e.ids.clone()).collect::<Vec<_>>(), 0);
-    let mut engine = shrink_runtime::Engine::load(&dir, shrink_runtime::Options { threads: 1, max_len: Some(16) }).unwrap();
+    let mut engine = shrink_runtime::Engine::load(&dir, shrink_runtime::Options { threads: 1, max_len: Some(16), ..Default::default() }).unwrap();
     let runtime = engine.forward(&padded.ids, &padded.mask, padded.b, padded.t).unwrap().to_vec();
     let d = candle.iter().zip(&runtime).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
     assert!(candle.len() == runtime.len() && d <= RUNTIME_VS_CANDLE, "runtime vs candle on the narrow student: {d}");

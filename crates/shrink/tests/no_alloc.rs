@@ -46,7 +46,7 @@ fn batch(b: usize, t: usize) -> (Vec<u32>, Vec<u32>) {
 }
 
 fn allocations_after_warmup(dir: &std::path::Path, threads: usize) -> usize {
-    let mut e = Engine::load(dir, Options { threads, max_len: None }).unwrap();
+    let mut e = Engine::load(dir, Options { threads, max_len: None, ..Default::default() }).unwrap();
     let (ids, mask) = batch(3, 40);
     e.forward(&ids, &mask, 3, 40).unwrap();
     let (small_ids, small_mask) = batch(2, 17);

@@ -78,7 +78,7 @@ fn candle_hidden(m: &Bert, tok: &TextTokenizer, texts: &[String]) -> Vec<f32> {
 
 fn runtime_hidden(dir: &Path, tok: &TextTokenizer, texts: &[String]) -> Vec<f32> {
     let b = tok.batch(texts).unwrap();
-    let mut e = Engine::load(dir, Options { threads: 2, max_len: Some(64) }).unwrap();
+    let mut e = Engine::load(dir, Options { threads: 2, max_len: Some(64), ..Default::default() }).unwrap();
     e.forward(&b.ids, &b.mask, b.b, b.t).unwrap().to_vec()
 }
 
@@ -124,7 +124,7 @@ fn cfg(dir: &Path) -> serde_json::Value {
 }
 
 fn embed_all(dir: &Path, texts: &[String]) -> Vec<Vec<f32>> {
-    Engine::load(dir, Options { threads: 2, max_len: Some(64) }).unwrap().embed(texts).unwrap()
+    Engine::load(dir, Options { threads: 2, max_len: Some(64), ..Default::default() }).unwrap().embed(texts).unwrap()
 }
 
 fn min_cosine(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
@@ -184,7 +184,7 @@ fn pruned_folder_inspects_quantizes_and_rejects_mismatched_sizes() {
         let err = fails(args);
         assert!(err.contains("model.safetensors") && err.contains("encoder.layer.0.attention.self.query"), "{args:?}: {err}");
     }
-    let err = format!("{:#}", Engine::load(&p, Options { threads: 1, max_len: None }).err().expect("mismatch"));
+    let err = format!("{:#}", Engine::load(&p, Options { threads: 1, max_len: None, ..Default::default() }).err().expect("mismatch"));
     assert!(err.contains("model.safetensors") && err.contains("encoder.layer.0.attention.self"), "{err}");
     let err = format!("{:#}", Bert::load_dir(&p).err().expect("mismatch"));
     assert!(err.contains("model.safetensors") && err.contains("encoder.layer.0.attention.self"), "{err}");

@@ -52,7 +52,7 @@ fn bodies() -> Vec<String> {
 }
 
 fn embed_all(dir: &Path, texts: &[String]) -> Vec<Vec<f32>> {
-    let mut e = Engine::load(dir, Options { threads: 2, max_len: Some(64) }).unwrap();
+    let mut e = Engine::load(dir, Options { threads: 2, max_len: Some(64), ..Default::default() }).unwrap();
     texts.chunks(32).flat_map(|c| e.embed(c).unwrap()).collect()
 }
 

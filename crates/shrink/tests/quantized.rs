@@ -37,7 +37,7 @@ fn mean_cosine(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
 }
 
 fn embed_all(dir: &Path, texts: &[String]) -> Vec<Vec<f32>> {
-    let mut e = Engine::load(dir, Options { threads: 2, max_len: Some(128) }).unwrap();
+    let mut e = Engine::load(dir, Options { threads: 2, max_len: Some(128), ..Default::default() }).unwrap();
     texts.chunks(32).flat_map(|c| e.embed(c).unwrap()).collect()
 }
 

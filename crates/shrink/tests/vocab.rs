@@ -18,7 +18,7 @@ fn texts(file: &str, field: &str, n: usize) -> Vec<String> {
 }
 
 fn engine(dir: &std::path::Path) -> Engine {
-    Engine::load(dir, Options { threads: 2, max_len: Some(128) }).unwrap()
+    Engine::load(dir, Options { threads: 2, max_len: Some(128), ..Default::default() }).unwrap()
 }
 
 #[test]

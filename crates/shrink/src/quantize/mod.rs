@@ -24,7 +24,7 @@ use serde_json::json;
 use shrink_format::folder::{write_model_dir, OutDir, CONFIG_FILE, WEIGHTS_FILE};
 use shrink_format::tensors::{serialize, OwnedTensor};
 use shrink_format::{Config, QuantSection, TensorFile};
-use shrink_runtime::{Acts, Engine, Format, Options as EngineOptions, Site, Storage};
+use shrink_runtime::{Acts, Engine, Format, Site, Storage};
 use shrink_kernels::spmm::SparseF32;
 
 use calib::{Calibration, Needs, SiteKey, Smoothing};
@@ -206,7 +206,7 @@ impl Source {
         }
         // The runtime's full loader first: whatever another command would reject (tokenizer, every tensor, every
         // size, a head without labels) is rejected before any work, and never dropped from the output.
-        Engine::load(dir, EngineOptions { threads: 1, max_len: None }).with_context(|| format!("loading {}", dir.display()))?;
+        Engine::load(dir, crate::model::engine_options(1, None)).with_context(|| format!("loading {}", dir.display()))?;
         let file = TensorFile::open(&dir.join(WEIGHTS_FILE))?;
         file.check_layer_shapes(&cfg)?;
         Ok(Self { dir: dir.to_path_buf(), cfg, file })
@@ -243,7 +243,7 @@ impl Source {
 
     /// The fp32 engine the calibration runs on.
     pub fn engine(&self, threads: usize, max_len: Option<usize>) -> Result<Engine> {
-        Engine::load(&self.dir, EngineOptions { threads, max_len })
+        Engine::load(&self.dir, crate::model::engine_options(threads, max_len))
     }
 
     /// Runs the calibration `plan` needs (nothing when it needs none).

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use shrink_format::folder::OutDir;
 use serde::Serialize;
-use shrink_runtime::{Engine, Format, Options as EngineOptions};
+use shrink_runtime::{Engine, Format};
 
 use super::calib::{Calibration, SiteKey};
 use super::{emit, Options, Plan, Source};
@@ -63,7 +63,7 @@ impl Bench<'_> {
         let cal = cal.unwrap_or(self.cal);
         // Each trial replaces the previous one in this run's own scratch folder.
         let summary = emit(self.src, &OutDir::new(&out, &[], true)?, self.opts, plan, cal, serde_json::Value::Null)?;
-        let mut engine = Engine::load(&out, EngineOptions { threads: self.threads, max_len: self.max_len })?;
+        let mut engine = Engine::load(&out, crate::model::engine_options(self.threads, self.max_len))?;
         let got = self.dev.data.run(&mut engine, self.dev.batch)?;
         let base = &self.dev.base;
         Ok(Trial {

@@ -43,3 +43,26 @@ pub fn fails(args: &[&str]) -> String {
     assert!(!err.contains("panicked"), "shrink {args:?} panicked: {err}");
     err
 }
+
+/// `shrink` that must finish within `secs` (a hang is a failure, not a stuck test run); returns its output.
+pub fn shrink_within(args: &[&str], secs: u64) -> Output {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shrink"))
+        .args(args)
+        .env("SHRINK_NO_PROGRESS", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run shrink");
+    let start = std::time::Instant::now();
+    while child.try_wait().expect("wait for shrink").is_none() {
+        if start.elapsed().as_secs() >= secs {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("shrink {args:?} still running after {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("shrink output")
+}
