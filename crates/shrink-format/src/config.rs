@@ -5,12 +5,21 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::{de, ser, Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+use crate::arch::{self, Arch, Part, Positions};
 
 /// Mirrors the Hugging Face `BertConfig` fields we use; unknown fields are kept so a saved config round-trips.
+/// Other families' configs are read through their `arch` row into these fields (DistilBERT's `dim` is
+/// `hidden_size`) and written back in their own keys.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(remote = "Self")]
 pub struct Config {
     pub model_type: String,
+    /// Parsed from `model_type` when the config is read.
+    #[serde(skip)]
+    arch: Arch,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub num_hidden_layers: usize,
@@ -30,6 +39,7 @@ pub struct Config {
     #[serde(default = "default_dropout")]
     pub attention_probs_dropout_prob: f32,
     pub max_position_embeddings: usize,
+    /// 0 for families without a token-type table (DistilBERT).
     #[serde(default = "default_type_vocab")]
     pub type_vocab_size: usize,
     #[serde(default = "default_eps")]
@@ -106,19 +116,43 @@ fn default_pos_type() -> String {
     "absolute".into()
 }
 
+/// The family's own keys in, BERT's fields out: `arch::Arch::read_config` before the derived reader.
+impl<'de> Deserialize<'de> for Config {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut map = serde_json::Map::deserialize(d)?;
+        // Without a string model_type the derived reader below names the problem.
+        let arch = match map.get("model_type").and_then(Value::as_str) {
+            Some(t) => Arch::parse(t).map_err(<D::Error as de::Error>::custom)?,
+            None => Arch::Bert,
+        };
+        arch.read_config(&mut map).map_err(<D::Error as de::Error>::custom)?;
+        let mut cfg = Config::deserialize(Value::Object(map)).map_err(<D::Error as de::Error>::custom)?;
+        cfg.arch = arch;
+        Ok(cfg)
+    }
+}
+
+/// Written back in the family's own keys, sorted as transformers writes config.json.
+impl Serialize for Config {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut v = Config::serialize(self, serde_json::value::Serializer).map_err(<S::Error as ser::Error>::custom)?;
+        if let Value::Object(map) = &mut v {
+            self.arch.write_config(map);
+        }
+        v.serialize(s)
+    }
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Self> {
         let text = crate::folder::read_regular(path, "config")?;
-        let cfg: Config =
-            serde_json::from_str(&text).with_context(|| format!("{}: not a valid BERT config.json", path.display()))?;
+        let cfg: Config = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a valid BERT-family config.json", path.display()))?;
         cfg.validate().with_context(|| format!("{}: unsupported config", path.display()))?;
         Ok(cfg)
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.model_type != "bert" {
-            bail!("model_type is {:?}; shrink supports \"bert\"", self.model_type);
-        }
         for (name, v) in [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
@@ -126,11 +160,27 @@ impl Config {
             ("num_attention_heads", self.num_attention_heads),
             ("intermediate_size", self.intermediate_size),
             ("max_position_embeddings", self.max_position_embeddings),
-            ("type_vocab_size", self.type_vocab_size),
         ] {
             if v == 0 {
                 bail!("{name} must be positive");
             }
+        }
+        let types = self.arch.spec().names.token_type.is_some();
+        if types && self.type_vocab_size == 0 {
+            bail!("type_vocab_size must be positive");
+        }
+        if !types && self.type_vocab_size != 0 {
+            bail!("type_vocab_size is {}, but {} has no token-type table", self.type_vocab_size, self.model_type);
+        }
+        if self.extra.get("sinusoidal_pos_embds").is_some_and(|v| v != &Value::Bool(false)) {
+            bail!("sinusoidal_pos_embds is not supported (expected a learned position table)");
+        }
+        if self.max_tokens() == 0 {
+            bail!(
+                "max_position_embeddings {} leaves no position for a token (positions start after pad_token_id {})",
+                self.max_position_embeddings,
+                self.pad_token_id
+            );
         }
         // LayerNorm divides by sqrt(var + eps): eps <= 0 can take the root of a negative (NaN), a huge one flattens
         // every hidden state to its bias. `!(..)` also rejects NaN.
@@ -165,9 +215,27 @@ impl Config {
         Ok(())
     }
 
+    pub fn arch(&self) -> Arch {
+        self.arch
+    }
+
+    /// How this model numbers positions (RoBERTa's start after `pad_token_id`).
+    pub fn positions(&self) -> Positions {
+        if self.arch.spec().positions_after_padding {
+            Positions::AfterPadding(self.pad_token_id)
+        } else {
+            Positions::FromZero
+        }
+    }
+
+    /// Longest sequence the position table numbers: `max_position_embeddings`, less RoBERTa's offset.
+    pub fn max_tokens(&self) -> usize {
+        self.positions().max_tokens(self.max_position_embeddings)
+    }
+
     /// A weights file holding a layer past `num_hidden_layers` means config.json does not describe it.
     pub fn check_layer_count(&self, file: &Path, contains: impl Fn(&str) -> bool) -> Result<()> {
-        if contains(&format!("encoder.layer.{}.output.dense.weight", self.num_hidden_layers)) {
+        if contains(&format!("{}.weight", arch::layer(self.num_hidden_layers, Part::FfnOut))) {
             bail!(
                 "{}: holds more encoder layers than num_hidden_layers = {} in config.json",
                 file.display(),
@@ -197,16 +265,23 @@ impl Config {
         self.layer_intermediate_sizes.as_ref().map_or(self.intermediate_size, |v| v[l])
     }
 
-    /// Every encoder Linear as (layer, HF name, N outputs, K inputs) in checkpoint order, with each layer's own widths.
+    /// (N outputs, K inputs) of layer `l`'s Linear `part` with that layer's widths; None for the LayerNorms.
+    pub fn linear_shape(&self, l: usize, part: Part) -> Option<(usize, usize)> {
+        let (c, a, f) = (self.hidden_size, self.attention_width(l), self.ffn(l));
+        match part {
+            Part::Query | Part::Key | Part::Value => Some((a, c)),
+            Part::AttnOut => Some((c, a)),
+            Part::FfnIn => Some((f, c)),
+            Part::FfnOut => Some((c, f)),
+            Part::AttnNorm | Part::OutNorm => None,
+        }
+    }
+
+    /// Every encoder Linear as (layer, canonical name, N outputs, K inputs) in checkpoint order, with each layer's
+    /// own widths.
     pub fn encoder_linears(&self) -> Vec<(usize, String, usize, usize)> {
-        let c = self.hidden_size;
         (0..self.num_hidden_layers)
-            .flat_map(|l| {
-                let (a, f) = (self.attention_width(l), self.ffn(l));
-                [("attention.self.query", a, c), ("attention.self.key", a, c), ("attention.self.value", a, c),
-                 ("attention.output.dense", c, a), ("intermediate.dense", f, c), ("output.dense", c, f)]
-                    .map(|(name, n, k)| (l, format!("encoder.layer.{l}.{name}"), n, k))
-            })
+            .flat_map(|l| Part::ALL.into_iter().filter_map(move |p| self.linear_shape(l, p).map(|(n, k)| (l, arch::layer(l, p), n, k))))
             .collect()
     }
 

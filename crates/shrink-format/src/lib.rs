@@ -2,12 +2,14 @@
 //! on-device runtime (shrink-runtime): `config.json` (with shrink's head and quantization sections), safetensors
 //! files checked tensor by tensor, the tokenizer, and atomic writes. No candle, no network.
 
+pub mod arch;
 pub mod config;
 pub mod folder;
 pub mod outdir;
 pub mod tensors;
 pub mod tokenizer;
 
+pub use arch::{Arch, Site};
 pub use config::{Config, QuantSection};
 pub use tensors::{F32Data, TensorFile};
 pub use tokenizer::{Batch, TextTokenizer};

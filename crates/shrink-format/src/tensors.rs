@@ -1,6 +1,6 @@
-//! A safetensors file, memory-mapped and validated once; tensors are looked up by their HF name without a `bert.`
-//! prefix and read as f32 (from F32/F16/BF16), i8 or u8, each with its shape and finiteness checked and the file
-//! and tensor named in every error.
+//! A safetensors file, memory-mapped and validated once; tensors are looked up by their canonical name
+//! (`arch::canonical`: BERT's HF spelling, whatever family wrote the file) and read as f32 (from F32/F16/BF16),
+//! i8 or u8, each with its shape and finiteness checked and the file and tensor named in every error.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -61,13 +61,14 @@ impl TensorFile {
         let bad = |e: String| anyhow!("{}: not a valid safetensors file (truncated or corrupt?): {e}", file.display());
         let (base, mut tensors) = header(&bytes).map_err(bad)?;
         SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?; // whatever `header` does not check
-        // Two spellings of one tensor (`bert.X` and `X`, `.gamma` and `.weight`) would leave which one is used to the
-        // hash order: refused, naming both. Sorted, so the same file always gives the same message.
+        // Two spellings of one tensor (`bert.X` and `X`, `.gamma` and `.weight`, DistilBERT's `q_lin` and BERT's
+        // `self.query`) would leave which one is used to the hash order: refused, naming both. Sorted, so the same
+        // file always gives the same message.
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
         let mut index = HashMap::new();
         let mut spelling: HashMap<String, String> = HashMap::new();
         for (name, info) in tensors {
-            let key = normalize_name(&name);
+            let key = crate::arch::canonical(&name);
             if let Some(first) = spelling.get(&key) {
                 bail!("{}: tensors {first} and {name} are both {key} (drop one of them)", file.display());
             }
@@ -275,19 +276,6 @@ fn header(bytes: &[u8]) -> Result<(usize, Vec<(String, safetensors::tensor::Tens
     Ok((base, tensors))
 }
 
-/// `bert.encoder...` -> `encoder...`; old `LayerNorm.gamma/beta` -> `weight/bias`. The one place names are
-/// normalised: both loaders see tensors through `TensorFile`.
-pub fn normalize_name(name: &str) -> String {
-    let n = name.strip_prefix("bert.").unwrap_or(name);
-    if let Some(stem) = n.strip_suffix(".gamma") {
-        format!("{stem}.weight")
-    } else if let Some(stem) = n.strip_suffix(".beta") {
-        format!("{stem}.bias")
-    } else {
-        n.to_string()
-    }
-}
-
 /// One tensor to serialise: name, shape, dtype and little-endian bytes.
 pub struct OwnedTensor {
     pub name: String,
@@ -366,11 +354,12 @@ mod tests {
 
     #[test]
     fn two_spellings_of_one_tensor_are_refused() {
-        for (a, b) in [("bert.encoder.x.weight", "encoder.x.weight"), ("encoder.LayerNorm.gamma", "encoder.LayerNorm.weight")] {
+        for (a, b) in [("bert.encoder.x.weight", "encoder.x.weight"), ("encoder.LayerNorm.gamma", "encoder.LayerNorm.weight"),
+            ("transformer.layer.0.ffn.lin1.bias", "encoder.layer.0.intermediate.dense.bias")] {
             let bytes = serialize(vec![OwnedTensor::f32(a, vec![2], &[1.0, 2.0]), OwnedTensor::f32(b, vec![2], &[3.0, 4.0])]).unwrap();
             let e = open_err(&bytes);
             let (first, second) = if a < b { (a, b) } else { (b, a) };
-            assert!(e.contains(&format!("tensors {first} and {second} are both {}", normalize_name(a))), "{e}");
+            assert!(e.contains(&format!("tensors {first} and {second} are both {}", crate::arch::canonical(a))), "{e}");
         }
     }
 

@@ -8,7 +8,8 @@ use tokenizers::{Tokenizer, TruncationParams};
 use crate::folder::{read_regular, TOKENIZER_FILE};
 
 pub struct TextTokenizer {
-    inner: Tokenizer,
+    /// None for a folder without tokenizer.json (`absent`): it runs on token ids only.
+    inner: Option<Tokenizer>,
     file: PathBuf,
     pub max_len: usize,
     pad_id: u32,
@@ -39,15 +40,26 @@ impl TextTokenizer {
             .with_truncation(Some(TruncationParams { max_length: max_len, ..Default::default() }))
             .map_err(|e| anyhow!("{}: {e}", file.display()))?;
         inner.with_padding(None);
-        let pad_id = inner.token_to_id("[PAD]").unwrap_or(0);
-        Ok(Self { inner, file, max_len, pad_id })
+        // WordPiece vocabularies say [PAD], RoBERTa's BPE <pad>.
+        let pad_id = ["[PAD]", "<pad>"].iter().find_map(|t| inner.token_to_id(t)).unwrap_or(0);
+        Ok(Self { inner: Some(inner), file, max_len, pad_id })
+    }
+
+    /// The stand-in for a folder that has no tokenizer.json (RoBERTa checkpoints often ship it apart): every text
+    /// method is an error naming the missing file.
+    pub fn absent(dir: &Path, max_len: usize) -> Self {
+        Self { inner: None, file: dir.join(TOKENIZER_FILE), max_len, pad_id: 0 }
+    }
+
+    fn inner(&self) -> Result<&Tokenizer> {
+        self.inner.as_ref().ok_or_else(|| anyhow!("{}: tokenizer missing (this model takes token ids only)", self.file.display()))
     }
 
     /// `load`, then checks every token id fits the model's embedding table of `vocab_size` rows.
     pub fn for_model(dir: &Path, max_len: usize, vocab_size: usize) -> Result<Self> {
         let tok = Self::load(dir, max_len)?;
         // The largest id, not the count: a vocabulary with gaps in its ids can be small and still point past the table.
-        let vocab = tok.inner.get_vocab(true);
+        let vocab = tok.inner()?.get_vocab(true);
         if let Some((token, id)) = vocab.iter().max_by_key(|(_, &id)| id).filter(|(_, &id)| id as usize >= vocab_size) {
             bail!(
                 "{}: tokenizer has {} tokens (ids up to {id}, {token:?}) but config.json vocab_size is {vocab_size}",
@@ -63,7 +75,7 @@ impl TextTokenizer {
         if text.trim().is_empty() {
             bail!("empty text: nothing to encode");
         }
-        let enc = self.inner.encode(text, true).map_err(|e| anyhow!("{}: tokenization failed: {e}", self.file.display()))?;
+        let enc = self.inner()?.encode(text, true).map_err(|e| anyhow!("{}: tokenization failed: {e}", self.file.display()))?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -73,8 +85,9 @@ impl TextTokenizer {
         Ok(pad(&seqs, self.pad_id))
     }
 
+    /// Tokens in the vocabulary (0 when `absent`).
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.inner.as_ref().map_or(0, |t| t.get_vocab_size(true))
     }
 }
 

@@ -1,8 +1,11 @@
-//! `attention.self` + `attention.output`: multi-head self-attention, output projection, residual, LayerNorm.
+//! Q, K, V, attention output (`Part::Query` .. `Part::AttnNorm`): multi-head self-attention, output projection,
+//! residual, LayerNorm.
 
 use anyhow::Result;
 use candle_core::Tensor;
 use rand::rngs::StdRng;
+
+use shrink_format::arch::{self, Part};
 
 use crate::checkpoint::Weights;
 use crate::config::Config;
@@ -27,15 +30,15 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// Layer `l`'s attention under `prefix`, with that layer's head count.
-    pub fn load(w: &mut Weights, prefix: &str, cfg: &Config, l: usize) -> Result<Self> {
-        let (c, a) = (cfg.hidden_size, cfg.attention_width(l));
+    /// Layer `l`'s attention, with that layer's head count.
+    pub fn load(w: &mut Weights, cfg: &Config, l: usize) -> Result<Self> {
+        let lin = |w: &mut Weights, p| Linear::load_part(w, cfg, l, p);
         Ok(Self {
-            query: Linear::load(w, &format!("{prefix}.self.query"), a, c)?,
-            key: Linear::load(w, &format!("{prefix}.self.key"), a, c)?,
-            value: Linear::load(w, &format!("{prefix}.self.value"), a, c)?,
-            output: Linear::load(w, &format!("{prefix}.output.dense"), c, a)?,
-            layer_norm: LayerNorm::load(w, &format!("{prefix}.output.LayerNorm"), c, cfg.layer_norm_eps)?,
+            query: lin(w, Part::Query)?,
+            key: lin(w, Part::Key)?,
+            value: lin(w, Part::Value)?,
+            output: lin(w, Part::AttnOut)?,
+            layer_norm: LayerNorm::load(w, &arch::layer(l, Part::AttnNorm), cfg.hidden_size, cfg.layer_norm_eps)?,
             head_mask: None,
             heads: cfg.heads(l),
             head_dim: cfg.head_dim(),
@@ -62,11 +65,11 @@ impl Attention {
         self.layer_norm.forward(&self.output.forward(&ctx)?, x, drop)
     }
 
-    pub fn visit(&mut self, prefix: &str, f: &mut ParamVisitor) {
-        self.query.visit(&format!("{prefix}.self.query"), f);
-        self.key.visit(&format!("{prefix}.self.key"), f);
-        self.value.visit(&format!("{prefix}.self.value"), f);
-        self.output.visit(&format!("{prefix}.output.dense"), f);
-        self.layer_norm.visit(&format!("{prefix}.output.LayerNorm"), f);
+    pub fn visit(&mut self, l: usize, f: &mut ParamVisitor) {
+        self.query.visit(&arch::layer(l, Part::Query), f);
+        self.key.visit(&arch::layer(l, Part::Key), f);
+        self.value.visit(&arch::layer(l, Part::Value), f);
+        self.output.visit(&arch::layer(l, Part::AttnOut), f);
+        self.layer_norm.visit(&arch::layer(l, Part::AttnNorm), f);
     }
 }

@@ -1,4 +1,5 @@
-//! The BERT encoder (`embeddings`, `encoder.layer.*`) and shrink's optional classification head (`classifier`).
+//! The encoder of any family in `shrink_format::arch` (`embeddings`, `encoder.layer.*` in canonical names) and
+//! shrink's optional classification head (`classifier`).
 
 use std::path::Path;
 
@@ -61,10 +62,10 @@ impl Bert {
     ) -> candle_core::Result<Tensor> {
         let (_, t) = ids.dims2()?;
         if t > self.embeddings.max_positions() {
-            candle_core::bail!("sequence of {t} tokens exceeds max_position_embeddings {}", self.embeddings.max_positions());
+            candle_core::bail!("sequence of {t} tokens exceeds the {} that max_position_embeddings numbers", self.embeddings.max_positions());
         }
         let bias = mask_bias(mask)?; // (B, T)
-        let mut x = self.embeddings.forward(ids, rng.as_deref_mut())?; // (B, T, C)
+        let mut x = self.embeddings.forward(ids, mask, rng.as_deref_mut())?; // (B, T, C)
         if let Some(h) = hidden.as_deref_mut() {
             h.push(x.clone());
         }

@@ -46,7 +46,7 @@ fn fetch_from_hub(id: &str) -> Result<PathBuf> {
     dir.ok_or_else(|| anyhow!("{id}: hub cache returned no folder"))
 }
 
-/// Every floating tensor of one safetensors file as a candle tensor, keyed by HF name without a `bert.` prefix.
+/// Every floating tensor of one safetensors file as a candle tensor, keyed by canonical name (`arch::canonical`).
 pub struct Weights {
     pub file: PathBuf,
     tensors: HashMap<String, Tensor>,

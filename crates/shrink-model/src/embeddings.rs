@@ -1,8 +1,9 @@
-//! `embeddings.*`: word + absolute position + token type, then LayerNorm and dropout.
+//! `embeddings.*`: word + learned position + token type (when the family has one), then LayerNorm and dropout.
 
 use anyhow::Result;
 use candle_core::{DType, Tensor};
 use rand::rngs::StdRng;
+use shrink_format::arch::{self, Module, Positions};
 
 use crate::checkpoint::Weights;
 use crate::config::Config;
@@ -12,46 +13,71 @@ use crate::params::ParamVisitor;
 
 #[derive(Clone)]
 pub struct Embeddings {
-    pub word_embeddings: Tensor,       // (V, C)
-    pub position_embeddings: Tensor,   // (P, C)
-    pub token_type_embeddings: Tensor, // (2, C)
+    pub word_embeddings: Tensor,     // (V, C)
+    pub position_embeddings: Tensor, // (P, C)
+    /// (types, C); None for families without one (DistilBERT).
+    pub token_type_embeddings: Option<Tensor>,
     pub layer_norm: LayerNorm,
+    positions: Positions,
     dropout: f32,
 }
 
 impl Embeddings {
     pub fn load(w: &mut Weights, cfg: &Config) -> Result<Self> {
         let c = cfg.hidden_size;
+        let types = match cfg.type_vocab_size {
+            0 => None,
+            n => Some(w.take(&weight(Module::TokenType), &[n, c])?),
+        };
         Ok(Self {
-            word_embeddings: w.take("embeddings.word_embeddings.weight", &[cfg.vocab_size, c])?,
-            position_embeddings: w.take("embeddings.position_embeddings.weight", &[cfg.max_position_embeddings, c])?,
-            token_type_embeddings: w.take("embeddings.token_type_embeddings.weight", &[cfg.type_vocab_size, c])?,
-            layer_norm: LayerNorm::load(w, "embeddings.LayerNorm", c, cfg.layer_norm_eps)?,
+            word_embeddings: w.take(&weight(Module::Word), &[cfg.vocab_size, c])?,
+            position_embeddings: w.take(&weight(Module::Position), &[cfg.max_position_embeddings, c])?,
+            token_type_embeddings: types,
+            layer_norm: LayerNorm::load(w, &arch::name(Module::EmbedNorm), c, cfg.layer_norm_eps)?,
+            positions: cfg.positions(),
             dropout: cfg.hidden_dropout_prob,
         })
     }
 
-    /// ids: (B, T) u32 -> (B, T, C). Token type 0 everywhere (single-segment inputs).
-    pub fn forward(&self, ids: &Tensor, rng: Option<&mut StdRng>) -> candle_core::Result<Tensor> {
+    /// ids, mask: (B, T) u32 -> (B, T, C). Token type 0 everywhere (single-segment inputs); the mask numbers
+    /// RoBERTa's positions.
+    pub fn forward(&self, ids: &Tensor, mask: &Tensor, rng: Option<&mut StdRng>) -> candle_core::Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let c = self.word_embeddings.dim(1)?;
         let words = self.word_embeddings.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, c))?; // (B, T, C)
-        let pos = self.position_embeddings.narrow(0, 0, t)?; // (T, C)
-        let typ = self.token_type_embeddings.narrow(0, 0, 1)?; // (1, C)
-        let pos_typ = pos.broadcast_add(&typ)?.broadcast_as((b, t, c))?; // (B, T, C)
-        ops::dropout(&self.layer_norm.forward(&words, &pos_typ, None)?, self.dropout, rng)
+        let mut extra = match self.positions {
+            Positions::FromZero => self.position_embeddings.narrow(0, 0, t)?.broadcast_as((b, t, c))?, // (B, T, C)
+            rule => {
+                let mask: Vec<u32> = mask.to_dtype(DType::U32)?.flatten_all()?.to_vec1()?;
+                let pos: Vec<u32> = mask.chunks_exact(t).flat_map(|row| rule.of(row)).map(|p| p as u32).collect();
+                let pos = Tensor::from_vec(pos, b * t, ids.device())?;
+                self.position_embeddings.index_select(&pos, 0)?.reshape((b, t, c))? // (B, T, C)
+            }
+        };
+        if let Some(types) = &self.token_type_embeddings {
+            extra = extra.broadcast_add(&types.narrow(0, 0, 1)?)?; // (B, T, C)
+        }
+        ops::dropout(&self.layer_norm.forward(&words, &extra, None)?, self.dropout, rng)
     }
 
     pub fn visit(&mut self, f: &mut ParamVisitor) {
-        f("embeddings.word_embeddings.weight", &mut self.word_embeddings);
-        f("embeddings.position_embeddings.weight", &mut self.position_embeddings);
-        f("embeddings.token_type_embeddings.weight", &mut self.token_type_embeddings);
-        self.layer_norm.visit("embeddings.LayerNorm", f);
+        f(&weight(Module::Word), &mut self.word_embeddings);
+        f(&weight(Module::Position), &mut self.position_embeddings);
+        if let Some(t) = &mut self.token_type_embeddings {
+            f(&weight(Module::TokenType), t);
+        }
+        self.layer_norm.visit(&arch::name(Module::EmbedNorm), f);
     }
 
+    /// Longest sequence the position table numbers.
     pub fn max_positions(&self) -> usize {
-        self.position_embeddings.dims()[0]
+        self.positions.max_tokens(self.position_embeddings.dims()[0])
     }
+}
+
+/// A table's `.weight` tensor.
+fn weight(m: Module) -> String {
+    format!("{}.weight", arch::name(m))
 }
 
 /// Additive attention bias from a (B, T) 0/1 mask: 0 for tokens, a large negative for padding. (B, T)

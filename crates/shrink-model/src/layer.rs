@@ -1,8 +1,10 @@
-//! `encoder.layer.{l}`: attention block, then the FFN (intermediate GELU, output projection, residual, LayerNorm).
+//! Encoder layer l: attention block, then the FFN (`Part::FfnIn` + GELU, `Part::FfnOut`, residual, LayerNorm).
 
 use anyhow::Result;
 use candle_core::Tensor;
 use rand::rngs::StdRng;
+
+use shrink_format::arch::{self, Part};
 
 use crate::attention::Attention;
 use crate::checkpoint::Weights;
@@ -23,13 +25,11 @@ pub struct Layer {
 
 impl Layer {
     pub fn load(w: &mut Weights, l: usize, cfg: &Config) -> Result<Self> {
-        let p = format!("encoder.layer.{l}");
-        let (c, f) = (cfg.hidden_size, cfg.ffn(l));
         Ok(Self {
-            attention: Attention::load(w, &format!("{p}.attention"), cfg, l)?,
-            intermediate: Linear::load(w, &format!("{p}.intermediate.dense"), f, c)?,
-            output: Linear::load(w, &format!("{p}.output.dense"), c, f)?,
-            layer_norm: LayerNorm::load(w, &format!("{p}.output.LayerNorm"), c, cfg.layer_norm_eps)?,
+            attention: Attention::load(w, cfg, l)?,
+            intermediate: Linear::load_part(w, cfg, l, Part::FfnIn)?,
+            output: Linear::load_part(w, cfg, l, Part::FfnOut)?,
+            layer_norm: LayerNorm::load(w, &arch::layer(l, Part::OutNorm), cfg.hidden_size, cfg.layer_norm_eps)?,
             hidden_dropout: cfg.hidden_dropout_prob,
         })
     }
@@ -43,10 +43,9 @@ impl Layer {
     }
 
     pub fn visit(&mut self, l: usize, f: &mut ParamVisitor) {
-        let p = format!("encoder.layer.{l}");
-        self.attention.visit(&format!("{p}.attention"), f);
-        self.intermediate.visit(&format!("{p}.intermediate.dense"), f);
-        self.output.visit(&format!("{p}.output.dense"), f);
-        self.layer_norm.visit(&format!("{p}.output.LayerNorm"), f);
+        self.attention.visit(l, f);
+        self.intermediate.visit(&arch::layer(l, Part::FfnIn), f);
+        self.output.visit(&arch::layer(l, Part::FfnOut), f);
+        self.layer_norm.visit(&arch::layer(l, Part::OutNorm), f);
     }
 }

@@ -2,10 +2,12 @@
 
 use std::sync::{Arc, Mutex};
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 use candle_core::Tensor;
+use shrink_format::arch::{self, Part};
 
 use crate::checkpoint::Weights;
+use crate::config::Config;
 use crate::params::ParamVisitor;
 
 #[derive(Clone)]
@@ -35,6 +37,12 @@ impl Linear {
             bias: w.take(&format!("{prefix}.bias"), &[out_dim])?,
             input_quant: None,
         })
+    }
+
+    /// Layer `l`'s Linear `part` by its canonical name, with the shape that layer's widths give.
+    pub fn load_part(w: &mut Weights, cfg: &Config, l: usize, part: Part) -> Result<Self> {
+        let (n, k) = cfg.linear_shape(l, part).ok_or_else(|| anyhow!("{part:?} is not a Linear"))?;
+        Self::load(w, &arch::layer(l, part), n, k)
     }
 
     /// x: (..., I) -> (..., O)

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
-use shrink_format::folder::{CONFIG_FILE, WEIGHTS_FILE};
+use shrink_format::folder::{CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
 use shrink_format::tensors::Load;
 use shrink_format::{Batch, Config, TensorFile, TextTokenizer};
 
@@ -101,20 +101,34 @@ impl Engine {
     /// Loads an fp32 HF folder or a folder written by `shrink quantize`: packs the weights once and maps the
     /// embedding table in place when it is stored as F32.
     pub fn load(dir: &Path, opts: Options) -> Result<Self> {
+        Self::open(dir, opts, true)
+    }
+
+    /// `load` for a folder that may have no tokenizer.json (RoBERTa checkpoints often ship it apart): `forward`
+    /// runs on token ids; without the file, text methods are errors naming it.
+    pub fn load_ids(dir: &Path, opts: Options) -> Result<Self> {
+        Self::open(dir, opts, dir.join(TOKENIZER_FILE).exists())
+    }
+
+    fn open(dir: &Path, opts: Options, tokenizer: bool) -> Result<Self> {
         let threads = check_threads(opts.threads)?;
         if !dir.is_dir() {
             bail!("{}: no such model folder", dir.display());
         }
         let config = Config::load(&dir.join(CONFIG_FILE))?;
         let max_len = opts.max_len.or(config.shrink.as_ref().and_then(|s| s.max_len)).unwrap_or(128);
-        if max_len > config.max_position_embeddings {
+        if max_len > config.max_tokens() {
             bail!(
-                "max length {max_len} exceeds max_position_embeddings {} ({})",
+                "max length {max_len} exceeds the {} tokens max_position_embeddings {} numbers ({})",
+                config.max_tokens(),
                 config.max_position_embeddings,
                 dir.join(CONFIG_FILE).display()
             );
         }
-        let tokenizer = TextTokenizer::for_model(dir, max_len, config.vocab_size)?;
+        let tokenizer = match tokenizer {
+            true => TextTokenizer::for_model(dir, max_len, config.vocab_size)?,
+            false => TextTokenizer::absent(dir, max_len),
+        };
         let load = if opts.mmap { Load::Map } else { Load::Copy };
         let file = Arc::new(TensorFile::open_with(&dir.join(WEIGHTS_FILE), load)?);
         let labels = match (&config.shrink, config.labels()) {
@@ -254,7 +268,7 @@ impl Engine {
             bail!("empty batch ({b} x {t})");
         }
         if t > self.model.embeddings.max_positions {
-            bail!("sequence of {t} tokens exceeds max_position_embeddings {}", self.model.embeddings.max_positions);
+            bail!("sequence of {t} tokens exceeds the {} that max_position_embeddings numbers", self.model.embeddings.max_positions);
         }
         b.checked_mul(t).ok_or_else(|| anyhow!("a batch of {b} x {t} tokens: B x T overflows"))
     }

@@ -1,4 +1,4 @@
-//! The BERT encoder on the runtime's kernels: embeddings, then per layer fused QKV GEMM, blocked attention, output
+//! The encoder (any family of `shrink_format::arch`, in canonical names) on the runtime's kernels: embeddings, then per layer fused QKV GEMM, blocked attention, output
 //! GEMM + residual + LayerNorm, FFN GEMM + GELU, GEMM + residual + LayerNorm. Weights are packed once at load;
 //! every activation lives in `Buffers`, planned once per shape.
 
@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
+pub use shrink_format::arch::Site;
+use shrink_format::arch::{self, Part};
 use shrink_format::{Config, TensorFile};
 use shrink_kernels::qgemm::QuantActs;
 
@@ -76,38 +78,6 @@ fn grow(v: &mut Vec<f32>, n: usize) {
     }
 }
 
-/// Where a Linear's input is seen: the Linears of one encoder layer by the input they share.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Site {
-    /// Query, key and value (one stacked GEMM) read the layer input.
-    Qkv,
-    /// The attention output projection reads the attention context.
-    AttnOut,
-    /// The FFN's first Linear reads the post-attention LayerNorm output.
-    Inter,
-    /// The FFN's second Linear reads the GELU output.
-    Out,
-}
-
-impl Site {
-    pub const ALL: [Site; 4] = [Site::Qkv, Site::AttnOut, Site::Inter, Site::Out];
-
-    /// HF names of this site's Linears under `encoder.layer.L.`, checkpoint order.
-    pub fn linears(self) -> &'static [&'static str] {
-        match self {
-            Site::Qkv => &["attention.self.query", "attention.self.key", "attention.self.value"],
-            Site::AttnOut => &["attention.output.dense"],
-            Site::Inter => &["intermediate.dense"],
-            Site::Out => &["output.dense"],
-        }
-    }
-
-    /// Full HF names of this site's Linears in layer `l`.
-    pub fn names(self, l: usize) -> Vec<String> {
-        self.linears().iter().map(|s| format!("encoder.layer.{l}.{s}")).collect()
-    }
-}
-
 impl Layer {
     /// A_l: the context width the output projection reads.
     fn attn_out_width(&self) -> usize {
@@ -163,23 +133,24 @@ impl Model {
         let eps = cfg.layer_norm_eps;
         let layers = (0..cfg.num_hidden_layers)
             .map(|l| {
-                let load = |site: Site, out: usize, inp: usize| {
+                // A site's Linears share K and stack their N (Q, K, V: 3 x A).
+                let load = |site: Site| {
                     let names = site.names(l);
                     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-                    Linear::load(file, &names, out, inp, formats.of(file, &names)?)
+                    let (n, k) = cfg.linear_shape(l, site.parts()[0]).ok_or_else(|| anyhow!("{site:?} has no Linear"))?;
+                    Linear::load(file, &names, n, k, formats.of(file, &names)?)
                 };
-                let (a, f) = (cfg.attention_width(l), cfg.ffn(l));
-                let mut qkv = load(Site::Qkv, a, c)?;
+                let norm = |part| LayerNorm::load(file, &arch::layer(l, part), c, eps);
+                let mut qkv = load(Site::Qkv)?;
                 // Attention's 1/sqrt(D) folded into the query rows: exact for int8 and int4 (it scales the scales).
-                qkv.scale_rows(0..a, 1.0 / (d as f32).sqrt());
-                let p = format!("encoder.layer.{l}");
+                qkv.scale_rows(0..cfg.attention_width(l), 1.0 / (d as f32).sqrt());
                 Ok(Layer {
                     qkv,
-                    attn_out: load(Site::AttnOut, c, a)?,
-                    ln1: LayerNorm::load(file, &format!("{p}.attention.output.LayerNorm"), c, eps)?,
-                    inter: load(Site::Inter, f, c)?,
-                    out: load(Site::Out, c, f)?,
-                    ln2: LayerNorm::load(file, &format!("{p}.output.LayerNorm"), c, eps)?,
+                    attn_out: load(Site::AttnOut)?,
+                    ln1: norm(Part::AttnNorm)?,
+                    inter: load(Site::Inter)?,
+                    out: load(Site::Out)?,
+                    ln2: norm(Part::OutNorm)?,
                     heads: cfg.heads(l),
                 })
             })
@@ -250,7 +221,7 @@ impl Model {
         }
         let Buffers { x, y, wide, ctx, bias, padded, qa, attn, .. } = bufs;
         let bias = &bias[..m];
-        self.embeddings.forward(ids, t, &mut x[..m * c]);
+        self.embeddings.forward(ids, mask, t, &mut x[..m * c]);
         if let Some(o) = obs.as_deref_mut() {
             o.hidden(&x[..m * c]);
         }

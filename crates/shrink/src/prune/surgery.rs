@@ -92,7 +92,7 @@ pub fn cut_hidden(model: &Bert, channels: &[usize]) -> Result<Bert> {
     let e = &mut out.embeddings;
     e.word_embeddings = cols(&model.embeddings.word_embeddings)?; // (V, C')
     e.position_embeddings = cols(&model.embeddings.position_embeddings)?; // (P, C')
-    e.token_type_embeddings = cols(&model.embeddings.token_type_embeddings)?; // (2, C')
+    e.token_type_embeddings = model.embeddings.token_type_embeddings.as_ref().map(cols).transpose()?; // (types, C')
     e.layer_norm = keep_channels(&model.embeddings.layer_norm, &idx)?; // (C')
     for (layer, src) in out.layers.iter_mut().zip(&model.layers) {
         let (a, s) = (&mut layer.attention, &src.attention);
