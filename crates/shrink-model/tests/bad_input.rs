@@ -120,7 +120,7 @@ fn unsupported_configs_are_rejected() {
         assert!(e.contains("config.json") && e.contains(expect), "{key}: {e}");
     }
     std::fs::write(dir.join("config.json"), "{\"model_type\": \"bert\"").unwrap();
-    assert!(load_err(&dir).contains("not a valid BERT config.json"));
+    assert!(load_err(&dir).contains("not a valid BERT-family config.json"));
 }
 
 #[test]
