@@ -8,4 +8,4 @@ export SHRINK_NO_PROGRESS=1
 cargo test --release --workspace "$@"
 # Golden parity again on the scalar kernels (the SIMD level is picked at run time; CI may have a different CPU).
 # --workspace keeps the feature set of the run above, so nothing is rebuilt.
-SHRINK_ISA=scalar cargo test --release --workspace --test golden
+SHRINK_ISA=scalar cargo test --release --workspace --test golden --test golden_arch
