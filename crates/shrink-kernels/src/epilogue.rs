@@ -91,7 +91,7 @@ fn piece(y: &mut [f32; CHUNK], bias: Option<[f32; CHUNK]>, gelu: bool, res: Opti
 
 multiversion!(
     /// `body` at the best level.
-    epilogue_row, epilogue_row_on; (y: &mut [f32], bias: &[f32], gelu: bool, res: &[f32]) {
+    pub epilogue_row, epilogue_row_on; (y: &mut [f32], bias: &[f32], gelu: bool, res: &[f32]) {
         body(y, bias, gelu, res)
     }
 );
