@@ -100,6 +100,11 @@ pub fn at(isa: Isa) -> Option<&'static Ops> {
     isa::levels().any(|l| l == isa).then(|| TABLES[isa as usize].get_or_init(|| build(isa)))
 }
 
+/// The generic table (plain Rust builds), which every target runs: what the others are tested against.
+pub fn generic() -> &'static Ops {
+    at(Isa::Scalar).expect("every target runs the generic level")
+}
+
 /// The table of the level in use (`isa::isa()`).
 pub fn ops() -> &'static Ops {
     static OPS: OnceLock<&'static Ops> = OnceLock::new();

@@ -65,7 +65,6 @@ pub fn lanes_sum(v: &[f32]) -> f32 {
     tree(acc, |a, b| a + b) + tail
 }
 
-
 multiversion!(
     /// Row-wise LayerNorm in place: x = (x - mean) / sqrt(var + eps) * w + b, over rows of `w.len()` values.
     pub layer_norm_rows, layer_norm_rows_on; (x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {

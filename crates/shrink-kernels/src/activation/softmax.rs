@@ -100,7 +100,6 @@ fn exp_sum_rows<const R: usize>(y: &mut [f32], t: usize) -> [f32; R] {
     out
 }
 
-
 multiversion!(
     /// `softmax_rows_unnormalized` for the bf16 attention path: the exps of every row of `y` (rows of `t`, plus `bias`
     /// when not empty, modified in place) go to `out` as bf16 (row i at `out[i * ld..]`, columns t..ld zeroed), their

@@ -8,7 +8,6 @@
 //! loads 16). B is packed once as `PackedBf16`: panels of 16 columns, each K/32 tiles of 16 rows x 16 columns x 2,
 //! row r of a tile holding (b[2r, j], b[2r + 1, j]) for its 16 columns j, AMX's pair layout.
 
-
 use crate::ops::Ops;
 
 mod reference;
@@ -62,7 +61,6 @@ impl Round16 for Portable {
         }
     }
 }
-
 
 crate::multiversion!(
     /// dst[i] = bf16(src[i]).
@@ -168,7 +166,6 @@ crate::multiversion!(
         }
     }
 );
-
 
 /// A bf16 product kernel (`gemm_bf16`'s shapes, checked before the call).
 pub(crate) type Gemm = unsafe fn(&mut [f32], usize, &[u16], usize, usize, &PackedBf16);

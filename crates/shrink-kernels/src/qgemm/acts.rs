@@ -101,7 +101,6 @@ impl QuantActs {
     }
 }
 
-
 /// 1.5 * 2^23: adding it to an f32 in [0, 2^22) leaves round-to-nearest-even of it in the low mantissa bits, which
 /// vectorises where `f32::round` is a libm call and `as u8` a saturating conversion.
 const ROUND_MAGIC: f32 = 12_582_912.0;
@@ -150,7 +149,6 @@ pub(super) fn quantize_rows<M: Micro>(x: &[f32], k: usize, p: ActQuant, data: &m
         q[k..].fill(zq);
     }
 }
-
 
 /// (min(x c, 0), max(x c, 0)); the compare-and-select form vectorises as min/max instructions.
 #[inline(always)]

@@ -10,7 +10,6 @@
 //!
 //! Dimensions: M rows (tokens), K inputs, N outputs; weights come in the HF Linear [N, K] layout.
 
-
 pub use crate::epilogue::Epilogue;
 use crate::ops::{self, Ops};
 use rayon::prelude::*;
@@ -125,14 +124,16 @@ trait Micro {
     unsafe fn end() {}
 }
 
-
 /// One level's entries in the table: the row quantizer and the GEMM's unit runner, both built from the level's
 /// `Micro` (`kernels!`).
 #[derive(Clone, Copy)]
 pub(crate) struct Kernels {
-    pub(crate) quantize_rows: unsafe fn(&[f32], usize, ActQuant, &mut [u8], &mut [f32], &mut [i32]),
+    pub(crate) quantize_rows: QuantizeRows,
     units: unsafe fn(&Job, std::ops::Range<usize>),
 }
+
+/// (x rows of K values, K, how, their u8 rows, scales, zero points): `acts::quantize_rows`.
+pub(crate) type QuantizeRows = unsafe fn(&[f32], usize, ActQuant, &mut [u8], &mut [f32], &mut [i32]);
 
 /// `kernels!(M [, "features"])`: the `Kernels` of microkernels `M`, the generic driver compiled with the target
 /// features `M` needs (none: the portable build).
@@ -174,7 +175,6 @@ pub(crate) struct Job<'a> {
     row_blocks: usize,
     col_blocks: usize,
 }
-
 
 /// Units `units` in turn, between one `begin` and `end`: configuring AMX's tiles costs ~130 ns, a tenth of a
 /// unit at K = 384, so it is done once per run of units, not per unit.

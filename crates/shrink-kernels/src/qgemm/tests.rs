@@ -270,7 +270,7 @@ pub(crate) fn threads_match_single_thread(ops: &Ops) {
 /// Every level's row quantizer gives the generic one's bytes, scales and zero points (dynamic, column-scaled and
 /// fixed), on rows short of a vector and past several.
 pub(crate) fn quantize_matches_generic(ops: &Ops) {
-    let generic = crate::ops::at(crate::isa::Isa::Scalar).expect("generic level");
+    let generic = crate::ops::generic();
     for (m, k) in [(1, 1), (3, 5), (17, 33), (10, 384), (5, 1536)] {
         let x = acts(m, k, 31);
         let c: Vec<f32> = (0..k).map(|i| 0.25 + (i % 5) as f32 * 0.5).collect();

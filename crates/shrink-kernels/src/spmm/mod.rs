@@ -6,7 +6,6 @@
 //!
 //! `kernel.rs` is the product (one loop body, `multiversion!`), `reference.rs` the dense reference it is tested on.
 
-
 pub(crate) mod kernel;
 mod reference;
 #[cfg(test)]
