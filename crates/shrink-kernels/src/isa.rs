@@ -72,3 +72,20 @@ pub fn isa() -> Isa {
 fn level_named(name: &str) -> Option<Isa> {
     std::iter::once(Isa::Scalar).chain(LADDER).find(|l| l.name() == name)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_ladder() {
+        for l in std::iter::once(Isa::Scalar).chain(LADDER) {
+            assert_eq!(level_named(l.name()), Some(l));
+        }
+        assert_eq!(level_named("no-such-level"), None);
+        let levels = Isa::available();
+        assert_eq!((levels[0], levels.last()), (Isa::Scalar, Some(&best())));
+        assert!(levels.windows(2).all(|w| w[0] < w[1]), "{levels:?}");
+        assert!(crate::ops::available().map(|o| o.isa).eq(levels), "a table per level");
+    }
+}
