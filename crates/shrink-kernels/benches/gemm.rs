@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use shrink_kernels::gemm::{matmul_serial, Mat};
-use shrink_kernels::isa::Isa;
+use shrink_kernels::ops;
 use shrink_kernels::sgemm::{gemm_f32, PackedF32};
 use shrink_kernels::spmm::{gemm_sparse, SparseF32};
 use shrink_kernels::qgemm::{
@@ -43,7 +43,7 @@ fn data(n: usize, seed: u64) -> Vec<f32> {
 fn main() {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     pool.install(|| {
-        println!("GOP/s (2 M N K / s) median/fastest, one thread. f32 = packed f32 (sgemm.rs); i8 = int8 x int8;");
+        println!("GOP/s (2 M N K / s) median/fastest, one thread. f32 = packed f32 (sgemm/); i8 = int8 x int8;");
         println!("+gelu = with bias and GELU;");
         println!("i4gG = int8 x int4, group G. quantize = the activations' per-row quantization, microseconds.");
         for (m, k, n) in
@@ -76,8 +76,8 @@ fn main() {
                 })
                 .collect();
             let gelu = Epilogue { bias: Some(&bias), gelu: true, residual: None };
-            for level in Isa::available() {
-                print!("    {:7}", format!("{level:?}"));
+            for level in ops::available() {
+                print!("    {:7}", level.isa.name());
                 let wf = PackedF32::pack_for(level, &w, n, k);
                 print!("  f32 {}", gops(time_s(|| gemm_f32(&mut out, &x, m, &wf, Epilogue::default()))));
                 for (name, ep) in [("i8", Epilogue::default()), ("i8+gelu", gelu)] {
@@ -91,7 +91,7 @@ fn main() {
             }
         }
         // The sparse kernel against the dense packed one on the same pruned weights: where sparsity pays.
-        println!("sparse f32 (spmm.rs) / dense packed f32 time, best level, by the fraction of weights kept:");
+        println!("sparse f32 (spmm/) / dense packed f32 time, best level, by the fraction of weights kept:");
         for (m, k, n) in [(128, 384, 1536), (128, 1536, 384), (16, 384, 1536)] {
             let (x, mut out, mut xt) = (data(m * k, 1), vec![0f32; m * n], Vec::new());
             print!("m{m:4} k{k:5} n{n:5}");

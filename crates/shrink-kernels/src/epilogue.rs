@@ -15,7 +15,7 @@ pub struct Epilogue<'a> {
 }
 
 impl Epilogue<'_> {
-    /// Applies to `y` = columns `col0..col0 + y.len()` of output row `row` in an output `n` wide, at the best level.
+    /// Applies to `y` = columns `col0..col0 + y.len()` of output row `row` in an output `n` wide, at the level in use.
     #[inline]
     pub fn apply(&self, y: &mut [f32], row: usize, col0: usize, n: usize) {
         if !self.is_identity() {
@@ -90,8 +90,8 @@ fn piece(y: &mut [f32; CHUNK], bias: Option<[f32; CHUNK]>, gelu: bool, res: Opti
 }
 
 multiversion!(
-    /// `body` at the best level.
-    epilogue_row, epilogue_row_on; (y: &mut [f32], bias: &[f32], gelu: bool, res: &[f32]) {
+    /// `body` at the level in use.
+    pub epilogue_row, epilogue_row_on; (y: &mut [f32], bias: &[f32], gelu: bool, res: &[f32]) {
         body(y, bias, gelu, res)
     }
 );

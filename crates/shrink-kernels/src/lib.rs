@@ -1,5 +1,11 @@
-//! shrink-kernels: numeric kernels with no model knowledge. Each fast routine has a reference (std, a naive loop or
-//! its own scalar build) and a test with a named error budget.
+//! shrink-kernels: numeric kernels with no model knowledge.
+//!
+//! Dispatch: `ops::Ops` is a table of kernels per SIMD level, built once, generic builds first, then the
+//! architecture's `plug` (`x86.rs`) overwrites what the level and the CPU's features have; `SHRINK_ISA` caps the
+//! level (`isa.rs`). Families (`sgemm/`, `qgemm/`, `spmm/`, `activation/`, `bf16/`) each hold a `reference.rs`, the
+//! generic version and one file per ISA under `x86/`; plain loops are built per level by `multiversion!`. Every
+//! level's table runs one test suite (`kernel_tests!`) against the references: bit-exact where the integers must
+//! match, else under named error budgets.
 
 pub mod activation;
 pub mod bf16;
@@ -8,9 +14,17 @@ pub mod epilogue;
 pub mod gemm;
 pub mod isa;
 pub mod math;
+mod multiversion;
+pub mod ops;
 pub mod qgemm;
 pub mod sgemm;
 pub mod spmm;
+#[cfg(test)]
+mod testsuite;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use ops::{ops, Ops};
 
 /// Rows of a row-wise pass (activation quantization, LayerNorm) below which one thread beats handing work to others.
 pub const ROWS_PER_TASK: usize = 256;

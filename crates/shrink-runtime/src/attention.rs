@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use shrink_kernels::activation::{softmax_rows_bf16, softmax_rows_unnormalized};
 use shrink_kernels::bf16::{self, PackedBf16};
 use shrink_kernels::epilogue::Epilogue;
-use shrink_kernels::isa;
+use shrink_kernels::ops;
 use shrink_kernels::sgemm::{gemm_f32_ex, PackedF32};
 
 /// Query rows per block: scores of one block stay in L1/L2.
@@ -50,7 +50,7 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new() -> Self {
-        let level = isa::isa();
+        let level = ops::ops();
         Self {
             k: PackedF32::empty_narrow(level),
             v: PackedF32::empty_narrow(level),
@@ -116,7 +116,7 @@ pub fn attention(
 ) {
     let (c, tasks) = (s.h * s.d, scratch.len().max(1));
     assert!(qkv.len() >= s.b * s.t * 3 * c && ctx.len() >= s.b * s.t * c && mask_bias.len() >= s.b * s.t);
-    let amx = precision == Precision::Bf16 && isa::amx_bf16();
+    let amx = precision == Precision::Bf16 && ops::ops().has_bf16_gemm();
     // bf16 without AMX-BF16: the same rounded numbers on the f32 kernels.
     let emulate = precision == Precision::Bf16 && !amx;
     if emulate {
@@ -281,7 +281,7 @@ mod tests {
             assert!(bf16.iter().all(|v| v.is_finite()), "b{b} t{t}: non-finite context");
             assert!(worst(&bf16, &exact) <= BF16_VS_F32_BUDGET, "b{b} t{t} d{d}: bf16 vs f32 {}", worst(&bf16, &exact));
             assert!(worst(&rounded, &exact) <= BF16_VS_F32_BUDGET, "b{b} t{t} d{d}: fallback vs f32 {}", worst(&rounded, &exact));
-            if isa::amx_bf16() {
+            if ops::ops().has_bf16_gemm() {
                 let e = worst(&bf16, &rounded);
                 assert!(e <= AMX_VS_ROUNDED_BUDGET, "b{b} t{t} d{d}: AMX vs fallback {e}");
             }

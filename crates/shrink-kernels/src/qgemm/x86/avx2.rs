@@ -3,10 +3,12 @@
 //! A 16-byte quarter of a chunk (4 columns x 4 K) widened times the row's 4 activations repeated gives per column
 //! two partial sums (K 0-1 and 2-3), added up at the end of the K loop (or group).
 
-use super::{Chunk, I4Panels, I8Panels, Micro, Out, Rows};
+use crate::qgemm::{kernels, Chunk, I4Panels, I8Panels, Kernels, Micro, Out, Rows};
 use std::arch::x86_64::*;
 
 pub(super) struct Avx2;
+
+pub(crate) const KERNELS: Kernels = kernels!(Avx2, "avx2,fma");
 
 /// Rows x 16 columns: 4 accumulators per row (one per quarter), so 2 rows use 8 of the 16 ymm registers.
 const ROWS: usize = 2;

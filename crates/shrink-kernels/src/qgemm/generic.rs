@@ -1,8 +1,11 @@
-//! Plain-Rust microkernels on the packed layouts: the portable fallback, and the level the SIMD ones are read against.
+//! Plain-Rust microkernels on the packed layouts: every target's generic level, and the one the SIMD ones are read
+//! against.
 
-use super::{Chunk, I4Panels, I8Panels, Micro, Out, Rows, PANEL};
+use super::{kernels, Chunk, I4Panels, I8Panels, Kernels, Micro, Out, Rows, PANEL};
 
 pub(super) struct Scalar;
+
+pub(crate) const KERNELS: Kernels = kernels!(Scalar);
 
 /// Tile rows; one panel wide.
 const ROWS: usize = 4;

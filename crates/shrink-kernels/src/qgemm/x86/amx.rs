@@ -8,19 +8,19 @@
 //! (nothing else in the process can see it).
 
 use super::avx512::{finish_i8, Vnni};
-use super::{I4Panels, I8Panels, Micro, Out, Rows, PANEL};
+use crate::qgemm::{kernels, Chunk, I4Panels, I8Panels, Kernels, Micro, Out, Rows, PANEL, TILE_ROWS};
 use std::arch::asm;
 use std::arch::x86_64::*;
 
 pub(super) struct Amx;
+
+pub(crate) const KERNELS: Kernels = kernels!(Amx, "avx512f,avx512bw,avx512vnni,avx2,fma");
 
 /// ldtilecfg's operand for every AMX kernel here (the bf16 one too).
 pub(crate) fn tile_config() -> *const u8 {
     CONFIG.0.as_ptr()
 }
 
-/// Rows of a tile; `QuantActs` keeps whole groups of this many rows readable.
-pub(super) const TILE_ROWS: usize = 16;
 /// K bytes of a tile row: 16 chunks of a panel.
 const TILE_K: usize = 64;
 /// Row groups with fewer real rows go to the VNNI kernel: a tile computes all 16 rows whatever `mr` is, and
@@ -95,7 +95,7 @@ unsafe fn tile_sums<const V: usize>(a: &Rows, w: &I8Panels, sums: *mut i32, cold
 
 /// A cursor over weights to prefetch into L2, a few lines per tile step.
 struct Ahead {
-    next: *const super::Chunk,
+    next: *const Chunk,
     left: usize,
     per_step: usize,
 }

@@ -2,10 +2,12 @@
 //! so one chunk (16 columns x 4 K) times a broadcast of a row's 4 activation bytes is one instruction. Broadcasts
 //! from memory use only load ports, so the two vector ports run vpdpbusd (and the int4 unpacking) alone.
 
-use super::{I4Panels, I8Panels, Micro, Out, Rows};
+use crate::qgemm::{kernels, I4Panels, I8Panels, Kernels, Micro, Out, Rows};
 use std::arch::x86_64::*;
 
 pub(super) struct Vnni;
+
+pub(crate) const KERNELS: Kernels = kernels!(Vnni, "avx512f,avx512bw,avx512vnni,avx2,fma");
 
 /// `shape!(f, mr, np, [rows..], (args))` calls `f::<mr, np>(args)` for np in 1..=3 and mr in the listed rows: the
 /// accumulators are arrays of compile-time size, so they live in registers.

@@ -1,0 +1,326 @@
+//! int8 / int4 GEMM for inference. Activations are quantized per row (token) to asymmetric u8, weights per output
+//! channel to symmetric i8, or per (channel, K group) to i4; products accumulate exactly in i32, then one f32
+//! epilogue applies the scales, bias, GELU and residual.
+//!
+//! Weights are packed once into 16-column panels of 64-byte chunks, one chunk = 16 columns x 4 K bytes (one zmm for
+//! vpdpbusd). The AMX, AVX-512 VNNI, AVX2 and generic microkernels (`x86/`, `generic.rs`; a level's table picks
+//! them, `crate::ops`) all read that packing and produce the same integers,
+//! and every level then does the reference's float operations in the reference's order, so all levels and the naive
+//! references (`gemm_*_ref`, on the unpacked data) give bit-identical outputs.
+//!
+//! Dimensions: M rows (tokens), K inputs, N outputs; weights come in the HF Linear [N, K] layout.
+
+pub use crate::epilogue::Epilogue;
+use crate::ops::{self, Ops};
+use rayon::prelude::*;
+
+mod acts;
+pub(crate) mod generic;
+mod pack;
+mod reference;
+#[cfg(test)]
+pub(crate) mod tests;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86 {
+    pub(crate) mod amx;
+    pub(crate) mod avx2;
+    pub(crate) mod avx512;
+}
+
+pub use acts::{quantize_static, ActQuant, QuantActs};
+pub use pack::{dequantize_int4, quantize_int4, quantize_per_channel, PackedI4, PackedI8, INT4_GROUPS};
+pub use reference::{gemm_i4_ref, gemm_i8_ref};
+
+/// Columns per weight panel: one zmm of i32 sums.
+const PANEL: usize = 16;
+/// Largest K: |sum of u8 x i8 products| and |zero point x column sum| each stay below 2^30, so i32 never wraps.
+pub const MAX_K: usize = 32_768;
+/// Work unit of the thread split: a multiple of every level's tile rows (48 = 3 AMX tiles, 8, 6, 4, 2), and 3 panels (every level's
+/// tile is 1 or 3 panels wide). Units run column-block-major, so consecutive units reuse one weight block.
+const ROW_BLOCK: usize = 48;
+const _: () = assert!(ROW_BLOCK.is_multiple_of(TILE_ROWS));
+const BLOCK_PANELS: usize = 3;
+
+/// 64 bytes, 64-aligned, so a zmm load of a chunk never splits a cache line.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Chunk([u8; 64]);
+
+/// Rows of the largest tile a level loads at once (an AMX tile): `QuantActs` keeps whole groups of this many rows
+/// readable on every target.
+const TILE_ROWS: usize = 16;
+
+/// `mr` rows of quantized activations for a microkernel: row r at `ptr + r * lda`, its zero point and scale at
+/// `zero + r`, `scale + r`.
+#[derive(Clone, Copy)]
+struct Rows {
+    ptr: *const u8,
+    lda: usize,
+    mr: usize,
+    zero: *const i32,
+    scale: *const f32,
+}
+
+/// `np` int8 panels from `ptr`, `stride` chunks apart, each `kq` chunks long; their column sums and scales.
+struct I8Panels {
+    ptr: *const Chunk,
+    stride: usize,
+    np: usize,
+    kq: usize,
+    colsum: *const i32,
+    scale: *const f32,
+    /// Chunks of weights a later unit reads (`ahead..ahead + ahead_len`, maybe empty), for a kernel to prefetch
+    /// into L2 while it works on these.
+    ahead: *const Chunk,
+    ahead_len: usize,
+}
+
+/// `np` int4 panels: chunks from `ptr` (`stride` apart), `groups` groups of `per_group` chunks; the 16 scales / 16
+/// sums of panel v, group g at `scale` / `colsum` + (v * groups + g) * 16.
+struct I4Panels {
+    ptr: *const Chunk,
+    stride: usize,
+    np: usize,
+    groups: usize,
+    per_group: usize,
+    scale: *const f32,
+    colsum: *const i32,
+}
+
+impl I4Panels {
+    #[inline(always)]
+    unsafe fn scale(&self, v: usize, g: usize) -> *const f32 {
+        self.scale.add((v * self.groups + g) * PANEL)
+    }
+
+    #[inline(always)]
+    unsafe fn colsum(&self, v: usize, g: usize) -> *const i32 {
+        self.colsum.add((v * self.groups + g) * PANEL)
+    }
+}
+
+/// Where a tile's rows go: row r at `ptr + r * ld`, its first `nc` columns (nc <= 16 np; the rest are padding).
+struct Out {
+    ptr: *mut f32,
+    ld: usize,
+    nc: usize,
+}
+
+/// One level's register-blocked microkernels on the packed layouts, called with `a.mr` <= the tile's rows and
+/// `w.np` <= its panels. They end with the reference's float steps, in its order, and store the tile to `out`.
+trait Micro {
+    /// Largest tile (rows, panels) of each kernel; panels is 1 or 3 (a column block).
+    const I8_TILE: (usize, usize);
+    const I4_TILE: (usize, usize);
+    /// out[r][j] = (sum_k a[r, k] q[k, j] - zero[r] colsum[j]) as f32 * (scale_a[r] * scale_w[j]).
+    unsafe fn i8(a: Rows, w: &I8Panels, out: &Out);
+    /// out[r][j] = f * scale_a[r], f = fma over groups g in order (from 0) of
+    /// (sum_{k in g} (a[r, k] - zero[r]) 16 q[k, j]) as f32 * s[g, j] / 16.
+    unsafe fn i4(a: Rows, w: &I4Panels, out: &Out);
+    /// (min(x, 0), max(x, 0)) of finite x (written out: `f32::min`'s NaN rule keeps a plain loop scalar).
+    unsafe fn range_with_zero(x: &[f32]) -> (f32, f32);
+    /// Before and after a run of units on one thread (AMX configures and releases its tiles there).
+    unsafe fn begin() {}
+    unsafe fn end() {}
+}
+
+/// One level's entries in the table: the row quantizer and the GEMM's unit runner, both built from the level's
+/// `Micro` (`kernels!`).
+#[derive(Clone, Copy)]
+pub(crate) struct Kernels {
+    pub(crate) quantize_rows: QuantizeRows,
+    units: unsafe fn(&Job, std::ops::Range<usize>),
+}
+
+/// (x rows of K values, K, how, their u8 rows, scales, zero points): `acts::quantize_rows`.
+pub(crate) type QuantizeRows = unsafe fn(&[f32], usize, ActQuant, &mut [u8], &mut [f32], &mut [i32]);
+
+/// `kernels!(M [, "features"])`: the `Kernels` of microkernels `M`, the generic driver compiled with the target
+/// features `M` needs (none: the portable build).
+macro_rules! kernels {
+    ($m:ty $(, $features:literal)?) => {{
+        use $crate::qgemm::{acts, ActQuant, Job, Kernels};
+        $(#[target_feature(enable = $features)])?
+        unsafe fn quantize_rows(x: &[f32], k: usize, p: ActQuant, d: &mut [u8], s: &mut [f32], z: &mut [i32]) {
+            acts::quantize_rows::<$m>(x, k, p, d, s, z)
+        }
+        $(#[target_feature(enable = $features)])?
+        unsafe fn units(job: &Job, units: std::ops::Range<usize>) {
+            $crate::qgemm::units::<$m>(job, units)
+        }
+        Kernels { quantize_rows, units }
+    }};
+}
+pub(crate) use kernels;
+
+enum Weights<'a> {
+    I8(&'a PackedI8),
+    I4(&'a PackedI4),
+}
+
+/// The output pointer shared by the workers; each unit writes a disjoint block.
+struct OutPtr(*mut f32);
+// SAFETY: units write disjoint rows x columns blocks of the output.
+unsafe impl Sync for OutPtr {}
+
+pub(crate) struct Job<'a> {
+    a: &'a QuantActs,
+    w: Weights<'a>,
+    ep: Epilogue<'a>,
+    out: OutPtr, // m x n
+    n: usize,
+    /// Units go column block by column block (each block's row blocks in turn), and each unit prefetches a share
+    /// of the next column block; else row block by row block (see `run`).
+    by_columns: bool,
+    row_blocks: usize,
+    col_blocks: usize,
+}
+
+/// Units `units` in turn, between one `begin` and `end`: configuring AMX's tiles costs ~130 ns, a tenth of a
+/// unit at K = 384, so it is done once per run of units, not per unit.
+#[inline(always)]
+fn units<M: Micro>(job: &Job, units: std::ops::Range<usize>) {
+    // SAFETY: `end` follows on this thread, after the units.
+    unsafe { M::begin() };
+    for u in units {
+        let (rb, cb) = match job.by_columns {
+            true => (u % job.row_blocks, u / job.row_blocks),
+            false => (u / job.col_blocks, u % job.col_blocks),
+        };
+        unit::<M>(job, cb, rb);
+    }
+    unsafe { M::end() };
+}
+
+/// One work unit: output rows of row block `rb` x columns of column block `cb`, tile by tile.
+#[inline(always)]
+fn unit<M: Micro>(job: &Job, cb: usize, rb: usize) {
+    let (a, n) = (job.a, job.n);
+    let rows = rb * ROW_BLOCK..(rb * ROW_BLOCK + ROW_BLOCK).min(a.m);
+    let panels = cb * BLOCK_PANELS..(cb * BLOCK_PANELS + BLOCK_PANELS).min(n.div_ceil(PANEL));
+    let (tile_rows, tile_panels) = match job.w {
+        Weights::I8(_) => M::I8_TILE,
+        Weights::I4(_) => M::I4_TILE,
+    };
+    for p0 in panels.clone().step_by(tile_panels) {
+        let np = tile_panels.min(panels.end - p0);
+        let (j0, nc) = (p0 * PANEL, (np * PANEL).min(n - p0 * PANEL));
+        for i0 in rows.clone().step_by(tile_rows) {
+            let mr = tile_rows.min(rows.end - i0);
+            let rows = Rows {
+                ptr: a.data[i0 * a.k_pad..].as_ptr(),
+                lda: a.k_pad,
+                mr,
+                zero: a.zero[i0..].as_ptr(),
+                scale: a.scale[i0..].as_ptr(),
+            };
+            // SAFETY: rows i0..i0+mr and panels p0..p0+np exist, and this unit alone writes output rows of
+            // its row block x columns of its column block.
+            unsafe {
+                let out = Out { ptr: job.out.0.add(i0 * n + j0), ld: n, nc };
+                match job.w {
+                    Weights::I8(w) => {
+                        // The next column block (contiguous after these panels), a 1/R share per row block:
+                        // the R units of this column block together bring all of it into L2.
+                        let next = ((p0 + np) * w.kq).min(w.data.len());
+                        let len = if job.by_columns { (w.data.len() - next).min(BLOCK_PANELS * w.kq) } else { 0 };
+                        let share = len * rb / job.row_blocks..len * (rb + 1) / job.row_blocks;
+                        let panels = I8Panels {
+                            ptr: w.data.as_ptr().add(p0 * w.kq),
+                            stride: w.kq,
+                            np,
+                            kq: w.kq,
+                            colsum: w.colsum.as_ptr().add(j0),
+                            scale: w.scale.as_ptr().add(j0),
+                            ahead: w.data.as_ptr().add(next + share.start),
+                            ahead_len: share.len(),
+                        };
+                        M::i8(rows, &panels, &out);
+                    }
+                    Weights::I4(w) => {
+                        let (kc, groups) = (w.k / 8, w.k / w.group);
+                        let meta = p0 * groups * PANEL;
+                        let panels = I4Panels {
+                            ptr: w.data.as_ptr().add(p0 * kc),
+                            stride: kc,
+                            np,
+                            groups,
+                            per_group: w.group / 8,
+                            scale: w.scale16.as_ptr().add(meta),
+                            colsum: w.colsum16.as_ptr().add(meta),
+                        };
+                        M::i4(rows, &panels, &out);
+                    }
+                }
+                for r in 0..mr {
+                    job.ep.apply_inline(std::slice::from_raw_parts_mut(out.ptr.add(r * n), nc), i0 + r, j0, n);
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn check(out: &[f32], a: &QuantActs, k: usize, n: usize, ep: &Epilogue) {
+    let m = a.m;
+    assert_eq!(a.k, k, "activations have K = {}, weights K = {k}", a.k);
+    assert!(out.len() >= m * n, "output: {m}x{n} needs {} values, has {}", m * n, out.len());
+    if let Some(b) = ep.bias {
+        assert!(b.len() >= n, "bias: {n} values needed, has {}", b.len());
+    }
+    if let Some(r) = ep.residual {
+        assert!(r.len() >= m * n, "residual: {m}x{n} needs {} values, has {}", m * n, r.len());
+    }
+}
+
+/// Runs every unit: over the current rayon pool when it has more than one thread, else in order on this thread
+/// (no allocation there).
+fn run(ops: &Ops, out: &mut [f32], a: &QuantActs, w: Weights, n: usize, ep: Epilogue) {
+    if a.m == 0 || n == 0 {
+        return;
+    }
+    let (row_blocks, col_blocks) = (a.m.div_ceil(ROW_BLOCK), n.div_ceil(PANEL * BLOCK_PANELS));
+    // Few rows (a batch of one): a weight block serves all row blocks while hot, and the weights, which outweigh
+    // the activations, stream from L3 once. Many rows (32 x 128 = 4096): the activations outweigh the weights,
+    // which then stay in L2 while a row block's activations stay in L1 (column-major order re-read all activations
+    // from L3 for every column block: int8 32 x 128 on 2 threads ran at a third of the 1 x 128 GOP/s).
+    let by_columns = row_blocks <= col_blocks;
+    let job = Job { a, w, ep, out: OutPtr(out.as_mut_ptr()), n, by_columns, row_blocks, col_blocks };
+    let count = row_blocks * col_blocks;
+    let units = ops.qgemm.units;
+    // SAFETY (both calls): a table's kernels run on this CPU; units write disjoint blocks.
+    if rayon::current_num_threads() > 1 && count > 1 {
+        // Tasks of a few consecutive units: fewer tile configurations, and still enough tasks to balance.
+        const PER_TASK: usize = 4;
+        (0..count.div_ceil(PER_TASK))
+            .into_par_iter()
+            .for_each(|t| unsafe { units(&job, t * PER_TASK..(t * PER_TASK + PER_TASK).min(count)) });
+    } else {
+        unsafe { units(&job, 0..count) };
+    }
+}
+
+/// out (m x n row-major f32) = dequant(a) x dequant(w)^T with the epilogue, at the level in use. On the rayon
+/// threads of the current pool when it has more than one (split over 48-row x 48-column blocks), else on this
+/// thread without heap allocation.
+pub fn gemm_i8(out: &mut [f32], a: &QuantActs, w: &PackedI8, ep: Epilogue) {
+    gemm_i8_on(ops::ops(), out, a, w, ep)
+}
+
+/// `gemm_i8` on the kernels of `ops`.
+pub fn gemm_i8_on(ops: &Ops, out: &mut [f32], a: &QuantActs, w: &PackedI8, ep: Epilogue) {
+    check(out, a, w.k, w.n, &ep);
+    run(ops, out, a, Weights::I8(w), w.n, ep)
+}
+
+/// out (m x n) = dequant(a) x dequant(w)^T with the epilogue, int8 activations x int4 weights: i32 sums within each
+/// group, then an f32 fma with the group's scale. Threads and allocation as `gemm_i8`.
+pub fn gemm_i4(out: &mut [f32], a: &QuantActs, w: &PackedI4, ep: Epilogue) {
+    gemm_i4_on(ops::ops(), out, a, w, ep)
+}
+
+/// `gemm_i4` on the kernels of `ops`.
+pub fn gemm_i4_on(ops: &Ops, out: &mut [f32], a: &QuantActs, w: &PackedI4, ep: Epilogue) {
+    check(out, a, w.k, w.n, &ep);
+    run(ops, out, a, Weights::I4(w), w.n, ep)
+}
+
