@@ -8,11 +8,12 @@ use std::sync::OnceLock;
 
 use candle_core::{Tensor, Var};
 use common::{asset, fails, model, ok, shrink};
-use shrink::distill::{examples, student, teacher::Targets, EmbedLoss, LossWeights, Objective, Split, Task};
-use shrink::distill::View;
-use shrink::prune::importance::Method;
-use shrink::qat::{ActRanges, QatActs};
-use shrink::quantize::gptq::Grid;
+use shrink_train::distill::{examples, student, teacher::Targets, EmbedLoss, LossWeights, Objective, Split, Task};
+use shrink_train::distill::{self, DistillOptions, View, WeightFlags};
+use shrink_io::events::{self, Event};
+use shrink_train::prune::importance::Method;
+use shrink_train::qat::{ActRanges, QatActs};
+use shrink_compress::quantize::gptq::Grid;
 use shrink_runtime::Site;
 
 /// Tokens per text in these tests: short, so every run takes seconds.
@@ -62,15 +63,42 @@ fn accuracy(model: &Path) -> f64 {
     serde_json::from_str::<serde_json::Value>(&out).unwrap()["accuracy"].as_f64().unwrap()
 }
 
-/// The mean of loss part `part` per epoch, from the "epoch N: mean loss .. ce .. kl .." lines.
-fn epoch_means(stderr: &str, part: &str) -> Vec<f64> {
-    stderr
-        .lines()
-        .filter(|l| l.starts_with("epoch ") && l.contains(": mean "))
-        .map(|l| {
-            let words: Vec<&str> = l.split_whitespace().collect();
-            let at = words.iter().position(|w| *w == part).unwrap_or_else(|| panic!("no {part} in {l}"));
-            words[at + 1].parse().unwrap()
+/// `shrink distill`'s defaults for `teacher` with these layers, rows, epochs, learning rate and seed.
+fn distill_options(task: Task, student_layers: usize, limit: usize, epochs: usize, lr: f64, seed: u64) -> DistillOptions {
+    DistillOptions {
+        task,
+        student_layers,
+        layer_map: "every-other".into(),
+        width: student::Width { hidden: None, heads: None, ffn: None },
+        importance: None,
+        importance_samples: 256,
+        weights: WeightFlags { ce: None, kl: None, temperature: 2.0, hidden: 0.0, attn: 0.0, embed: None, embed_loss: EmbedLoss::Cosine },
+        rows: examples::Rows {
+            fields: examples::Fields { text: "text".into(), label: "label".into() },
+            max_len: None,
+            limit: Some(limit),
+            dev_fraction: 0.1,
+        },
+        train: shrink_train::train::TrainOptions { epochs, batch: 16, lr, weight_decay: 0.01, warmup: 0.1, clip: 1.0, seed },
+    }
+}
+
+/// Distils in this process, its events captured; returns them.
+fn distill_events(teacher: &Path, out: &Path, o: &DistillOptions) -> Vec<Event> {
+    let (r, events) = events::capture(|| distill::distill(s(teacher), &asset("data/bbc/train.jsonl"), &common::out_dir(out), o));
+    r.unwrap();
+    events
+}
+
+/// The mean of loss part `part` per epoch, from the training loop's epoch events.
+fn epoch_means(events: &[Event], part: &str) -> Vec<f64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Epoch { means, .. } => {
+                Some(means.iter().find(|(name, _)| name == part).unwrap_or_else(|| panic!("no {part} in {means:?}")).1)
+            }
+            _ => None,
         })
         .collect()
 }
@@ -85,14 +113,12 @@ fn run_ok(args: &[&str]) -> String {
 #[test]
 fn distilled_student_learns_and_loads_everywhere() {
     let out = scratch().join("student");
-    let train = asset("data/bbc/train.jsonl");
-    let err = run_ok(&[
-        "--threads", "1", "distill", "--teacher", s(teacher()), "--data", s(&train), "--out", s(&out), "--student-layers", "3",
-        "--limit", "240", "--epochs", "2", "--lr", "1e-4", "--hidden-weight", "1", "--attn-weight", "1", "--seed", "3",
-    ]);
+    let mut o = distill_options(Task::Classify, 3, 240, 2, 1e-4, 3);
+    (o.weights.hidden, o.weights.attn) = (1.0, 1.0);
+    let events = distill_events(teacher(), &out, &o);
     for part in ["loss", "ce", "kl", "hidden", "attn"] {
-        let m = epoch_means(&err, part);
-        assert!(m.len() == 2 && m[1] < m[0], "{part} per epoch {m:?}: {err}");
+        let m = epoch_means(&events, part);
+        assert!(m.len() == 2 && m[1] < m[0], "{part} per epoch {m:?}");
     }
     let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["num_hidden_layers"], 3);
@@ -188,7 +214,7 @@ fn assert_all_get_gradients(loss: &Tensor, vars: &[(String, Var)]) {
 
 #[test]
 fn every_student_parameter_gets_a_gradient() {
-    let t = shrink::model::load(s(teacher()), Some(16)).unwrap();
+    let t = shrink_io::model::load(s(teacher()), Some(16)).unwrap();
     let fields = examples::Fields { text: "text".into(), label: "label".into() };
     let labels = t.model.config.labels().unwrap();
     let ex = examples::read(&asset("data/bbc/train.jsonl"), &t.tokenizer, Some(&labels), &fields, Some(8), 0).unwrap();
@@ -211,14 +237,14 @@ fn every_student_parameter_gets_a_gradient() {
         assert!(grads.get(var.as_tensor()).is_some(), "{name}: no gradient from the attention loss");
     }
     // QAT: through the straight-through weights (int4 Linears and int4 embedding table) to the fp32 variables.
-    let opts = shrink::qat::QatScheme::Int4G32.options(shrink::quantize::EmbeddingStorage::Int4, QatActs::Dynamic);
-    let fq = shrink::qat::FakeQuant::new(&s3.config, &opts).unwrap();
+    let opts = shrink_train::qat::QatScheme::Int4G32.options(shrink_compress::quantize::EmbeddingStorage::Int4, QatActs::Dynamic);
+    let fq = shrink_train::qat::FakeQuant::new(&s3.config, &opts).unwrap();
     let loss = Objective { task: Task::Classify, weights: all, projections: Vec::new() }.loss(&fq.view(&s3).unwrap(), &split, &batch, &mut rng).unwrap();
     assert_all_get_gradients(&loss.total, &v);
     // ... and through the fake-quantized Linear inputs too (ranges wide enough that little clips).
-    let opts = shrink::qat::QatScheme::Int4G32.options(shrink::quantize::EmbeddingStorage::Int4, QatActs::Static);
+    let opts = shrink_train::qat::QatScheme::Int4G32.options(shrink_compress::quantize::EmbeddingStorage::Int4, QatActs::Static);
     let wide = (0..3).flat_map(|l| Site::ALL.map(|site| ((l, site), (-20.0, 20.0)))).collect();
-    let fq = shrink::qat::FakeQuant::new(&s3.config, &opts).unwrap().with_acts(ActRanges::new(wide, 1.0).unwrap());
+    let fq = shrink_train::qat::FakeQuant::new(&s3.config, &opts).unwrap().with_acts(ActRanges::new(wide, 1.0).unwrap());
     let view = fq.train(&s3).unwrap();
     assert!(view.layers[2].attention.key.input_quant.is_some() && view.layers[0].output.input_quant.is_some());
     let loss = Objective { task: Task::Classify, weights: all, projections: Vec::new() }.loss(&view, &split, &batch, &mut rng).unwrap();
@@ -244,8 +270,8 @@ fn every_student_parameter_gets_a_gradient() {
 fn straight_through_passes_the_gradient_and_computes_on_the_grid() {
     let w = Var::from_tensor(&Tensor::new(&[[0.3f32, -1.2, 0.05, 0.9], [2.0, 0.1, -0.4, 0.0]], &candle_core::Device::Cpu).unwrap()).unwrap();
     let grid = Grid::PerChannel { max_q: 127 };
-    let q = shrink::qat::straight_through(w.as_tensor(), &grid).unwrap();
-    let want = shrink::quantize::fake_quantize(&w.as_tensor().flatten_all().unwrap().to_vec1().unwrap(), 2, 4, &grid);
+    let q = shrink_train::qat::straight_through(w.as_tensor(), &grid).unwrap();
+    let want = shrink_compress::quantize::fake_quantize(&w.as_tensor().flatten_all().unwrap().to_vec1().unwrap(), 2, 4, &grid);
     assert_eq!(q.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
     let c = Tensor::new(&[[1.0f32, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]], &candle_core::Device::Cpu).unwrap();
     let g = (q * &c).unwrap().sum_all().unwrap().backward().unwrap();
@@ -279,7 +305,7 @@ fn qat_exports_the_trained_grid_and_keeps_ptq_accuracy() {
     let grid = Grid::Groups { max_q: 7, group: 32 };
     for (name, n, k) in [("encoder.layer.0.attention.self.query", 384, 384), ("encoder.layer.5.output.dense", 384, 1536), ("embeddings.word_embeddings", 30522, 384)] {
         let trained = ff.f32(&format!("{name}.weight"), &[n, k]).unwrap();
-        let want = shrink::quantize::fake_quantize(&trained, n, k, &grid);
+        let want = shrink_compress::quantize::fake_quantize(&trained, n, k, &grid);
         assert!(dequantized_int4(&qf, name, n, k) == want, "{name}: exported weights differ from the fake-quant grid");
     }
     ok(&["--threads", "1", "quantize", s(teacher()), "--scheme", "int4", "--group", "32", "--embeddings", "int4", "--out", s(&ptq)]);
@@ -299,26 +325,26 @@ const WEIGHTS_ONLY_FACTOR: f32 = 3.0;
 #[test]
 fn qat_static_activations_export_the_trained_ranges_and_the_runtime_computes_the_fake_quant_model() {
     let train = asset("data/bbc/train.jsonl");
-    let t = shrink::model::load(s(teacher()), None).unwrap();
+    let t = shrink_io::model::load(s(teacher()), None).unwrap();
     let labels = t.model.config.labels().unwrap();
     let fields = examples::Fields { text: "text".into(), label: "label".into() };
     let texts: Vec<String> = examples::read(&test_slice(), &t.tokenizer, Some(&labels), &fields, Some(48), 0).unwrap().into_iter().map(|e| e.text).collect();
-    for (scheme, format) in [(shrink::qat::QatScheme::Int8, "int8-static"), (shrink::qat::QatScheme::Int4G32, "int4-g32-static")] {
+    for (scheme, format) in [(shrink_train::qat::QatScheme::Int8, "int8-static"), (shrink_train::qat::QatScheme::Int4G32, "int4-g32-static")] {
         let (out, fp32) = (scratch().join(format!("qat-{format}")), scratch().join(format!("qat-{format}-fp32")));
         let rows = examples::Rows { fields: fields.clone(), max_len: None, limit: Some(240), dev_fraction: 0.1 };
-        let train_opts = shrink::train::TrainOptions { epochs: 1, batch: 16, lr: 2e-5, weight_decay: 0.01, warmup: 0.1, clip: 1.0, seed: 0 };
-        let o = shrink::qat::QatOptions {
+        let train_opts = shrink_train::train::TrainOptions { epochs: 1, batch: 16, lr: 2e-5, weight_decay: 0.01, warmup: 0.1, clip: 1.0, seed: 0 };
+        let o = shrink_train::qat::QatOptions {
             scheme,
-            embeddings: shrink::quantize::EmbeddingStorage::Fp32,
+            embeddings: shrink_compress::quantize::EmbeddingStorage::Fp32,
             acts: QatActs::Static,
-            ema_momentum: shrink::qat::EMA_MOMENTUM,
+            ema_momentum: None,
             distill: true,
             temperature: 2.0,
             rows,
             train: train_opts,
             fp32_out: Some(common::out_dir(&fp32)),
         };
-        let trained = shrink::qat::qat(s(teacher()), &train, &common::out_dir(&out), &o).unwrap();
+        let trained = shrink_train::qat::qat(s(teacher()), &train, &common::out_dir(&out), &o).unwrap();
         assert_eq!(trained.acts.len(), 6 * 4);
         // The file holds exactly the trained grids, the same for Q, K and V.
         let file = shrink_format::TensorFile::open(&out.join("model.safetensors")).unwrap();
@@ -338,14 +364,14 @@ fn qat_static_activations_export_the_trained_ranges_and_the_runtime_computes_the
         let mut engine = shrink_runtime::Engine::load(&out, shrink_runtime::Options { threads: 1, max_len: None, ..Default::default() }).unwrap();
         let batch = engine.tokenizer.batch(&texts).unwrap();
         let runtime = engine.logits_batch(&batch).unwrap().to_vec(); // (B, L)
-        let m = shrink::model::load(s(&fp32), None).unwrap().model;
-        let opts = scheme.options(shrink::quantize::EmbeddingStorage::Fp32, QatActs::Static);
-        let weights_only = shrink::qat::FakeQuant::new(&m.config, &opts).unwrap().view(&m).unwrap();
+        let m = shrink_io::model::load(s(&fp32), None).unwrap().model;
+        let opts = scheme.options(shrink_compress::quantize::EmbeddingStorage::Fp32, QatActs::Static);
+        let weights_only = shrink_train::qat::FakeQuant::new(&m.config, &opts).unwrap().view(&m).unwrap();
         let mut full = weights_only.clone();
-        shrink::qat::quantize_inputs(&mut full, &trained.acts, None).unwrap();
+        shrink_train::qat::quantize_inputs(&mut full, &trained.acts, None).unwrap();
         let (ids, mask) = shrink_model::batch_tensors(&batch).unwrap();
         let logits = |m: &shrink_model::Bert| {
-            let (out, _) = shrink::distill::forward(m, Task::Classify, &ids, &mask, None, false).unwrap();
+            let (out, _) = shrink_train::distill::forward(m, Task::Classify, &ids, &mask, None, false).unwrap();
             out.flatten_all().unwrap().to_vec1::<f32>().unwrap()
         };
         // (max, mean) |difference| to the runtime's logits.
@@ -364,12 +390,9 @@ fn qat_static_activations_export_the_trained_ranges_and_the_runtime_computes_the
 #[test]
 fn embedding_student_keeps_retrieval_far_above_chance() {
     let out = scratch().join("emb-student");
-    let train = asset("data/bbc/train.jsonl");
-    let err = run_ok(&[
-        "--threads", "1", "distill", "--teacher", &model(), "--task", "embedding", "--data", s(&train), "--out", s(&out),
-        "--student-layers", "3", "--limit", "160", "--epochs", "2", "--max-len", "32", "--lr", "1e-4",
-    ]);
-    let m = epoch_means(&err, "embed");
+    let mut o = distill_options(Task::Embedding, 3, 160, 2, 1e-4, 0);
+    o.rows.max_len = Some(32);
+    let m = epoch_means(&distill_events(Path::new(&model()), &out, &o), "embed");
     assert!(m.len() == 2 && m[1] < m[0], "embed loss per epoch {m:?}");
     let r = ok(&["--threads", "1", "eval", s(&out), "--task", "retrieval", "--data", s(&test_slice()), "--max-len", "32", "--json"]);
     let mrr = serde_json::from_str::<serde_json::Value>(&r).unwrap()["mrr@10"].as_f64().unwrap();
@@ -379,7 +402,7 @@ fn embedding_student_keeps_retrieval_far_above_chance() {
 
 
 /// Labelled train rows of the teacher at 16 tokens, as (ids, label) for the importance scores.
-fn scoring_rows(t: &shrink::model::Loaded, n: usize) -> Vec<examples::Example> {
+fn scoring_rows(t: &shrink_io::model::Loaded, n: usize) -> Vec<examples::Example> {
     let fields = examples::Fields { text: "text".into(), label: "label".into() };
     let labels = t.model.config.labels().unwrap();
     examples::read(&asset("data/bbc/train.jsonl"), &t.tokenizer, Some(&labels), &fields, Some(n), 0).unwrap()
@@ -395,7 +418,7 @@ fn flat(t: &Tensor) -> Vec<f32> {
 
 #[test]
 fn narrow_student_at_full_width_is_the_teacher() {
-    let t = shrink::model::load(s(teacher()), Some(16)).unwrap();
+    let t = shrink_io::model::load(s(teacher()), Some(16)).unwrap();
     let ex = scoring_rows(&t, 16);
     let map: Vec<usize> = (0..6).collect();
     // Every width named at the teacher's own value: the whole ranking and slicing path runs, keeping everything.
@@ -406,7 +429,7 @@ fn narrow_student_at_full_width_is_the_teacher() {
     let (same, kept) = student::narrow(&student::build(&t.model, &map), &widths, &rank).unwrap();
     assert_eq!(kept, (0..384).collect::<Vec<_>>());
     assert_eq!((same.config.hidden_size, same.config.num_attention_heads), (384, 12));
-    let (ids, mask) = shrink::train::batch_of(&ex.iter().map(|e| e.ids.as_slice()).collect::<Vec<_>>()).unwrap();
+    let (ids, mask) = shrink_train::train::batch_of(&ex.iter().map(|e| e.ids.as_slice()).collect::<Vec<_>>()).unwrap();
     let (a, b) = (t.model.logits(&ids, &mask, None).unwrap(), same.logits(&ids, &mask, None).unwrap());
     assert!(flat(&a) == flat(&b), "full-width narrow student differs from the teacher");
     for ((na, ta), (nb, tb)) in t.model.named_params().iter().zip(&same.named_params()) {
@@ -417,7 +440,7 @@ fn narrow_student_at_full_width_is_the_teacher() {
 
 #[test]
 fn narrow_student_runs_the_same_on_candle_and_runtime_and_its_projections_learn() {
-    let t = shrink::model::load(s(teacher()), Some(16)).unwrap();
+    let t = shrink_io::model::load(s(teacher()), Some(16)).unwrap();
     let ex = scoring_rows(&t, 8);
     let map = [1, 3, 5];
     let width = student::Width { hidden: Some(256), heads: Some(6), ffn: Some(768) };
@@ -439,7 +462,7 @@ fn narrow_student_runs_the_same_on_candle_and_runtime_and_its_projections_learn(
     narrow.save_dir(&common::out_dir(&dir), teacher()).unwrap();
     let loaded = shrink_model::Bert::load_dir(&dir).unwrap();
     assert_eq!(loaded.config, narrow.config);
-    let (ids, mask) = shrink::train::batch_of(&ex.iter().map(|e| e.ids.as_slice()).collect::<Vec<_>>()).unwrap();
+    let (ids, mask) = shrink_train::train::batch_of(&ex.iter().map(|e| e.ids.as_slice()).collect::<Vec<_>>()).unwrap();
     let candle = flat(&loaded.forward(&ids, &mask, None, None).unwrap());
     let padded = shrink_model::tokenizer::pad(&ex.iter().map(|e| e.ids.clone()).collect::<Vec<_>>(), 0);
     let mut engine = shrink_runtime::Engine::load(&dir, shrink_runtime::Options { threads: 1, max_len: Some(16), ..Default::default() }).unwrap();
@@ -473,14 +496,12 @@ fn narrow_student_runs_the_same_on_candle_and_runtime_and_its_projections_learn(
 #[test]
 fn narrow_student_distills_quantizes_and_inspects() {
     let out = scratch().join("narrow-student");
-    let train = asset("data/bbc/train.jsonl");
-    let err = run_ok(&[
-        "--threads", "1", "distill", "--teacher", s(teacher()), "--data", s(&train), "--out", s(&out), "--student-layers", "3",
-        "--hidden", "256", "--ffn", "768", "--limit", "240", "--epochs", "3", "--lr", "2e-4", "--hidden-weight", "1", "--seed", "3",
-    ]);
+    let mut o = distill_options(Task::Classify, 3, 240, 3, 2e-4, 3);
+    (o.width.hidden, o.width.ffn, o.weights.hidden) = (Some(256), Some(768), 1.0);
+    let events = distill_events(teacher(), &out, &o);
     for part in ["loss", "hidden"] {
-        let m = epoch_means(&err, part);
-        assert!(m.len() == 3 && m[2] < m[0], "{part} per epoch {m:?}: {err}");
+        let m = epoch_means(&events, part);
+        assert!(m.len() == 3 && m[2] < m[0], "{part} per epoch {m:?}");
     }
     let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!((cfg["hidden_size"].as_u64(), cfg["num_attention_heads"].as_u64()), (Some(256), Some(8)), "{cfg}");
@@ -489,7 +510,7 @@ fn narrow_student_distills_quantizes_and_inspects() {
     assert!(!file.contains("projection.0.weight"));
     let acc = accuracy(&out);
     eprintln!("narrow student accuracy {acc}");
-    assert!(acc >= MIN_NARROW_ACCURACY, "narrow student accuracy {acc}: {err}");
+    assert!(acc >= MIN_NARROW_ACCURACY, "narrow student accuracy {acc}");
     let q = scratch().join("narrow-student-int8");
     ok(&["--threads", "1", "quantize", s(&out), "--scheme", "int8-dynamic", "--embeddings", "int8", "--out", s(&q)]);
     assert!(accuracy(&q) >= acc - 0.05);

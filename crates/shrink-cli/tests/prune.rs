@@ -8,9 +8,10 @@ use std::path::Path;
 
 use candle_core::Tensor;
 use common::{asset, fails, model, ok};
-use shrink::prune::importance::{self, Method};
-use shrink::prune::surgery::{cut, Keep};
-use shrink::{data, train};
+use shrink_train::prune::importance::{self, Method};
+use shrink_train::prune::surgery::{cut, Keep};
+use shrink_io::data;
+use shrink_train::train;
 use shrink_model::{batch_tensors, ops, Bert, TextTokenizer};
 use shrink_runtime::{Engine, Options};
 

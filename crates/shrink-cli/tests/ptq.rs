@@ -57,7 +57,7 @@ fn embed_all(dir: &Path, texts: &[String]) -> Vec<Vec<f32>> {
 }
 
 fn mean_cosine(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
-    shrink::eval::mean_cosine(a, b)
+    shrink_eval::task::mean_cosine(a, b)
 }
 
 fn config(dir: &Path) -> serde_json::Value {

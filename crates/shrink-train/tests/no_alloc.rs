@@ -61,7 +61,7 @@ fn allocations_after_warmup(dir: &std::path::Path, threads: usize) -> usize {
 #[test]
 fn forward_allocates_nothing_after_warmup() {
     let tmp = tempfile::tempdir().unwrap();
-    use shrink::quantize::{quantize, Options, Scheme, Source};
+    use shrink_compress::quantize::{quantize, Options, Scheme, Source};
     let src = Source::open(&model()).unwrap();
     let calib: Vec<String> = ["A short calibration text.", "Markets rose as the central bank held rates."].map(String::from).into();
     let mut dirs = vec![model()];
@@ -73,19 +73,19 @@ fn forward_allocates_nothing_after_warmup() {
         dirs.push(dir);
     }
     // Pruned: layers of different widths share buffers planned for the widest.
-    let opts = shrink::prune::Options {
-        heads: 0.6, ffn: 0.4, layers: 0, schedule: shrink::prune::Schedule::Oneshot, steps: 1,
-        method: shrink::prune::importance::Method::L2, batch: 8,
+    let opts = shrink_train::prune::Options {
+        heads: 0.6, ffn: 0.4, layers: 0, schedule: shrink_train::prune::Schedule::Oneshot, steps: 1,
+        method: shrink_train::prune::importance::Method::L2, batch: 8,
     };
-    let pruned = shrink::prune::prune(shrink_model::Bert::load_dir(&model()).unwrap(), &[], &opts).unwrap();
+    let pruned = shrink_train::prune::prune(shrink_model::Bert::load_dir(&model()).unwrap(), &[], &opts).unwrap();
     let heads = pruned.config.layer_heads.clone().unwrap();
     assert!(heads.iter().min() < heads.iter().max(), "want layers of different widths: {heads:?}");
     pruned.save_dir(&out(&tmp.path().join("pruned")), &model()).unwrap();
     dirs.push(tmp.path().join("pruned"));
     // Unstructured: the sparse kernel's transposed-activation buffer is reused like the others.
     let mut sparse = shrink_model::Bert::load_dir(&model()).unwrap();
-    let sp = shrink::sparsify::Options::magnitude(0.8, shrink::sparsify::Scope::Layer);
-    shrink::sparsify::oneshot(&mut sparse, &sp).unwrap();
+    let sp = shrink_train::sparsify::Options::magnitude(0.8, shrink_train::sparsify::Scope::Layer);
+    shrink_train::sparsify::oneshot(&mut sparse, &sp).unwrap();
     sparse.save_dir(&out(&tmp.path().join("zeros")), &model()).unwrap();
     quantize(&Source::open(&tmp.path().join("zeros")).unwrap(), &out(&tmp.path().join("sparse")), &Options::new(Scheme::Sparse), &[], 1, None).unwrap();
     dirs.push(tmp.path().join("sparse"));
