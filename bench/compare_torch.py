@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Times shrink against PyTorch on all-MiniLM-L6-v2, interleaved in one run.
 
-shrink runs as a child process (`shrink timing`, a line protocol on stdin/stdout);
+shrink runs as a child process (`shrink-timing`, a line protocol on stdin/stdout);
 PyTorch runs in this process. For each thread count and case the two sides take
 turns, R repetitions each, for K rounds, so drift in machine load (thermal, other
 jobs) hits both sides alike. Writes <out-dir>/<name>.{json,md} (name: torch_compare).
@@ -29,7 +29,7 @@ from transformers import BertModel  # noqa: E402
 # Default repetitions per round: with 5 rounds the whole run stays well under 10 min on 2 cores
 # (torch at 1 thread: ~40 ms, ~1.1 s, ~2 s per rep), even if shrink is a few times slower.
 DEFAULT_REPS = {"forward-1x128": 20, "forward-32x128": 2, "train-16x128": 2, "distill-16x128": 3}
-# One step of `shrink distill`'s recipe, mirrored from crates/shrink/src/timing.rs: a student of teacher layers
+# One step of `shrink distill`'s recipe, mirrored from bench/timing/src/timing.rs: a student of teacher layers
 # 1, 3, 5, loss 0.5 CE + 0.5 KL at T=2 (times T^2) + 1.0 hidden-state MSE of the mapped layers, teacher cached.
 STUDENT_LAYERS = (1, 3, 5)
 CE_W, KL_W, T, HIDDEN_W = 0.5, 0.5, 2.0, 1.0
@@ -44,7 +44,7 @@ def parse_case(name):
 
 
 def bench_batch(b, t):
-    """Token ids, mask and labels; must match bench_batch in crates/shrink/src/timing.rs."""
+    """Token ids, mask and labels; must match bench_batch in bench/timing/src/timing.rs."""
     ids = torch.tensor([[1000 + (bi * 131 + ti * 7919) % 28000 for ti in range(t)] for bi in range(b)])
     ids[:, 0], ids[:, -1] = 101, 102  # [CLS] ... [SEP]
     return ids, torch.ones(b, t, dtype=torch.long), torch.arange(b) % 5
@@ -132,11 +132,11 @@ class Torch:
 
 
 class Shrink:
-    """The shrink side: `shrink timing` child, one command line in, one JSON line out."""
+    """The shrink side: `shrink-timing` child, one command line in, one JSON line out."""
 
     def __init__(self, binary, model_dir, threads):
         env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
-        cmd = [binary, "timing", "--model", model_dir, "--threads", str(threads)]
+        cmd = [binary, "--model", model_dir, "--threads", str(threads)]
         # stderr is inherited so the child's errors show up as they happen.
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
 
@@ -145,7 +145,7 @@ class Shrink:
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"shrink timing exited ({self.proc.wait()}) on `{kind} {b} {t} {reps}`")
+            raise RuntimeError(f"shrink-timing exited ({self.proc.wait()}) on `{kind} {b} {t} {reps}`")
         ms = json.loads(line)["ms"]
         if len(ms) != reps:
             raise RuntimeError(f"shrink answered {len(ms)} times for {reps} reps: {line.strip()}")
@@ -170,7 +170,7 @@ def machine_info():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shrink", default="target/release/shrink", help="shrink binary")
+    ap.add_argument("--shrink", default="target/release/shrink-timing", help="shrink-timing binary (bench/timing)")
     ap.add_argument("--model", default="assets/models/all-MiniLM-L6-v2", help="HF model folder")
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     ap.add_argument("--cases", default="forward-1x128,forward-32x128,train-16x128")
@@ -186,7 +186,7 @@ def main():
     threads = [int(x) for x in args.threads.split(",")]
     cases = [(name, *parse_case(name)) for name in args.cases.split(",")]
     if not os.access(args.shrink, os.X_OK):
-        sys.exit(f"no shrink binary at {args.shrink} (cargo build --release -p shrink)")
+        sys.exit(f"no shrink-timing binary at {args.shrink} (cargo build --release -p shrink-timing)")
 
     load_start = os.getloadavg()  # other jobs on the machine skew the 2-thread numbers most
     side_torch = Torch(args.model)

@@ -262,7 +262,7 @@ def main():
     shrink_dirs = {"fp32": args.model_dir, "int8": args.shrink_int8}
     if not args.ort_only:
         if not os.access(args.shrink, os.X_OK):
-            sys.exit(f"no shrink binary at {args.shrink} (cargo build --release -p shrink), or pass --ort-only")
+            sys.exit(f"no shrink binary at {args.shrink} (cargo build --release -p shrink-cli), or pass --ort-only")
         if "int8" in precisions:
             ensure_shrink_int8(args.shrink, args.model_dir, args.shrink_int8)
     manifest_path = ort_dir / "manifest.json"

@@ -8,6 +8,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bench/setup-venv.sh
 ort_only=false
 for arg in "$@"; do [[ "$arg" == --ort-only ]] && ort_only=true; done
-$ort_only || cargo build --release -p shrink
+$ort_only || cargo build --release -p shrink-cli
 bench/.venv/bin/python bench/ort_models.py
 exec bench/.venv/bin/python bench/ort_compare.py "$@"

@@ -9,7 +9,7 @@
 # it). EPOCHS (default 2) sets the recovery epochs; OUT (default out/prune-runs) the model folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet -p shrink
+cargo build --release --quiet -p shrink-cli
 shrink=target/release/shrink
 teacher=out/bbc-classifier-128
 data=assets/data/bbc

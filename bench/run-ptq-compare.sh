@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 shrink=target/release/shrink
-[[ -x "$shrink" ]] || { echo "no $shrink: build it first (cargo build --release -p shrink)" >&2; exit 1; }
+[[ -x "$shrink" ]] || { echo "no $shrink: build it first (cargo build --release -p shrink-cli)" >&2; exit 1; }
 base=assets/models/all-MiniLM-L6-v2
 data=assets/data/bbc
 [[ -f "$base/model.safetensors" && -f "$data/train.jsonl" && -f "$data/test.jsonl" ]] || scripts/fetch-assets.sh

@@ -11,7 +11,7 @@ model="${1:-assets/models/all-MiniLM-L6-v2}"
 rounds="${2:-5}"
 seq="${SEQ:-128}"
 shrink=target/release/shrink
-[[ -x "$shrink" ]] || cargo build --release --quiet -p shrink
+[[ -x "$shrink" ]] || cargo build --release --quiet -p shrink-cli
 [[ -f "$model/model.safetensors" ]] || scripts/fetch-assets.sh
 work=bench/work/sparse
 mkdir -p "$work" bench/results

@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-assets.sh
-cargo build --release --quiet -p shrink
+cargo build --release --quiet -p shrink-cli
 shrink=target/release/shrink
 base=assets/models/all-MiniLM-L6-v2
 data=assets/data/bbc

