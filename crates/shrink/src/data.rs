@@ -67,23 +67,9 @@ pub fn write_jsonl<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
 }
 
 /// Reads a JSONL file into objects; a malformed line is an error naming file and line.
-pub fn read_jsonl(path: &Path) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+pub fn read_jsonl(path: &Path) -> Result<Vec<shrink_format::jsonl::Row>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let mut rows = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<serde_json::Value>(line) {
-            Ok(serde_json::Value::Object(m)) => rows.push(m),
-            Ok(_) => bail!("{}:{}: expected a JSON object", path.display(), n + 1),
-            Err(e) => bail!("{}:{}: malformed JSON: {e}", path.display(), n + 1),
-        }
-    }
-    if rows.is_empty() {
-        bail!("{}: no rows", path.display());
-    }
-    Ok(rows)
+    shrink_format::jsonl::parse(path, &text)
 }
 
 /// One string field of every row; missing, non-string or empty values are errors naming file and row.
