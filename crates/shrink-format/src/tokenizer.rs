@@ -2,7 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use tokenizers::normalizers::Precompiled;
 use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::folder::TOKENIZER_FILE;
@@ -30,11 +31,18 @@ impl TextTokenizer {
         if !file.is_file() {
             bail!("{}: tokenizer missing (a model folder needs tokenizer.json)", file.display());
         }
+        let json = std::fs::read(&file).with_context(|| format!("{}: cannot read tokenizer", file.display()))?;
+        Self::from_json(&json, file, max_len)
+    }
+
+    /// `load` on tokenizer.json bytes already read; `file` names them in errors.
+    pub fn from_json(json: &[u8], file: PathBuf, max_len: usize) -> Result<Self> {
         if max_len < 2 {
             bail!("max length {max_len} leaves no room for text between [CLS] and [SEP]");
         }
+        check_precompiled(json).map_err(|e| anyhow!("{}: cannot read tokenizer: {e}", file.display()))?;
         let mut inner =
-            Tokenizer::from_file(&file).map_err(|e| anyhow!("{}: cannot read tokenizer: {e}", file.display()))?;
+            Tokenizer::from_bytes(json).map_err(|e| anyhow!("{}: cannot read tokenizer: {e}", file.display()))?;
         inner
             .with_truncation(Some(TruncationParams { max_length: max_len, ..Default::default() }))
             .map_err(|e| anyhow!("{}: {e}", file.display()))?;
@@ -77,6 +85,25 @@ impl TextTokenizer {
     }
 }
 
+/// tokenizers 0.22 panics (an `expect`) on a `Precompiled` normalizer whose charsmap it cannot decode: decode each
+/// one here first, the same way (from JSON text: the charsmap is read as a borrowed string), so that is an error.
+/// Anything else wrong with the file is left to `Tokenizer::from_bytes` to report.
+fn check_precompiled(json: &[u8]) -> Result<()> {
+    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(json) else { return Ok(()) };
+    let mut todo: Vec<&serde_json::Value> = doc.get("normalizer").into_iter().collect();
+    while let Some(n) = todo.pop() {
+        match n.get("type").and_then(serde_json::Value::as_str) {
+            Some("Precompiled") => {
+                serde_json::from_str::<Precompiled>(&n.to_string())
+                    .map_err(|e| anyhow!("Precompiled normalizer: {e}"))?;
+            }
+            Some("Sequence") => todo.extend(n.get("normalizers").and_then(|v| v.as_array()).into_iter().flatten()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Right-pads id sequences to a (B, T) batch with its attention mask.
 pub fn pad(seqs: &[Vec<u32>], pad_id: u32) -> Batch {
     let b = seqs.len();
@@ -88,4 +115,23 @@ pub fn pad(seqs: &[Vec<u32>], pad_id: u32) -> Batch {
         mask[i * t..i * t + s.len()].fill(1);
     }
     Batch { ids, mask, b, t }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by fuzz/fuzz_targets/tokenizer.rs: tokenizers panicked on this normalizer instead of returning an error.
+    #[test]
+    fn undecodable_precompiled_normalizer_is_an_error() {
+        for charsmap in ["null", "\"not base64!\"", "\"\\u0041AAA\"", "\"AAAA\""] {
+            let json = format!(
+                r#"{{"version":"1.0","normalizer":{{"type":"Sequence","normalizers":[{{"type":"Precompiled","precompiled_charsmap":{charsmap}}}]}},
+                    "pre_tokenizer":null,"post_processor":null,"decoder":null,"added_tokens":[],
+                    "model":{{"type":"WordLevel","vocab":{{"[UNK]":0}},"unk_token":"[UNK]"}}}}"#
+            );
+            let err = TextTokenizer::from_json(json.as_bytes(), "t/tokenizer.json".into(), 8).err().expect("loaded");
+            assert!(err.to_string().contains("t/tokenizer.json: cannot read tokenizer: Precompiled"), "{err}");
+        }
+    }
 }
