@@ -47,13 +47,15 @@ impl SparseF32 {
         if k > Self::MAX_K || row_nnz.len() != n || col.len() != val.len() {
             return Err(format!("{} row counts, {} columns, {} values for a {n} x {k} weight", row_nnz.len(), col.len(), val.len()));
         }
+        // Summed as usize first: N counts of up to 65535 each can pass u32 and wrap the offsets.
+        let total: usize = row_nnz.iter().map(|&c| c as usize).sum();
+        if total != val.len() {
+            return Err(format!("row counts add up to {total} but there are {} values", val.len()));
+        }
         let mut row_start = Vec::with_capacity(n + 1);
         row_start.push(0u32);
         for &c in row_nnz {
             row_start.push(row_start[row_start.len() - 1] + c as u32);
-        }
-        if row_start[n] as usize != val.len() {
-            return Err(format!("row counts add up to {} but there are {} values", row_start[n], val.len()));
         }
         for j in 0..n {
             let cols = &col[row_start[j] as usize..row_start[j + 1] as usize];
@@ -279,6 +281,14 @@ mod tests {
         assert!(SparseF32::from_csr(n, k, &row_nnz, col, &s.values()[1..]).is_err());
         assert!(SparseF32::from_mask(n, k, &s.mask()[1..], s.values()).unwrap_err().contains("mask of"));
         assert!(SparseF32::from_mask(n, k, &s.mask(), &s.values()[1..]).unwrap_err().contains("values"));
+    }
+
+    /// Row counts whose sum passes u32 used to wrap to the number of values and then panic on a slice.
+    #[test]
+    fn row_counts_past_u32_are_an_error() {
+        let n = 65_538; // x 65_535 per row = 2^32 + 65_534
+        let (row_nnz, col, val) = (vec![u16::MAX; n], vec![0u16; 65_534], vec![1f32; 65_534]);
+        assert!(SparseF32::from_csr(n, 100, &row_nnz, &col, &val).unwrap_err().contains("add up to 4295032830"));
     }
 
     #[test]
