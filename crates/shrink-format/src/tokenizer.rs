@@ -40,7 +40,7 @@ impl TextTokenizer {
         if max_len < 2 {
             bail!("max length {max_len} leaves no room for text between [CLS] and [SEP]");
         }
-        check_precompiled(json).map_err(|e| anyhow!("{}: cannot read tokenizer: {e}", file.display()))?;
+        check_json(json).map_err(|e| anyhow!("{}: cannot read tokenizer: {e}", file.display()))?;
         let mut inner =
             Tokenizer::from_bytes(json).map_err(|e| anyhow!("{}: cannot read tokenizer: {e}", file.display()))?;
         inner
@@ -85,11 +85,11 @@ impl TextTokenizer {
     }
 }
 
-/// tokenizers 0.22 panics (an `expect`) on a `Precompiled` normalizer whose charsmap it cannot decode: decode each
-/// one here first, the same way (from JSON text: the charsmap is read as a borrowed string), so that is an error.
-/// Anything else wrong with the file is left to `Tokenizer::from_bytes` to report.
-fn check_precompiled(json: &[u8]) -> Result<()> {
-    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(json) else { return Ok(()) };
+/// Rejects what tokenizers 0.22 panics on (an `expect`) instead of returning an error: a JSON syntax error inside
+/// `decoder` (so the whole file must be JSON first), and a `Precompiled` normalizer whose charsmap does not decode,
+/// decoded here the same way (from JSON text: the charsmap is read as a borrowed string).
+fn check_json(json: &[u8]) -> Result<()> {
+    let doc: serde_json::Value = serde_json::from_slice(json).map_err(|e| anyhow!("not JSON: {e}"))?;
     let mut todo: Vec<&serde_json::Value> = doc.get("normalizer").into_iter().collect();
     while let Some(n) = todo.pop() {
         match n.get("type").and_then(serde_json::Value::as_str) {
@@ -121,17 +121,31 @@ pub fn pad(seqs: &[Vec<u32>], pad_id: u32) -> Batch {
 mod tests {
     use super::*;
 
-    /// Found by fuzz/fuzz_targets/tokenizer.rs: tokenizers panicked on this normalizer instead of returning an error.
+    fn tokenizer_json(normalizer: &str, decoder: &str) -> Vec<u8> {
+        let json = format!(
+            r#"{{"version":"1.0","normalizer":{normalizer},"pre_tokenizer":null,"post_processor":null,"decoder":{decoder},
+                "added_tokens":[],"model":{{"type":"WordLevel","vocab":{{"[UNK]":0}},"unk_token":"[UNK]"}}}}"#
+        );
+        json.into_bytes()
+    }
+
+    fn load_err(json: &[u8]) -> String {
+        TextTokenizer::from_json(json, "t/tokenizer.json".into(), 8).err().expect("loaded").to_string()
+    }
+
+    /// Found by fuzz/fuzz_targets/tokenizer.rs: tokenizers panicked on these instead of returning an error.
     #[test]
-    fn undecodable_precompiled_normalizer_is_an_error() {
+    fn what_tokenizers_panics_on_is_an_error() {
+        assert!(TextTokenizer::from_json(&tokenizer_json("null", "null"), "t".into(), 8).is_ok());
         for charsmap in ["null", "\"not base64!\"", "\"\\u0041AAA\"", "\"AAAA\""] {
-            let json = format!(
-                r#"{{"version":"1.0","normalizer":{{"type":"Sequence","normalizers":[{{"type":"Precompiled","precompiled_charsmap":{charsmap}}}]}},
-                    "pre_tokenizer":null,"post_processor":null,"decoder":null,"added_tokens":[],
-                    "model":{{"type":"WordLevel","vocab":{{"[UNK]":0}},"unk_token":"[UNK]"}}}}"#
-            );
-            let err = TextTokenizer::from_json(json.as_bytes(), "t/tokenizer.json".into(), 8).err().expect("loaded");
-            assert!(err.to_string().contains("t/tokenizer.json: cannot read tokenizer: Precompiled"), "{err}");
+            let n = format!(r#"{{"type":"Sequence","normalizers":[{{"type":"Precompiled","precompiled_charsmap":{charsmap}}}]}}"#);
+            let err = load_err(&tokenizer_json(&n, "null"));
+            assert!(err.contains("t/tokenizer.json: cannot read tokenizer: Precompiled"), "{err}");
         }
+        // Invalid UTF-8 inside the decoder: a syntax error there was an `expect("Helper")`.
+        let mut json = tokenizer_json("null", r#"{"type":"Fuse","x":"?"}"#);
+        let at = json.iter().position(|&b| b == b'?').unwrap();
+        json[at] = 0x90;
+        assert!(load_err(&json).contains("cannot read tokenizer: not JSON"));
     }
 }
