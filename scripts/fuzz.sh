@@ -38,7 +38,7 @@ printf '%-12s %12s %8s %8s %8s\n' target executions exec/s corpus crashes
 for t in "${targets[@]}"; do
   corpus=(fuzz/corpus/"$t")
   [ "$mode" = smoke ] && corpus=("$scratch/corpus-$t" fuzz/corpus/"$t")
-  mkdir -p "${corpus[@]}"
+  mkdir -p "${corpus[@]}" fuzz/artifacts/"$t"
   log=$scratch/$t.log
   before=$(ls fuzz/artifacts/"$t" 2>/dev/null | wc -l)
   # -timeout: an input running 10 s is a hang; libFuzzer's 2 GB RSS limit makes a runaway allocation a crash.

@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
 use tokenizers::normalizers::Precompiled;
+use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::folder::TOKENIZER_FILE;
@@ -85,23 +87,49 @@ impl TextTokenizer {
     }
 }
 
-/// Rejects what tokenizers 0.22 panics on (an `expect`) instead of returning an error: a JSON syntax error inside
-/// `decoder` (so the whole file must be JSON first), and a `Precompiled` normalizer whose charsmap does not decode,
-/// decoded here the same way (from JSON text: the charsmap is read as a borrowed string).
+/// Rejects what tokenizers 0.22 panics on (an `expect`, an index) instead of returning an error: a JSON syntax error
+/// inside `decoder` (so the whole file must be JSON first), a `Precompiled` normalizer whose charsmap does not
+/// decode (decoded here the same way: from JSON text, the charsmap read as a borrowed string), and a
+/// `TemplateProcessing` whose templates name a special token it does not define, or defines with unequal ids and
+/// tokens (deserialising skips the builder's checks; encoding then indexes the missing token).
 fn check_json(json: &[u8]) -> Result<()> {
-    let doc: serde_json::Value = serde_json::from_slice(json).map_err(|e| anyhow!("not JSON: {e}"))?;
-    let mut todo: Vec<&serde_json::Value> = doc.get("normalizer").into_iter().collect();
-    while let Some(n) = todo.pop() {
-        match n.get("type").and_then(serde_json::Value::as_str) {
-            Some("Precompiled") => {
-                serde_json::from_str::<Precompiled>(&n.to_string())
-                    .map_err(|e| anyhow!("Precompiled normalizer: {e}"))?;
+    let doc: Value = serde_json::from_slice(json).map_err(|e| anyhow!("not JSON: {e}"))?;
+    for n in components(&doc, "normalizer", "normalizers") {
+        if n.get("type").and_then(Value::as_str) == Some("Precompiled") {
+            serde_json::from_str::<Precompiled>(&n.to_string()).map_err(|e| anyhow!("Precompiled normalizer: {e}"))?;
+        }
+    }
+    for p in components(&doc, "post_processor", "processors") {
+        if p.get("type").and_then(Value::as_str) != Some("TemplateProcessing") {
+            continue;
+        }
+        // Its own errors are left to tokenizers; the canonical form spells every piece and token out.
+        let Ok(t) = serde_json::from_value::<TemplateProcessing>(p.clone()) else { continue };
+        let t = serde_json::to_value(&t)?;
+        let defined = t["special_tokens"].as_object().cloned().unwrap_or_default();
+        for (name, tok) in &defined {
+            if tok["ids"].as_array().map(Vec::len) != tok["tokens"].as_array().map(Vec::len) {
+                bail!("TemplateProcessing: special token {name:?} has different numbers of ids and tokens");
             }
-            Some("Sequence") => todo.extend(n.get("normalizers").and_then(|v| v.as_array()).into_iter().flatten()),
-            _ => {}
+        }
+        let pieces = ["single", "pair"].into_iter().filter_map(|f| t[f].as_array()).flatten();
+        if let Some(id) = pieces.filter_map(|p| p["SpecialToken"]["id"].as_str()).find(|id| !defined.contains_key(*id)) {
+            bail!("TemplateProcessing: the template uses special token {id:?}, which special_tokens does not define");
         }
     }
     Ok(())
+}
+
+/// `doc[key]` and every component inside it through `Sequence`s (whose list is `list`).
+fn components<'a>(doc: &'a Value, key: &str, list: &str) -> Vec<&'a Value> {
+    let (mut all, mut todo): (Vec<&Value>, Vec<&Value>) = (Vec::new(), doc.get(key).into_iter().collect());
+    while let Some(c) = todo.pop() {
+        if c.get("type").and_then(Value::as_str) == Some("Sequence") {
+            todo.extend(c.get(list).and_then(Value::as_array).into_iter().flatten());
+        }
+        all.push(c);
+    }
+    all
 }
 
 /// Right-pads id sequences to a (B, T) batch with its attention mask.
@@ -147,5 +175,18 @@ mod tests {
         let at = json.iter().position(|&b| b == b'?').unwrap();
         json[at] = 0x90;
         assert!(load_err(&json).contains("cannot read tokenizer: not JSON"));
+        // A template naming an undefined special token, or one with more ids than tokens, inside a Sequence.
+        for (key, ids, want) in [("[SEPM", "[3]", "uses special token \"[SEP]\""), ("[SEP]", "[3, 4]", "different numbers")] {
+            let p = format!(
+                r#"{{"type":"Sequence","processors":[{{"type":"TemplateProcessing",
+                    "single":[{{"SpecialToken":{{"id":"[SEP]","type_id":0}}}},{{"Sequence":{{"id":"A","type_id":0}}}}],
+                    "pair":[{{"Sequence":{{"id":"A","type_id":0}}}},{{"Sequence":{{"id":"B","type_id":1}}}}],
+                    "special_tokens":{{"{key}":{{"id":"[SEP]","ids":{ids},"tokens":["[SEP]"]}}}}}}]}}"#
+            );
+            let json = String::from_utf8(tokenizer_json("null", "null")).unwrap();
+            let json = json.replace(r#""post_processor":null"#, &format!(r#""post_processor":{p}"#));
+            let err = load_err(json.as_bytes());
+            assert!(err.contains("cannot read tokenizer: TemplateProcessing: ") && err.contains(want), "{err}");
+        }
     }
 }
