@@ -9,3 +9,5 @@ cargo test --release --workspace "$@"
 # Golden parity again on the scalar kernels (the SIMD level is picked at run time; CI may have a different CPU).
 # --workspace keeps the feature set of the run above, so nothing is rebuilt.
 SHRINK_ISA=scalar cargo test --release --workspace --test golden --test golden_arch
+# A few seconds of every fuzz target on its committed corpus (fuzz/; a campaign is `scripts/fuzz.sh run 600`).
+scripts/fuzz.sh smoke

@@ -146,9 +146,13 @@ impl Serialize for Config {
 impl Config {
     pub fn load(path: &Path) -> Result<Self> {
         let text = crate::folder::read_regular(path, "config")?;
-        let cfg: Config = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not a valid BERT-family config.json", path.display()))?;
-        cfg.validate().with_context(|| format!("{}: unsupported config", path.display()))?;
+        Self::parse(&text).with_context(|| path.display().to_string())
+    }
+
+    /// config.json text -> a validated config (what `load` does after reading the file).
+    pub fn parse(text: &str) -> Result<Self> {
+        let cfg: Config = serde_json::from_str(text).context("not a valid BERT-family config.json")?;
+        cfg.validate().context("unsupported config")?;
         Ok(cfg)
     }
 
@@ -205,6 +209,19 @@ impl Config {
             if let Some(l) = list.iter().position(|&v| v > max) {
                 bail!("{name}[{l}] = {} exceeds num_attention_heads {max}", list[l]);
             }
+        }
+        // A number past f32's range parses as inf, which a folder writer would save as null; dropouts are
+        // probabilities, and LayerNorm divides by sqrt(var + eps).
+        for (name, p) in [
+            ("hidden_dropout_prob", self.hidden_dropout_prob),
+            ("attention_probs_dropout_prob", self.attention_probs_dropout_prob),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                bail!("{name} = {p} is not a probability in [0, 1]");
+            }
+        }
+        if !(self.layer_norm_eps > 0.0 && self.layer_norm_eps.is_finite()) {
+            bail!("layer_norm_eps = {} must be positive and finite", self.layer_norm_eps);
         }
         if !matches!(self.hidden_act.as_str(), "gelu" | "gelu_python") {
             bail!("hidden_act {:?} is not supported (expected \"gelu\", the exact erf GELU)", self.hidden_act);
@@ -296,5 +313,34 @@ impl Config {
     pub fn set_labels(&mut self, labels: &[String]) {
         self.id2label = Some(labels.iter().enumerate().map(|(i, l)| (i.to_string(), l.clone())).collect());
         self.label2id = Some(labels.iter().enumerate().map(|(i, l)| (l.clone(), i)).collect());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal(extra: &str) -> String {
+        format!(
+            r#"{{"model_type": "bert", "vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+                "intermediate_size": 16, "max_position_embeddings": 4{extra}}}"#
+        )
+    }
+
+    /// Found by fuzz/fuzz_targets/config.rs's round trip: 1e39 parsed as an f32 inf, serialised as null, and the
+    /// written config.json no longer loaded.
+    #[test]
+    fn out_of_range_dropout_and_eps_are_errors_and_a_loaded_config_round_trips() {
+        for (extra, want) in [
+            (r#", "hidden_dropout_prob": 1e39"#, "hidden_dropout_prob = inf is not a probability"),
+            (r#", "attention_probs_dropout_prob": -0.5"#, "attention_probs_dropout_prob = -0.5"),
+            (r#", "layer_norm_eps": 0"#, "layer_norm_eps = 0 must be positive"),
+            (r#", "layer_norm_eps": 1e999"#, "not a valid BERT config.json"),
+        ] {
+            let err = format!("{:#}", Config::parse(&minimal(extra)).unwrap_err());
+            assert!(err.contains(want), "{extra}: {err}");
+        }
+        let cfg = Config::parse(&minimal(r#", "layer_norm_eps": 1e-7, "hidden_dropout_prob": 1"#)).unwrap();
+        assert_eq!(Config::parse(&serde_json::to_string(&cfg).unwrap()).unwrap(), cfg);
     }
 }

@@ -3,6 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
+use serde_json::Value;
+use tokenizers::normalizers::Precompiled;
+use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::folder::{read_regular, TOKENIZER_FILE};
@@ -31,11 +34,18 @@ impl TextTokenizer {
         if !file.exists() {
             bail!("{}: tokenizer missing (a model folder needs tokenizer.json)", file.display());
         }
+        let json = read_regular(&file, "tokenizer")?;
+        Self::from_json(json.as_bytes(), file, max_len)
+    }
+
+    /// `load` on tokenizer.json bytes already read; `file` names them in errors.
+    pub fn from_json(json: &[u8], file: PathBuf, max_len: usize) -> Result<Self> {
         if max_len < 3 {
             bail!("max length (--max-len) {max_len} leaves no room for text: [CLS] and [SEP] take 2 tokens, so at least 3");
         }
-        let json = read_regular(&file, "tokenizer")?;
-        let mut inner = Tokenizer::from_bytes(json).map_err(|e| anyhow!("{}: cannot read tokenizer: {e}", file.display()))?;
+        check_json(json).map_err(|e| anyhow!("{}: cannot read tokenizer: {e}", file.display()))?;
+        let mut inner =
+            Tokenizer::from_bytes(json).map_err(|e| anyhow!("{}: cannot read tokenizer: {e}", file.display()))?;
         inner
             .with_truncation(Some(TruncationParams { max_length: max_len, ..Default::default() }))
             .map_err(|e| anyhow!("{}: {e}", file.display()))?;
@@ -91,6 +101,51 @@ impl TextTokenizer {
     }
 }
 
+/// Rejects what tokenizers 0.22 panics on (an `expect`, an index) instead of returning an error: a JSON syntax error
+/// inside `decoder` (so the whole file must be JSON first), a `Precompiled` normalizer whose charsmap does not
+/// decode (decoded here the same way: from JSON text, the charsmap read as a borrowed string), and a
+/// `TemplateProcessing` whose templates name a special token it does not define, or defines with unequal ids and
+/// tokens (deserialising skips the builder's checks; encoding then indexes the missing token).
+fn check_json(json: &[u8]) -> Result<()> {
+    let doc: Value = serde_json::from_slice(json).map_err(|e| anyhow!("not JSON: {e}"))?;
+    for n in components(&doc, "normalizer", "normalizers") {
+        if n.get("type").and_then(Value::as_str) == Some("Precompiled") {
+            serde_json::from_str::<Precompiled>(&n.to_string()).map_err(|e| anyhow!("Precompiled normalizer: {e}"))?;
+        }
+    }
+    for p in components(&doc, "post_processor", "processors") {
+        if p.get("type").and_then(Value::as_str) != Some("TemplateProcessing") {
+            continue;
+        }
+        // Its own errors are left to tokenizers; the canonical form spells every piece and token out.
+        let Ok(t) = serde_json::from_value::<TemplateProcessing>(p.clone()) else { continue };
+        let t = serde_json::to_value(&t)?;
+        let defined = t["special_tokens"].as_object().cloned().unwrap_or_default();
+        for (name, tok) in &defined {
+            if tok["ids"].as_array().map(Vec::len) != tok["tokens"].as_array().map(Vec::len) {
+                bail!("TemplateProcessing: special token {name:?} has different numbers of ids and tokens");
+            }
+        }
+        let pieces = ["single", "pair"].into_iter().filter_map(|f| t[f].as_array()).flatten();
+        if let Some(id) = pieces.filter_map(|p| p["SpecialToken"]["id"].as_str()).find(|id| !defined.contains_key(*id)) {
+            bail!("TemplateProcessing: the template uses special token {id:?}, which special_tokens does not define");
+        }
+    }
+    Ok(())
+}
+
+/// `doc[key]` and every component inside it through `Sequence`s (whose list is `list`).
+fn components<'a>(doc: &'a Value, key: &str, list: &str) -> Vec<&'a Value> {
+    let (mut all, mut todo): (Vec<&Value>, Vec<&Value>) = (Vec::new(), doc.get(key).into_iter().collect());
+    while let Some(c) = todo.pop() {
+        if c.get("type").and_then(Value::as_str) == Some("Sequence") {
+            todo.extend(c.get(list).and_then(Value::as_array).into_iter().flatten());
+        }
+        all.push(c);
+    }
+    all
+}
+
 /// Right-pads id sequences to a (B, T) batch with its attention mask.
 pub fn pad(seqs: &[Vec<u32>], pad_id: u32) -> Batch {
     let b = seqs.len();
@@ -102,4 +157,50 @@ pub fn pad(seqs: &[Vec<u32>], pad_id: u32) -> Batch {
         mask[i * t..i * t + s.len()].fill(1);
     }
     Batch { ids, mask, b, t }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokenizer_json(normalizer: &str, decoder: &str) -> Vec<u8> {
+        let json = format!(
+            r#"{{"version":"1.0","normalizer":{normalizer},"pre_tokenizer":null,"post_processor":null,"decoder":{decoder},
+                "added_tokens":[],"model":{{"type":"WordLevel","vocab":{{"[UNK]":0}},"unk_token":"[UNK]"}}}}"#
+        );
+        json.into_bytes()
+    }
+
+    fn load_err(json: &[u8]) -> String {
+        TextTokenizer::from_json(json, "t/tokenizer.json".into(), 8).err().expect("loaded").to_string()
+    }
+
+    /// Found by fuzz/fuzz_targets/tokenizer.rs: tokenizers panicked on these instead of returning an error.
+    #[test]
+    fn what_tokenizers_panics_on_is_an_error() {
+        assert!(TextTokenizer::from_json(&tokenizer_json("null", "null"), "t".into(), 8).is_ok());
+        for charsmap in ["null", "\"not base64!\"", "\"\\u0041AAA\"", "\"AAAA\""] {
+            let n = format!(r#"{{"type":"Sequence","normalizers":[{{"type":"Precompiled","precompiled_charsmap":{charsmap}}}]}}"#);
+            let err = load_err(&tokenizer_json(&n, "null"));
+            assert!(err.contains("t/tokenizer.json: cannot read tokenizer: Precompiled"), "{err}");
+        }
+        // Invalid UTF-8 inside the decoder: a syntax error there was an `expect("Helper")`.
+        let mut json = tokenizer_json("null", r#"{"type":"Fuse","x":"?"}"#);
+        let at = json.iter().position(|&b| b == b'?').unwrap();
+        json[at] = 0x90;
+        assert!(load_err(&json).contains("cannot read tokenizer: not JSON"));
+        // A template naming an undefined special token, or one with more ids than tokens, inside a Sequence.
+        for (key, ids, want) in [("[SEPM", "[3]", "uses special token \"[SEP]\""), ("[SEP]", "[3, 4]", "different numbers")] {
+            let p = format!(
+                r#"{{"type":"Sequence","processors":[{{"type":"TemplateProcessing",
+                    "single":[{{"SpecialToken":{{"id":"[SEP]","type_id":0}}}},{{"Sequence":{{"id":"A","type_id":0}}}}],
+                    "pair":[{{"Sequence":{{"id":"A","type_id":0}}}},{{"Sequence":{{"id":"B","type_id":1}}}}],
+                    "special_tokens":{{"{key}":{{"id":"[SEP]","ids":{ids},"tokens":["[SEP]"]}}}}}}]}}"#
+            );
+            let json = String::from_utf8(tokenizer_json("null", "null")).unwrap();
+            let json = json.replace(r#""post_processor":null"#, &format!(r#""post_processor":{p}"#));
+            let err = load_err(json.as_bytes());
+            assert!(err.contains("cannot read tokenizer: TemplateProcessing: ") && err.contains(want), "{err}");
+        }
+    }
 }

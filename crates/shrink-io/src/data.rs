@@ -85,23 +85,8 @@ fn read_utf8(path: &Path) -> Result<String> {
 }
 
 /// Reads a JSONL file into objects; a malformed line is an error naming file and line.
-pub fn read_jsonl(path: &Path) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
-    let text = read_utf8(path)?;
-    let mut rows = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<serde_json::Value>(line) {
-            Ok(serde_json::Value::Object(m)) => rows.push(m),
-            Ok(_) => bail!("{}:{}: expected a JSON object", path.display(), n + 1),
-            Err(e) => bail!("{}:{}: malformed JSON: {e}", path.display(), n + 1),
-        }
-    }
-    if rows.is_empty() {
-        bail!("{}: no rows", path.display());
-    }
-    Ok(rows)
+pub fn read_jsonl(path: &Path) -> Result<Vec<shrink_format::jsonl::Row>> {
+    shrink_format::jsonl::parse(path, &read_utf8(path)?)
 }
 
 /// One string field of every row; missing, non-string or empty values are errors naming file and row.

@@ -11,6 +11,7 @@ pub mod activation;
 pub mod bf16;
 pub mod dropout;
 pub mod epilogue;
+#[cfg(feature = "gemm")]
 pub mod gemm;
 pub mod isa;
 pub mod math;

@@ -4,7 +4,7 @@
 use anyhow::{anyhow, bail, Result};
 use shrink_format::TensorFile;
 use shrink_kernels::epilogue::Epilogue;
-use shrink_kernels::qgemm::{dequantize_int4, gemm_i4, gemm_i8, ActQuant, PackedI4, PackedI8, QuantActs, INT4_GROUPS};
+use shrink_kernels::qgemm::{dequantize_int4, gemm_i4, gemm_i8, ActQuant, PackedI4, PackedI8, QuantActs, INT4_GROUPS, MAX_K};
 use shrink_kernels::sgemm::{gemm_f32, PackedF32};
 use shrink_kernels::spmm::{gemm_sparse, SparseF32};
 
@@ -155,6 +155,10 @@ impl Linear {
     pub fn load(file: &TensorFile, names: &[&str], n_each: usize, k: usize, format: Format) -> Result<Self> {
         let n = names.len() * n_each;
         let path = file.file.display();
+        // The int8 kernels' i32 sums are exact up to MAX_K (int4 values are smaller, so the same bound covers them).
+        if format.acts != Acts::F32 && k > MAX_K {
+            bail!("{path}: {}: K = {k} is above {MAX_K}, the most the int8 kernels ({}) take", names[0], format.name);
+        }
         let bias = stacked(names, "bias", |t| Ok(file.f32(t, &[n_each])?.into_owned()))?;
         let weight = match format.storage {
             Storage::F32 | Storage::F16 => {
@@ -260,5 +264,28 @@ impl Linear {
             }
             Weight::Sparse(p) => gemm_sparse(out, x, m, p, ep, &mut qa.transposed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shrink_format::tensors::{serialize, OwnedTensor};
+
+    /// PackedI8::pack asserts K <= MAX_K: a folder with a wider int8 Linear must be a load error, not a panic.
+    #[test]
+    fn int8_activations_past_max_k_are_an_error() {
+        let k = MAX_K + 4;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        let tensors = vec![
+            OwnedTensor::i8("l.weight", vec![1, k], &vec![1; k]),
+            OwnedTensor::f32("l.weight_scale", vec![1], &[0.5]),
+            OwnedTensor::f32("l.bias", vec![1], &[0.0]),
+        ];
+        std::fs::write(&path, serialize(tensors).unwrap()).unwrap();
+        let file = TensorFile::open(&path).unwrap();
+        let err = Linear::load(&file, &["l"], 1, k, Format::parse("int8").unwrap()).err().expect("K above MAX_K loaded");
+        assert!(err.to_string().contains("l: K = 32772 is above 32768"), "{err}");
     }
 }

@@ -49,13 +49,15 @@ impl SparseF32 {
         if k > Self::MAX_K || row_nnz.len() != n || col.len() != val.len() {
             return Err(format!("{} row counts, {} columns, {} values for a {n} x {k} weight", row_nnz.len(), col.len(), val.len()));
         }
+        // Summed as usize first: N counts of up to 65535 each can pass u32 and wrap the offsets.
+        let total: usize = row_nnz.iter().map(|&c| c as usize).sum();
+        if total != val.len() {
+            return Err(format!("row counts add up to {total} but there are {} values", val.len()));
+        }
         let mut row_start = Vec::with_capacity(n + 1);
         row_start.push(0u32);
         for &c in row_nnz {
             row_start.push(row_start[row_start.len() - 1] + c as u32);
-        }
-        if row_start[n] as usize != val.len() {
-            return Err(format!("row counts add up to {} but there are {} values", row_start[n], val.len()));
         }
         for j in 0..n {
             let cols = &col[row_start[j] as usize..row_start[j + 1] as usize];

@@ -58,6 +58,14 @@ fn csr_and_mask_round_trip_and_reject_bad_parts() {
     assert!(SparseF32::from_mask(n, k, &s.mask(), &s.values()[1..]).unwrap_err().contains("values"));
 }
 
+/// Row counts whose sum passes u32 used to wrap to the number of values and then panic on a slice.
+#[test]
+fn row_counts_past_u32_are_an_error() {
+    let n = 65_538; // x 65_535 per row = 2^32 + 65_534
+    let (row_nnz, col, val) = (vec![u16::MAX; n], vec![0u16; 65_534], vec![1f32; 65_534]);
+    assert!(SparseF32::from_csr(n, 100, &row_nnz, &col, &val).unwrap_err().contains("add up to 4295032830"));
+}
+
 #[test]
 fn scaling_output_rows_scales_only_their_values() {
     let (n, k) = (6, 10);
