@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
     let dir = folder();
     std::fs::write(dir.join(CONFIG_FILE), &data[..cut]).expect("cannot write config.json");
     std::fs::write(dir.join(WEIGHTS_FILE), &data[cut + 1..]).expect("cannot write the weights");
-    let Ok(mut engine) = Engine::load(dir, Options { threads: 1, max_len: Some(MAX_LEN) }) else { return };
+    let Ok(mut engine) = Engine::load(dir, Options { threads: 1, max_len: Some(MAX_LEN), ..Options::default() }) else { return };
     let c = engine.config.hidden_size;
     if let Ok(h) = engine.forward(&IDS, &MASK, 2, MAX_LEN) {
         assert_eq!(h.len(), 2 * MAX_LEN * c);
