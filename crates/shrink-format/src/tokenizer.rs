@@ -105,7 +105,8 @@ impl TextTokenizer {
 /// inside `decoder` (so the whole file must be JSON first), a `Precompiled` normalizer whose charsmap does not
 /// decode (decoded here the same way: from JSON text, the charsmap read as a borrowed string), and a
 /// `TemplateProcessing` whose templates name a special token it does not define, or defines with unequal ids and
-/// tokens (deserialising skips the builder's checks; encoding then indexes the missing token).
+/// tokens (deserialising skips the builder's checks; encoding then indexes the missing token). Post-processors are
+/// matched by shape, not by their "type": serde reads `TemplateProcessing` and `Sequence` whatever the tag says.
 fn check_json(json: &[u8]) -> Result<()> {
     let doc: Value = serde_json::from_slice(json).map_err(|e| anyhow!("not JSON: {e}"))?;
     for n in components(&doc, "normalizer", "normalizers") {
@@ -114,10 +115,7 @@ fn check_json(json: &[u8]) -> Result<()> {
         }
     }
     for p in components(&doc, "post_processor", "processors") {
-        if p.get("type").and_then(Value::as_str) != Some("TemplateProcessing") {
-            continue;
-        }
-        // Its own errors are left to tokenizers; the canonical form spells every piece and token out.
+        // Anything that is not a template is left to tokenizers; the canonical form spells every piece out.
         let Ok(t) = serde_json::from_value::<TemplateProcessing>(p.clone()) else { continue };
         let t = serde_json::to_value(&t)?;
         let defined = t["special_tokens"].as_object().cloned().unwrap_or_default();
@@ -134,13 +132,11 @@ fn check_json(json: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// `doc[key]` and every component inside it through `Sequence`s (whose list is `list`).
+/// `doc[key]` and every component nested in it through `list` arrays (a `Sequence`'s, whatever its "type" says).
 fn components<'a>(doc: &'a Value, key: &str, list: &str) -> Vec<&'a Value> {
     let (mut all, mut todo): (Vec<&Value>, Vec<&Value>) = (Vec::new(), doc.get(key).into_iter().collect());
     while let Some(c) = todo.pop() {
-        if c.get("type").and_then(Value::as_str) == Some("Sequence") {
-            todo.extend(c.get(list).and_then(Value::as_array).into_iter().flatten());
-        }
+        todo.extend(c.get(list).and_then(Value::as_array).into_iter().flatten());
         all.push(c);
     }
     all
@@ -191,8 +187,9 @@ mod tests {
         assert!(load_err(&json).contains("cannot read tokenizer: not JSON"));
         // A template naming an undefined special token, or one with more ids than tokens, inside a Sequence.
         for (key, ids, want) in [("[SEPM", "[3]", "uses special token \"[SEP]\""), ("[SEP]", "[3, 4]", "different numbers")] {
+            // Mistyped tags: serde takes both objects for what their fields say they are.
             let p = format!(
-                r#"{{"type":"Sequence","processors":[{{"type":"TemplateProcessing",
+                r#"{{"type":"Sequ]ence","processors":[{{"type":"TemplateProc]essing",
                     "single":[{{"SpecialToken":{{"id":"[SEP]","type_id":0}}}},{{"Sequence":{{"id":"A","type_id":0}}}}],
                     "pair":[{{"Sequence":{{"id":"A","type_id":0}}}},{{"Sequence":{{"id":"B","type_id":1}}}}],
                     "special_tokens":{{"{key}":{{"id":"[SEP]","ids":{ids},"tokens":["[SEP]"]}}}}}}]}}"#
