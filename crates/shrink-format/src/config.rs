@@ -135,7 +135,15 @@ impl<'de> Deserialize<'de> for Config {
 /// Written back in the family's own keys, sorted as transformers writes config.json.
 impl Serialize for Config {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut v = Config::serialize(self, serde_json::value::Serializer).map_err(<S::Error as ser::Error>::custom)?;
+        // Through JSON text, not serde_json's Value serializer, which widens an f32 0.1 to 0.10000000149011612.
+        struct Derived<'a>(&'a Config);
+        impl Serialize for Derived<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                Config::serialize(self.0, s)
+            }
+        }
+        let text = serde_json::to_string(&Derived(self)).map_err(<S::Error as ser::Error>::custom)?;
+        let mut v: Value = serde_json::from_str(&text).map_err(<S::Error as ser::Error>::custom)?;
         if let Value::Object(map) = &mut v {
             self.arch.write_config(map);
         }
@@ -211,7 +219,7 @@ impl Config {
             }
         }
         // A number past f32's range parses as inf, which a folder writer would save as null; dropouts are
-        // probabilities, and LayerNorm divides by sqrt(var + eps).
+        // probabilities.
         for (name, p) in [
             ("hidden_dropout_prob", self.hidden_dropout_prob),
             ("attention_probs_dropout_prob", self.attention_probs_dropout_prob),
@@ -219,9 +227,6 @@ impl Config {
             if !(0.0..=1.0).contains(&p) {
                 bail!("{name} = {p} is not a probability in [0, 1]");
             }
-        }
-        if !(self.layer_norm_eps > 0.0 && self.layer_norm_eps.is_finite()) {
-            bail!("layer_norm_eps = {} must be positive and finite", self.layer_norm_eps);
         }
         if !matches!(self.hidden_act.as_str(), "gelu" | "gelu_python") {
             bail!("hidden_act {:?} is not supported (expected \"gelu\", the exact erf GELU)", self.hidden_act);
@@ -334,13 +339,16 @@ mod tests {
         for (extra, want) in [
             (r#", "hidden_dropout_prob": 1e39"#, "hidden_dropout_prob = inf is not a probability"),
             (r#", "attention_probs_dropout_prob": -0.5"#, "attention_probs_dropout_prob = -0.5"),
-            (r#", "layer_norm_eps": 0"#, "layer_norm_eps = 0 must be positive"),
-            (r#", "layer_norm_eps": 1e999"#, "not a valid BERT config.json"),
+            (r#", "layer_norm_eps": 0"#, "layer_norm_eps is 0.0; it must be finite, above 0"),
+            (r#", "layer_norm_eps": 1e999"#, "not a valid BERT-family config.json"),
         ] {
             let err = format!("{:#}", Config::parse(&minimal(extra)).unwrap_err());
             assert!(err.contains(want), "{extra}: {err}");
         }
         let cfg = Config::parse(&minimal(r#", "layer_norm_eps": 1e-7, "hidden_dropout_prob": 1"#)).unwrap();
         assert_eq!(Config::parse(&serde_json::to_string(&cfg).unwrap()).unwrap(), cfg);
+        // f32 fields are written as they read, not widened (0.10000000149011612).
+        let text = serde_json::to_string(&Config::parse(&minimal(r#", "hidden_dropout_prob": 0.1"#)).unwrap()).unwrap();
+        assert!(text.contains(r#""hidden_dropout_prob":0.1,"#), "{text}");
     }
 }

@@ -45,18 +45,22 @@ impl Embeddings {
         let (b, t) = ids.dims2()?;
         let c = self.word_embeddings.dim(1)?;
         let words = self.word_embeddings.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, c))?; // (B, T, C)
-        let mut extra = match self.positions {
-            Positions::FromZero => self.position_embeddings.narrow(0, 0, t)?.broadcast_as((b, t, c))?, // (B, T, C)
+        // The type row joins the positions before they broadcast over B, so BERT's graph (and its gradient sums)
+        // stay what they were before families without a type table existed.
+        let typ = self.token_type_embeddings.as_ref().map(|t| t.narrow(0, 0, 1)).transpose()?; // (1, C)
+        let with_type = |x: Tensor| match &typ {
+            Some(t) => x.broadcast_add(t),
+            None => Ok(x),
+        };
+        let extra = match self.positions {
+            Positions::FromZero => with_type(self.position_embeddings.narrow(0, 0, t)?)?.broadcast_as((b, t, c))?, // (B, T, C)
             rule => {
                 let mask: Vec<u32> = mask.to_dtype(DType::U32)?.flatten_all()?.to_vec1()?;
                 let pos: Vec<u32> = mask.chunks_exact(t).flat_map(|row| rule.of(row)).map(|p| p as u32).collect();
                 let pos = Tensor::from_vec(pos, b * t, ids.device())?;
-                self.position_embeddings.index_select(&pos, 0)?.reshape((b, t, c))? // (B, T, C)
+                with_type(self.position_embeddings.index_select(&pos, 0)?.reshape((b, t, c))?)? // (B, T, C)
             }
         };
-        if let Some(types) = &self.token_type_embeddings {
-            extra = extra.broadcast_add(&types.narrow(0, 0, 1)?)?; // (B, T, C)
-        }
         ops::dropout(&self.layer_norm.forward(&words, &extra, None)?, self.dropout, rng)
     }
 
