@@ -103,7 +103,7 @@ def last_json(stdout, what):
     raise Failed(f"{what}: no JSON on stdout")
 
 
-# ---- metrics, defined as crates/shrink/src/eval.rs defines them ----
+# ---- metrics, defined as crates/shrink-eval/src/task.rs defines them ----
 
 def classify_metrics(labels, gold, pred):
     k = len(labels)
