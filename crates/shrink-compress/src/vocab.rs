@@ -7,6 +7,12 @@
 //! Exactness: WordPiece is greedy longest-match, and every piece of every corpus word is kept, so each corpus text
 //! gets the same pieces as before and the same embedding rows; `trim` re-tokenises the corpus to prove it. Above
 //! `min_count` 1 rare tokens go too, and words holding them split into smaller kept pieces.
+//!
+//! BPE (RoBERTa's byte-level one) builds a token by merges through intermediate tokens, so a kept token also keeps
+//! the two parts of every merge that makes it, down to single characters (every byte, for byte-level BPE), and
+//! only merges between kept tokens stay, in their order. A corpus word then meets the same merges as before: each
+//! one the full list applied to it made a token that survives into a kept piece, and no merge was added, so at
+//! every step the best-ranked merge is the one it was.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -30,6 +36,8 @@ pub struct Report {
     pub special: usize,
     pub single_chars: usize,
     pub seen: usize,
+    /// BPE only: tokens kept because a merge makes a kept token from them.
+    pub merge_parts: usize,
     pub texts: usize,
     /// Corpus texts whose pieces did not change (all of them at `min_count` 1; above it, texts with a rare token
     /// now split it into smaller kept pieces).
@@ -38,11 +46,23 @@ pub struct Report {
     pub table_bytes_after: usize,
 }
 
-/// `tokenizer.json`'s id -> token list (WordPiece only: its vocabulary is the whole model).
-fn id_to_token(json: &Value, file: &Path) -> Result<Vec<String>> {
+/// The tokenizer models trimming knows how to rewrite.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    WordPiece,
+    Bpe,
+}
+
+/// `tokenizer.json`'s model kind and id -> token list (its vocabulary is the whole model).
+fn id_to_token(json: &Value, file: &Path) -> Result<(Kind, Vec<String>)> {
     let model = &json["model"];
-    if model["type"] != "WordPiece" {
-        bail!("{}: vocabulary trimming supports WordPiece tokenizers (BERT family); this one is {}", file.display(), model["type"]);
+    let kind = match model["type"].as_str() {
+        Some("WordPiece") => Kind::WordPiece,
+        Some("BPE") => Kind::Bpe,
+        _ => bail!("{}: vocabulary trimming supports WordPiece (BERT) and BPE (RoBERTa) tokenizers; this one is {}", file.display(), model["type"]),
+    };
+    if kind == Kind::Bpe && [&model["continuing_subword_prefix"], &model["end_of_word_suffix"]].iter().any(|v| !v.is_null()) {
+        bail!("{}: a BPE with a subword prefix or word suffix: its merges are not plain concatenations, which trimming relies on", file.display());
     }
     let Some(vocab) = model["vocab"].as_object() else { bail!("{}: model.vocab is not an object", file.display()) };
     let mut tokens = vec![None; vocab.len()];
@@ -52,11 +72,54 @@ fn id_to_token(json: &Value, file: &Path) -> Result<Vec<String>> {
             _ => bail!("{}: token {tok:?} has id {id}, not a unique id below {}", file.display(), vocab.len()),
         }
     }
-    Ok(tokens.into_iter().map(|t| t.expect("ids are a permutation of 0..len")).collect())
+    Ok((kind, tokens.into_iter().map(|t| t.expect("ids are a permutation of 0..len")).collect()))
 }
 
-fn is_single_char(token: &str) -> bool {
-    token.strip_prefix("##").unwrap_or(token).chars().count() == 1
+/// A BPE's merges as (left, right) pairs, in rank order; either spelling tokenizers writes ("a b" or ["a", "b"]).
+fn merges(json: &Value, file: &Path) -> Result<Vec<(String, String)>> {
+    let bad = |m: &Value| anyhow::anyhow!("{}: merge {m} is neither \"a b\" nor [\"a\", \"b\"]", file.display());
+    let list = json["model"]["merges"].as_array().with_context(|| format!("{}: model.merges is not a list", file.display()))?;
+    list.iter()
+        .map(|m| match m {
+            Value::String(s) => s.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| bad(m)),
+            Value::Array(p) => match (p.first().and_then(Value::as_str), p.get(1).and_then(Value::as_str), p.len()) {
+                (Some(a), Some(b), 2) => Ok((a.to_string(), b.to_string())),
+                _ => Err(bad(m)),
+            },
+            _ => Err(bad(m)),
+        })
+        .collect()
+}
+
+/// Adds to `keep` the parts of every merge that makes a kept token, until nothing changes; returns how many it
+/// added, and the merges to keep (both parts and the result kept), in their order.
+fn close_over_merges(keep: &mut [bool], tokens: &[String], merges: &[(String, String)]) -> (usize, Vec<usize>) {
+    let id: HashMap<&str, usize> = tokens.iter().enumerate().map(|(i, t)| (t.as_str(), i)).collect();
+    let triple = |(a, b): &(String, String)| Some((*id.get(a.as_str())?, *id.get(b.as_str())?, *id.get(format!("{a}{b}").as_str())?));
+    let triples: Vec<Option<(usize, usize, usize)>> = merges.iter().map(triple).collect();
+    let mut added = 0;
+    loop {
+        let before = added;
+        for &(a, b, r) in triples.iter().flatten() {
+            if keep[r] {
+                for p in [a, b] {
+                    added += usize::from(!keep[p]);
+                    keep[p] = true;
+                }
+            }
+        }
+        if added == before {
+            break;
+        }
+    }
+    let kept = triples.iter().enumerate().filter(|(_, t)| t.is_some_and(|(a, b, r)| keep[a] && keep[b] && keep[r])).map(|(i, _)| i).collect();
+    (added, kept)
+}
+
+/// A single character, or WordPiece's `##` piece of one: always kept, so unseen words still split.
+fn is_single_char(token: &str, kind: Kind) -> bool {
+    let piece = if kind == Kind::WordPiece { token.strip_prefix("##").unwrap_or(token) } else { token };
+    piece.chars().count() == 1
 }
 
 /// Rewrites every id `tokenizer.json` holds (vocab, added tokens, post-processor, padding) through `new_id`.
@@ -110,8 +173,9 @@ fn remap_post_processor(p: &mut Value, map: &dyn Fn(&Value) -> Result<Value>, fi
     Ok(())
 }
 
-/// The old ids to keep, ascending: specials, single characters, and tokens of `texts` seen `min_count` times.
-fn select(json: &Value, tokens: &[String], seqs: &[Vec<u32>], min_count: usize) -> (Vec<u32>, [usize; 3]) {
+/// Which old ids to keep: specials, single characters, and tokens of `texts` seen `min_count` times, with the count
+/// of each class.
+fn select(json: &Value, kind: Kind, tokens: &[String], seqs: &[Vec<u32>], min_count: usize) -> (Vec<bool>, [usize; 3]) {
     let mut count = vec![0usize; tokens.len()];
     for &id in seqs.iter().flatten() {
         count[id as usize] += 1;
@@ -119,13 +183,13 @@ fn select(json: &Value, tokens: &[String], seqs: &[Vec<u32>], min_count: usize) 
     let special: Vec<u32> = json["added_tokens"].as_array().into_iter().flatten().filter_map(|t| t["id"].as_u64()).map(|i| i as u32).collect();
     let unk = json["model"]["unk_token"].as_str().and_then(|u| tokens.iter().position(|t| t == u));
     let mut n = [0usize; 3];
-    let kept = (0..tokens.len() as u32)
-        .filter(|&i| {
-            let class = if special.contains(&i) || unk == Some(i as usize) {
+    let keep = (0..tokens.len())
+        .map(|i| {
+            let class = if special.contains(&(i as u32)) || unk == Some(i) {
                 0
-            } else if is_single_char(&tokens[i as usize]) {
+            } else if is_single_char(&tokens[i], kind) {
                 1
-            } else if count[i as usize] >= min_count {
+            } else if count[i] >= min_count {
                 2
             } else {
                 return false;
@@ -134,7 +198,7 @@ fn select(json: &Value, tokens: &[String], seqs: &[Vec<u32>], min_count: usize) 
             true
         })
         .collect();
-    (kept, n)
+    (keep, n)
 }
 
 /// Writes `out`: `model` (fp32 folder) with only the tokens `texts` need. `min_count` 1 keeps every token seen.
@@ -152,14 +216,23 @@ pub fn trim(src: &Path, model: &Bert, texts: &[String], min_count: usize, out: &
     let file = src.join(TOKENIZER_FILE);
     let mut json: Value = serde_json::from_str(&std::fs::read_to_string(&file).with_context(|| format!("{}: cannot read", file.display()))?)
         .with_context(|| format!("{}: malformed JSON", file.display()))?;
-    let tokens = id_to_token(&json, &file)?;
+    let (kind, tokens) = id_to_token(&json, &file)?;
     let v = model.config.vocab_size;
     if tokens.len() != v {
         bail!("{}: {} tokens but config.json vocab_size is {v}", file.display(), tokens.len());
     }
     let tok = TextTokenizer::load(src, NO_TRUNCATION)?;
     let seqs = texts.iter().map(|t| tok.encode(t)).collect::<Result<Vec<_>>>()?;
-    let (kept, [special, single_chars, seen]) = select(&json, &tokens, &seqs, min_count);
+    let (mut keep, [special, single_chars, seen]) = select(&json, kind, &tokens, &seqs, min_count);
+    let merge_parts = if kind == Kind::Bpe {
+        let all = merges(&json, &file)?;
+        let (added, kept_merges) = close_over_merges(&mut keep, &tokens, &all);
+        json["model"]["merges"] = Value::Array(kept_merges.iter().map(|&i| serde_json::json!([all[i].0, all[i].1])).collect());
+        added
+    } else {
+        0
+    };
+    let kept: Vec<u32> = (0..tokens.len() as u32).filter(|&i| keep[i as usize]).collect();
     // old id -> new id of every kept token
     let new_id: HashMap<u32, u32> = kept.iter().enumerate().map(|(n, &o)| (o, n as u32)).collect();
     remap_tokenizer(&mut json, &tokens, &kept, &new_id, &file)?;
@@ -167,8 +240,11 @@ pub fn trim(src: &Path, model: &Bert, texts: &[String], min_count: usize, out: &
     // The new tokenizer files go to a scratch folder that `save_dir` copies from, with the untouched companions.
     let scratch = tempfile::tempdir()?;
     std::fs::write(scratch.path().join(TOKENIZER_FILE), serde_json::to_string(&json)?)?;
-    let vocab_txt: String = kept.iter().map(|&o| format!("{}\n", tokens[o as usize])).collect();
-    std::fs::write(scratch.path().join("vocab.txt"), vocab_txt)?;
+    // WordPiece's vocab.txt beside it (BPE's vocab.json and merges.txt are not written: tokenizer.json holds both).
+    if kind == Kind::WordPiece {
+        let vocab_txt: String = kept.iter().map(|&o| format!("{}\n", tokens[o as usize])).collect();
+        std::fs::write(scratch.path().join("vocab.txt"), vocab_txt)?;
+    }
     for name in ["tokenizer_config.json", "special_tokens_map.json"] {
         if src.join(name).is_file() {
             std::fs::copy(src.join(name), scratch.path().join(name))?;
@@ -198,6 +274,7 @@ pub fn trim(src: &Path, model: &Bert, texts: &[String], min_count: usize, out: &
         special,
         single_chars,
         seen,
+        merge_parts,
         texts: texts.len(),
         texts_unchanged: unchanged,
         table_bytes_before: v * c * 4,
