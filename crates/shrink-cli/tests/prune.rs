@@ -258,42 +258,41 @@ fn every_parameter_of_a_pruned_model_gets_a_gradient() {
     }
 }
 
+/// The commands' wiring (importance, iterative prune with recovery, distillation recovery, bad flags) on the fixture
+/// BERT: 2 layers of 4 heads, FFN 128.
 #[test]
 fn prune_command_scores_cuts_and_recovers() {
-    let tmp = tempfile::tempdir().unwrap();
-    let rows: Vec<String> = std::fs::read_to_string(asset("data/bbc/train.jsonl")).unwrap().lines().step_by(40).map(String::from).collect();
-    let train = tmp.path().join("train.jsonl");
-    std::fs::write(&train, rows.join("\n")).unwrap();
-    let (clf, out, scores) = (tmp.path().join("clf"), tmp.path().join("pruned"), tmp.path().join("scores"));
-    let t = train.to_str().unwrap();
-    ok(&["finetune", &model(), "--data", t, "--out", clf.to_str().unwrap(), "--max-len", "32", "--epochs", "1"]);
+    let f = shrink_fixture::Fixture::new(shrink_fixture::Family::Bert, 9).unwrap();
+    let (clf, out, scores) = (f.scratch.join("clf"), f.scratch.join("pruned"), f.scratch.join("scores"));
+    let t = f.train.to_str().unwrap();
+    ok(&["finetune", f.model.to_str().unwrap(), "--data", t, "--out", clf.to_str().unwrap(), "--max-len", "32", "--epochs", "1"]);
     let printed = ok(&["importance", clf.to_str().unwrap(), "--data", t, "--samples", "8", "--out", scores.to_str().unwrap()]);
-    assert!(printed.contains("layer 5: heads") && printed.contains("drop-one"), "{printed}");
+    assert!(printed.contains("layer 1: heads") && printed.contains("drop-one"), "{printed}");
     let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(scores.join("importance.json")).unwrap()).unwrap();
-    assert_eq!(s["heads"].as_array().unwrap().len(), 6);
-    assert_eq!(s["layers"].as_array().unwrap().len(), 6);
+    assert_eq!(s["heads"].as_array().unwrap().len(), 2);
+    assert_eq!(s["layers"].as_array().unwrap().len(), 2);
     assert!(std::fs::read_to_string(scores.join("heads.svg")).unwrap().starts_with("<svg"));
     ok(&[
         "prune", clf.to_str().unwrap(), "--heads", "0.5", "--ffn", "0.5", "--layers", "1", "--schedule", "iterative", "--steps", "2",
         "--data", t, "--samples", "8", "--recover", "finetune", "--epochs", "1", "--out", out.to_str().unwrap(),
     ]);
     let c = cfg(&out);
-    assert_eq!(c["num_hidden_layers"], 5);
-    assert_eq!(c["layer_heads"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum::<u64>(), 30);
-    assert_eq!(c["layer_intermediate_sizes"], serde_json::json!([768, 768, 768, 768, 768]));
+    assert_eq!(c["num_hidden_layers"], 1);
+    assert_eq!(c["layer_heads"], serde_json::json!([2]));
+    assert_eq!(c["layer_intermediate_sizes"], serde_json::json!([64]));
     assert_eq!(c["shrink"]["max_len"], 32);
     let r: serde_json::Value =
         serde_json::from_str(&ok(&["eval", out.to_str().unwrap(), "--task", "classify", "--data", t, "--json"])).unwrap();
-    assert_eq!(r["n"], rows.len());
+    assert_eq!(r["n"], shrink_fixture::TRAIN_ROWS);
     // Distillation recovery: the same loop against the unpruned model's logits.
-    let distilled = tmp.path().join("distilled");
+    let distilled = f.scratch.join("distilled");
     ok(&["prune", clf.to_str().unwrap(), "--heads", "0.25", "--data", t, "--samples", "8", "--recover", "distill", "--out", distilled.to_str().unwrap()]);
     assert_eq!(cfg(&distilled)["pruning"]["recover"], "distill 1 epochs");
     // Bad flags are errors that name them, and leave no output.
-    let bad = tmp.path().join("bad");
+    let bad = f.scratch.join("bad");
     for (args, says) in [
         (vec!["--heads", "1.0"], "--heads"),
-        (vec!["--layers", "6"], "--layers"),
+        (vec!["--layers", "2"], "--layers"),
         (vec!["--recover", "finetune", "--method", "l2"], "--data"),
     ] {
         let mut a = vec!["prune", clf.to_str().unwrap(), "--out", bad.to_str().unwrap()];
@@ -301,7 +300,7 @@ fn prune_command_scores_cuts_and_recovers() {
         let err = fails(&a);
         assert!(err.contains(says), "{a:?}: {err}");
     }
-    let err = fails(&["prune", &model(), "--heads", "0.5", "--data", t, "--out", bad.to_str().unwrap()]);
+    let err = fails(&["prune", f.model.to_str().unwrap(), "--heads", "0.5", "--data", t, "--out", bad.to_str().unwrap()]);
     assert!(err.contains("id2label"), "{err}");
     assert!(!bad.exists());
 }
