@@ -106,7 +106,7 @@ fn every_command(family: Family) {
     let train = s(&f.train);
     let clf = out("clf");
     ok(&["finetune", s(&f.model), "--data", train, "--out", s(&clf), "--max-len", MAX_LEN, "--epochs", "2", "--lr", "1e-3"]);
-    assert_eq!(config(&clf)["model_type"], family.model_type());
+    assert_eq!(config(&clf)["model_type"], shrink_fixture::model_type(family));
     classify(&f, &clf);
     embeds(&f, &clf);
 

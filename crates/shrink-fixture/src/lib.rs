@@ -16,25 +16,9 @@ use anyhow::Result;
 
 pub use data::{bbc_rows, write_slice};
 
-/// The checkpoint layouts the fixture writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Family {
-    Bert,
-    DistilBert,
-    Roberta,
-}
-
-impl Family {
-    pub const ALL: [Family; 3] = [Family::Bert, Family::DistilBert, Family::Roberta];
-
-    pub fn model_type(self) -> &'static str {
-        match self {
-            Family::Bert => "bert",
-            Family::DistilBert => "distilbert",
-            Family::Roberta => "roberta",
-        }
-    }
-}
+/// The checkpoint layouts the fixture writes: shrink's architecture families.
+pub use shrink_format::arch::Arch as Family;
+pub use weights::model_type;
 
 /// The model's dimensions (see the crate doc).
 pub const LAYERS: usize = 2;

@@ -1,6 +1,6 @@
 //! config.json and seeded random weights in each family's own checkpoint layout, as transformers saves the base
-//! model (no task prefix). The names are spelled out here rather than taken from shrink's architecture table, so
-//! the fixture checks that table instead of repeating it.
+//! model (no task prefix). The module names come from shrink's architecture table (`shrink_format::arch`), which the
+//! golden tests check against transformers' own checkpoints; config.json is spelled out in each family's keys.
 
 use std::collections::BTreeMap;
 
@@ -9,11 +9,17 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 use safetensors::tensor::TensorView;
 use serde_json::{json, Value};
+use shrink_format::arch::Part;
 
 use crate::{Family, FFN, HEADS, HIDDEN, LAYERS, MAX_POSITIONS};
 
 /// RoBERTa's padding_idx: position ids start after it.
 const ROBERTA_PAD: usize = 1;
+
+/// The family's own `model_type` (the first its table row reads).
+pub fn model_type(family: Family) -> &'static str {
+    family.spec().model_types[0]
+}
 
 pub fn config(family: Family, vocab: usize) -> Value {
     match family {
@@ -21,7 +27,7 @@ pub fn config(family: Family, vocab: usize) -> Value {
             let roberta = family == Family::Roberta;
             json!({
                 "architectures": [if roberta { "RobertaModel" } else { "BertModel" }],
-                "model_type": family.model_type(),
+                "model_type": model_type(family),
                 "vocab_size": vocab,
                 "hidden_size": HIDDEN,
                 "num_hidden_layers": LAYERS,
@@ -57,52 +63,35 @@ pub fn config(family: Family, vocab: usize) -> Value {
     }
 }
 
-/// (name, shape, is a LayerNorm) of every parameter.
+/// (name, shape, is a LayerNorm gain) of every parameter.
 fn params(family: Family, vocab: usize) -> Vec<(String, Vec<usize>, bool)> {
     let (c, f) = (HIDDEN, FFN);
-    let mut p = vec![("embeddings.word_embeddings".to_string(), vec![vocab, c], false)];
+    let names = &family.spec().names;
     let positions = if family == Family::Roberta { MAX_POSITIONS + ROBERTA_PAD + 1 } else { MAX_POSITIONS };
-    p.push(("embeddings.position_embeddings".into(), vec![positions, c], false));
-    if family != Family::DistilBert {
-        p.push(("embeddings.token_type_embeddings".into(), vec![if family == Family::Roberta { 1 } else { 2 }, c], false));
+    let mut out = vec![(format!("{}.weight", names.word), vec![vocab, c], false)];
+    out.push((format!("{}.weight", names.position), vec![positions, c], false));
+    if let Some(types) = names.token_type {
+        out.push((format!("{types}.weight"), vec![if family == Family::Roberta { 1 } else { 2 }, c], false));
     }
-    let (layers, parts): (&str, [&str; 8]) = match family {
-        Family::DistilBert => (
-            "transformer.layer",
-            ["attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin", "sa_layer_norm", "ffn.lin1", "ffn.lin2", "output_layer_norm"],
-        ),
-        _ => (
-            "encoder.layer",
-            [
-                "attention.self.query",
-                "attention.self.key",
-                "attention.self.value",
-                "attention.output.dense",
-                "attention.output.LayerNorm",
-                "intermediate.dense",
-                "output.dense",
-                "output.LayerNorm",
-            ],
-        ),
-    };
-    let mut out: Vec<(String, Vec<usize>, bool)> = p.into_iter().map(|(n, s, ln)| (format!("{n}.weight"), s, ln)).collect();
-    let ln = |out: &mut Vec<(String, Vec<usize>, bool)>, name: String| {
+    let norm = |out: &mut Vec<(String, Vec<usize>, bool)>, name: String| {
         out.push((format!("{name}.weight"), vec![c], true));
         out.push((format!("{name}.bias"), vec![c], false));
     };
-    ln(&mut out, "embeddings.LayerNorm".into());
+    norm(&mut out, names.embed_norm.to_string());
     for l in 0..LAYERS {
-        // (out, in) of the Linears in `parts` order; None for the LayerNorms.
-        let dims = [Some((c, c)), Some((c, c)), Some((c, c)), Some((c, c)), None, Some((f, c)), Some((c, f)), None];
-        for (part, d) in parts.iter().zip(dims) {
-            let name = format!("{layers}.{l}.{part}");
-            match d {
-                Some((n, k)) => {
-                    out.push((format!("{name}.weight"), vec![n, k], false));
-                    out.push((format!("{name}.bias"), vec![n], false));
+        for (part, path) in Part::ALL.iter().zip(names.parts) {
+            let name = format!("{}.{l}.{path}", names.layers);
+            let (n, k) = match part {
+                Part::AttnNorm | Part::OutNorm => {
+                    norm(&mut out, name);
+                    continue;
                 }
-                None => ln(&mut out, name),
-            }
+                Part::FfnIn => (f, c),
+                Part::FfnOut => (c, f),
+                _ => (c, c),
+            };
+            out.push((format!("{name}.weight"), vec![n, k], false));
+            out.push((format!("{name}.bias"), vec![n], false));
         }
     }
     out
