@@ -16,6 +16,16 @@ use crate::{Family, FFN, HEADS, HIDDEN, LAYERS, MAX_POSITIONS};
 /// RoBERTa's padding_idx: position ids start after it.
 const ROBERTA_PAD: usize = 1;
 
+/// Rows of the position table: RoBERTa's holds padding_idx + 1 more, as its positions start after padding_idx.
+fn position_rows(family: Family) -> usize {
+    if family == Family::Roberta { MAX_POSITIONS + ROBERTA_PAD + 1 } else { MAX_POSITIONS }
+}
+
+/// Rows of the token-type table: RoBERTa has one type, BERT two (DistilBERT has no table).
+fn type_rows(family: Family) -> usize {
+    if family == Family::Roberta { 1 } else { 2 }
+}
+
 /// The family's own `model_type` (the first its table row reads).
 pub fn model_type(family: Family) -> &'static str {
     family.spec().model_types[0]
@@ -36,8 +46,8 @@ pub fn config(family: Family, vocab: usize) -> Value {
                 "hidden_act": "gelu",
                 "hidden_dropout_prob": 0.1,
                 "attention_probs_dropout_prob": 0.1,
-                "max_position_embeddings": if roberta { MAX_POSITIONS + ROBERTA_PAD + 1 } else { MAX_POSITIONS },
-                "type_vocab_size": if roberta { 1 } else { 2 },
+                "max_position_embeddings": position_rows(family),
+                "type_vocab_size": type_rows(family),
                 "layer_norm_eps": if roberta { 1e-5 } else { 1e-12 },
                 "pad_token_id": if roberta { ROBERTA_PAD } else { 0 },
                 "bos_token_id": 0,
@@ -67,11 +77,10 @@ pub fn config(family: Family, vocab: usize) -> Value {
 fn params(family: Family, vocab: usize) -> Vec<(String, Vec<usize>, bool)> {
     let (c, f) = (HIDDEN, FFN);
     let names = &family.spec().names;
-    let positions = if family == Family::Roberta { MAX_POSITIONS + ROBERTA_PAD + 1 } else { MAX_POSITIONS };
     let mut out = vec![(format!("{}.weight", names.word), vec![vocab, c], false)];
-    out.push((format!("{}.weight", names.position), vec![positions, c], false));
+    out.push((format!("{}.weight", names.position), vec![position_rows(family), c], false));
     if let Some(types) = names.token_type {
-        out.push((format!("{types}.weight"), vec![if family == Family::Roberta { 1 } else { 2 }, c], false));
+        out.push((format!("{types}.weight"), vec![type_rows(family), c], false));
     }
     let norm = |out: &mut Vec<(String, Vec<usize>, bool)>, name: String| {
         out.push((format!("{name}.weight"), vec![c], true));

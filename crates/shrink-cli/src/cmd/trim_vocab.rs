@@ -5,7 +5,8 @@ use anyhow::Result;
 use crate::args::OutArgs;
 
 /// Keeps only the vocabulary a corpus uses (plus special tokens and single characters, so unseen words still
-/// split into pieces): a smaller token table and tokenizer, the same output on every corpus text.
+/// split into pieces; a BPE also keeps the tokens its merges go through): a smaller token table and tokenizer
+/// (WordPiece or BPE), the same output on every corpus text.
 #[derive(clap::Args)]
 #[command(after_help = "Example:\n  shrink trim-vocab out/distill-cls3 --data assets/data/bbc/train.jsonl --out out/distill-cls3-bbcvocab\n  \
     shrink quantize out/distill-cls3-bbcvocab --scheme int8-dynamic --embeddings int8 --out out/distill-cls3-bbcvocab-int8")]
