@@ -13,7 +13,7 @@ use shrink_train::distill::examples::Example;
 use shrink_train::distill::teacher::Targets;
 use shrink_train::distill::{student, EmbedLoss, LossWeights, Objective, Split, Task};
 use shrink_io::model::Loaded;
-use shrink_train::train::{classify_loss, TrainOptions, Trainer};
+use shrink_train::train::{cross_entropy, Plain, TrainOptions, Trainer};
 
 /// The timed student's teacher layers and loss weights (the README's distillation run).
 const STUDENT_LAYERS: [usize; 3] = [1, 3, 5];
@@ -93,12 +93,12 @@ pub fn serve(mut m: Loaded) -> Result<()> {
                         Some(tr) => tr,
                         None => trainer.insert(Trainer::new(m.model.clone(), Vec::new(), &opts, 1_000_000)?),
                     };
-                    tr.step(|m, rng| classify_loss(m, &ids, &mask, &labels, rng), None)?;
+                    tr.step(|m, rng| cross_entropy(&m.logits(&ids, &mask, Some(rng))?, &[], &labels), &mut Plain)?;
                 }
                 "distill" => {
                     let case = &mut distill.as_mut().expect("set up above").1;
                     let split = Split { examples: &case.examples, targets: &case.targets };
-                    case.trainer.step(|m, rng| objective.loss(m, &split, &all, rng), None)?;
+                    case.trainer.step(|m, rng| objective.loss(m, &split, &all, rng), &mut Plain)?;
                 }
                 _ => bail!("unknown timing case {what:?}"),
             }

@@ -9,7 +9,8 @@ use std::sync::OnceLock;
 use candle_core::{Tensor, Var};
 use common::{asset, fails, model, ok, shrink};
 use shrink_train::distill::{examples, student, teacher::Targets, EmbedLoss, LossWeights, Objective, Split, Task};
-use shrink_train::distill::{self, DistillOptions, View, WeightFlags};
+use shrink_train::distill::{self, DistillOptions, WeightFlags};
+use shrink_train::train::Hook;
 use shrink_io::events::{self, Event};
 use shrink_train::prune::importance::Method;
 use shrink_train::qat::{ActRanges, QatActs};
@@ -256,17 +257,17 @@ fn every_student_parameter_gets_a_gradient() {
     // ... and through the fake-quantized Linear inputs too (ranges wide enough that little clips).
     let opts = shrink_train::qat::QatScheme::Int4G32.options(shrink_compress::quantize::EmbeddingStorage::Int4, QatActs::Static);
     let wide = (0..3).flat_map(|l| Site::ALL.map(|site| ((l, site), (-20.0, 20.0)))).collect();
-    let fq = shrink_train::qat::FakeQuant::new(&s3.config, &opts).unwrap().with_acts(ActRanges::new(wide, 1.0).unwrap());
-    let view = fq.train(&s3).unwrap();
+    let mut fq = shrink_train::qat::FakeQuant::new(&s3.config, &opts).unwrap().with_acts(ActRanges::new(wide, 1.0).unwrap());
+    let view = fq.prepare(0, &s3).unwrap().model.expect("QAT trains on the fake-quantized model");
     assert!(view.layers[2].attention.key.input_quant.is_some() && view.layers[0].output.input_quant.is_some());
     let loss = Objective { task: Task::Classify, weights: all, projections: Vec::new() }.loss(&view, &split, &batch, &mut rng).unwrap();
     assert_all_get_gradients(&loss.total, &v);
     // Momentum 1: the next view's grid is the last training batch's own (min, max); an eval view records nothing.
     let before = fq.acts().unwrap().params();
-    fq.eval(&s3).unwrap();
+    fq.eval_model(&s3).unwrap();
     let after = fq.acts().unwrap().params();
     assert!(after.iter().all(|(k, p)| p.scale < before[k].scale), "batch ranges are narrower than [-20, 20]: {after:?}");
-    fq.eval(&s3).unwrap();
+    fq.eval_model(&s3).unwrap();
     assert_eq!(fq.acts().unwrap().params(), after);
     // The embedding task: no head.
     let targets = Targets::compute(&t.model, Task::Embedding, &ex, &map, true).unwrap();
@@ -373,7 +374,7 @@ fn qat_static_activations_export_the_trained_ranges_and_the_runtime_computes_the
         assert_eq!(q["layers"]["encoder.layer.1.attention.self.value"], format);
         assert_eq!(q["activations"], "int8-per-tensor-static");
         assert_eq!(q["attention"], "fp32", "QAT keeps the attention it trained with");
-        assert_eq!(q["recipe"]["qat"]["activations"], "static");
+        assert_eq!(common::step(&cfg, "qat")["parameters"]["activations"], "static");
         // The runtime on the folder against candle on the trained fp32 weights, fake-quantized on the same grids.
         let mut engine = shrink_runtime::Engine::load(&out, shrink_runtime::Options { threads: 1, max_len: None, ..Default::default() }).unwrap();
         let batch = engine.tokenizer.batch(&texts).unwrap();
@@ -422,10 +423,6 @@ fn scoring_rows(t: &shrink_io::model::Loaded, n: usize) -> Vec<examples::Example
     examples::read(&asset("data/bbc/train.jsonl"), &t.tokenizer, Some(&labels), &fields, Some(n), 0).unwrap()
 }
 
-fn pairs(ex: &[examples::Example]) -> Vec<(Vec<u32>, u32)> {
-    ex.iter().map(|e| (e.ids.clone(), e.label.unwrap())).collect()
-}
-
 fn flat(t: &Tensor) -> Vec<f32> {
     t.flatten_all().unwrap().to_vec1().unwrap()
 }
@@ -438,8 +435,7 @@ fn narrow_student_at_full_width_is_the_teacher() {
     // Every width named at the teacher's own value: the whole ranking and slicing path runs, keeping everything.
     let width = student::Width { hidden: Some(384), heads: Some(12), ffn: Some(1536) };
     let widths = width.resolve(&t.model.config, &map, Path::new("t/config.json")).unwrap();
-    let rows = pairs(&ex);
-    let rank = student::Ranking { examples: &rows, method: Method::Taylor, batch: 8 };
+    let rank = student::Ranking { examples: &ex, method: Method::Taylor, batch: 8 };
     let (same, kept) = student::narrow(&student::build(&t.model, &map), &widths, &rank).unwrap();
     assert_eq!(kept, (0..384).collect::<Vec<_>>());
     assert_eq!((same.config.hidden_size, same.config.num_attention_heads), (384, 12));
@@ -459,8 +455,7 @@ fn narrow_student_runs_the_same_on_candle_and_runtime_and_its_projections_learn(
     let map = [1, 3, 5];
     let width = student::Width { hidden: Some(256), heads: Some(6), ffn: Some(768) };
     let widths = width.resolve(&t.model.config, &map, Path::new("t/config.json")).unwrap();
-    let rows = pairs(&ex);
-    let rank = student::Ranking { examples: &rows, method: Method::Taylor, batch: 8 };
+    let rank = student::Ranking { examples: &ex, method: Method::Taylor, batch: 8 };
     let (mut narrow, kept) = student::narrow(&student::build(&t.model, &map), &widths, &rank).unwrap();
     let cfg = &narrow.config;
     assert_eq!((cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim()), (256, 8, 32));

@@ -46,6 +46,17 @@ fn config(dir: &Path) -> serde_json::Value {
     json(&std::fs::read_to_string(dir.join("config.json")).unwrap())
 }
 
+/// The folder's lineage names these stages, oldest first, and its last step read `input` as it is now.
+fn lineage(dir: &Path, stages: &[&str], input: &Path) {
+    let cfg = config(dir);
+    let steps = cfg["shrink_lineage"].as_array().unwrap_or_else(|| panic!("{}: no lineage", dir.display()));
+    let got: Vec<&str> = steps.iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    assert_eq!(got, stages, "{}", dir.display());
+    let last = steps.last().unwrap();
+    assert_eq!(last["input"]["hash"], shrink_format::schema::lineage::folder_hash(input).unwrap(), "{}", dir.display());
+    assert_eq!(last["shrink"], env!("CARGO_PKG_VERSION"));
+}
+
 /// A few BBC test texts of different lengths, so batches are padded.
 fn texts(f: &Fixture) -> Vec<String> {
     let rows = std::fs::read_to_string(&f.test).unwrap();
@@ -133,6 +144,8 @@ fn every_command(family: Family) {
     let pruned8 = out("pruned-int8");
     ok(&["quantize", s(&pruned), "--scheme", "int8-dynamic", "--out", s(&pruned8)]);
     classify(&f, &pruned8);
+    lineage(&pruned8, &["finetune", "prune", "quantize"], &pruned);
+    lineage(&pruned, &["finetune", "prune"], &clf);
 
     let student = out("student");
     ok(&[
@@ -141,11 +154,13 @@ fn every_command(family: Family) {
     ]);
     assert_eq!(inspect_layers(&student), 1);
     classify(&f, &student);
+    lineage(&student, &["finetune", "distill"], &clf);
 
     for (name, scheme, acts) in [("qat-int8", "int8", "dynamic"), ("qat-int4-static", "int4-g32", "static")] {
         let q = out(name);
         ok(&["qat", "--model", s(&clf), "--scheme", scheme, "--activations", acts, "--data", train, "--epochs", "1", "--max-len", MAX_LEN, "--out", s(&q)]);
         classify(&f, &q);
+        lineage(&q, &["finetune", "qat"], &clf);
     }
 
     let (sparse, gradual, packed) = (out("sparse"), out("gradual"), out("sparse-packed"));
@@ -156,6 +171,7 @@ fn every_command(family: Family) {
     assert_eq!(inspect_layers(&packed), LAYERS);
     ok(&["sparsify", s(&clf), "--data", train, "--method", "movement", "--sparsity", "0.5", "--epochs", "1", "--max-len", MAX_LEN, "--out", s(&gradual)]);
     classify(&f, &gradual);
+    lineage(&packed, &["finetune", "sparsify", "quantize"], &sparse);
 
     // trim-vocab keeps the train texts' tokens: they tokenise and classify exactly as before, on a smaller table.
     let trimmed = out("trimmed");
@@ -174,6 +190,7 @@ fn every_command(family: Family) {
     let trimmed8 = out("trimmed-int8");
     ok(&["quantize", s(&trimmed), "--scheme", "int8-dynamic", "--embeddings", "int8", "--out", s(&trimmed8)]);
     classify(&f, &trimmed8);
+    lineage(&trimmed8, &["finetune", "trim-vocab", "quantize"], &trimmed);
 }
 
 #[test]

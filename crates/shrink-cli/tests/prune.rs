@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use candle_core::Tensor;
-use common::{asset, fails, model, ok};
+use common::{asset, fails, model, ok, step};
 use shrink_train::prune::importance::{self, Method};
 use shrink_train::prune::surgery::{cut, Keep};
 use shrink_io::data;
@@ -145,7 +145,7 @@ fn pruned_folder_inspects_quantizes_and_rejects_mismatched_sizes() {
     let ffn: Vec<usize> = serde_json::from_value(c["layer_intermediate_sizes"].clone()).unwrap();
     assert_eq!(heads.iter().sum::<usize>(), 24, "40% of the 60 heads of the 5 kept layers");
     assert!(heads.iter().all(|&h| h >= 1) && ffn == vec![768; 5], "{heads:?} {ffn:?}");
-    assert_eq!(c["pruning"]["method"], "l2");
+    assert_eq!(step(&c, "prune")["parameters"]["method"], "l2");
 
     // inspect counts the reduced parameters exactly.
     let r: serde_json::Value = serde_json::from_str(&ok(&["inspect", ps, "--json"])).unwrap();
@@ -199,7 +199,7 @@ fn pruned_folder_inspects_quantizes_and_rejects_mismatched_sizes() {
 }
 
 /// MiniLM with a fresh BBC head and `n` labelled rows at 32 tokens.
-fn classifier(n: usize) -> (Bert, Vec<(Vec<u32>, u32)>) {
+fn classifier(n: usize) -> (Bert, Vec<shrink_train::example::Example>) {
     let mut m = minilm();
     let labels: Vec<String> = data::BBC_LABELS.iter().map(|s| s.to_string()).collect();
     m.add_classifier(&labels, 0).unwrap();
@@ -244,9 +244,9 @@ fn every_parameter_of_a_pruned_model_gets_a_gradient() {
     let (m, ex) = classifier(4);
     let mut pruned = cut(&m, &uneven(&m)).unwrap();
     let vars = train::trainable(&mut pruned).unwrap();
-    let seqs: Vec<Vec<u32>> = ex.iter().map(|e| e.0.clone()).collect();
+    let seqs: Vec<Vec<u32>> = ex.iter().map(|e| e.ids.clone()).collect();
     let (ids, mask) = batch_tensors(&shrink_model::tokenizer::pad(&seqs, 0)).unwrap();
-    let labels = Tensor::new(ex.iter().map(|e| e.1).collect::<Vec<u32>>().as_slice(), ids.device()).unwrap();
+    let labels = Tensor::new(ex.iter().map(|e| e.label.unwrap()).collect::<Vec<u32>>().as_slice(), ids.device()).unwrap();
     let loss = ops::cross_entropy(&pruned.logits(&ids, &mask, None).unwrap(), &labels).unwrap();
     let grads = loss.backward().unwrap();
     for (name, v) in &vars {
@@ -287,7 +287,7 @@ fn prune_command_scores_cuts_and_recovers() {
     // Distillation recovery: the same loop against the unpruned model's logits.
     let distilled = f.scratch.join("distilled");
     ok(&["prune", clf.to_str().unwrap(), "--heads", "0.25", "--data", t, "--samples", "8", "--recover", "distill", "--out", distilled.to_str().unwrap()]);
-    assert_eq!(cfg(&distilled)["pruning"]["recover"], "distill 1 epochs");
+    assert_eq!(step(&cfg(&distilled), "prune")["parameters"]["recover"], "distill 1 epochs");
     // Bad flags are errors that name them, and leave no output.
     let bad = f.scratch.join("bad");
     for (args, says) in [

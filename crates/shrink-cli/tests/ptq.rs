@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{asset, fails, model, ok};
+use common::{asset, fails, model, ok, step};
 use shrink_format::tensors::{serialize, OwnedTensor};
 use shrink_format::TensorFile;
 use shrink_runtime::{Engine, Options};
@@ -109,14 +109,14 @@ fn static_int8_with_observers_and_smoothquant() {
         let q = &cfg["quantization"];
         assert_eq!(q["layers"]["encoder.layer.3.output.dense"], "int8-static");
         assert_eq!(q["activations"], "int8-per-tensor-static");
-        assert_eq!(q["recipe"]["calibration_texts"], 64);
+        assert_eq!(step(&cfg, "quantize")["metrics"]["calibration_texts"], 64);
         let file = TensorFile::open(&out.join("model.safetensors")).unwrap();
         let zero = file.f32("encoder.layer.3.output.dense.input_zero", &[1]).unwrap()[0];
         assert!(zero.fract() == 0.0 && (0.0..=255.0).contains(&zero));
         if name == "mse-smooth" {
             assert_eq!(zero, 128.0, "symmetric activations");
             assert!(file.contains("encoder.layer.0.attention.self.query.smooth"));
-            assert_eq!(q["recipe"]["smooth_alpha"], 0.5);
+            assert_eq!(step(&cfg, "quantize")["parameters"]["smooth_alpha"], 0.5);
         }
     }
 }
@@ -193,7 +193,7 @@ fn mixed_precision_search_and_calibration_spread() {
     );
     let cfg = config(&out);
     let q = &cfg["quantization"];
-    let m = &q["recipe"]["mixed_precision"];
+    let m = &step(&cfg, "quantize")["metrics"]["mixed_precision"];
     let drop = m["trial"]["drop_points"].as_f64().unwrap();
     assert!(drop <= 0.0, "dev drop {drop} above the budget");
     let promoted = m["promoted"].as_array().unwrap().len();
@@ -219,7 +219,7 @@ fn mixed_precision_search_and_calibration_spread() {
         ],
     );
     let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-    let sp = &r["calibration_spread"];
+    let sp = &r["metrics"]["calibration_spread"];
     assert_eq!(sp["scores"].as_array().unwrap().len(), 3, "{r}");
     assert!(sp["min"].as_f64().unwrap() <= sp["mean"].as_f64().unwrap() && sp["mean"].as_f64().unwrap() <= sp["max"].as_f64().unwrap());
 }

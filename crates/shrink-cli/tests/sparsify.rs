@@ -1,7 +1,7 @@
 //! Unstructured and N:M pruning (`shrink sparsify`) and the sparse storage the runtime runs (`--scheme sparse`).
 
 mod common;
-use common::{asset, fails, model, ok};
+use common::{asset, fails, model, ok, step};
 use shrink_format::TensorFile;
 
 /// The sparse kernel sums in another order than the dense one: outputs agree to f32 rounding.
@@ -41,7 +41,7 @@ fn oneshot_magnitude_and_two_of_four_stored_sparse_run_exactly() {
         assert_eq!(*zeros, total / 2, "{name}: layer scope prunes exactly half");
     }
     let cfg = json(&std::fs::read_to_string(dense.join("config.json")).unwrap());
-    assert_eq!(cfg["shrink_sparsity"]["achieved"], 0.5);
+    assert_eq!(step(&cfg, "sparsify")["metrics"]["achieved"], 0.5);
     ok(&["quantize", dense.to_str().unwrap(), "--scheme", "sparse", "--out", sparse.to_str().unwrap()]);
     let cfg = json(&std::fs::read_to_string(sparse.join("config.json")).unwrap());
     assert_eq!(cfg["quantization"]["layers"]["encoder.layer.3.intermediate.dense"], "sparse");
@@ -96,7 +96,7 @@ fn soft_movement_prunes_more_with_more_l1() {
     let soft = ["--method", "soft-movement", "--score-init", "zeros", "--threshold", "0.45", "--score-lr", "0.05"];
     sparsify(&[&soft[..], &["--l1", "0"]].concat(), &soft_light);
     sparsify(&[&soft[..], &["--l1", "10"]].concat(), &soft_heavy);
-    let achieved = |d: &std::path::Path| json(&std::fs::read_to_string(d.join("config.json")).unwrap())["shrink_sparsity"]["achieved"].as_f64().unwrap();
+    let achieved = |d: &std::path::Path| step(&json(&std::fs::read_to_string(d.join("config.json")).unwrap()), "sparsify")["metrics"]["achieved"].as_f64().unwrap();
     let (light, heavy) = (achieved(&soft_light), achieved(&soft_heavy));
     eprintln!("soft movement: --l1 10 prunes {heavy}, --l1 0 {light}");
     assert!(heavy > light + 0.2, "soft movement: --l1 10 prunes {heavy}, --l1 0 {light}");
@@ -123,7 +123,7 @@ fn gradual_movement_pruning_while_fine_tuning() {
     };
     sparsify(&["--method", "movement", "--score-init", "magnitude", "--sparsity", "0.6", "--distill"], &pruned);
     let cfg = json(&std::fs::read_to_string(pruned.join("config.json")).unwrap());
-    assert_eq!(cfg["shrink_sparsity"]["method"], "movement");
+    assert_eq!(step(&cfg, "sparsify")["parameters"]["method"], "movement");
     let (before, after) = (zeros_per_linear(&clf), zeros_per_linear(&pruned));
     for (name, zeros, total, _) in &after {
         assert_eq!(*zeros, (*total as f64 * 0.6).round() as usize, "{name}: the top-k mask prunes exactly 60% per tensor");

@@ -24,6 +24,7 @@ use serde_json::Value;
 use shrink_model::checkpoint::TOKENIZER_FILE;
 use shrink_model::{Bert, TextTokenizer};
 use shrink_format::folder::OutDir;
+use shrink_format::schema::Step;
 
 /// Texts are tokenised whole: a longer `--max-len` at deployment must not meet tokens trimmed away.
 const NO_TRUNCATION: usize = 1 << 20;
@@ -265,7 +266,8 @@ pub fn trim(src: &Path, model: &Bert, texts: &[String], min_count: usize, out: &
     let e = &mut out_model.embeddings;
     e.word_embeddings = e.word_embeddings.index_select(&rows, 0)?; // (V', C)
     out_model.config.vocab_size = kept.len();
-    out_model.config.extra.insert("shrink_vocab".into(), serde_json::json!({ "trimmed_from": v, "min_count": min_count, "texts": texts.len() }));
+    let step = Step::new("trim-vocab", src, serde_json::json!({ "min_count": min_count }))?;
+    out_model.config.lineage.push(step.metric("vocab_before", v).metric("vocab_after", kept.len()).metric("texts", texts.len()));
     out_model.save_dir(out, scratch.path())?;
     let c = model.config.hidden_size;
     Ok(Report {

@@ -7,7 +7,10 @@ use anyhow::{bail, Result};
 use safetensors::Dtype;
 use serde::Serialize;
 use shrink_format::folder::{CONFIG_FILE, WEIGHTS_FILE};
+use shrink_format::quant::{leaf, TableFormat};
+use shrink_format::schema::AttentionPrecision;
 use shrink_format::{Config, TensorFile};
+use shrink_io::Choice;
 
 /// Weight matrices and embedding tables quantize; vectors (biases, LayerNorm) stay f32 below 16 bits. These are the
 /// storage rules the numbers assume (those of `shrink quantize`): int8 = 1 byte per weight + an f32 scale per output
@@ -61,7 +64,7 @@ pub struct Report {
     pub flops_per_sequence: u64,
     pub flops_per_layer: Vec<u64>,
     /// How attention's products run (config.json `quantization.attention`; fp32 for an unquantized folder).
-    pub attention: String,
+    pub attention: AttentionPrecision,
 }
 
 pub const COMPONENTS: [&str; 10] = [
@@ -121,7 +124,7 @@ pub fn inspect(dir: &Path, seq: usize) -> Result<Report> {
         let Some(q) = &cfg.quantization else { return String::new() };
         let prefix = format!("encoder.layer.{l}.");
         let set: std::collections::BTreeSet<&str> =
-            q.layers.iter().filter(|(n, _)| n.starts_with(&prefix)).map(|(_, f)| f.as_str()).collect();
+            q.layers.iter().filter(|(n, _)| n.starts_with(&prefix)).map(|(_, f)| f.name).collect();
         format!(" {}", set.into_iter().collect::<Vec<_>>().join("+"))
     };
     // A pruned folder's layers also show their own head count and FFN width, e.g. "layer 0 H6 F768".
@@ -130,13 +133,14 @@ pub fn inspect(dir: &Path, seq: usize) -> Result<Report> {
     let mut layers: Vec<(String, Size)> =
         (0..cfg.num_hidden_layers).map(|l| (format!("layer {l}{}{}", dims(l), formats(l)), Size::default())).collect();
     let mut total = Size::default();
+    let word = format!("{}.weight", shrink_format::arch::name(shrink_format::arch::Module::Word));
+    let word_format = cfg.quantization.as_ref().map_or(TableFormat::F32, |q| q.embeddings);
     let mut names: Vec<&str> = file.names().collect();
     names.sort();
     for name in names {
         // Quantization and sparse metadata is counted with its weight; integer buffers (position_ids) are not
         // parameters.
-        let meta = [".weight_scale", ".weight_mask", ".weight_index", ".weight_row_nnz", ".input_scale", ".input_zero", ".smooth"];
-        if meta.iter().any(|m| name.ends_with(m))
+        if leaf::split_metadata(name).is_some()
             || !matches!(file.dtype(name), Some(Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::I8 | Dtype::U8))
         {
             continue;
@@ -144,7 +148,7 @@ pub fn inspect(dir: &Path, seq: usize) -> Result<Report> {
         let mut dims = file.shape(name).unwrap_or_default().to_vec();
         if let Some(d) = dense.get(name) {
             dims = d.to_vec();
-        } else if file.dtype(name) == Some(Dtype::U8) {
+        } else if name == word && matches!(word_format, TableFormat::Int4 { .. }) {
             // A packed int4 embedding table: two weights per byte along C.
             if let Some(k) = dims.last_mut() {
                 *k *= 2;
@@ -152,9 +156,7 @@ pub fn inspect(dir: &Path, seq: usize) -> Result<Report> {
         }
         let mut s = Size::of(&dims);
         let base = name.strip_suffix(".weight").unwrap_or(name);
-        s.stored_bytes = stored(&file, name)
-            + ["_scale", "_mask", "_index", "_row_nnz"].iter().map(|m| stored(&file, &format!("{name}{m}"))).sum::<usize>()
-            + [".input_scale", ".input_zero", ".smooth"].iter().map(|m| stored(&file, &format!("{base}{m}"))).sum::<usize>();
+        s.stored_bytes = stored(&file, name) + leaf::METADATA.iter().map(|m| stored(&file, &leaf::of(base, m))).sum::<usize>();
         let c = component(name);
         comps.iter_mut().find(|(n, _)| n == c).expect("known component").1.add(&s);
         if let Some(l) = name.strip_prefix("encoder.layer.").and_then(|r| r.split('.').next()?.parse::<usize>().ok()) {
@@ -180,7 +182,7 @@ pub fn inspect(dir: &Path, seq: usize) -> Result<Report> {
     let (Some(flops_per_layer), Some(flops_per_sequence)) = (counts, sum) else {
         bail!("--seq {seq}: the FLOP count of {} overflows 64 bits", dir.display());
     };
-    let attention = cfg.quantization.as_ref().map_or("fp32", |q| q.attention.as_str()).to_string();
+    let attention = cfg.quantization.as_ref().map(|q| q.attention).unwrap_or_default();
     Ok(Report { components: comps, layers, total, seq, flops_per_sequence, flops_per_layer, attention })
 }
 
@@ -219,7 +221,7 @@ pub fn render(r: &Report) -> String {
          int8 = 1 B/weight + f32 scale per row; int4 = 0.5 B/weight + f16 scale per {INT4_GROUP}; vectors stay f32\n",
         r.seq,
         r.flops_per_sequence as f64 / 1e9,
-        r.attention
+        r.attention.name()
     );
     s
 }

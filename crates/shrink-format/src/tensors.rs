@@ -160,25 +160,13 @@ impl TensorFile {
 
 impl TensorFile {
     /// Checks every encoder Linear against the per-layer widths config.json gives (pruned layers have their own
-    /// H_l and F_l): biases [N], weights [N, K] (packed int4: [N, K/2]; sparse: kept values [nnz] with a mask
-    /// [N, ceil(K/8)] or indices [nnz] + row counts [N]). The error names the file, tensor and layer.
+    /// H_l and F_l), holding the tensors `quant::layout` lists for the format `quantization.layers` names (fp32
+    /// without one). The error names the file, tensor and layer.
     pub fn check_layer_shapes(&self, cfg: &crate::Config) -> Result<()> {
+        use crate::quant::{layout, Format};
         for (l, name, n, k) in cfg.encoder_linears() {
-            let (w, b) = (format!("{name}.weight"), format!("{name}.bias"));
-            let mut want = vec![(b, vec![n])];
-            match self.shape(&w) {
-                Some(&[nnz]) if self.contains(&format!("{w}_mask")) => {
-                    want.push((format!("{w}_mask"), vec![n, k.div_ceil(8)]));
-                    want.push((w, vec![nnz]));
-                }
-                Some(&[nnz]) if self.contains(&format!("{w}_row_nnz")) => {
-                    want.push((format!("{w}_index"), vec![nnz]));
-                    want.push((format!("{w}_row_nnz"), vec![n]));
-                    want.push((w, vec![nnz]));
-                }
-                _ if self.dtype(&w) == Some(Dtype::U8) => want.push((w, vec![n, k / 2])),
-                _ => want.push((w, vec![n, k])),
-            }
+            let format = cfg.quantization.as_ref().and_then(|q| q.layers.get(&name).copied()).unwrap_or(Format::FP32);
+            let want = layout::linear(format, &name, n, k, self)?;
             for (t, want) in want {
                 let got = self.shape(&t).ok_or_else(|| anyhow!("{}: tensor {t} is missing", self.file.display()))?;
                 if got != want.as_slice() {

@@ -7,4 +7,4 @@ pub mod events;
 pub mod model;
 pub mod process;
 
-pub use choice::Choice;
+pub use choice::{choices, Choice};

@@ -7,9 +7,8 @@ use shrink_kernels::gemm::{matmul_serial, Mat};
 use shrink_kernels::ops;
 use shrink_kernels::sgemm::{gemm_f32, PackedF32};
 use shrink_kernels::spmm::{gemm_sparse, SparseF32};
-use shrink_kernels::qgemm::{
-    gemm_i4_on, gemm_i8_on, quantize_int4, quantize_per_channel, Epilogue, PackedI4, PackedI8, QuantActs,
-};
+use shrink_format::quant::{Int4Weight, Int8Weight};
+use shrink_kernels::qgemm::{gemm_i4_on, gemm_i8_on, Epilogue, PackedI4, PackedI8, QuantActs};
 
 /// (median, fastest) seconds of timed calls after a warm-up call, as many as fit in about 0.3 s (5 to 301). The
 /// fastest is printed too: on a shared machine it is the better estimate of what the kernel can do.
@@ -66,13 +65,13 @@ fn main() {
                 quant_med * 1e6,
                 quant_best * 1e6
             );
-            let (q, s) = quantize_per_channel(&w, n, k);
-            let w8 = PackedI8::pack(&q, &s, n, k);
+            let e8 = Int8Weight::encode(&w, n, k);
+            let w8 = PackedI8::pack(&e8.q, &e8.scale, n, k);
             let w4: Vec<(usize, PackedI4)> = [32, 128]
                 .into_iter()
                 .map(|g| {
-                    let (q, s) = quantize_int4(&w, n, k, g);
-                    (g, PackedI4::pack(&q, &s, n, k, g))
+                    let e = Int4Weight::encode(&w, n, k, g).unwrap();
+                    (g, PackedI4::pack(&e.values(), &e.scale, n, k, g))
                 })
                 .collect();
             let gelu = Epilogue { bias: Some(&bias), gelu: true, residual: None };

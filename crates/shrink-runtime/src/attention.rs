@@ -3,7 +3,6 @@
 //! softmaxes them, and multiplies by V. No more than one block of scores per thread ever exists (never
 //! B x H x T x T), and both products run on the packed f32 kernel, or in bf16 (`Precision::Bf16`) on AMX tiles.
 
-use anyhow::{bail, Result};
 use shrink_kernels::activation::{softmax_rows_bf16, softmax_rows_unnormalized};
 use shrink_kernels::bf16::{self, PackedBf16};
 use shrink_kernels::epilogue::Epilogue;
@@ -13,25 +12,10 @@ use shrink_kernels::sgemm::{gemm_f32_ex, PackedF32};
 /// Query rows per block: scores of one block stay in L1/L2.
 pub(crate) const QUERY_BLOCK: usize = 64;
 
-/// How attention's two products are computed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Precision {
-    F32,
-    /// Q, K, V and the (unnormalized) probabilities rounded to bf16, sums in f32: the products on AMX-BF16 tiles
-    /// where the CPU has them, else on the f32 kernels with the same rounded inputs.
-    Bf16,
-}
-
-impl Precision {
-    /// A quantized folder's `attention` field.
-    pub fn parse(name: &str) -> Result<Self> {
-        match name {
-            "fp32" => Ok(Self::F32),
-            "bf16" => Ok(Self::Bf16),
-            _ => bail!("unknown attention precision {name:?} (known: fp32, bf16)"),
-        }
-    }
-}
+/// How attention's two products are computed. `Bf16`: Q, K, V and the (unnormalized) probabilities rounded to
+/// bf16, sums in f32: the products on AMX-BF16 tiles where the CPU has them, else on the f32 kernels with the same
+/// rounded inputs.
+pub use shrink_format::schema::AttentionPrecision as Precision;
 
 /// One thread's scratch, grown on first use and reused after.
 pub struct Scratch {
@@ -245,7 +229,7 @@ mod tests {
         let mut ctx = vec![f32::NAN; s.b * s.t * c];
         let mut qkv = qkv.to_vec();
         match how {
-            "f32" => attention(&mut qkv, bias, padded, s, Precision::F32, &mut ctx, &mut scratch),
+            "f32" => attention(&mut qkv, bias, padded, s, Precision::Fp32, &mut ctx, &mut scratch),
             "bf16" => attention(&mut qkv, bias, padded, s, Precision::Bf16, &mut ctx, &mut scratch),
             _ => {
                 // The fallback's numbers: rounded inputs, rounded probabilities, f32 kernels.

@@ -17,6 +17,6 @@ mod model;
 mod norm;
 
 pub use engine::{check_threads, max_threads, Engine, NonFinite, Options, Prediction};
-pub use linear::{Acts, Format, Storage, FORMATS};
+pub use shrink_format::quant::{Acts, Format, Storage, FORMATS};
 pub use model::{Observer, Site};
 pub use shrink_format::{Batch, Config};

@@ -5,15 +5,16 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 pub use shrink_format::arch::Site;
 use shrink_format::arch::{self, Part};
+use shrink_format::quant::{Format, TableFormat};
 use shrink_format::{Config, TensorFile};
 use shrink_kernels::qgemm::QuantActs;
 
 use crate::attention::{self, Precision, Scratch, Shape, QUERY_BLOCK};
 use crate::embeddings::Embeddings;
-use crate::linear::{Format, Linear};
+use crate::linear::Linear;
 use crate::norm::LayerNorm;
 
 /// Added to attention scores of padding keys (the training model uses the same).
@@ -102,16 +103,13 @@ impl Observer for Vec<Vec<f32>> {
 }
 
 /// Which storage each Linear uses: the quantization section's table, fp32 when the folder has none.
-struct Formats<'a>(Option<&'a BTreeMap<String, String>>);
+struct Formats<'a>(Option<&'a BTreeMap<String, Format>>);
 
 impl Formats<'_> {
     fn of(&self, file: &TensorFile, names: &[&str]) -> Result<Format> {
         let get = |n: &str| match self.0 {
             None => Ok(Format::FP32),
-            Some(map) => {
-                let f = map.get(n).ok_or_else(|| anyhow!("quantization.layers has no entry for {n}"))?;
-                Format::parse(f).with_context(|| format!("quantization.layers.{n}"))
-            }
+            Some(map) => map.get(n).copied().ok_or_else(|| anyhow!("{}: quantization.layers has no entry for {n}", file.file.display())),
         };
         let first = get(names[0])?;
         for n in &names[1..] {
@@ -128,7 +126,7 @@ impl Model {
         let (c, d) = (cfg.hidden_size, cfg.head_dim());
         let q = cfg.quantization.as_ref();
         let formats = Formats(q.map(|q| &q.layers));
-        let embeddings = Embeddings::load(file, cfg, q.map_or("fp32", |q| q.embeddings.as_str()))?;
+        let embeddings = Embeddings::load(file, cfg, q.map_or(TableFormat::F32, |q| q.embeddings))?;
         cfg.check_layer_count(&file.file, |n| file.contains(n))?;
         let eps = cfg.layer_norm_eps;
         let layers = (0..cfg.num_hidden_layers)
@@ -159,10 +157,7 @@ impl Model {
             Some(l) => Some(Linear::load(file, &["classifier"], l, c, formats.of(file, &["classifier"])?)?),
             None => None,
         };
-        let attention = match q {
-            Some(q) => Precision::parse(&q.attention).with_context(|| format!("{}: quantization.attention", file.file.display()))?,
-            None => Precision::F32,
-        };
+        let attention = q.map(|q| q.attention).unwrap_or_default();
         Ok(Self { embeddings, layers, classifier, attention, c, d })
     }
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use shrink_format::folder::OutDir;
+use shrink_format::schema::Step;
 use shrink_io::{data, events, model};
 
 use crate::distill::examples::Fields;
@@ -29,9 +30,11 @@ pub fn run(job: &Job, out: &OutDir) -> Result<()> {
     let examples = train::examples(path, rows, &m.tokenizer, (&fields.text, &fields.label), &labels)?;
     events::note(format!("fine-tuning on {} examples, {} labels, max_len {max_len}", examples.len(), labels.len()));
     m.model.add_classifier(&labels, opts.seed)?;
-    let mut tuned = train::finetune(m.model, &examples, opts, None)?;
+    let mut tuned = train::finetune(m.model, &examples, opts, &train::cross_entropy, &mut train::Plain)?;
     if let Some(s) = tuned.config.shrink.as_mut() {
         s.max_len = Some(*max_len);
     }
+    let parameters = serde_json::json!({ "data": path.display().to_string(), "limit": limit, "max_len": max_len, "train": opts });
+    tuned.config.lineage.push(Step::new("finetune", &m.dir, parameters)?.metric("examples", examples.len()));
     tuned.save_dir(out, &m.dir)
 }

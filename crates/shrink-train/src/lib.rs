@@ -1,7 +1,9 @@
-//! The training stages: one epoch loop and step hook (`train`, `optim`), fine-tuning, distillation, QAT,
-//! unstructured (`sparsify`) and structured (`prune`) pruning.
+//! The training stages: one trainer and one hook trait (`train`, `optim`) over one example type (`example`), one
+//! teacher cache (`distill::teacher`), fine-tuning, distillation, QAT, unstructured (`sparsify`) and structured
+//! (`prune`) pruning.
 
 pub mod distill;
+pub mod example;
 pub mod finetune;
 pub mod optim;
 pub mod prune;

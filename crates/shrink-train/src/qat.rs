@@ -26,16 +26,17 @@ use shrink_model::linear::{InputQuant, Linear, SeenRange as Seen};
 use shrink_model::{Bert, Config};
 use shrink_runtime::Site;
 use shrink_format::folder::OutDir;
+use shrink_format::schema::Step;
 
 use crate::distill::examples::{self, Rows};
 use crate::distill::teacher::Targets;
-use crate::distill::{self, EmbedLoss, LossWeights, Objective, Outcome, Split, Splits, Task, View};
+use crate::distill::{self, EmbedLoss, LossWeights, Objective, Outcome, Split, Splits, Task};
 use shrink_io::model;
 use shrink_compress::quantize::calib::{Calibration, SiteKey};
 use shrink_compress::quantize::gptq::Grid;
-use shrink_compress::quantize::observer::{act_params, ActParams, Method};
+use shrink_compress::quantize::observer::{ActGrid, Method};
 use shrink_compress::quantize::{self, ActStorage, EmbeddingStorage, Plan, Scheme};
-use crate::train::TrainOptions;
+use crate::train::{Hook, Prepared, TrainOptions};
 
 choices! {
     pub enum QatScheme {
@@ -86,7 +87,7 @@ pub struct ActRanges {
     momentum: f32,
     sites: BTreeMap<SiteKey, SiteRange>,
     /// The grids at the last `snapshot` (the epoch whose weights were saved).
-    best: Mutex<BTreeMap<SiteKey, ActParams>>,
+    best: Mutex<BTreeMap<SiteKey, ActGrid>>,
 }
 
 impl ActRanges {
@@ -114,8 +115,8 @@ impl ActRanges {
     }
 
     /// Each site's u8 grid now, derived from its range as the PTQ writer derives it (asymmetric).
-    pub fn params(&self) -> BTreeMap<SiteKey, ActParams> {
-        self.sites.iter().map(|(k, s)| (*k, { let (lo, hi) = *lock(&s.range); act_params(lo, hi, false) })).collect()
+    pub fn params(&self) -> BTreeMap<SiteKey, ActGrid> {
+        self.sites.iter().map(|(k, s)| (*k, { let (lo, hi) = *lock(&s.range); ActGrid::from_range(lo, hi, false) })).collect()
     }
 
     fn snapshot(&self) {
@@ -123,14 +124,14 @@ impl ActRanges {
     }
 
     /// The grids of the saved epoch.
-    pub fn best(&self) -> BTreeMap<SiteKey, ActParams> {
+    pub fn best(&self) -> BTreeMap<SiteKey, ActGrid> {
         lock(&self.best).clone()
     }
 }
 
 /// Fake-quantizes the input of each site in `params` in `m` on its grid (the three Linears of Q, K and V get the
 /// same one); with `seen`, each site's forward records its batch range there.
-pub fn quantize_inputs(m: &mut Bert, params: &BTreeMap<SiteKey, ActParams>, seen: Option<&BTreeMap<SiteKey, Seen>>) -> Result<()> {
+pub fn quantize_inputs(m: &mut Bert, params: &BTreeMap<SiteKey, ActGrid>, seen: Option<&BTreeMap<SiteKey, Seen>>) -> Result<()> {
     let layers = m.layers.len();
     for (&(l, site), p) in params {
         let Some(layer) = m.layers.get_mut(l) else { bail!("an activation range for layer {l}; the model has {layers} layers") };
@@ -210,16 +211,18 @@ impl FakeQuant {
     }
 }
 
-impl View for FakeQuant {
-    fn train(&self, m: &Bert) -> Result<Bert> {
-        self.build(m, true)
+/// QAT's hook: every step's loss runs on the fake-quantized student (recording the batch's activation ranges), and
+/// so does the dev score.
+impl Hook for FakeQuant {
+    fn prepare(&mut self, _step: usize, m: &Bert) -> Result<Prepared> {
+        Ok(Prepared { model: Some(self.build(m, true)?), penalty: None })
     }
 
-    fn eval(&self, m: &Bert) -> Result<Bert> {
-        self.build(m, false)
+    fn eval_model(&self, m: &Bert) -> Result<Option<Bert>> {
+        Ok(Some(self.build(m, false)?))
     }
 
-    fn saved(&self) {
+    fn saved(&mut self) {
         if let Some(a) = &self.acts {
             a.snapshot();
         }
@@ -260,7 +263,7 @@ pub struct Trained {
     pub outcome: Outcome,
     pub summary: quantize::Summary,
     /// Static activations: the exported grid of every site (empty for dynamic).
-    pub acts: BTreeMap<SiteKey, ActParams>,
+    pub acts: BTreeMap<SiteKey, ActGrid>,
 }
 
 /// Trains `model` with fake-quantized weights (and static activations if asked) on `data`, then writes the
@@ -318,20 +321,22 @@ pub fn qat(model_spec: &str, data: &Path, out: &OutDir, o: &QatOptions) -> Resul
         Some(d) => d.clone(),
         None => OutDir::new(&staging.path().join("fp32"), &[], false)?,
     };
-    let outcome = distill::train_student(m.model.clone(), &fq, &objective, &splits, &o.train, &fp32_dir, &m.dir)?;
+    let outcome = distill::train_student(m.model.clone(), &mut fq, &objective, &splits, &o.train, &fp32_dir, &m.dir)?;
     let src = quantize::Source::open(fp32_dir.path())?;
     let plan = Plan::uniform(src.cfg.num_hidden_layers, format);
     let cal = Calibration { fixed: fq.acts().map(ActRanges::best).unwrap_or_default(), ..Calibration::default() };
-    let mut recipe = quantize::recipe(&qopts, calib.len(), &cal);
-    recipe["qat"] = json!({
-        "from": m.dir.display().to_string(), "data": data.display().to_string(), "examples": train_ex.len(),
+    let parameters = json!({
+        "quantize": quantize::parameters(&qopts), "data": data.display().to_string(),
         "epochs": o.train.epochs, "lr": o.train.lr, "distill": o.distill, "temperature": o.temperature,
         "activations": o.acts.name(), "activations_fake_quantized": o.acts == QatActs::Static,
         "activation_ranges": (o.acts == QatActs::Static).then(|| json!({
             "init": "minmax on the runtime", "calibration_texts": calib.len(), "ema_momentum": ema_momentum,
         })),
-        "best_epoch": outcome.best_epoch, "dev_accuracy": outcome.dev_score,
     });
-    let summary = quantize::emit(&src, out, &qopts, &plan, &cal, recipe)?;
+    let step = Step::new("qat", &m.dir, parameters)?
+        .metric("examples", train_ex.len())
+        .metric("best_epoch", outcome.best_epoch)
+        .metric("dev_accuracy", outcome.dev_score);
+    let summary = quantize::emit(&src, out, &qopts, &plan, &cal, Some(step))?;
     Ok(Trained { outcome, summary, acts: cal.fixed })
 }

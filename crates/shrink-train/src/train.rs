@@ -11,10 +11,11 @@ use rand::SeedableRng;
 use rayon::prelude::*;
 use shrink_model::{batch_tensors, ops, tokenizer, Bert};
 
+pub use crate::example::Example;
 use crate::optim::AdamW;
 use shrink_io::events::{self, Event};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct TrainOptions {
     pub epochs: usize,
     pub batch: usize,
@@ -46,16 +47,36 @@ impl TrainOptions {
     }
 }
 
-/// Runs inside every training step: may stand another model in for the forward (masked weights, say) and add a term
-/// to the loss, sees the gradients before the update and may rewrite parameters after it (pruning masks).
-/// `params` are the trainable (HF name, variable) pairs.
-pub trait StepHook {
+/// The one way to extend the training loop. A hook may stand another model in for a step's forward (masked or
+/// fake-quantized weights) and add a term to its loss, see the gradients before the update, rewrite parameters
+/// after it (pruning masks), and act after each epoch (evaluation, checkpoints). Every method defaults to doing
+/// nothing. `params` are the trainable (HF name, variable) pairs.
+pub trait Hook {
     fn prepare(&mut self, _step: usize, _model: &Bert) -> Result<Prepared> {
         Ok(Prepared::default())
     }
-    fn before_update(&mut self, step: usize, params: &[(String, Var)], grads: &GradStore) -> Result<()>;
-    fn after_update(&mut self, step: usize, params: &[(String, Var)]) -> Result<()>;
+    fn before_update(&mut self, _step: usize, _params: &[(String, Var)], _grads: &GradStore) -> Result<()> {
+        Ok(())
+    }
+    fn after_update(&mut self, _step: usize, _params: &[(String, Var)]) -> Result<()> {
+        Ok(())
+    }
+    /// After epoch `epoch` (0-based), on the trained model.
+    fn after_epoch(&mut self, _epoch: usize, _model: &Bert) -> Result<()> {
+        Ok(())
+    }
+    /// The model evaluation sees (QAT: fake-quantized); None: the trained model itself.
+    fn eval_model(&self, _model: &Bert) -> Result<Option<Bert>> {
+        Ok(None)
+    }
+    /// The trained weights were just saved as the best so far.
+    fn saved(&mut self) {}
 }
+
+/// Training as it is.
+pub struct Plain;
+
+impl Hook for Plain {}
 
 /// What a hook hands the forward of one step.
 #[derive(Default)]
@@ -71,7 +92,7 @@ pub struct Trainer {
     pub model: Bert,
     params: Vec<(String, Var)>,
     /// Trained beside the model but not part of it (distillation's width projections): optimised and clipped with
-    /// it, never saved, and not shown to a `StepHook`.
+    /// it, never saved, and not shown to a `Hook`.
     extra: Vec<(String, Var)>,
     optim: AdamW,
     rng: StdRng,
@@ -140,15 +161,8 @@ impl Trainer {
     }
 
     /// One optimisation step on the loss `loss` computes from the model and the dropout RNG; `hook` sees it.
-    pub fn step(
-        &mut self,
-        loss: impl FnOnce(&Bert, &mut StdRng) -> Result<Loss>,
-        mut hook: Option<&mut dyn StepHook>,
-    ) -> Result<Vec<(&'static str, f32)>> {
-        let prepared = match hook.as_deref_mut() {
-            Some(h) => h.prepare(self.step, &self.model)?,
-            None => Prepared::default(),
-        };
+    pub fn step(&mut self, loss: impl FnOnce(&Bert, &mut StdRng) -> Result<Loss>, hook: &mut dyn Hook) -> Result<Vec<(&'static str, f32)>> {
+        let prepared = hook.prepare(self.step, &self.model)?;
         let mut loss = loss(prepared.model.as_ref().unwrap_or(&self.model), &mut self.rng)?;
         if let Some((name, p)) = prepared.penalty {
             loss.parts.push((name, p.to_scalar::<f32>()?));
@@ -160,17 +174,13 @@ impl Trainer {
             bail!("loss is {total}: training diverged (lower --lr?)");
         }
         let grads = loss.total.backward()?;
-        if let Some(h) = hook.as_deref_mut() {
-            h.before_update(self.step, &self.params, &grads)?;
-        }
+        hook.before_update(self.step, &self.params, &grads)?;
         // Measured even with clipping off: a finite loss can still have NaN gradients.
         let norm = grad_norm(&grads, self.params.iter().chain(&self.extra))?;
         let scale = if self.clip > 0.0 && norm > self.clip { (self.clip / (norm + 1e-6)) as f32 } else { 1.0 };
         self.optim.lr = self.schedule.at(self.step);
         self.optim.step(&grads, scale)?;
-        if let Some(h) = hook {
-            h.after_update(self.step, &self.params)?;
-        }
+        hook.after_update(self.step, &self.params)?;
         self.step += 1;
         Ok(loss.parts)
     }
@@ -193,14 +203,14 @@ pub fn trainable(model: &mut Bert) -> Result<Vec<(String, Var)>> {
     }
 }
 
-/// Tokenised (ids, label index) pairs of a labelled JSONL file; every label must be one of `labels`.
+/// Tokenised labelled examples of a JSONL file; every label must be one of `labels`.
 pub fn examples(
     path: &std::path::Path,
     rows: &[serde_json::Map<String, serde_json::Value>],
     tokenizer: &shrink_model::TextTokenizer,
     fields: (&str, &str),
     labels: &[String],
-) -> Result<Vec<(Vec<u32>, u32)>> {
+) -> Result<Vec<Example>> {
     let (text_field, label_field) = fields;
     let texts = shrink_io::data::field(path, rows, text_field)?;
     let names = shrink_io::data::field(path, rows, label_field)?;
@@ -214,9 +224,14 @@ pub fn examples(
             let Some(y) = labels.iter().position(|x| x == l) else {
                 bail!("{}: label {l:?} is not one the model knows ({labels:?})", row());
             };
-            Ok((ids, y as u32))
+            Ok(Example { ids, label: Some(y as u32), text: t.to_string() })
         })
         .collect()
+}
+
+/// The label indices of `batch` (B); an example without one is an error, not a silent class 0.
+pub fn labels_of(examples: &[Example], batch: &[usize]) -> Result<Vec<u32>> {
+    batch.iter().map(|&j| examples[j].label.ok_or_else(|| anyhow::anyhow!("example {j} has no label to train a classifier on"))).collect()
 }
 
 /// The global L2 norm of the gradients; not finite is an error.
@@ -255,18 +270,16 @@ impl PartMeans {
     }
 }
 
-/// The epoch loop: `n` examples shuffled (seeded) into batches of indices, one step of `batch_loss` per batch, the
-/// progress bar showing the epoch's mean of every loss part, then `after_epoch(model, epoch)` (evaluation,
-/// checkpoints). `extra`: variables outside the model the loss also trains (see `Trainer::new`). Returns the
-/// trained model.
+/// The one trainer: `n` examples shuffled (seeded) into batches of indices, one step of `batch_loss` per batch, the
+/// progress bar showing the epoch's mean of every loss part, then `hook.after_epoch`. `extra`: variables outside
+/// the model the loss also trains (see `Trainer::new`). Returns the trained model.
 pub fn fit(
     model: Bert,
     extra: Vec<(String, Var)>,
     n: usize,
     opts: &TrainOptions,
     mut batch_loss: impl FnMut(&Bert, &[usize], &mut StdRng) -> Result<Loss>,
-    mut after_epoch: impl FnMut(&Bert, usize) -> Result<()>,
-    mut hook: Option<&mut dyn StepHook>,
+    hook: &mut dyn Hook,
 ) -> Result<Bert> {
     if n == 0 {
         bail!("no training examples");
@@ -280,7 +293,6 @@ pub fn fit(
         let pb = events::bar(steps_per_epoch, &format!("epoch {}/{}", epoch + 1, opts.epochs));
         let mut means = PartMeans::default();
         for (step, chunk) in order.chunks(opts.batch).enumerate() {
-            let hook = hook.as_mut().map(|h| &mut **h as &mut dyn StepHook);
             let parts = trainer
                 .step(|m, rng| batch_loss(m, chunk, rng), hook)
                 .with_context(|| format!("epoch {}/{}, step {}/{steps_per_epoch}", epoch + 1, opts.epochs, step + 1))?;
@@ -290,7 +302,7 @@ pub fn fit(
         }
         pb.finish();
         events::emit(Event::Epoch { epoch: epoch + 1, means: means.means() });
-        after_epoch(&trainer.model, epoch)?;
+        hook.after_epoch(epoch, &trainer.model)?;
     }
     Ok(trainer.model)
 }
@@ -301,34 +313,24 @@ pub fn batch_of(seqs: &[&[u32]]) -> Result<(Tensor, Tensor)> {
     Ok(batch_tensors(&tokenizer::pad(&seqs, 0))?)
 }
 
-/// Cross-entropy of the head's logits, dropout on. ids, mask: (B, T); labels: (B,)
-pub fn classify_loss(m: &Bert, ids: &Tensor, mask: &Tensor, labels: &Tensor, rng: &mut StdRng) -> Result<Loss> {
-    let logits = m.logits(ids, mask, Some(rng))?; // (B, L)
-    Loss::single("loss", ops::cross_entropy(&logits, labels)?)
-}
-
-/// Fine-tunes `model` (which must already have its head) on pre-tokenised examples with cross-entropy; `hook` runs
-/// in every step.
-pub fn finetune(model: Bert, examples: &[(Vec<u32>, u32)], opts: &TrainOptions, hook: Option<&mut dyn StepHook>) -> Result<Bert> {
-    finetune_with(model, examples, opts, |logits, _, labels| Loss::single("loss", ops::cross_entropy(logits, labels)?), hook)
-}
-
-/// `finetune` with another loss of the logits (B, L), the batch's indices into `examples` and its labels (B):
+/// A classifier's loss from its logits (B, L), the batch's indices into the examples and its labels (B):
 /// distillation looks each example's teacher output up by index.
-pub fn finetune_with(
-    model: Bert,
-    examples: &[(Vec<u32>, u32)],
-    opts: &TrainOptions,
-    loss: impl Fn(&Tensor, &[usize], &Tensor) -> Result<Loss>,
-    hook: Option<&mut dyn StepHook>,
-) -> Result<Bert> {
+pub type LogitsLoss<'a> = &'a dyn Fn(&Tensor, &[usize], &Tensor) -> Result<Loss>;
+
+/// Plain cross-entropy, the `LogitsLoss` of fine-tuning.
+pub fn cross_entropy(logits: &Tensor, _batch: &[usize], labels: &Tensor) -> Result<Loss> {
+    Loss::single("loss", ops::cross_entropy(logits, labels)?)
+}
+
+/// Fine-tunes `model` (which must already have its head) on labelled examples with `loss`, dropout on; `hook`
+/// runs in every step.
+pub fn finetune(model: Bert, examples: &[Example], opts: &TrainOptions, loss: LogitsLoss, hook: &mut dyn Hook) -> Result<Bert> {
     let step = |m: &Bert, batch: &[usize], rng: &mut StdRng| {
-        let (ids, mask) = batch_of(&batch.iter().map(|&j| examples[j].0.as_slice()).collect::<Vec<_>>())?; // (B, T)
-        let labels: Vec<u32> = batch.iter().map(|&j| examples[j].1).collect();
-        let labels = Tensor::new(labels.as_slice(), ids.device())?; // (B,)
+        let (ids, mask) = batch_of(&batch.iter().map(|&j| examples[j].ids.as_slice()).collect::<Vec<_>>())?; // (B, T)
+        let labels = Tensor::new(labels_of(examples, batch)?.as_slice(), ids.device())?; // (B,)
         loss(&m.logits(&ids, &mask, Some(rng))?, batch, &labels) // logits (B, L)
     };
-    fit(model, Vec::new(), examples.len(), opts, step, |_, _| Ok(()), hook)
+    fit(model, Vec::new(), examples.len(), opts, step, hook)
 }
 
 #[cfg(test)]

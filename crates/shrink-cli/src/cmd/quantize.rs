@@ -32,7 +32,7 @@ pub struct Args {
     /// folder written uses the first.
     #[arg(long, default_value_t = 1)]
     calib_repeats: usize,
-    /// Write the search / spread report here as JSON.
+    /// Write the search / spread report here as JSON (the lineage step: parameters, and the search and spread under metrics).
     #[arg(long)]
     report: Option<PathBuf>,
 }

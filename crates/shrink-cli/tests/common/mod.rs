@@ -66,3 +66,9 @@ pub fn shrink_within(args: &[&str], secs: u64) -> Output {
     }
     child.wait_with_output().expect("shrink output")
 }
+
+/// The last lineage step of `stage` in a folder's config.json; fails the test when there is none.
+pub fn step<'a>(cfg: &'a serde_json::Value, stage: &str) -> &'a serde_json::Value {
+    let steps = cfg["shrink_lineage"].as_array().unwrap_or_else(|| panic!("no shrink_lineage in {cfg}"));
+    steps.iter().rev().find(|s| s["stage"] == stage).unwrap_or_else(|| panic!("no {stage} step in {steps:?}"))
+}

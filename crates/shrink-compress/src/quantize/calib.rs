@@ -9,7 +9,7 @@ use shrink_kernels::gemm::{matmul, Mat};
 use shrink_runtime::{Engine, Observer as Probe, Site};
 
 use super::gptq::Hessian;
-use super::observer::{ActParams, Observer};
+use super::observer::{ActGrid, Observer};
 
 /// (layer, site): one input shared by the Linears of `site` in that layer.
 pub type SiteKey = (usize, Site);
@@ -39,7 +39,7 @@ pub struct Calibration {
     /// SmoothQuant factors s (K) of the sites that are smoothed.
     pub smooth: BTreeMap<SiteKey, Vec<f32>>,
     /// Static activation parameters decided elsewhere (QAT's trained ranges); they win over the observer's.
-    pub fixed: BTreeMap<SiteKey, ActParams>,
+    pub fixed: BTreeMap<SiteKey, ActGrid>,
 }
 
 #[derive(Clone, Copy, PartialEq)]

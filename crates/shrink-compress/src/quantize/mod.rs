@@ -20,28 +20,21 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use shrink_io::{choices, Choice};
 use safetensors::Dtype;
 use serde_json::json;
 use shrink_format::folder::{write_model_dir, OutDir, CONFIG_FILE, WEIGHTS_FILE};
+use shrink_format::quant::grid::scale_rounding;
+use shrink_format::quant::{ActGrid, Acts, Format, Int4Weight, Int8Weight, Smooth, SparseWeight, Storage, TableFormat};
+use shrink_format::schema::{Activations, SchemeRecord, Step};
 use shrink_format::tensors::{serialize, OwnedTensor};
 use shrink_format::{Config, QuantSection, TensorFile};
-use shrink_runtime::{Acts, Engine, Format, Site, Storage};
-use shrink_kernels::spmm::SparseF32;
+use shrink_io::{choices, Choice};
+use shrink_runtime::{Engine, Site};
 
 use calib::{Calibration, Needs, SiteKey, Smoothing};
 use gptq::{GptqOptions, Grid, Hessian, Quantized};
 
-choices! {
-    /// The `--scheme` spelling is also what config.json records.
-    pub enum Scheme {
-        Int8Dynamic = "int8-dynamic": "int8 per-channel weights, int8 per-token activations computed at run time",
-        Int8Static = "int8-static": "int8 weights, int8 activations with one scale per tensor fixed by calibration (`--observer`)",
-        Int4 = "int4": "int4 group-wise weights (`--group`), int8 per-token activations (or f32 with `--activations f32`)",
-        Fp16 = "fp16": "fp16 weights (half the file; the runtime widens them to f32 at load)",
-        Sparse = "sparse": "f32 weights stored sparse (kept values + a bitmask or column indices, whichever is smaller); for pruned models (`shrink sparsify`), whose zeros the runtime's sparse kernel then skips",
-    }
-}
+pub use shrink_format::schema::{AttentionPrecision, Scheme};
 
 choices! {
     pub enum EmbeddingStorage {
@@ -65,8 +58,8 @@ impl EmbeddingStorage {
     pub fn grid(self) -> Option<Grid> {
         match self {
             Self::Fp32 | Self::Fp16 => None,
-            Self::Int8 => weight_grid(Storage::I8),
-            Self::Int4 => weight_grid(Storage::I4 { group: EMBEDDING_GROUP }),
+            Self::Int8 => Some(Int8Weight::GRID),
+            Self::Int4 => Some(Int4Weight::grid(EMBEDDING_GROUP)),
         }
     }
 }
@@ -107,14 +100,6 @@ pub struct Options {
     pub attention: Option<AttentionPrecision>,
 }
 
-choices! {
-    /// How the runtime computes attention's two products (config.json `quantization.attention`).
-    pub enum AttentionPrecision {
-        Fp32 = "fp32",
-        Bf16 = "bf16": "Q, K, V and the probabilities rounded to bf16, sums in f32",
-    }
-}
-
 impl Options {
     pub fn new(scheme: Scheme) -> Self {
         Self {
@@ -144,7 +129,7 @@ impl Options {
                 ActStorage::Static => format!("int4-g{}-static", self.group),
             },
         };
-        Format::parse(&name)
+        Ok(Format::parse(&name)?)
     }
 
     pub fn check(&self) -> Result<()> {
@@ -270,59 +255,19 @@ fn describe(opts: &Options) -> String {
     s
 }
 
-/// The kept values of w (N, K) and where they sit: a bitmask (N·K/8 bytes) or u16 column indices with per-row
-/// counts (2·nnz + 2·N bytes), whichever is smaller.
-fn push_sparse(tensors: &mut Vec<OwnedTensor>, name: &str, w: &[f32], n: usize, k: usize) -> Result<()> {
-    if k > SparseF32::MAX_K {
-        bail!("{name}: K = {k} is above the sparse format's {}", SparseF32::MAX_K);
-    }
-    let s = SparseF32::from_dense(w, n, k);
-    tensors.push(OwnedTensor::f32(format!("{name}.weight"), vec![s.nnz()], s.values()));
-    if n * k.div_ceil(8) <= 2 * (s.nnz() + n) {
-        tensors.push(OwnedTensor::u8(format!("{name}.weight_mask"), vec![n, k.div_ceil(8)], s.mask()));
-    } else {
-        let (rows, cols) = s.csr_parts();
-        tensors.push(OwnedTensor::u16(format!("{name}.weight_row_nnz"), vec![n], &rows));
-        tensors.push(OwnedTensor::u16(format!("{name}.weight_index"), vec![s.nnz()], cols));
-    }
-    Ok(())
-}
-
-/// f16-representable scales, so the F16 file stores exactly what the rounding used.
-fn f16_round(s: f32) -> f32 {
-    half::f16::from_f32(s).to_f32()
-}
-
-fn unrounded(s: f32) -> f32 {
-    s
-}
-
 /// The writer's grid for weights stored as `storage`: int8 per output channel, int4 per group of K; None for
 /// float storage.
 pub fn weight_grid(storage: Storage) -> Option<Grid> {
     match storage {
-        Storage::I8 => Some(Grid::PerChannel { max_q: 127 }),
-        Storage::I4 { group } => Some(Grid::Groups { max_q: 7, group }),
+        Storage::I8 => Some(Int8Weight::GRID),
+        Storage::I4 { group } => Some(Int4Weight::grid(group)),
         Storage::F32 | Storage::F16 | Storage::Sparse => None,
-    }
-}
-
-/// How the writer rounds scales on `grid`: int4 group scales are stored F16, int8 channel scales F32.
-pub fn scale_rounding(grid: &Grid) -> fn(f32) -> f32 {
-    match grid {
-        Grid::Groups { .. } => f16_round,
-        Grid::PerChannel { .. } => unrounded,
     }
 }
 
 /// The values the runtime computes with for a weight the writer stores on `grid` by rounding to nearest. (N, K)
 pub fn fake_quantize(w: &[f32], n: usize, k: usize, grid: &Grid) -> Vec<f32> {
     gptq::rtn(w, n, k, grid, &scale_rounding(grid)).dequantize(n, k, grid)
-}
-
-/// q (values in [-7, 7]) as nibbles, two per byte, low nibble = even k.
-fn pack_int4(q: &[i8]) -> Vec<u8> {
-    q.chunks_exact(2).map(|p| (p[0] as u8 & 0xF) | (p[1] as u8) << 4).collect()
 }
 
 /// Weights of one Linear on `grid`: GPTQ with the site's Hessian when asked, else round to nearest.
@@ -342,8 +287,8 @@ pub struct Summary {
 }
 
 /// Writes the folder `out`: every site in `plan`'s format, with `cal`'s static ranges, smoothing and Hessians.
-/// `recipe` goes into config.json as a record of how the folder was made.
-pub fn emit(src: &Source, out: &OutDir, opts: &Options, plan: &Plan, cal: &Calibration, recipe: serde_json::Value) -> Result<Summary> {
+/// `step` is appended to the lineage record (None: a scratch folder of a search).
+pub fn emit(src: &Source, out: &OutDir, opts: &Options, plan: &Plan, cal: &Calibration, step: Option<Step>) -> Result<Summary> {
     let cfg = &src.cfg;
     let (c, v) = (cfg.hidden_size, cfg.vocab_size);
     let mut layers = BTreeMap::new();
@@ -359,7 +304,7 @@ pub fn emit(src: &Source, out: &OutDir, opts: &Options, plan: &Plan, cal: &Calib
             Acts::Static => {
                 let st = stats.with_context(|| format!("layer {l} {site:?}: no calibration ranges"))?;
                 let (lo, hi) = st.observer.range(opts.observer, opts.symmetric).map_err(|e| anyhow::anyhow!("layer {l} {site:?}: {e}"))?;
-                Some(observer::act_params(lo, hi, opts.symmetric))
+                Some(ActGrid::from_range(lo, hi, opts.symmetric))
             }
             _ => None,
         };
@@ -379,66 +324,53 @@ pub fn emit(src: &Source, out: &OutDir, opts: &Options, plan: &Plan, cal: &Calib
             match f.storage {
                 Storage::F32 => tensors.push(OwnedTensor::f32(&wname, vec![n, k], &w)),
                 Storage::F16 => tensors.push(OwnedTensor::f16(&wname, vec![n, k], &w)),
-                Storage::Sparse => push_sparse(&mut tensors, &name, &w, n, k)?,
-                Storage::I8 if opts.weights == Granularity::PerTensor => {
-                    let s = w.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
-                    let q: Vec<i8> = w.iter().map(|&v| if s > 0.0 { (v / s).round().clamp(-127.0, 127.0) as i8 } else { 0 }).collect();
-                    tensors.push(OwnedTensor::i8(&wname, vec![n, k], &q));
-                    tensors.push(OwnedTensor::f32(format!("{wname}_scale"), vec![n], &vec![s; n]));
-                }
+                Storage::Sparse => tensors.extend(SparseWeight::encode(&w, n, k).map_err(|e| anyhow::anyhow!("{name}: {e}"))?.tensors(&name)),
+                Storage::I8 if opts.weights == Granularity::PerTensor => tensors.extend(Int8Weight::encode_per_tensor(&w, n, k).tensors(&name)),
                 Storage::I8 => {
-                    let r = round_weights(&w, n, k, &Grid::PerChannel { max_q: 127 }, opts, hessian.as_ref(), &name)?;
-                    tensors.push(OwnedTensor::i8(&wname, vec![n, k], &r.q));
-                    tensors.push(OwnedTensor::f32(format!("{wname}_scale"), vec![n], &r.scale));
+                    let r = round_weights(&w, n, k, &Int8Weight::GRID, opts, hessian.as_ref(), &name)?;
+                    tensors.extend(Int8Weight::from_rounded(r, n, k).tensors(&name));
                 }
                 Storage::I4 { group } => {
                     if !k.is_multiple_of(group) {
                         // Pruned layers: `shrink prune` keeps FFN widths at multiples of 32 for this.
                         bail!("{name}: K = {k} (its input width) is not a multiple of the int4 group {group}; use a group that divides it");
                     }
-                    let r = round_weights(&w, n, k, &Grid::Groups { max_q: 7, group }, opts, hessian.as_ref(), &name)?;
-                    tensors.push(OwnedTensor::u8(&wname, vec![n, k / 2], pack_int4(&r.q)));
-                    tensors.push(OwnedTensor::f16(format!("{wname}_scale"), vec![n, k / group], &r.scale));
+                    let r = round_weights(&w, n, k, &Int4Weight::grid(group), opts, hessian.as_ref(), &name)?;
+                    tensors.extend(Int4Weight::from_rounded(r, n, k, group).tensors(&name));
                 }
             }
             if let Some(p) = act {
-                tensors.push(OwnedTensor::f32(format!("{name}.input_scale"), vec![1], &[p.scale]));
-                tensors.push(OwnedTensor::f32(format!("{name}.input_zero"), vec![1], &[p.zero as f32]));
+                tensors.extend(p.tensors(&name));
             }
             if let Some(s) = smooth {
-                tensors.push(OwnedTensor::f32(format!("{name}.smooth"), vec![k], s));
+                tensors.extend(Smooth(s.clone()).tensors(&name));
             }
             quantized += usize::from(f.storage != Storage::F32);
-            layers.insert(name, f.name.to_string());
+            layers.insert(name, f);
         }
         pb.inc(1);
     }
     pb.finish_and_clear();
     if src.file.contains("classifier.weight") {
         // The head is tiny and its errors go straight into the logits.
-        layers.insert("classifier".to_string(), "fp32".to_string());
+        layers.insert("classifier".to_string(), Format::FP32);
     }
-    let word = "embeddings.word_embeddings.weight";
-    let embeddings = match opts.embeddings.grid() {
-        None if opts.embeddings == EmbeddingStorage::Fp16 => {
+    let word_table = shrink_format::arch::name(shrink_format::arch::Module::Word);
+    let word = &format!("{word_table}.weight");
+    let embeddings = match opts.embeddings {
+        EmbeddingStorage::Fp16 => {
             tensors.push(OwnedTensor::f16(word, vec![v, c], &src.file.f32(word, &[v, c])?));
-            "fp16".to_string()
+            TableFormat::F16
         }
-        None => "fp32".to_string(),
-        Some(grid) => {
-            let r = gptq::rtn(&src.file.f32(word, &[v, c])?, v, c, &grid, &scale_rounding(&grid));
-            match grid {
-                Grid::PerChannel { .. } => {
-                    tensors.push(OwnedTensor::i8(word, vec![v, c], &r.q));
-                    tensors.push(OwnedTensor::f32(format!("{word}_scale"), vec![v], &r.scale));
-                    "int8".to_string()
-                }
-                Grid::Groups { group, .. } => {
-                    tensors.push(OwnedTensor::u8(word, vec![v, c / 2], pack_int4(&r.q)));
-                    tensors.push(OwnedTensor::f16(format!("{word}_scale"), vec![v, c / group], &r.scale));
-                    format!("int4-g{group}")
-                }
-            }
+        EmbeddingStorage::Fp32 => TableFormat::F32,
+        EmbeddingStorage::Int8 => {
+            tensors.extend(Int8Weight::encode(&src.file.f32(word, &[v, c])?, v, c).tensors(&word_table));
+            TableFormat::Int8
+        }
+        EmbeddingStorage::Int4 => {
+            let t = Int4Weight::encode(&src.file.f32(word, &[v, c])?, v, c, EMBEDDING_GROUP).map_err(|e| anyhow::anyhow!("{word}: {e}"))?;
+            tensors.extend(t.tensors(&word_table));
+            TableFormat::Int4 { group: EMBEDDING_GROUP }
         }
     };
     // Everything else (biases, LayerNorms, position and type tables, the head) is copied as f32.
@@ -460,43 +392,43 @@ pub fn emit(src: &Source, out: &OutDir, opts: &Options, plan: &Plan, cal: &Calib
     let mut out_cfg = cfg.clone();
     out_cfg.quantization = Some(QuantSection {
         // "mixed" once any site differs from what --scheme gives them all.
-        scheme: if formats.len() == 1 && formats.contains(opts.format()?.name) { opts.scheme.name().into() } else { "mixed".into() },
+        scheme: if formats.len() == 1 && formats.contains(opts.format()?.name) { SchemeRecord::Uniform(opts.scheme) } else { SchemeRecord::Mixed },
         activations: match acts.into_iter().collect::<Vec<_>>()[..] {
-            [Acts::F32] => "fp32",
-            [Acts::Dynamic] => "int8-per-token-dynamic",
-            [Acts::Static] => "int8-per-tensor-static",
-            _ => "mixed (see layers)",
-        }
-        .into(),
+            [Acts::F32] => Activations::Fp32,
+            [Acts::Dynamic] => Activations::Dynamic,
+            [Acts::Static] => Activations::Static,
+            _ => Activations::Mixed,
+        },
         embeddings,
         layers,
-        attention: match opts.attention {
-            Some(AttentionPrecision::Fp32) => "fp32",
-            Some(AttentionPrecision::Bf16) => "bf16",
-            None if int8_acts => "bf16",
-            None => "fp32",
-        }
-        .into(),
-        recipe: Some(recipe),
+        attention: opts.attention.unwrap_or(if int8_acts { AttentionPrecision::Bf16 } else { AttentionPrecision::Fp32 }),
     });
+    out_cfg.lineage.extend(step);
     let bytes = serialize(tensors)?;
     write_model_dir(out, &serde_json::to_string_pretty(&out_cfg)?, &bytes, &src.dir)?;
     let bytes_in = std::fs::metadata(src.dir.join(WEIGHTS_FILE))?.len();
     Ok(Summary { bytes_in, bytes_out: bytes.len() as u64, quantized })
 }
 
-/// The settings of `opts` as recorded in config.json.
-pub fn recipe(opts: &Options, calib_texts: usize, cal: &Calibration) -> serde_json::Value {
+/// The settings of `opts` as the lineage record keeps them.
+pub fn parameters(opts: &Options) -> serde_json::Value {
     json!({
         "scheme": opts.scheme.name(),
-        "weights": format!("{:?}", opts.weights),
+        "weights": opts.weights.name(),
+        "embeddings": opts.embeddings.name(),
+        "group": opts.group,
+        "int4_activations": opts.int4_acts.name(),
         "observer": opts.observer.name(),
         "symmetric_activations": opts.symmetric,
         "smooth_alpha": opts.smooth_alpha,
         "gptq": opts.gptq.map(|g| json!({"damp": g.damp, "act_order": g.act_order, "block": g.block})),
-        "calibration_texts": calib_texts,
-        "calibration_tokens": cal.tokens,
+        "attention": opts.attention.map(|a| a.name()),
     })
+}
+
+/// The lineage step of quantizing `src` with `opts` on `calib_texts` texts.
+pub fn step(src: &Source, opts: &Options, calib_texts: usize, cal: &Calibration) -> Result<Step> {
+    Ok(Step::new("quantize", &src.dir, parameters(opts))?.metric("calibration_texts", calib_texts).metric("calibration_tokens", cal.tokens))
 }
 
 /// One scheme everywhere: calibrate if it needs to, then write `out`.
@@ -504,5 +436,5 @@ pub fn quantize(src: &Source, out: &OutDir, opts: &Options, calib: &[String], th
     opts.check()?;
     let plan = Plan::uniform(src.cfg.num_hidden_layers, opts.format()?);
     let cal = src.calibrate(&plan, opts, calib, threads, max_len)?;
-    emit(src, out, opts, &plan, &cal, recipe(opts, calib.len(), &cal))
+    emit(src, out, opts, &plan, &cal, Some(step(src, opts, calib.len(), &cal)?))
 }

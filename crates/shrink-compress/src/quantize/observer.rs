@@ -2,7 +2,7 @@
 //!
 //! At conversion time the input of each Linear is fed to an [`Observer`] while the model runs on calibration texts,
 //! in two passes: pass 1 tracks min/max, pass 2 fills histograms over the range pass 1 fixed. [`Observer::range`]
-//! then picks the clipping range, and [`act_params`] turns it into the per-tensor u8 scale and zero point used at
+//! then picks the clipping range, and [`ActGrid::from_range`] turns it into the per-tensor u8 scale and zero point used at
 //! run time.
 //!
 //! Design:
@@ -20,11 +20,12 @@
 //!   that range is at least as fine.
 //! - Mse tries candidate ranges shrinking from the full one by fractions k / `MSE_STEPS` (of each side
 //!   independently when asymmetric, a 2-D grid) and keeps the one with the least expected error: step²/12 per value
-//!   inside plus the squared distance to the range for values outside, evaluated on the grid `act_params` will
+//!   inside plus the squared distance to the range for values outside, evaluated on the grid `ActGrid::from_range` will
 //!   really use (zero point rounding included). Prefix sums make each candidate O(1).
 //! - Non-finite inputs are counted, not binned, and make `range` fail: a model producing NaN/Inf must not be
 //!   calibrated, and silently skipping them would hide that.
 
+pub use shrink_format::quant::ActGrid;
 use shrink_io::choices;
 
 /// Histogram resolution; TensorRT's entropy calibration is defined on 2048 bins.
@@ -428,7 +429,7 @@ fn mse_asymmetric(m: &Moments) -> (f64, f64) {
             if u <= l {
                 continue;
             }
-            let p = act_params(l as f32, u as f32, false);
+            let p = ActGrid::from_range(l as f32, u as f32, false);
             let s = p.scale as f64;
             let err = m.error(-p.zero as f64 * s, (255 - p.zero) as f64 * s, s);
             if err < best.0 {
@@ -440,28 +441,5 @@ fn mse_asymmetric(m: &Moments) -> (f64, f64) {
 }
 
 /// u8 quantization parameters of a range: x ≈ scale * (q - zero), q in 0..=255.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ActParams {
-    pub scale: f32,
-    pub zero: i32,
-}
-
-/// Asymmetric: scale = (hi - lo) / 255, zero = round(-lo / scale) in 0..=255 (0 exactly representable).
-/// Symmetric: scale = max(-lo, hi) / 127, zero = 128 (q - 128 in [-127, 127]). A zero-width range gives scale 1,
-/// zero 0 (asymmetric) or 128. The range is first widened to include 0.
-pub fn act_params(lo: f32, hi: f32, symmetric: bool) -> ActParams {
-    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
-    if symmetric {
-        let scale = (-lo).max(hi) / 127.0;
-        return ActParams { scale: if scale > 0.0 { scale } else { 1.0 }, zero: 128 };
-    }
-    let scale = (hi - lo) / 255.0;
-    if scale > 0.0 {
-        ActParams { scale, zero: (-lo / scale).round().clamp(0.0, 255.0) as i32 }
-    } else {
-        ActParams { scale: 1.0, zero: 0 }
-    }
-}
-
 #[cfg(test)]
 mod tests;

@@ -62,7 +62,7 @@ impl Bench<'_> {
         let out = self.scratch.join("trial");
         let cal = cal.unwrap_or(self.cal);
         // Each trial replaces the previous one in this run's own scratch folder.
-        let summary = emit(self.src, &OutDir::new(&out, &[], true)?, self.opts, plan, cal, serde_json::Value::Null)?;
+        let summary = emit(self.src, &OutDir::new(&out, &[], true)?, self.opts, plan, cal, None)?;
         let mut engine = Engine::load(&out, shrink_io::model::engine_options(self.threads, self.max_len))?;
         let got = self.dev.data.run(&mut engine, self.dev.batch)?;
         let base = &self.dev.base;
@@ -325,13 +325,13 @@ pub fn run(
         }
     };
     let plan = mixed.as_ref().map_or(uniform, |m| m.plan.clone());
-    let mut recipe = super::recipe(opts, subsets[0].len(), &cal);
-    recipe["dev"] = serde_json::json!({"rows": dev.base.outputs.len(), "metric": metric, "fp32": dev.base.score});
-    recipe["mixed_precision"] = serde_json::to_value(&mixed)?;
-    recipe["calibration_spread"] = serde_json::to_value(&spread)?;
-    let summary = emit(src, out, opts, &plan, &cal, recipe.clone())?;
+    let step = super::step(src, opts, subsets[0].len(), &cal)?
+        .metric("dev", serde_json::json!({"rows": dev.base.outputs.len(), "metric": metric, "fp32": dev.base.score}))
+        .metric("mixed_precision", &mixed)
+        .metric("calibration_spread", &spread);
+    let summary = emit(src, out, opts, &plan, &cal, Some(step.clone()))?;
     if let Some(path) = report {
-        shrink_format::folder::write_atomic(path, serde_json::to_string_pretty(&recipe)?.as_bytes())?;
+        shrink_format::folder::write_atomic(path, serde_json::to_string_pretty(&step)?.as_bytes())?;
     }
     Ok(summary)
 }

@@ -28,7 +28,7 @@ pub(crate) mod x86 {
 }
 
 pub use acts::{quantize_static, ActQuant, QuantActs};
-pub use pack::{dequantize_int4, quantize_int4, quantize_per_channel, PackedI4, PackedI8, INT4_GROUPS};
+pub use pack::{PackedI4, PackedI8, INT4_GROUPS};
 pub use reference::{gemm_i4_ref, gemm_i8_ref};
 
 /// Columns per weight panel: one zmm of i32 sums.
@@ -62,6 +62,8 @@ struct Rows {
 }
 
 /// `np` int8 panels from `ptr`, `stride` chunks apart, each `kq` chunks long; their column sums and scales.
+// The multi-panel and prefetch fields are read by the x86 kernels; the generic one takes a panel at a time.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct I8Panels {
     ptr: *const Chunk,
     stride: usize,
@@ -77,6 +79,7 @@ struct I8Panels {
 
 /// `np` int4 panels: chunks from `ptr` (`stride` apart), `groups` groups of `per_group` chunks; the 16 scales / 16
 /// sums of panel v, group g at `scale` / `colsum` + (v * groups + g) * 16.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct I4Panels {
     ptr: *const Chunk,
     stride: usize,

@@ -1,6 +1,6 @@
 //! Naive references of the int8 and int4 GEMMs on the unpacked data: every level must match them bit for bit.
 
-use super::pack::{check_group, nibble};
+use super::pack::check_group;
 use super::{check, Epilogue, QuantActs};
 
 /// Naive reference of `gemm_i8` on the unpacked data (q n x k, scale n): exact i32 sums, then the same epilogue.
@@ -18,8 +18,8 @@ pub fn gemm_i8_ref(out: &mut [f32], a: &QuantActs, q: &[i8], scale: &[f32], n: u
     }
 }
 
-/// Naive reference of `gemm_i4` on the unpacked data (`quantize_int4`'s q n x k/2 and scale n x k/group).
-pub fn gemm_i4_ref(out: &mut [f32], a: &QuantActs, q: &[u8], scale: &[f32], n: usize, group: usize, ep: Epilogue) {
+/// Naive reference of `gemm_i4` on the unpacked data (q n x k in [-7, 7], scale n x k/group).
+pub fn gemm_i4_ref(out: &mut [f32], a: &QuantActs, q: &[i8], scale: &[f32], n: usize, group: usize, ep: Epilogue) {
     let k = a.k;
     check_group(k, group);
     check(out, a, k, n, &ep);
@@ -28,10 +28,10 @@ pub fn gemm_i4_ref(out: &mut [f32], a: &QuantActs, q: &[u8], scale: &[f32], n: u
         let (row, z, sa) = (&a.data[i * a.k_pad..], a.zero[i], a.scale[i]);
         let y = &mut out[i * n..(i + 1) * n];
         for (j, y) in y.iter_mut().enumerate() {
-            let wrow = &q[j * k / 2..(j + 1) * k / 2];
+            let wrow = &q[j * k..(j + 1) * k];
             let mut acc = 0f32;
             for g in 0..groups {
-                let dot: i32 = (g * group..(g + 1) * group).map(|p| (row[p] as i32 - z) * nibble(wrow, p)).sum();
+                let dot: i32 = (g * group..(g + 1) * group).map(|p| (row[p] as i32 - z) * i32::from(wrow[p])).sum();
                 acc = (dot as f32).mul_add(scale[j * groups + g], acc);
             }
             *y = acc * sa;

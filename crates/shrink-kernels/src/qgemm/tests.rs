@@ -1,8 +1,8 @@
 //! The int8 / int4 GEMM's suite for one level's table (`kernel_tests!`: bit-exact against the references), and the
 //! level-independent tests of quantization and packing.
 
-use super::pack::nibble;
 use super::*;
+use shrink_format::quant::{Int4Weight, Int8Weight};
 
 /// Quantization rounds to the nearest step; x * (1 / scale) instead of x / scale may move a value a few ulps
 /// across a rounding midpoint, so the bound is half a step plus this fraction of a step.
@@ -15,6 +15,18 @@ const I8_FROB_TOL: f64 = 1.5e-2;
 const I4_FROB_TOL: [(usize, f64); 2] = [(32, 0.12), (128, 0.14)];
 
 use crate::testdata::uniform;
+
+/// int8 per channel (q n x k, scale n) by the format's reference encoder.
+fn quantize_per_channel(w: &[f32], n: usize, k: usize) -> (Vec<i8>, Vec<f32>) {
+    let e = Int8Weight::encode(w, n, k);
+    (e.q, e.scale)
+}
+
+/// int4 (q n x k in [-7, 7], scale n x k/group) by the format's reference encoder.
+fn quantize_int4(w: &[f32], n: usize, k: usize, group: usize) -> (Vec<i8>, Vec<f32>) {
+    let e = Int4Weight::encode(w, n, k, group).unwrap();
+    (e.values(), e.scale)
+}
 
 /// Standard normal by Box-Muller on `uniform`.
 fn gaussian(n: usize, seed: u64) -> Vec<f32> {
@@ -106,32 +118,6 @@ fn quantize_reuses_its_buffers() {
     assert_eq!(ptrs, (a.data.as_ptr(), a.scale.as_ptr(), a.zero.as_ptr()));
 }
 
-#[test]
-fn weights_dequantize_within_half_a_step() {
-    let (n, k) = (9, 256);
-    let mut w = gaussian(n * k, 5);
-    w[k..2 * k].fill(0.0); // an all-zero channel
-    let (q, s) = quantize_per_channel(&w, n, k);
-    for (j, (wr, qr)) in w.chunks_exact(k).zip(q.chunks_exact(k)).enumerate() {
-        for (&v, &q) in wr.iter().zip(qr) {
-            assert!(q >= -127 && (v - s[j] * q as f32).abs() <= s[j] * (0.5 + ROUND_SLACK), "int8 channel {j}");
-        }
-    }
-    for group in INT4_GROUPS {
-        let (q, s) = quantize_int4(&w, n, k, group);
-        for j in 0..n {
-            for p in 0..k {
-                let (v, qv, sv) = (w[j * k + p], nibble(&q[j * k / 2..], p), s[j * (k / group) + p / group]);
-                assert!((-7..=7).contains(&qv), "int4 range");
-                assert!(
-                    (v - sv * qv as f32).abs() <= sv * (0.5 + ROUND_SLACK),
-                    "int4 channel {j} k {p} group {group}"
-                );
-            }
-        }
-    }
-}
-
 fn assert_same(got: &[f32], want: &[f32], what: &str) {
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert!(g.to_bits() == w.to_bits(), "{what}: element {i}: {g} vs reference {w}");
@@ -186,9 +172,10 @@ fn scaled_columns_and_dequantized_int4() {
     let mut a = QuantActs::new();
     a.quantize(&acts(m, k, 21), m, k);
     let w = gaussian(n * k, 22);
-    let (q, s) = quantize_int4(&w, n, k, group);
-    // dequantize_int4 is the product the GEMM computes: its f32 GEMM on dequantized acts matches.
-    let wd = dequantize_int4(&q, &s, n, k, group);
+    let e = Int4Weight::encode(&w, n, k, group).unwrap();
+    let (q, s) = (e.values(), e.scale.clone());
+    // The decoded weight is the product the GEMM computes: its f32 GEMM on dequantized acts matches.
+    let wd = e.decode();
     assert!(wd.iter().zip(&w).all(|(d, w)| (d - w).abs() <= s.iter().fold(0f32, |a, v| a.max(*v)) * 0.5 + 1e-6));
     let (mut base, mut scaled) = (vec![0.0; m * n], vec![0.0; m * n]);
     gemm_i4(&mut base, &a, &PackedI4::pack(&q, &s, n, k, group), Epilogue::default());
@@ -287,7 +274,7 @@ pub(crate) fn quantize_matches_generic(ops: &Ops) {
 #[test]
 #[should_panic(expected = "not a multiple of the group")]
 fn int4_rejects_k_off_the_group() {
-    quantize_int4(&[0.0; 96], 1, 96, 64);
+    PackedI4::pack(&[0; 96], &[0.0], 1, 96, 64);
 }
 
 /// Counts heap allocations of the current thread.

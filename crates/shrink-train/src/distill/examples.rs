@@ -8,14 +8,7 @@ use shrink_model::TextTokenizer;
 
 use shrink_io::data;
 
-/// One text's token ids (unpadded) and, for classification, its label index.
-#[derive(Clone, Debug)]
-pub struct Example {
-    pub ids: Vec<u32>,
-    pub label: Option<u32>,
-    /// The text itself: QAT calibrates its static activation ranges on the runtime, which tokenises.
-    pub text: String,
-}
+pub use crate::example::Example;
 
 /// Which JSONL fields hold the text and the label.
 #[derive(Clone, Debug)]
@@ -45,11 +38,10 @@ pub fn read_split(path: &Path, tok: &TextTokenizer, labels: Option<&[String]>, r
 /// order) maps each row's label field, or None for unlabelled text.
 pub fn read(path: &Path, tok: &TextTokenizer, labels: Option<&[String]>, fields: &Fields, limit: Option<usize>, seed: u64) -> Result<Vec<Example>> {
     let rows = data::sample(data::read_jsonl(path)?, limit, seed);
-    let texts = data::field(path, &rows, &fields.text)?;
     if let Some(names) = labels {
-        let pairs = crate::train::examples(path, &rows, tok, (&fields.text, &fields.label), names)?;
-        return Ok(pairs.into_iter().zip(texts).map(|((ids, label), text)| Example { ids, label: Some(label), text }).collect());
+        return crate::train::examples(path, &rows, tok, (&fields.text, &fields.label), names);
     }
+    let texts = data::field(path, &rows, &fields.text)?;
     texts
         .into_iter()
         .enumerate()

@@ -13,15 +13,17 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use shrink_io::choices;
+use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var, D};
 use rand::rngs::StdRng;
 use shrink_model::linear::Linear;
 use shrink_model::{pooling, Bert};
 use shrink_format::folder::OutDir;
+use shrink_format::schema::Step;
 
 use shrink_io::model;
 use crate::prune::importance::Method;
-use crate::train::{self, Loss, TrainOptions};
+use crate::train::{self, Hook, Loss, Plain, Prepared, TrainOptions};
 use examples::{Example, Rows};
 use student::{LayerMap, Width};
 use teacher::Targets;
@@ -41,7 +43,7 @@ choices! {
 }
 
 /// Weight of each loss term (0 = off).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize)]
 pub struct LossWeights {
     pub ce: f64,
     pub kl: f64,
@@ -156,14 +158,10 @@ impl Objective {
         let (ids, mask) = train::batch_of(&batch.iter().map(|&j| ex[j].ids.as_slice()).collect::<Vec<_>>())?; // (B, T)
         let t = ids.dim(1)?;
         let (out, hs) = forward(m, self.task, &ids, &mask, Some(rng), w.hidden > 0.0 || w.attn > 0.0)?; // (B, L|C)
-        let teacher_out = || -> Result<Tensor> {
-            let rows: Vec<f32> = batch.iter().flat_map(|&j| split.targets.outputs[j].iter().copied()).collect();
-            Ok(Tensor::from_vec(rows, out.shape(), out.device())?) // (B, L|C)
-        };
+        let teacher_out = || split.targets.outputs_of(batch); // (B, L|C)
         let mut terms: Vec<(&'static str, f64, Tensor)> = Vec::new();
         if w.ce > 0.0 {
-            let labels: Vec<u32> = batch.iter().map(|&j| ex[j].label.unwrap_or(0)).collect();
-            let labels = Tensor::new(labels.as_slice(), ids.device())?; // (B,)
+            let labels = Tensor::new(train::labels_of(ex, batch)?.as_slice(), ids.device())?; // (B,)
             terms.push(("ce", w.ce, shrink_model::ops::cross_entropy(&out, &labels)?));
         }
         if w.kl > 0.0 {
@@ -242,35 +240,12 @@ pub struct Outcome {
     pub train_seconds: f64,
 }
 
-/// How `train_student` sees the student: itself for distillation, fake-quantized for QAT.
-pub trait View {
-    /// The model a training step's loss runs on.
-    fn train(&self, m: &Bert) -> Result<Bert>;
-    /// The model the dev score runs on.
-    fn eval(&self, m: &Bert) -> Result<Bert>;
-    /// Called when `train_student` has just saved the student's weights as the best so far.
-    fn saved(&self) {}
-}
-
-/// Distillation's view: the student itself.
-pub struct Itself;
-
-impl View for Itself {
-    fn train(&self, m: &Bert) -> Result<Bert> {
-        Ok(m.clone())
-    }
-
-    fn eval(&self, m: &Bert) -> Result<Bert> {
-        Ok(m.clone())
-    }
-}
-
-/// Trains `student` as seen through `view`: the loss on `view.train(student)`, the dev score on
-/// `view.eval(student)`. Saves the student's own weights (fp32) to `out` after each epoch whose dev score is the
-/// best so far, or after every epoch without a dev split.
+/// Trains `student` with `view` (distillation: `Plain`; QAT: its fake quantization) in every step: the loss on the
+/// model `view` prepares, the dev score on `view.eval_model`. Saves the student's own weights (fp32) to `out`
+/// after each epoch whose dev score is the best so far, or after every epoch without a dev split.
 pub fn train_student(
     student: Bert,
-    view: &dyn View,
+    view: &mut dyn Hook,
     objective: &Objective,
     data: &Splits,
     opts: &TrainOptions,
@@ -278,24 +253,56 @@ pub fn train_student(
     tokenizer_src: &Path,
 ) -> Result<Outcome> {
     let start = Instant::now();
-    let (train_split, dev) = (&data.train, &data.dev);
-    let mut best: Option<(usize, Option<f64>)> = None;
-    let step = |m: &Bert, batch: &[usize], rng: &mut StdRng| objective.loss(&view.train(m)?, train_split, batch, rng);
-    let after_epoch = |m: &Bert, epoch: usize| -> Result<()> {
-        let score = if dev.examples.is_empty() { None } else { Some(objective.score(&view.eval(m)?, dev)?) };
+    let mut best = BestEpoch { view, objective, dev: &data.dev, out, tokenizer_src, best: None };
+    let train_split = &data.train;
+    let step = |m: &Bert, batch: &[usize], rng: &mut StdRng| objective.loss(m, train_split, batch, rng);
+    train::fit(student, objective.params()?, train_split.examples.len(), opts, step, &mut best)?;
+    let (best_epoch, dev_score) = best.best.unwrap_or((0, None));
+    Ok(Outcome { best_epoch, dev_score, train_seconds: start.elapsed().as_secs_f64() })
+}
+
+/// `train_student`'s hook: the view's steps, then after each epoch the dev score and a checkpoint of the best.
+struct BestEpoch<'a> {
+    view: &'a mut dyn Hook,
+    objective: &'a Objective,
+    dev: &'a Split<'a>,
+    out: &'a OutDir,
+    tokenizer_src: &'a Path,
+    /// (1-based epoch, dev score) saved last.
+    best: Option<(usize, Option<f64>)>,
+}
+
+impl Hook for BestEpoch<'_> {
+    fn prepare(&mut self, step: usize, model: &Bert) -> Result<Prepared> {
+        self.view.prepare(step, model)
+    }
+
+    fn before_update(&mut self, step: usize, params: &[(String, Var)], grads: &GradStore) -> Result<()> {
+        self.view.before_update(step, params, grads)
+    }
+
+    fn after_update(&mut self, step: usize, params: &[(String, Var)]) -> Result<()> {
+        self.view.after_update(step, params)
+    }
+
+    fn after_epoch(&mut self, epoch: usize, m: &Bert) -> Result<()> {
+        let score = match self.dev.examples.is_empty() {
+            true => None,
+            false => Some(match self.view.eval_model(m)? {
+                Some(v) => self.objective.score(&v, self.dev)?,
+                None => self.objective.score(m, self.dev)?,
+            }),
+        };
         if let Some(s) = score {
-            eprintln!("epoch {}: dev {} {s:.4}", epoch + 1, if objective.task == Task::Classify { "accuracy" } else { "cosine" });
+            eprintln!("epoch {}: dev {} {s:.4}", epoch + 1, if self.objective.task == Task::Classify { "accuracy" } else { "cosine" });
         }
-        if score.is_none() || best.is_none_or(|(_, b)| score > b) {
-            m.save_dir(out, tokenizer_src)?;
-            view.saved();
-            best = Some((epoch + 1, score));
+        if score.is_none() || self.best.is_none_or(|(_, b)| score > b) {
+            m.save_dir(self.out, self.tokenizer_src)?;
+            self.view.saved();
+            self.best = Some((epoch + 1, score));
         }
         Ok(())
-    };
-    train::fit(student, objective.params()?, train_split.examples.len(), opts, step, after_epoch, None)?;
-    let (best_epoch, dev_score) = best.unwrap_or((0, None));
-    Ok(Outcome { best_epoch, dev_score, train_seconds: start.elapsed().as_secs_f64() })
+    }
 }
 
 pub struct DistillOptions {
@@ -316,7 +323,7 @@ pub struct DistillOptions {
 
 /// Distils `teacher` into a student of `o.student_layers` layers of `o.width` trained on `data`; writes the best
 /// epoch to `out`.
-pub fn distill(teacher: &str, data: &Path, out: &OutDir, o: &DistillOptions) -> Result<Outcome> {
+pub fn distill(teacher: &str, data_path: &Path, out: &OutDir, o: &DistillOptions) -> Result<Outcome> {
     let weights = o.weights.resolve(o.task)?;
     let layer_map: LayerMap = o.layer_map.parse()?;
     let importance = o.importance.unwrap_or(if o.task == Task::Classify { Method::Taylor } else { Method::L2 });
@@ -346,7 +353,7 @@ pub fn distill(teacher: &str, data: &Path, out: &OutDir, o: &DistillOptions) -> 
     if o.task == Task::Embedding && importance == Method::Taylor && !o.width.is_teacher() {
         bail!("--importance taylor scores the classification loss: use --task classify or --importance l2");
     }
-    let (train_ex, dev_ex) = examples::read_split(data, &t.tokenizer, labels.as_deref(), &o.rows, o.train.seed)?;
+    let (train_ex, dev_ex) = examples::read_split(data_path, &t.tokenizer, labels.as_deref(), &o.rows, o.train.seed)?;
     let hidden_layers = if weights.hidden > 0.0 { map.clone() } else { Vec::new() };
     eprintln!(
         "distilling {} layers -> {} (teacher layers {map:?}) on {} examples ({} dev), max_len {}",
@@ -361,8 +368,8 @@ pub fn distill(teacher: &str, data: &Path, out: &OutDir, o: &DistillOptions) -> 
     let mut s = student::build(&t.model, &map);
     let mut projections = Vec::new();
     if !o.width.is_teacher() {
-        let sample: Vec<(Vec<u32>, u32)> = train_ex.iter().take(o.importance_samples).map(|e| (e.ids.clone(), e.label.unwrap_or(0))).collect();
-        let rank = student::Ranking { examples: &sample, method: importance, batch: o.train.batch };
+        let sample = &train_ex[..o.importance_samples.min(train_ex.len())];
+        let rank = student::Ranking { examples: sample, method: importance, batch: o.train.batch };
         let (narrow, kept) = student::narrow(&s, &widths, &rank)?;
         eprintln!(
             "narrow student: hidden {}, heads {:?}, FFN {:?} ({:?} importance on {} examples)",
@@ -390,5 +397,10 @@ pub fn distill(teacher: &str, data: &Path, out: &OutDir, o: &DistillOptions) -> 
             s.config.shrink = None;
         }
     }
-    train_student(s, &Itself, &objective, &data, &o.train, out, &t.dir)
+    let parameters = serde_json::json!({
+        "data": data_path.display().to_string(), "task": o.task, "teacher_layers": map, "importance": importance,
+        "width": {"hidden": o.width.hidden, "heads": o.width.heads, "ffn": o.width.ffn}, "weights": objective.weights, "train": o.train,
+    });
+    s.config.lineage.push(Step::new("distill", &t.dir, parameters)?.metric("examples", train_ex.len()).metric("dev_examples", dev_ex.len()));
+    train_student(s, &mut Plain, &objective, &data, &o.train, out, &t.dir)
 }

@@ -146,9 +146,9 @@ impl Width {
 }
 
 /// How `narrow` ranks what it keeps: heads and FFN neurons by `prune::importance::score` (`method`), hidden
-/// channels by `importance::hidden_channels`, both on `examples` (ids, label) in batches of `batch`.
+/// channels by `importance::hidden_channels`, both on `examples` in batches of `batch`.
 pub struct Ranking<'a> {
-    pub examples: &'a [(Vec<u32>, u32)],
+    pub examples: &'a [crate::example::Example],
     pub method: Method,
     pub batch: usize,
 }

@@ -1,4 +1,4 @@
-//! The teacher's outputs, computed once per example in eval mode and kept for every epoch: the task output
+//! The one teacher cache: the teacher's outputs, computed once per example in eval mode and kept for every epoch: the task output
 //! (logits or mean-pooled embedding, f32, tiny) and, when hidden-state matching is on, the mapped layers'
 //! hidden states of the real tokens only, in f16; for attention matching, the last layer's queries and keys of the
 //! real tokens (f16, 2 x n x C: a quarter of the (H, n, n) maps at 128 tokens), from which each batch rebuilds the
@@ -7,7 +7,8 @@
 use anyhow::Result;
 use candle_core::Tensor;
 use half::f16;
-use shrink_model::Bert;
+use shrink_model::{tokenizer, Bert};
+use shrink_runtime::Engine;
 
 use super::examples::Example;
 use super::{forward, Task};
@@ -51,6 +52,25 @@ impl Targets {
         }
         pb.finish_and_clear();
         Ok(Self { outputs, hidden, attention: attn, c })
+    }
+
+    /// The teacher's logits of every example and nothing else, computed once on the runtime (no dropout; the
+    /// candle teacher's numbers within the golden budget, faster): what recovery by distillation learns from.
+    pub fn logits_on(teacher: &mut Engine, examples: &[Example]) -> Result<Self> {
+        let mut outputs = Vec::with_capacity(examples.len());
+        for chunk in examples.chunks(TEACHER_BATCH) {
+            let seqs: Vec<Vec<u32>> = chunk.iter().map(|e| e.ids.clone()).collect();
+            let logits = teacher.logits_batch(&tokenizer::pad(&seqs, 0))?; // (B, L)
+            outputs.extend(logits.chunks_exact(logits.len() / chunk.len()).map(<[f32]>::to_vec));
+        }
+        Ok(Self { outputs, hidden: Vec::new(), attention: Vec::new(), c: 0 })
+    }
+
+    /// The task outputs of the examples `batch`: (B, L) logits or (B, C) embeddings.
+    pub fn outputs_of(&self, batch: &[usize]) -> Result<Tensor> {
+        let width = self.outputs.first().map_or(0, Vec::len);
+        let rows: Vec<f32> = batch.iter().flat_map(|&j| self.outputs[j].iter().copied()).collect();
+        Ok(Tensor::from_vec(rows, (batch.len(), width), &candle_core::Device::Cpu)?)
     }
 
     /// Slot `slot` of `store` (`hidden` or `attention`) for the examples `batch`, zero-padded to `t` tokens.

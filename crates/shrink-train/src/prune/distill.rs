@@ -1,26 +1,12 @@
-//! Recovery by distillation: the pruned student learns the unpruned model's soft outputs (Hinton et al. 2015).
-//! Kept minimal and local: `shrink distill` (another branch) owns general distillation.
+//! Recovery by distillation: the pruned student learns the unpruned model's soft outputs (Hinton et al. 2015),
+//! cached once by `distill::teacher::Targets::logits_on`. `shrink distill` owns general distillation.
 
-use anyhow::Result;
-use candle_core::{Device, Tensor};
-use shrink_model::tokenizer;
-use shrink_runtime::Engine;
+use candle_core::Tensor;
 
 /// Softmax temperature of the soft targets.
 pub const TEMPERATURE: f64 = 2.0;
 /// Weight of the soft (KL) term; the rest goes to cross-entropy on the labels.
 pub const SOFT_WEIGHT: f64 = 0.5;
-
-/// The teacher's logits of every example, row by row (N, L), computed once on the runtime (no dropout).
-pub fn teacher_logits(teacher: &mut Engine, examples: &[(Vec<u32>, u32)], batch: usize) -> Result<Vec<Vec<f32>>> {
-    let mut out = Vec::with_capacity(examples.len());
-    for chunk in examples.chunks(batch.max(1)) {
-        let seqs: Vec<Vec<u32>> = chunk.iter().map(|e| e.0.clone()).collect();
-        let logits = teacher.logits_batch(&tokenizer::pad(&seqs, 0))?; // (B, L)
-        out.extend(logits.chunks_exact(logits.len() / chunk.len()).map(<[f32]>::to_vec));
-    }
-    Ok(out)
-}
 
 /// SOFT_WEIGHT · T² · KL(teacher_T || student_T) + (1 - SOFT_WEIGHT) · CE(student, labels), batch means.
 /// student: (B, L) logits; teacher: (B, L) logits; labels: (B).
@@ -30,16 +16,10 @@ pub fn loss(student: &Tensor, teacher: &Tensor, labels: &Tensor) -> candle_core:
     (kl * SOFT_WEIGHT)? + (ce * (1.0 - SOFT_WEIGHT))?
 }
 
-/// The teacher rows of one batch as a (B, L) tensor.
-pub fn batch_teacher(all: &[Vec<f32>], indices: &[usize]) -> candle_core::Result<Tensor> {
-    let l = all.first().map_or(0, Vec::len);
-    let rows: Vec<f32> = indices.iter().flat_map(|&i| all[i].iter().copied()).collect();
-    Tensor::from_vec(rows, (indices.len(), l), &Device::Cpu)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     #[test]
     fn soft_term_vanishes_when_student_matches_teacher() {

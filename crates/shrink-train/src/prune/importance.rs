@@ -15,11 +15,10 @@ use serde::{Deserialize, Serialize};
 use shrink_model::linear::Linear;
 use shrink_model::{batch_tensors, ops, tokenizer, Bert};
 
+use crate::example::Example;
 use crate::train;
 
 choices! {
-    #[derive(Serialize, Deserialize)]
-    #[serde(rename_all = "lowercase")]
     pub enum Method {
         Taylor = "taylor": "Gradient scores (head-mask sensitivity, Taylor, drop-one): needs labelled data",
         L2 = "l2": "Weight norms: no data",
@@ -43,8 +42,8 @@ pub struct Scores {
     pub layers: Vec<f64>,
 }
 
-/// Scores `model`'s heads and neurons (and its layers when `layers`), on `examples` (ids, label) for taylor.
-pub fn score(model: &Bert, examples: &[(Vec<u32>, u32)], method: Method, batch: usize, layers: bool) -> Result<Scores> {
+/// Scores `model`'s heads and neurons (and its layers when `layers`), on labelled `examples` for taylor.
+pub fn score(model: &Bert, examples: &[Example], method: Method, batch: usize, layers: bool) -> Result<Scores> {
     let (mut heads, neurons, layer_scores) = match method {
         Method::Taylor => {
             if examples.is_empty() {
@@ -72,12 +71,16 @@ pub fn score(model: &Bert, examples: &[(Vec<u32>, u32)], method: Method, batch: 
     Ok(Scores { method, samples, heads, neurons, layers: layer_scores })
 }
 
-/// (B, T) ids, mask and (B) labels of one batch.
-fn batch(chunk: &[(Vec<u32>, u32)]) -> Result<(Tensor, Tensor, Tensor)> {
-    let seqs: Vec<Vec<u32>> = chunk.iter().map(|e| e.0.clone()).collect();
-    let (ids, mask) = batch_tensors(&tokenizer::pad(&seqs, 0))?;
-    let labels = Tensor::new(chunk.iter().map(|e| e.1).collect::<Vec<u32>>().as_slice(), &Device::Cpu)?;
-    Ok((ids, mask, labels))
+/// (B, T) ids and mask of one batch.
+fn batch(chunk: &[Example]) -> Result<(Tensor, Tensor)> {
+    let seqs: Vec<Vec<u32>> = chunk.iter().map(|e| e.ids.clone()).collect();
+    Ok(batch_tensors(&tokenizer::pad(&seqs, 0))?)
+}
+
+/// (B) labels of one batch.
+fn labels(chunk: &[Example]) -> Result<Tensor> {
+    let all: Vec<usize> = (0..chunk.len()).collect();
+    Ok(Tensor::new(train::labels_of(chunk, &all)?.as_slice(), &Device::Cpu)?)
 }
 
 fn to_f64(t: &Tensor) -> Result<Vec<f64>> {
@@ -91,7 +94,7 @@ fn taylor(w: &Tensor, grads: &candle_core::backprop::GradStore, dim: usize) -> R
 }
 
 /// Head-mask sensitivity and FFN Taylor scores, accumulated as |per-batch value| over the sample.
-fn gradients(model: &Bert, examples: &[(Vec<u32>, u32)], batch_size: usize) -> Result<(PerLayer, PerLayer)> {
+fn gradients(model: &Bert, examples: &[Example], batch_size: usize) -> Result<(PerLayer, PerLayer)> {
     let mut m = model.clone();
     train::trainable(&mut m)?;
     let masks = m
@@ -107,7 +110,7 @@ fn gradients(model: &Bert, examples: &[(Vec<u32>, u32)], batch_size: usize) -> R
     let mut neurons: PerLayer = m.layers.iter().map(|l| vec![0.0; l.intermediate.weight.dims()[0]]).collect();
     let pb = shrink_io::events::bar(examples.len().div_ceil(batch_size), "importance");
     for chunk in examples.chunks(batch_size.max(1)) {
-        let (ids, mask, labels) = batch(chunk)?;
+        let ((ids, mask), labels) = (batch(chunk)?, labels(chunk)?);
         let loss = ops::cross_entropy(&m.logits(&ids, &mask, None)?, &labels)?;
         let grads = loss.backward()?;
         for (l, layer) in m.layers.iter().enumerate() {
@@ -129,11 +132,11 @@ fn gradients(model: &Bert, examples: &[(Vec<u32>, u32)], batch_size: usize) -> R
 /// stream, and what cutting channel c removes from every Linear's input is x_c; its mean square is that input's
 /// share of energy. It needs no labels (the embedding task has none) and keeps BERT's few outlier channels, whose
 /// removal would shift every LayerNorm's statistics most. (C)
-pub fn hidden_channels(model: &Bert, examples: &[(Vec<u32>, u32)], batch_size: usize) -> Result<Vec<f64>> {
+pub fn hidden_channels(model: &Bert, examples: &[Example], batch_size: usize) -> Result<Vec<f64>> {
     let mut sum = Tensor::zeros(model.config.hidden_size, DType::F32, &Device::Cpu)?; // (C)
     let mut tokens = 0.0;
     for chunk in examples.chunks(batch_size.max(1)) {
-        let (ids, mask, _) = batch(chunk)?;
+        let (ids, mask) = batch(chunk)?;
         let mut hs = Vec::new();
         model.forward(&ids, &mask, None, Some(&mut hs))?;
         let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (B, T, 1)
@@ -146,10 +149,10 @@ pub fn hidden_channels(model: &Bert, examples: &[(Vec<u32>, u32)], batch_size: u
 }
 
 /// Mean cross-entropy of `model` over the examples (no dropout, no gradient).
-pub fn mean_loss(model: &Bert, examples: &[(Vec<u32>, u32)], batch_size: usize) -> Result<f64> {
+pub fn mean_loss(model: &Bert, examples: &[Example], batch_size: usize) -> Result<f64> {
     let mut total = 0.0;
     for chunk in examples.chunks(batch_size.max(1)) {
-        let (ids, mask, labels) = batch(chunk)?;
+        let ((ids, mask), labels) = (batch(chunk)?, labels(chunk)?);
         let loss = ops::cross_entropy(&model.logits(&ids, &mask, None)?, &labels)?;
         total += f64::from(loss.to_scalar::<f32>()?) * chunk.len() as f64;
     }
@@ -157,7 +160,7 @@ pub fn mean_loss(model: &Bert, examples: &[(Vec<u32>, u32)], batch_size: usize) 
 }
 
 /// Loss increase when each layer alone is skipped.
-fn drop_one(model: &Bert, examples: &[(Vec<u32>, u32)], batch_size: usize) -> Result<Vec<f64>> {
+fn drop_one(model: &Bert, examples: &[Example], batch_size: usize) -> Result<Vec<f64>> {
     let base = mean_loss(model, examples, batch_size)?;
     (0..model.layers.len())
         .map(|l| {

@@ -5,12 +5,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use shrink_format::folder::{write_atomic, OutDir};
+use shrink_format::schema::Step;
 use shrink_io::{choices, data, model, Choice};
 
 use super::importance::{self, Method, Scores};
 use super::{distill, plot, Options};
 use crate::distill::examples::Fields;
-use crate::train::{self, TrainOptions};
+use crate::distill::teacher::Targets;
+use crate::example::Example;
+use crate::train::{self, Plain, TrainOptions};
 
 /// What importance is scored on: `--data` (labelled JSONL, in a seeded random order), `--samples` rows of it.
 pub struct Scoring {
@@ -24,8 +27,8 @@ pub struct Scoring {
 }
 
 impl Scoring {
-    /// All of --data as (ids, label) in a seeded random order (empty without --data); `m`'s labels index them.
-    fn examples(&self, m: &model::Loaded) -> Result<Vec<(Vec<u32>, u32)>> {
+    /// All of --data in a seeded random order (empty without --data); `m`'s labels index them.
+    fn examples(&self, m: &model::Loaded) -> Result<Vec<Example>> {
         if self.samples == 0 {
             bail!("--samples 0: importance is measured on at least 1 row");
         }
@@ -88,22 +91,19 @@ pub fn run(job: &Job, out: &OutDir) -> Result<()> {
     let mut pruned = super::prune(m.model, sample, opts)?;
     match recover {
         Recover::None => {}
-        Recover::Finetune => pruned = train::finetune(pruned, &examples, &topts, None)?,
+        Recover::Finetune => pruned = train::finetune(pruned, &examples, &topts, &train::cross_entropy, &mut Plain)?,
         Recover::Distill => {
-            let teacher = distill::teacher_logits(&mut model::engine(model, score.max_len, *threads)?, &examples, 32)?;
+            let teacher = Targets::logits_on(&mut model::engine(model, score.max_len, *threads)?, &examples)?;
             let loss = |logits: &Tensor, idx: &[usize], labels: &Tensor| {
-                let teacher = distill::batch_teacher(&teacher, idx)?; // (B, L)
-                train::Loss::single("loss", distill::loss(logits, &teacher, labels)?)
+                train::Loss::single("loss", distill::loss(logits, &teacher.outputs_of(idx)?, labels)?) // teacher (B, L)
             };
-            pruned = train::finetune_with(pruned, &examples, &topts, loss, None)?;
+            pruned = train::finetune(pruned, &examples, &topts, &loss, &mut Plain)?;
         }
     }
     let Options { heads, ffn, layers, schedule, steps, method, .. } = *opts;
-    pruned.config.extra.insert(
-        "pruning".into(),
-        serde_json::json!({ "from": model, "heads": heads, "ffn": ffn, "layers": layers, "method": method,
-            "schedule": schedule.name(), "steps": steps, "samples": sample.len(),
-            "recover": match recover { Recover::None => "none".into(), r => format!("{} {epochs} epochs", r.name()) } }),
-    );
+    let parameters = serde_json::json!({ "heads": heads, "ffn": ffn, "layers": layers, "method": method,
+        "schedule": schedule.name(), "steps": steps,
+        "recover": match recover { Recover::None => "none".into(), r => format!("{} {epochs} epochs", r.name()) } });
+    pruned.config.lineage.push(Step::new("prune", &m.dir, parameters)?.metric("samples", sample.len()));
     pruned.save_dir(out, &m.dir)
 }

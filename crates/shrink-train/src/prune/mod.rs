@@ -106,7 +106,7 @@ pub fn select(scores: &Scores, layers: Vec<usize>, total_heads: usize, widths: &
 }
 
 /// Prunes `model` as `opts` say, scoring on `examples`.
-pub fn prune(mut model: Bert, examples: &[(Vec<u32>, u32)], opts: &Options) -> Result<Bert> {
+pub fn prune(mut model: Bert, examples: &[crate::example::Example], opts: &Options) -> Result<Bert> {
     opts.check(model.layers.len())?;
     let steps = if opts.schedule == Schedule::Iterative { opts.steps } else { 1 };
     // Targets are fractions of the original model; `f0` follows its layers through the cuts.

@@ -1,15 +1,16 @@
 //! `shrink sparsify` as a library call: one-shot, or gradual while fine-tuning (a head added for the data's labels
-//! when the model has none, the unpruned logits as teacher with `distill`), and the record in config.json.
+//! when the model has none, the unpruned logits as teacher with `distill`), and its step in the lineage record.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use shrink_format::folder::OutDir;
+use shrink_format::schema::Step;
 use shrink_io::{data, events, model, Choice};
 
 use super::{gradual, measured_sparsity, oneshot, Method, Options};
 use crate::distill::examples::Fields;
-use crate::prune::distill::teacher_logits;
+use crate::distill::teacher::Targets;
 use crate::train::{self, TrainOptions};
 
 pub struct Job {
@@ -74,31 +75,29 @@ pub fn run(job: &Job, out: &OutDir) -> Result<Report> {
             let examples = train::examples(path, &rows, &m.tokenizer, (&job.fields.text, &job.fields.label), &labels)?;
             let teacher = job
                 .distill
-                .then(|| teacher_logits(&mut model::engine(&job.model, Some(m.tokenizer.max_len), job.threads)?, &examples, 32))
+                .then(|| Targets::logits_on(&mut model::engine(&job.model, Some(m.tokenizer.max_len), job.threads)?, &examples))
                 .transpose()?;
             events::note(match method {
                 Method::SoftMovement => format!("soft movement pruning while fine-tuning on {} examples", examples.len()),
                 _ => format!("pruning to {:.0}% while fine-tuning on {} examples", opts.target() * 100.0, examples.len()),
             });
-            gradual(m.model, &examples, t, &opts, teacher.as_deref())?
+            gradual(m.model, &examples, t, &opts, teacher.as_ref())?
         }
     };
     let (achieved, weights) = measured_sparsity(&pruned)?;
     let mut pruned = pruned;
     let Options { scope, nm, begin, end, score_lr, score_init, threshold, l1, .. } = opts;
-    pruned.config.extra.insert(
-        "shrink_sparsity".into(),
-        serde_json::json!({
-            "target": (method != Method::SoftMovement).then(|| opts.target()), "achieved": achieved,
-            "method": Some(method.name()),
-            "scope": scope.name(), "nm": nm.map(|(n, m)| format!("{n}:{m}")),
-            "gradual": job.data.as_ref().map(|_| serde_json::json!({"epochs": t.epochs, "begin": begin, "end": end, "lr": t.lr,
-                "distill": job.distill, "score_lr": (method != Method::Magnitude).then_some(score_lr),
-                "score_init": (method != Method::Magnitude).then(|| score_init.name()),
-                "threshold": (method == Method::SoftMovement).then_some(threshold),
-                "l1": (method == Method::SoftMovement).then_some(l1)})),
-        }),
-    );
+    let parameters = serde_json::json!({
+        "target": (method != Method::SoftMovement).then(|| opts.target()),
+        "method": method.name(),
+        "scope": scope.name(), "nm": nm.map(|(n, m)| format!("{n}:{m}")),
+        "gradual": job.data.as_ref().map(|_| serde_json::json!({"epochs": t.epochs, "begin": begin, "end": end, "lr": t.lr,
+            "distill": job.distill, "score_lr": (method != Method::Magnitude).then_some(score_lr),
+            "score_init": (method != Method::Magnitude).then(|| score_init.name()),
+            "threshold": (method == Method::SoftMovement).then_some(threshold),
+            "l1": (method == Method::SoftMovement).then_some(l1)})),
+    });
+    pruned.config.lineage.push(Step::new("sparsify", &m.dir, parameters)?.metric("achieved", achieved));
     pruned.save_dir(out, &m.dir)?;
     Ok(Report { achieved, weights })
 }

@@ -16,7 +16,9 @@ use shrink_model::Bert;
 
 use crate::optim::{f32_slice, f32_slice_mut, AdamW};
 use crate::prune::distill;
-use crate::train::{self, Prepared, StepHook, TrainOptions};
+use crate::distill::teacher::Targets;
+use crate::example::Example;
+use crate::train::{self, Hook, Prepared, TrainOptions};
 
 choices! {
     pub enum Method {
@@ -219,20 +221,20 @@ fn values(v: &Var) -> Result<Vec<f32>> {
 /// Fine-tunes `model` on `examples` while pruning it gradually, and returns it with the pruned weights exact zeros.
 /// `teacher`: the unpruned model's logits per example (N, L); given, the loss is `prune::distill::loss` (cross-entropy
 /// and KL at T to them, as Sanh et al.'s best runs), else cross-entropy.
-pub fn gradual(model: Bert, examples: &[(Vec<u32>, u32)], topts: &TrainOptions, opts: &Options, teacher: Option<&[Vec<f32>]>) -> Result<Bert> {
+pub fn gradual(model: Bert, examples: &[Example], topts: &TrainOptions, opts: &Options, teacher: Option<&Targets>) -> Result<Bert> {
     let total_steps = examples.len().div_ceil(topts.batch) * topts.epochs;
     let loss = |logits: &Tensor, idx: &[usize], labels: &Tensor| match teacher {
-        Some(t) => train::Loss::single("loss", distill::loss(logits, &distill::batch_teacher(t, idx)?, labels)?),
-        None => train::Loss::single("loss", shrink_model::ops::cross_entropy(logits, labels)?),
+        Some(t) => train::Loss::single("loss", distill::loss(logits, &t.outputs_of(idx)?, labels)?),
+        None => train::cross_entropy(logits, idx, labels),
     };
     match opts.method {
         Method::Magnitude => {
             let mut pruner = MagnitudePruner::new(*opts, total_steps);
-            train::finetune_with(model, examples, topts, loss, Some(&mut pruner))
+            train::finetune(model, examples, topts, &loss, &mut pruner)
         }
         Method::Movement | Method::SoftMovement => {
             let mut pruner = MovementPruner::new(&model, *opts, topts, total_steps)?;
-            let mut model = train::finetune_with(model, examples, topts, loss, Some(&mut pruner))?;
+            let mut model = train::finetune(model, examples, topts, &loss, &mut pruner)?;
             pruner.finish(&mut model)?;
             Ok(model)
         }
@@ -266,7 +268,7 @@ impl MagnitudePruner {
     }
 }
 
-impl StepHook for MagnitudePruner {
+impl Hook for MagnitudePruner {
     fn before_update(&mut self, _step: usize, _params: &[(String, Var)], _grads: &GradStore) -> Result<()> {
         Ok(())
     }
@@ -397,7 +399,7 @@ impl MovementPruner {
     }
 }
 
-impl StepHook for MovementPruner {
+impl Hook for MovementPruner {
     fn prepare(&mut self, step: usize, model: &Bert) -> Result<Prepared> {
         if !self.frozen {
             self.update_masks(step)?;

@@ -46,7 +46,7 @@ fn empirical_quantile(mut v: Vec<f32>, q: f64) -> f32 {
 
 /// Mean squared error of quantizing `data` to u8 with the parameters of `range`, as the runtime would.
 fn quant_mse(data: &[f32], range: (f32, f32), symmetric: bool) -> f64 {
-    let p = act_params(range.0, range.1, symmetric);
+    let p = ActGrid::from_range(range.0, range.1, symmetric);
     let qmin = if symmetric { 1 } else { 0 };
     let sum: f64 = data
         .iter()
@@ -171,27 +171,27 @@ fn moments_error_matches_naive_sum() {
 
 #[test]
 fn act_params_round_trip() {
-    let round_trip = |x: f32, p: ActParams, qmin: i32| {
+    let round_trip = |x: f32, p: ActGrid, qmin: i32| {
         let q = ((x / p.scale).round() as i32 + p.zero).clamp(qmin, 255);
         p.scale * (q - p.zero) as f32
     };
     for (lo, hi) in [(-1.0f32, 3.0f32), (-0.3, 0.0), (0.0, 5.0), (-2.5, 2.5), (-1e-3, 7.0), (-0.17, 10.3)] {
-        let p = act_params(lo, hi, false);
+        let p = ActGrid::from_range(lo, hi, false);
         assert!((0..=255).contains(&p.zero), "{p:?}");
         assert_eq!(round_trip(0.0, p, 0), 0.0);
         for x in [lo, hi] {
             let err = (round_trip(x, p, 0) - x).abs();
             assert!(err <= 0.5 * p.scale * (1.0 + ROUND_TRIP_SLACK), "{x} in [{lo}, {hi}]: {err} {p:?}");
         }
-        let s = act_params(lo, hi, true);
-        assert_eq!(s, ActParams { scale: (-lo).max(hi) / 127.0, zero: 128 });
+        let s = ActGrid::from_range(lo, hi, true);
+        assert_eq!(s, ActGrid { scale: (-lo).max(hi) / 127.0, zero: 128 });
         assert_eq!(round_trip(0.0, s, 1), 0.0);
         for x in [lo, hi] {
             assert!((round_trip(x, s, 1) - x).abs() <= 0.5 * s.scale * (1.0 + ROUND_TRIP_SLACK));
         }
     }
-    assert_eq!(act_params(0.0, 0.0, false), ActParams { scale: 1.0, zero: 0 });
-    assert_eq!(act_params(0.0, 0.0, true), ActParams { scale: 1.0, zero: 128 });
+    assert_eq!(ActGrid::from_range(0.0, 0.0, false), ActGrid { scale: 1.0, zero: 0 });
+    assert_eq!(ActGrid::from_range(0.0, 0.0, true), ActGrid { scale: 1.0, zero: 128 });
 }
 
 #[test]

@@ -9,6 +9,7 @@ use serde::{de, ser, Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::arch::{self, Arch, Part, Positions};
+use crate::schema::{QuantSection, Step};
 
 /// Mirrors the Hugging Face `BertConfig` fields we use; unknown fields are kept so a saved config round-trips.
 /// Other families' configs are read through their `arch` row into these fields (DistilBERT's `dim` is
@@ -59,6 +60,9 @@ pub struct Config {
     /// Present only in folders written by `shrink quantize`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization: Option<QuantSection>,
+    /// Every shrink stage that made this folder, oldest first.
+    #[serde(default, rename = "shrink_lineage", skip_serializing_if = "Vec::is_empty")]
+    pub lineage: Vec<Step>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -73,33 +77,6 @@ pub struct ShrinkSection {
     pub max_len: Option<usize>,
 }
 
-/// How a quantized folder stores its weights. Tensor names stay the HF ones; what each Linear format stores is
-/// documented in `shrink_runtime::linear` (e.g. `int8`: `NAME.weight` I8 [N, K] + `NAME.weight_scale` F32 [N];
-/// `int4-g32`: `NAME.weight` U8 [N, K/2] + `NAME.weight_scale` F16 [N, K/32]; `int8-static` adds
-/// `NAME.input_scale` / `NAME.input_zero`; SmoothQuant adds `NAME.smooth` [K]).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct QuantSection {
-    /// The `--scheme` that made the folder (`int8-dynamic`, `int8-static`, `int4`, `fp16`), or `mixed` when sites differ.
-    pub scheme: String,
-    /// How the runtime quantizes activations: `int8-per-token-dynamic`, `int8-per-tensor-static`, `fp32` or `mixed`.
-    pub activations: String,
-    /// Embedding tables: `fp32`, `int8` (per row) or `int4-g32` (per row, groups of 32).
-    pub embeddings: String,
-    /// Storage of every Linear by HF name (`encoder.layer.0.attention.self.query`): a runtime format name.
-    pub layers: BTreeMap<String, String>,
-    /// Attention's two products (scores and context): `fp32`, or `bf16` (Q, K, V and the probabilities rounded to
-    /// bf16, sums in f32). Folders written before this field run `fp32`.
-    #[serde(default = "default_attention")]
-    pub attention: String,
-    /// How the folder was made (observer, SmoothQuant, GPTQ, calibration, mixed-precision search): a record for
-    /// people; the runtime reads only the fields above.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recipe: Option<serde_json::Value>,
-}
-
-fn default_attention() -> String {
-    "fp32".into()
-}
 fn default_act() -> String {
     "gelu".into()
 }

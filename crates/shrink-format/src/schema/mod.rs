@@ -1,0 +1,9 @@
+//! Typed config.json: the model's own fields with shrink's sections (`config.rs`), the `quantization` section
+//! (`quant.rs`) and the lineage record every stage appends to (`lineage.rs`).
+
+pub mod config;
+pub mod lineage;
+pub mod quant;
+
+pub use lineage::Step;
+pub use quant::{Activations, AttentionPrecision, QuantSection, Scheme, SchemeRecord};
