@@ -116,7 +116,7 @@ pub fn field(path: &Path, rows: &[serde_json::Map<String, serde_json::Value>], n
 /// `e`, when it is the runtime's `NonFinite` for batch item k, as an error naming the text: `path`, its row
 /// (`row_of(k)`, 0-based into `texts`) and how it starts. Any other error comes back unchanged.
 pub fn name_text(e: anyhow::Error, path: &Path, texts: &[String], row_of: impl Fn(usize) -> usize) -> anyhow::Error {
-    let Some(bad) = e.downcast_ref::<shrink_runtime::NonFinite>() else { return e };
+    let Some(shrink_runtime::Error::NonFinite(bad)) = e.downcast_ref::<shrink_runtime::Error>() else { return e };
     let i = row_of(bad.item);
     anyhow!("{}: row {} ({}): {}", path.display(), i + 1, text_start(&texts[i]), bad.reason())
 }

@@ -3,11 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use shrink_format::folder::{CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
 use shrink_format::tensors::Load;
 use shrink_format::{Batch, Config, TensorFile, TextTokenizer};
 
+use crate::error::Error;
 use crate::model::{Buffers, Model, Observer};
 
 #[derive(Clone, Debug)]
@@ -47,7 +48,7 @@ impl NonFinite {
     /// The first row of `rows` (B rows of `width`) holding a non-finite value.
     fn check(rows: &[f32], width: usize, output: &'static str) -> Result<()> {
         match rows.chunks_exact(width.max(1)).position(|r| !r.iter().all(|v| v.is_finite())) {
-            Some(item) => Err(Self { item, output }.into()),
+            Some(item) => Err(Error::NonFinite(Self { item, output }).into()),
             None => Ok(()),
         }
     }
@@ -71,7 +72,7 @@ pub fn max_threads() -> usize {
 pub fn check_threads(threads: usize) -> Result<usize> {
     let max = max_threads();
     if threads > max {
-        bail!("{threads} worker threads: at most {max} (4 x the {} cores available)", max / 4);
+        bail!(Error::Threads(format!("{threads} worker threads: at most {max} (4 x the {} cores available)", max / 4)));
     }
     Ok(threads.max(1))
 }
@@ -195,7 +196,7 @@ impl Engine {
     /// Classifier logits (B, L) from the mean-pooled output. A row that is not finite is a `NonFinite` error.
     pub fn logits_batch(&mut self, batch: &Batch) -> Result<&[f32]> {
         if self.model.classifier.is_none() {
-            bail!("{}: this model has no classification head (fine-tune it with `shrink finetune` first)", self.dir.display());
+            bail!(Error::NoHead(self.dir.display().to_string()));
         }
         self.run(&batch.ids, &batch.mask, batch.b, batch.t, None)?;
         self.model.pool(&batch.mask, batch.b, batch.t, &mut self.bufs);
@@ -237,15 +238,15 @@ impl Engine {
     /// before making a batch that large.
     pub fn reserve(&mut self, b: usize, t: usize) -> Result<()> {
         self.check_shape(b, t)?;
-        let plan = self.model.plan(b, t, self.threads).ok_or_else(|| anyhow!("a batch of {b} x {t} tokens: buffer sizes overflow"))?;
+        let plan = self.model.plan(b, t, self.threads).ok_or_else(|| Error::Memory(format!("a batch of {b} x {t} tokens: buffer sizes overflow")))?;
         if plan.bytes > self.planned_bytes {
             let more = plan.bytes - self.planned_bytes;
             if let Some(free) = available_memory().filter(|&free| more > free) {
-                bail!(
+                bail!(Error::Memory(format!(
                     "a batch of {b} x {t} tokens needs about {:.1} MB more for activations, but only {:.1} MB of memory is available",
                     more as f64 / 1e6,
                     free as f64 / 1e6
-                );
+                )));
             }
             self.planned_bytes = plan.bytes;
         }
@@ -265,31 +266,31 @@ impl Engine {
     /// B x T, checked: both at least 1, T within the position table, the product without overflow.
     fn check_shape(&self, b: usize, t: usize) -> Result<usize> {
         if b == 0 || t == 0 {
-            bail!("empty batch ({b} x {t})");
+            bail!(Error::Input(format!("empty batch ({b} x {t})")));
         }
         if t > self.model.embeddings.max_positions {
-            bail!("sequence of {t} tokens exceeds the {} that max_position_embeddings numbers", self.model.embeddings.max_positions);
+            bail!(Error::Input(format!("sequence of {t} tokens exceeds the {} that max_position_embeddings numbers", self.model.embeddings.max_positions)));
         }
-        b.checked_mul(t).ok_or_else(|| anyhow!("a batch of {b} x {t} tokens: B x T overflows"))
+        Ok(b.checked_mul(t).ok_or_else(|| Error::Input(format!("a batch of {b} x {t} tokens: B x T overflows")))?)
     }
 
     fn check(&self, ids: &[u32], mask: &[u32], b: usize, t: usize) -> Result<()> {
         let m = self.check_shape(b, t)?;
         if ids.len() != m || mask.len() != m {
-            bail!("ids ({}) and mask ({}) must both hold B x T = {b} x {t} values", ids.len(), mask.len());
+            bail!(Error::Input(format!("ids ({}) and mask ({}) must both hold B x T = {b} x {t} values", ids.len(), mask.len())));
         }
         let vocab = self.model.embeddings.vocab;
         if let Some(i) = ids.iter().position(|&id| id as usize >= vocab) {
-            bail!(
+            bail!(Error::Input(format!(
                 "{}: token id {} (sequence {}, position {}) is outside the vocabulary of {vocab} (config.json vocab_size)",
                 self.dir.display(),
                 ids[i],
                 i / t,
                 i % t
-            );
+            )));
         }
         if let Some(i) = mask.iter().position(|&v| v > 1) {
-            bail!("mask value {} at position {i}: expected 0 or 1", mask[i]);
+            bail!(Error::Input(format!("mask value {} at position {i}: expected 0 or 1", mask[i])));
         }
         Ok(())
     }

@@ -12,11 +12,13 @@
 mod attention;
 mod embeddings;
 mod engine;
+pub mod error;
 pub mod linear;
 mod model;
 mod norm;
 
 pub use engine::{check_threads, max_threads, Engine, NonFinite, Options, Prediction};
+pub use error::Error;
 pub use shrink_format::quant::{Acts, Format, Storage, FORMATS};
 pub use model::{Observer, Site};
 pub use shrink_format::{Batch, Config};

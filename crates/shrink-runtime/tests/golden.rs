@@ -104,6 +104,12 @@ fn malformed_calls_are_errors_not_panics() {
     assert!(err(engine.forward(&long, &vec![1; 513], 1, 513)).contains("max_position_embeddings"));
     assert!(engine.embed(&["   "]).unwrap_err().to_string().contains("empty text"));
     assert!(engine.classify(&["a text"]).unwrap_err().to_string().contains("no classification head"));
+    // An app matches on the kind, under whatever context was added.
+    let kind = |e: anyhow::Error| e.context("in my app").downcast_ref::<shrink_runtime::Error>().cloned();
+    assert!(matches!(kind(engine.forward(&[101, 102], &[1, 2], 1, 2).unwrap_err()), Some(shrink_runtime::Error::Input(_))));
+    assert!(matches!(kind(engine.classify(&["a text"]).unwrap_err()), Some(shrink_runtime::Error::NoHead(_))));
+    assert!(matches!(kind(engine.reserve(usize::MAX / 128, 128).unwrap_err()), Some(shrink_runtime::Error::Memory(_))));
+    assert!(matches!(kind(shrink_runtime::check_threads(usize::MAX).unwrap_err()), Some(shrink_runtime::Error::Threads(_))));
     let missing = Engine::load(&root().join("no/such/model"), Options::default()).err().unwrap().to_string();
     assert!(missing.contains("no such model folder"), "{missing}");
 }
