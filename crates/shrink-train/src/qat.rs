@@ -287,9 +287,9 @@ pub fn qat(model_spec: &str, data: &Path, out: &OutDir, o: &QatOptions) -> Resul
         QatActs::Static => train_ex.iter().take(CALIB_TEXTS).map(|e| e.text.clone()).collect(),
     };
     if o.acts == QatActs::Static {
-        let src = quantize::Source::open(&m.dir)?;
+        let src = quantize::Source::open(&m.dir, rayon::current_num_threads(), Some(m.tokenizer.max_len))?;
         let plan = Plan::uniform(src.cfg.num_hidden_layers, format);
-        let cal = src.calibrate(&plan, &qopts, &calib, rayon::current_num_threads(), Some(m.tokenizer.max_len))?;
+        let cal = src.calibrate(&plan, &qopts, &calib)?;
         let init = cal
             .sites
             .iter()
@@ -322,7 +322,7 @@ pub fn qat(model_spec: &str, data: &Path, out: &OutDir, o: &QatOptions) -> Resul
         None => OutDir::new(&staging.path().join("fp32"), &[], false)?,
     };
     let outcome = distill::train_student(m.model.clone(), &mut fq, &objective, &splits, &o.train, &fp32_dir, &m.dir)?;
-    let src = quantize::Source::open(fp32_dir.path())?;
+    let src = quantize::Source::open(fp32_dir.path(), 1, None)?;
     let plan = Plan::uniform(src.cfg.num_hidden_layers, format);
     let cal = Calibration { fixed: fq.acts().map(ActRanges::best).unwrap_or_default(), ..Calibration::default() };
     let parameters = json!({

@@ -65,7 +65,7 @@ pub struct Job {
 
 /// Quantizes `job.model` into `out` (checked by the caller before any work).
 pub fn run(job: &Job, out: &OutDir) -> Result<Summary> {
-    let src = Source::open(&shrink_model::resolve_model(&job.model)?)?;
+    let src = Source::open(&shrink_model::resolve_model(&job.model)?, job.threads, job.max_len)?;
     job.calib.check()?;
     job.opts.check()?;
     let rows = job.calib.rows()?;
@@ -95,12 +95,12 @@ pub fn run(job: &Job, out: &OutDir) -> Result<Summary> {
         (0..repeats).map(|i| job.calib.texts(&rows[(i * n).min(rows.len())..((i + 1) * n).min(rows.len())])).collect::<Result<_>>()?;
     let (threads, max_len) = (job.threads, job.max_len);
     if !wants_dev {
-        return super::quantize(&src, out, &job.opts, &subsets[0], threads, max_len);
+        return super::quantize(&src, out, &job.opts, &subsets[0]);
     }
     let task = if src.cfg.shrink.is_some() { Task::Classify } else { Task::Retrieval };
     let dev_rows = &rows[n * repeats..need];
     let data = TaskData::from_rows(task, job.calib.path.as_deref().unwrap_or(Path::new("")), dev_rows, &Fields::default())?;
-    let dev = select::Dev::new(&src, data, threads, max_len, 32)?;
+    let dev = select::Dev::new(&src, data, 32)?;
     select::run(&src, out, &job.opts, &subsets, &dev, job.max_drop, job.fallback.as_deref(), threads, max_len, job.report.as_deref())
 }
 
@@ -121,13 +121,13 @@ pub struct Sensitivity {
 }
 
 pub fn sensitivity(job: &Sensitivity) -> Result<String> {
-    let src = Source::open(&shrink_model::resolve_model(&job.model)?)?;
+    let src = Source::open(&shrink_model::resolve_model(&job.model)?, job.threads, job.max_len)?;
     job.calib.check()?;
     job.opts.check()?;
     let mut rows = data::read_jsonl(&job.data)?;
     rows.truncate(job.limit.unwrap_or(rows.len()));
     let calib = job.calib.texts(&job.calib.rows()?.into_iter().take(job.calib.samples).collect::<Vec<_>>())?;
     let (threads, max_len) = (job.threads, job.max_len);
-    let dev = select::Dev::new(&src, TaskData::from_rows(job.task, &job.data, &rows, &job.fields)?, threads, max_len, job.batch)?;
+    let dev = select::Dev::new(&src, TaskData::from_rows(job.task, &job.data, &rows, &job.fields)?, job.batch)?;
     select::sensitivity_report(&src, &job.opts, &calib, &dev, threads, max_len, &job.out_dir)
 }

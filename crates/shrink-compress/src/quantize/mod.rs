@@ -16,6 +16,7 @@ pub mod select;
 #[cfg(test)]
 mod testrng;
 
+use std::cell::{RefCell, RefMut};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -173,26 +174,27 @@ impl Plan {
     }
 }
 
-/// An fp32 model folder opened for conversion.
+/// An fp32 model folder opened for conversion, with the fp32 engine calibration and dev scoring run on.
 pub struct Source {
     pub dir: PathBuf,
     pub cfg: Config,
     pub file: TensorFile,
+    engine: RefCell<Engine>,
 }
 
 impl Source {
-    pub fn open(dir: &Path) -> Result<Self> {
-        let cfg_path = dir.join(CONFIG_FILE);
-        let cfg = Config::load(&cfg_path)?;
+    /// Loads `dir` once on the runtime (`threads` workers, texts cut at `max_len`): whatever another command would
+    /// reject (tokenizer, every tensor, every size, a head without labels) is rejected before any work, and never
+    /// dropped from the output.
+    pub fn open(dir: &Path, threads: usize, max_len: Option<usize>) -> Result<Self> {
+        let engine = Engine::load(dir, shrink_io::model::engine_options(threads, max_len)).with_context(|| format!("loading {}", dir.display()))?;
+        let cfg = engine.config.clone();
         if cfg.quantization.is_some() {
-            bail!("{}: this model is already quantized; start from the fp32 folder", cfg_path.display());
+            bail!("{}: this model is already quantized; start from the fp32 folder", dir.join(CONFIG_FILE).display());
         }
-        // The runtime's full loader first: whatever another command would reject (tokenizer, every tensor, every
-        // size, a head without labels) is rejected before any work, and never dropped from the output.
-        Engine::load(dir, shrink_io::model::engine_options(1, None)).with_context(|| format!("loading {}", dir.display()))?;
         let file = TensorFile::open(&dir.join(WEIGHTS_FILE))?;
         file.check_layer_shapes(&cfg)?;
-        Ok(Self { dir: dir.to_path_buf(), cfg, file })
+        Ok(Self { dir: dir.to_path_buf(), cfg, file, engine: RefCell::new(engine) })
     }
 
     /// A Linear weight (N, K) checked to be 2-D.
@@ -224,13 +226,13 @@ impl Source {
         Ok(out)
     }
 
-    /// The fp32 engine the calibration runs on.
-    pub fn engine(&self, threads: usize, max_len: Option<usize>) -> Result<Engine> {
-        Engine::load(&self.dir, shrink_io::model::engine_options(threads, max_len))
+    /// The fp32 engine.
+    pub fn engine(&self) -> RefMut<'_, Engine> {
+        self.engine.borrow_mut()
     }
 
     /// Runs the calibration `plan` needs (nothing when it needs none).
-    pub fn calibrate(&self, plan: &Plan, opts: &Options, texts: &[String], threads: usize, max_len: Option<usize>) -> Result<Calibration> {
+    pub fn calibrate(&self, plan: &Plan, opts: &Options, texts: &[String]) -> Result<Calibration> {
         let needs = plan.needs(opts);
         if !(needs.channels || needs.hessian || needs.ranges) {
             return Ok(Calibration::default());
@@ -240,7 +242,7 @@ impl Source {
         }
         let w_absmax = if needs.channels { self.weight_absmax()? } else { BTreeMap::new() };
         let smooth = opts.smooth_alpha.filter(|_| needs.channels).map(|alpha| Smoothing { alpha, w_absmax: &w_absmax });
-        calib::calibrate(&mut self.engine(threads, max_len)?, texts, needs, smooth)
+        calib::calibrate(&mut self.engine(), texts, needs, smooth)
     }
 }
 
@@ -432,9 +434,9 @@ pub fn step(src: &Source, opts: &Options, calib_texts: usize, cal: &Calibration)
 }
 
 /// One scheme everywhere: calibrate if it needs to, then write `out`.
-pub fn quantize(src: &Source, out: &OutDir, opts: &Options, calib: &[String], threads: usize, max_len: Option<usize>) -> Result<Summary> {
+pub fn quantize(src: &Source, out: &OutDir, opts: &Options, calib: &[String]) -> Result<Summary> {
     opts.check()?;
     let plan = Plan::uniform(src.cfg.num_hidden_layers, opts.format()?);
-    let cal = src.calibrate(&plan, opts, calib, threads, max_len)?;
+    let cal = src.calibrate(&plan, opts, calib)?;
     emit(src, out, opts, &plan, &cal, Some(step(src, opts, calib.len(), &cal)?))
 }

@@ -22,8 +22,8 @@ pub struct Dev {
 }
 
 impl Dev {
-    pub fn new(src: &Source, data: TaskData, threads: usize, max_len: Option<usize>, batch: usize) -> Result<Self> {
-        let base = data.run(&mut src.engine(threads, max_len)?, batch)?;
+    pub fn new(src: &Source, data: TaskData, batch: usize) -> Result<Self> {
+        let base = data.run(&mut src.engine(), batch)?;
         Ok(Self { data, base, batch })
     }
 }
@@ -270,7 +270,7 @@ pub fn run(
     let layers = src.cfg.num_hidden_layers;
     let low = opts.format()?;
     let uniform = Plan::uniform(layers, low);
-    let cal = src.calibrate(&uniform, opts, &subsets[0], threads, max_len)?;
+    let cal = src.calibrate(&uniform, opts, &subsets[0])?;
     let scratch = scratch()?;
     let bench = Bench { src, opts, cal: &cal, dev, threads, max_len, scratch: scratch.path() };
     let metric = match dev.data.task() {
@@ -284,7 +284,7 @@ pub fn run(
             let t = if i == 0 {
                 bench.trial(&uniform, None)?
             } else {
-                bench.trial(&uniform, Some(&src.calibrate(&uniform, opts, texts, threads, max_len)?))?
+                bench.trial(&uniform, Some(&src.calibrate(&uniform, opts, texts)?))?
             };
             eprintln!("  calibration subset {i}: {metric} {:.4} (drop {:.2} points)", t.score, t.drop_points);
             scores.push(t.score);
@@ -348,7 +348,7 @@ pub fn sensitivity_report(
 ) -> Result<String> {
     let low = opts.format()?;
     let layers = src.cfg.num_hidden_layers;
-    let cal = src.calibrate(&Plan::uniform(layers, low), opts, calib, threads, max_len)?;
+    let cal = src.calibrate(&Plan::uniform(layers, low), opts, calib)?;
     let scratch = scratch()?;
     let bench = Bench { src, opts, cal: &cal, dev, threads, max_len, scratch: scratch.path() };
     let sens = sensitivity(&bench, layers, low)?;
