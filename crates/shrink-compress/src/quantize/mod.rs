@@ -12,6 +12,7 @@ pub mod calib;
 pub mod gptq;
 pub mod job;
 pub mod observer;
+pub mod report;
 pub mod select;
 #[cfg(test)]
 mod testrng;

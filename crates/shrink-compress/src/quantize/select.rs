@@ -184,53 +184,6 @@ pub fn mixed_precision(b: &Bench, layers: usize, low: Format, high: Format, max_
     Ok(done(&order, hi, best, trials, sens))
 }
 
-/// Bar chart of the sensitivity table: dev drop (points) and output error per site.
-pub fn svg(sens: &[SiteSensitivity], title: &str) -> String {
-    let (w, row, left) = (720.0, 18.0, 190.0);
-    let h = 60.0 + row * sens.len() as f64;
-    let max_drop = sens.iter().map(|s| s.trial.drop_points.abs()).fold(1e-9, f64::max);
-    let max_err = sens.iter().map(|s| s.trial.output_error).fold(1e-12, f64::max);
-    let half = (w - left - 20.0) / 2.0;
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">\n\
-         <text x=\"10\" y=\"18\" font-size=\"13\">{title}</text>\n\
-         <text x=\"{left}\" y=\"38\">dev drop (points, max {max_drop:.2})</text>\n\
-         <text x=\"{}\" y=\"38\">output error (max {max_err:.4})</text>\n",
-        left + half + 10.0
-    );
-    for (i, r) in sens.iter().enumerate() {
-        let y = 46.0 + row * i as f64;
-        let dw = (r.trial.drop_points.max(0.0) / max_drop) * (half - 10.0);
-        let ew = (r.trial.output_error / max_err) * (half - 10.0);
-        s += &format!(
-            "<text x=\"10\" y=\"{:.1}\">layer {} {}</text>\
-             <rect x=\"{left}\" y=\"{y:.1}\" width=\"{dw:.1}\" height=\"{:.1}\" fill=\"#c0392b\"/>\
-             <rect x=\"{:.1}\" y=\"{y:.1}\" width=\"{ew:.1}\" height=\"{:.1}\" fill=\"#2e86c1\"/>\n",
-            y + 12.0,
-            r.layer,
-            r.site,
-            row - 4.0,
-            left + half + 10.0,
-            row - 4.0
-        );
-    }
-    s + "</svg>\n"
-}
-
-/// Markdown table of the sensitivity results, most sensitive first.
-pub fn table(sens: &[SiteSensitivity], metric: &str) -> String {
-    let mut v: Vec<&SiteSensitivity> = sens.iter().collect();
-    v.sort_by(|a, b| b.trial.drop_points.total_cmp(&a.trial.drop_points).then(b.trial.output_error.total_cmp(&a.trial.output_error)));
-    let mut s = format!("| layer | site | {metric} | drop (points) | output error |\n|---:|---|---:|---:|---:|\n");
-    for r in v {
-        s += &format!(
-            "| {} | {} | {:.4} | {:.2} | {:.5} |\n",
-            r.layer, r.site, r.trial.score, r.trial.drop_points, r.trial.output_error
-        );
-    }
-    s
-}
-
 /// The dev metric over disjoint calibration subsets.
 #[derive(Debug, Serialize)]
 pub struct Spread {
@@ -336,7 +289,7 @@ pub fn run(
     Ok(summary)
 }
 
-/// `shrink sensitivity`: the table, also written with JSON and an SVG plot into `out_dir`.
+/// `shrink sensitivity`: one site at a time; the table, also written with JSON and an SVG plot into `out_dir`.
 pub fn sensitivity_report(
     src: &Source,
     opts: &Options,
@@ -357,12 +310,6 @@ pub fn sensitivity_report(
         shrink_eval::task::Task::Retrieval => "MRR@10",
     };
     let title = format!("{}: one site at a time in {} (fp32 {metric} {:.4})", src.dir.display(), low.name, dev.base.score);
-    let table = format!("{title}\n\n{}", table(&sens, metric));
-    std::fs::create_dir_all(out_dir).map_err(|e| anyhow::anyhow!("{}: cannot create ({e})", out_dir.display()))?;
-    use shrink_format::folder::write_atomic;
-    write_atomic(&out_dir.join("sensitivity.md"), table.as_bytes())?;
-    write_atomic(&out_dir.join("sensitivity.svg"), svg(&sens, &title).as_bytes())?;
     let json = serde_json::json!({"model": src.dir, "format": low.name, "metric": metric, "fp32": dev.base.score, "sites": sens});
-    write_atomic(&out_dir.join("sensitivity.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
-    Ok(table)
+    super::report::write(out_dir, &title, metric, &sens, &json)
 }
