@@ -38,6 +38,7 @@ enum Command {
     Prune(cmd::prune::Args),
     Bench(cmd::bench::Args),
     TrimVocab(cmd::trim_vocab::Args),
+    Run(cmd::run::Args),
 }
 
 fn main() {
@@ -64,5 +65,13 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
         Command::Prune(c) => c.run(threads),
         Command::Bench(c) => c.run(threads),
         Command::TrimVocab(c) => c.run(),
+        Command::Run(c) => c.run(threads),
     }
+}
+
+/// A command line without the program name (`quantize DIR --scheme ...`), run as `shrink` would run it: how a
+/// recipe stage runs.
+pub(crate) fn run_args(argv: &[String], threads: usize) -> Result<()> {
+    let cli = Cli::try_parse_from(std::iter::once("shrink").chain(argv.iter().map(String::as_str))).map_err(|e| anyhow::anyhow!("{e}"))?;
+    run(cli.command, threads)
 }

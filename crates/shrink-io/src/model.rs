@@ -35,6 +35,9 @@ pub fn engine(spec: &str, max_len: Option<usize>, threads: usize) -> Result<Engi
     Engine::load(&dir, engine_options(threads, max_len)).with_context(|| format!("loading model {spec}"))
 }
 
+/// A local folder for a folder path or hub id.
+pub use shrink_model::resolve_model;
+
 pub struct Loaded {
     pub dir: PathBuf,
     pub model: Bert,

@@ -62,14 +62,14 @@ fn allocations_after_warmup(dir: &std::path::Path, threads: usize) -> usize {
 fn forward_allocates_nothing_after_warmup() {
     let tmp = tempfile::tempdir().unwrap();
     use shrink_compress::quantize::{quantize, Options, Scheme, Source};
-    let src = Source::open(&model()).unwrap();
+    let src = Source::open(&model(), 1, None).unwrap();
     let calib: Vec<String> = ["A short calibration text.", "Markets rose as the central bank held rates."].map(String::from).into();
     let mut dirs = vec![model()];
     for (name, scheme, smooth) in [("int8", Scheme::Int8Dynamic, None), ("static", Scheme::Int8Static, Some(0.5)), ("int4", Scheme::Int4, None)] {
         let dir = tmp.path().join(name);
         let mut opts = Options::new(scheme);
         opts.smooth_alpha = smooth;
-        quantize(&src, &out(&dir), &opts, &calib, 1, None).unwrap();
+        quantize(&src, &out(&dir), &opts, &calib).unwrap();
         dirs.push(dir);
     }
     // Pruned: layers of different widths share buffers planned for the widest.
@@ -87,7 +87,7 @@ fn forward_allocates_nothing_after_warmup() {
     let sp = shrink_train::sparsify::Options::magnitude(0.8, shrink_train::sparsify::Scope::Layer);
     shrink_train::sparsify::oneshot(&mut sparse, &sp).unwrap();
     sparse.save_dir(&out(&tmp.path().join("zeros")), &model()).unwrap();
-    quantize(&Source::open(&tmp.path().join("zeros")).unwrap(), &out(&tmp.path().join("sparse")), &Options::new(Scheme::Sparse), &[], 1, None).unwrap();
+    quantize(&Source::open(&tmp.path().join("zeros"), 1, None).unwrap(), &out(&tmp.path().join("sparse")), &Options::new(Scheme::Sparse), &[]).unwrap();
     dirs.push(tmp.path().join("sparse"));
     for dir in dirs {
         for threads in [1, 2] {

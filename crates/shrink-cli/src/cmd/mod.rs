@@ -11,6 +11,7 @@ pub mod inspect;
 pub mod prune;
 pub mod qat;
 pub mod quantize;
+pub mod run;
 pub mod sensitivity;
 pub mod sparsify;
 pub mod trim_vocab;

@@ -1,0 +1,54 @@
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use shrink_pipeline::Recipe;
+
+/// Runs a recipe (TOML): its stages in order, each reading the folder the one before wrote, with the same flags as
+/// its command. Every stage's output is kept under a key of what made it (input folder, flags, named files, shrink
+/// version): a rerun reuses finished stages, and a run killed midway resumes at the stage it was in.
+#[derive(clap::Args)]
+#[command(after_help = "Example (recipes/bbc-small.toml: fine-tune, prune, trim the vocabulary, int8):\n  \
+    shrink run recipes/bbc-small.toml --out out/bbc-small\n  \
+    shrink eval out/bbc-small/model --task classify --data assets/data/bbc/test.jsonl\n\
+    The run's folder holds stages/NN-COMMAND-KEY/ (one model folder per stage), run.json (what ran, what was reused)\n\
+    and model (the last stage's folder).")]
+pub struct Args {
+    /// The recipe (TOML): `model = "..."` and one `[[stage]]` table per stage, `command = "prune"` plus that
+    /// command's flags as keys (`calib_samples = 64`; `true` for a bare flag), paths relative to the recipe.
+    recipe: PathBuf,
+    /// The model to start from (a folder or hub id); default: the recipe's `model`, relative to the recipe.
+    #[arg(long)]
+    model: Option<String>,
+    /// The run's folder; running again into it reuses the stages already done.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+impl Args {
+    pub fn run(self, threads: usize) -> Result<()> {
+        let recipe = Recipe::load(&self.recipe)?;
+        let model = match (&self.model, &recipe.model) {
+            (Some(m), _) => m.clone(),
+            (None, Some(m)) if recipe.dir.join(m).exists() => recipe.dir.join(m).display().to_string(),
+            (None, Some(m)) => m.clone(),
+            (None, None) => bail!("{}: no model = \"...\" in the recipe: pass --model", self.recipe.display()),
+        };
+        let model = shrink_io::model::resolve_model(&model)?;
+        let record = shrink_pipeline::run(&recipe, &model, &self.out, &mut |stage, args, input, output| {
+            let input = input.display().to_string();
+            let mut argv = vec![stage.command.clone()];
+            match stage.command.as_str() {
+                "distill" => argv.extend(["--teacher".into(), input]),
+                "qat" => argv.extend(["--model".into(), input]),
+                _ => argv.push(input),
+            }
+            argv.extend(args.iter().cloned());
+            argv.extend(["--out".into(), output.display().to_string()]);
+            crate::run_args(&argv, threads)
+        })?;
+        let reused = record.stages.iter().filter(|s| s.cached).count();
+        eprintln!("{} stages ({reused} reused); the model is {}", record.stages.len(), self.out.join("model").display());
+        println!("{}", serde_json::to_string(&record)?);
+        Ok(())
+    }
+}

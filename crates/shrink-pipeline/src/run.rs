@@ -1,0 +1,77 @@
+//! Runs a recipe: stage i reads stage i-1's folder (the first reads the model) and writes
+//! `OUT/stages/NN-COMMAND-KEY`; a folder already there under the same key is this stage done before and is used
+//! as it is. Folders are written whole or not at all (`OutDir`), so a stage killed midway leaves nothing and is
+//! run again. `OUT/model` points at the last stage's folder; `OUT/run.json` records what ran and what was reused.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use shrink_format::folder::{write_atomic, CONFIG_FILE};
+use shrink_io::events;
+
+use crate::cache::stage_key;
+use crate::recipe::{Recipe, Stage};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StageRun {
+    pub command: String,
+    pub args: Vec<String>,
+    pub key: String,
+    pub dir: PathBuf,
+    /// Found finished under its key, not run.
+    pub cached: bool,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    pub model: PathBuf,
+    pub stages: Vec<StageRun>,
+    /// The last stage's folder.
+    pub output: PathBuf,
+}
+
+/// Runs one stage: (stage, its arguments, input folder, output folder to write).
+pub type RunStage<'a> = dyn FnMut(&Stage, &[String], &Path, &Path) -> Result<()> + 'a;
+
+/// Runs `recipe` from the model folder `model` into `out`, each stage through `stage`.
+pub fn run(recipe: &Recipe, model: &Path, out: &Path, stage: &mut RunStage) -> Result<Record> {
+    if out.exists() && !out.join("stages").is_dir() {
+        bail!("{}: exists and is not a recipe run's folder (no stages/); name a new folder", out.display());
+    }
+    let stages_dir = out.join("stages");
+    std::fs::create_dir_all(&stages_dir).with_context(|| format!("{}: cannot create", stages_dir.display()))?;
+    let mut input = model.to_path_buf();
+    let mut runs = Vec::new();
+    let n = recipe.stages.len();
+    for (i, s) in recipe.stages.iter().enumerate() {
+        let args = s.args(&recipe.dir);
+        let key = stage_key(&s.command, &args, &input)?;
+        let hex = key.rsplit(':').next().unwrap_or(&key);
+        let dir = stages_dir.join(format!("{:02}-{}-{}", i + 1, s.command, &hex[..12.min(hex.len())]));
+        let start = Instant::now();
+        let cached = dir.join(CONFIG_FILE).is_file();
+        if cached {
+            events::note(format!("stage {}/{n} {}: done before, reusing {}", i + 1, s.command, dir.display()));
+        } else {
+            events::note(format!("stage {}/{n} {} {}", i + 1, s.command, args.join(" ")));
+            stage(s, &args, &input, &dir).with_context(|| format!("stage {}/{n} ({})", i + 1, s.command))?;
+            if !dir.join(CONFIG_FILE).is_file() {
+                bail!("stage {}/{n} ({}) wrote no model folder at {}", i + 1, s.command, dir.display());
+            }
+        }
+        runs.push(StageRun { command: s.command.clone(), args, key, dir: dir.clone(), cached, seconds: start.elapsed().as_secs_f64() });
+        input = dir;
+    }
+    let record = Record { model: model.to_path_buf(), stages: runs, output: input.clone() };
+    write_atomic(&out.join("run.json"), serde_json::to_string_pretty(&record)?.as_bytes())?;
+    let link = out.join("model");
+    if std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
+        std::fs::remove_file(&link)?;
+    }
+    let target = input.strip_prefix(out).unwrap_or(&input);
+    std::os::unix::fs::symlink(target, &link).with_context(|| format!("{}: cannot link the output", link.display()))?;
+    Ok(record)
+}
