@@ -1,6 +1,7 @@
 //! `shrink run`: a recipe on the tiny fixture (fine-tune, prune with recovery, int8), its lineage, and the stage
 //! cache: a rerun reuses every stage, a changed stage reruns from there on, and a stage whose folder is gone (a
-//! run killed in it) runs again while the stages after it, whose input comes out the same, are reused.
+//! run killed in it) runs again while the stages after it, whose input comes out the same, are reused. A run
+//! killed (SIGKILL) partway finishes on the next run with the same model.
 
 mod common;
 
@@ -67,4 +68,35 @@ fn recipes_chain_stages_and_reuse_what_is_done() {
     std::fs::write(&path, "[[stage]]\ncommand = \"train\"\n").unwrap();
     let e = fails(&["run", s(&path), "--out", s(&out)]);
     assert!(e.contains("recipe.toml") && e.contains("stage 1: command \"train\" is not a stage"), "{e}");
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_model() {
+    let f = Fixture::new(Family::Bert, 5).unwrap();
+    let path = f.scratch.join("recipe.toml");
+    std::fs::write(&path, recipe(&f, "scheme = \"int8-dynamic\"")).unwrap();
+    let whole = f.scratch.join("whole");
+    run(&path, &whole);
+    let want = std::fs::read(whole.join("model/model.safetensors")).unwrap();
+    let out = f.scratch.join("killed");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_shrink"))
+        .args(["--threads", "1", "run", s(&path), "--out", s(&out)])
+        .env("SHRINK_NO_PROGRESS", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once the first stage is done: in the second stage, or later on a fast machine.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !std::fs::read_dir(out.join("stages")).is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.path().join("config.json").is_file()))) {
+        assert!(std::time::Instant::now() < deadline, "the first stage never finished");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let cached = run(&path, &out);
+    assert!(cached[0], "the finished stage is reused: {cached:?}");
+    assert_eq!(std::fs::read(out.join("model/model.safetensors")).unwrap(), want, "resumed run gives another model");
+    let leftovers: Vec<_> = std::fs::read_dir(out.join("stages")).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().starts_with(".shrink-tmp")).collect();
+    assert!(leftovers.is_empty(), "temp folders of the killed stage are swept: {leftovers:?}");
 }
