@@ -76,7 +76,7 @@ pub fn write_jsonl<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
 }
 
 /// A UTF-8 text file without the byte-order mark some Windows editors put first (it is not part of the text).
-fn read_utf8(path: &Path) -> Result<String> {
+pub(crate) fn read_utf8(path: &Path) -> Result<String> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read (UTF-8 text expected)", path.display()))?;
     Ok(match text.strip_prefix('\u{feff}') {
         Some(rest) => rest.to_string(),

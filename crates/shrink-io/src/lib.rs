@@ -6,5 +6,6 @@ pub mod data;
 pub mod events;
 pub mod model;
 pub mod process;
+pub mod tsv;
 
 pub use choice::{choices, Choice};
