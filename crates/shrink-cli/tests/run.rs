@@ -50,6 +50,10 @@ fn recipes_chain_stages_and_reuse_what_is_done() {
     let stages_dir = out.join("stages");
     let pruned = std::fs::read_dir(&stages_dir).unwrap().map(|e| e.unwrap().path()).find(|p| s(p).contains("-prune-")).unwrap();
     std::fs::remove_dir_all(&pruned).unwrap();
+    let plan = ok(&["run", s(&path), "--out", s(&out), "--dry-run"]);
+    let states: Vec<bool> = plan.lines().map(|l| l.contains(": done: ")).collect();
+    assert_eq!(states, [true, false, false], "--dry-run: the stages after a missing one are not known done\n{plan}");
+    assert!(!pruned.exists(), "--dry-run ran nothing");
     assert_eq!(run(&path, &out), [true, false, true]);
 
     // A changed stage runs again, and only it.

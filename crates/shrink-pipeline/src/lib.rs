@@ -8,4 +8,4 @@ pub mod recipe;
 pub mod run;
 
 pub use recipe::{Recipe, Stage};
-pub use run::{run, Record, StageRun};
+pub use run::{plan, run, Record, StageRun};

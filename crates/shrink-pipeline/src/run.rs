@@ -33,6 +33,41 @@ pub struct Record {
     pub output: PathBuf,
 }
 
+/// Stage `i`'s key and folder under `stages_dir` for the input folder `input`.
+fn place(stages_dir: &Path, i: usize, s: &Stage, args: &[String], input: &Path) -> Result<(String, PathBuf)> {
+    let key = stage_key(&s.command, args, input)?;
+    let hex = key.rsplit(':').next().unwrap_or(&key);
+    let dir = stages_dir.join(format!("{:02}-{}-{}", i + 1, s.command, &hex[..12.min(hex.len())]));
+    Ok((key, dir))
+}
+
+/// A stage as `plan` sees it.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub command: String,
+    pub args: Vec<String>,
+    /// Its folder, when it is done.
+    pub done: Option<PathBuf>,
+}
+
+/// What `run` would do now, without doing it: each stage with its folder when it is done. The stages after the
+/// first one not done are unknown until it runs (their keys depend on its output), so they have no folder either.
+pub fn plan(recipe: &Recipe, model: &Path, out: &Path) -> Result<Vec<Planned>> {
+    let stages_dir = out.join("stages");
+    let mut input = Some(model.to_path_buf());
+    let mut plan = Vec::new();
+    for (i, s) in recipe.stages.iter().enumerate() {
+        let args = s.args(&recipe.dir);
+        let done = match &input {
+            Some(inp) => Some(place(&stages_dir, i, s, &args, inp)?.1).filter(|d| d.join(CONFIG_FILE).is_file()),
+            None => None,
+        };
+        input = done.clone();
+        plan.push(Planned { command: s.command.clone(), args, done });
+    }
+    Ok(plan)
+}
+
 /// Runs one stage: (stage, its arguments, input folder, output folder to write).
 pub type RunStage<'a> = dyn FnMut(&Stage, &[String], &Path, &Path) -> Result<()> + 'a;
 
@@ -48,9 +83,7 @@ pub fn run(recipe: &Recipe, model: &Path, out: &Path, stage: &mut RunStage) -> R
     let n = recipe.stages.len();
     for (i, s) in recipe.stages.iter().enumerate() {
         let args = s.args(&recipe.dir);
-        let key = stage_key(&s.command, &args, &input)?;
-        let hex = key.rsplit(':').next().unwrap_or(&key);
-        let dir = stages_dir.join(format!("{:02}-{}-{}", i + 1, s.command, &hex[..12.min(hex.len())]));
+        let (key, dir) = place(&stages_dir, i, s, &args, &input)?;
         let start = Instant::now();
         let cached = dir.join(CONFIG_FILE).is_file();
         if cached {

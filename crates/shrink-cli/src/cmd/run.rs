@@ -22,6 +22,9 @@ pub struct Args {
     /// The run's folder; running again into it reuses the stages already done.
     #[arg(long)]
     out: PathBuf,
+    /// Print which stages are done and which would run, and run nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 impl Args {
@@ -34,6 +37,13 @@ impl Args {
             (None, None) => bail!("{}: no model = \"...\" in the recipe: pass --model", self.recipe.display()),
         };
         let model = shrink_io::model::resolve_model(&model)?;
+        if self.dry_run {
+            for (i, p) in shrink_pipeline::plan(&recipe, &model, &self.out)?.into_iter().enumerate() {
+                let state = p.done.map_or("to run".to_string(), |d| format!("done: {}", d.display()));
+                println!("stage {}/{} {} {}: {state}", i + 1, recipe.stages.len(), p.command, p.args.join(" "));
+            }
+            return Ok(());
+        }
         let record = shrink_pipeline::run(&recipe, &model, &self.out, &mut |stage, args, input, output| {
             let input = input.display().to_string();
             let mut argv = vec![stage.command.clone()];
