@@ -72,11 +72,7 @@ impl Embeddings {
             match &self.word {
                 Table::F32(w) => row.copy_from_slice(&w[id * c..(id + 1) * c]),
                 Table::F16(w) => row.iter_mut().zip(&w[id * c..(id + 1) * c]).for_each(|(o, h)| *o = h.to_f32()),
-                Table::Int8(w) => {
-                    for (o, &qv) in row.iter_mut().zip(&w.q[id * c..(id + 1) * c]) {
-                        *o = qv as f32 * w.scale[id];
-                    }
-                }
+                Table::Int8(w) => w.decode_row(id, row),
                 Table::Int4(w) => w.decode_row(id, row),
             }
             let pos = &self.position[pos * c..][..c];

@@ -29,11 +29,6 @@ pub struct Linear {
     pub format: Format,
 }
 
-/// One part per stacked Linear, read by `get`.
-fn stacked<T>(names: &[&str], get: impl FnMut(&&str) -> Result<T>) -> Result<Vec<T>> {
-    names.iter().map(get).collect()
-}
-
 /// What every stacked Linear must hold alike (they share one input).
 fn shared<T: PartialEq>(file: &TensorFile, names: &[&str], what: &str, mut get: impl FnMut(&str) -> Result<Option<T>>) -> Result<Option<T>> {
     let first = get(names[0])?;
@@ -67,11 +62,11 @@ impl Linear {
                 Weight::F32(PackedF32::pack(&w, n, k))
             }
             Storage::I8 => {
-                let w = Int8Weight::concat(stacked(names, |t| Int8Weight::read(file, t, n_each, k))?);
+                let w = Int8Weight::concat(names.iter().map(|t| Int8Weight::read(file, t, n_each, k)).collect::<Result<_>>()?);
                 Weight::Int8(PackedI8::pack(&w.q, &w.scale, n, k))
             }
             Storage::I4 { group } => {
-                let w = Int4Weight::concat(stacked(names, |t| Int4Weight::read(file, t, n_each, k, group))?);
+                let w = Int4Weight::concat(names.iter().map(|t| Int4Weight::read(file, t, n_each, k, group)).collect::<Result<_>>()?);
                 match format.acts {
                     Acts::F32 => Weight::F32(PackedF32::pack(&w.decode(), n, k)),
                     _ => Weight::Int4(PackedI4::pack(&w.values(), &w.scale, n, k, group)),

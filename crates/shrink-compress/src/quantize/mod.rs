@@ -1,7 +1,7 @@
 //! `shrink quantize`: conversion-time quantization of an fp32 model folder into a folder the runtime loads.
 //!
 //! Every Linear input site of the encoder (QKV, attention output, FFN in, FFN out of each layer) gets one runtime
-//! format from `shrink_runtime::FORMATS` (a `Plan`): `int8` (per-channel weights, per-token dynamic activations),
+//! format from `shrink_format::quant::FORMATS` (a `Plan`): `int8` (per-channel weights, per-token dynamic activations),
 //! `int8-static` (activation scale fixed by calibration with an observer), `int4-gN` (group-wise weights, int8
 //! activations, or f32 activations with `-f32act`), `fp16` or `fp32`. Optional on top: SmoothQuant (`smooth`
 //! factors the runtime divides the inputs by, folded into the weights) and GPTQ (weights rounded with the

@@ -117,11 +117,7 @@ impl Int4Weight {
         let (k, group) = parts.first().map_or((0, GROUPS[0]), |p| (p.k, p.group));
         assert!(parts.iter().all(|p| (p.k, p.group) == (k, group)), "int4 weights of different K or group stacked");
         let n = parts.iter().map(|p| p.n).sum();
-        let (packed, scale) = parts.into_iter().fold((Vec::new(), Vec::new()), |(mut q, mut s), p| {
-            q.extend(p.packed);
-            s.extend(p.scale);
-            (q, s)
-        });
+        let (packed, scale) = super::stack_rows(parts.into_iter().map(|p| (p.packed, p.scale)));
         Self { n, k, group, packed, scale }
     }
 }

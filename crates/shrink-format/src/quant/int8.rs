@@ -37,10 +37,19 @@ impl Int8Weight {
         Self { n, k, q: r.q, scale: r.scale }
     }
 
+    /// Row `r` of w into `out` (K).
+    pub fn decode_row(&self, r: usize, out: &mut [f32]) {
+        let s = self.scale[r];
+        out.iter_mut().zip(&self.q[r * self.k..(r + 1) * self.k]).for_each(|(o, &q)| *o = f32::from(q) * s);
+    }
+
     /// w (N, K) as the runtime computes with it.
     pub fn decode(&self) -> Vec<f32> {
-        let k = self.k.max(1);
-        self.q.chunks_exact(k).zip(&self.scale).flat_map(|(row, &s)| row.iter().map(move |&q| s * f32::from(q))).collect()
+        let mut w = vec![0f32; self.n * self.k];
+        for (r, row) in w.chunks_exact_mut(self.k.max(1)).enumerate() {
+            self.decode_row(r, row);
+        }
+        w
     }
 
     pub fn tensors(&self, name: &str) -> Vec<OwnedTensor> {
@@ -66,11 +75,7 @@ impl Int8Weight {
         let k = parts.first().map_or(0, |p| p.k);
         assert!(parts.iter().all(|p| p.k == k), "int8 weights of different K stacked");
         let n = parts.iter().map(|p| p.n).sum();
-        let (q, scale) = parts.into_iter().fold((Vec::new(), Vec::new()), |(mut q, mut s), p| {
-            q.extend(p.q);
-            s.extend(p.scale);
-            (q, s)
-        });
+        let (q, scale) = super::stack_rows(parts.into_iter().map(|p| (p.q, p.scale)));
         Self { n, k, q, scale }
     }
 }

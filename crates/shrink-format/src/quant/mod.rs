@@ -18,6 +18,15 @@ pub use int4::Int4Weight;
 pub use int8::Int8Weight;
 pub use sparse::SparseWeight;
 
+/// Row blocks stacked along N: each block's two per-row arrays (values, scales) appended in order.
+fn stack_rows<A, B>(parts: impl IntoIterator<Item = (Vec<A>, Vec<B>)>) -> (Vec<A>, Vec<B>) {
+    parts.into_iter().fold((Vec::new(), Vec::new()), |(mut a, mut b), (pa, pb)| {
+        a.extend(pa);
+        b.extend(pb);
+        (a, b)
+    })
+}
+
 /// The tensors of a Linear or table `NAME` are `NAME.<leaf>`.
 pub mod leaf {
     pub const WEIGHT: &str = "weight";
