@@ -4,6 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-assets.sh
+# The report test opens report.html in headless Chromium (Debian's package).
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  echo "installing chromium for the report test"
+  sudo=(); [[ "$(id -u)" != 0 ]] && sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq chromium >/dev/null
+fi
 export SHRINK_NO_PROGRESS=1
 cargo test --release --workspace "$@"
 # Golden parity again on the scalar kernels (the SIMD level is picked at run time; CI may have a different CPU).

@@ -39,6 +39,9 @@ enum Command {
     Bench(cmd::bench::Args),
     TrimVocab(cmd::trim_vocab::Args),
     Run(cmd::run::Args),
+    Compress(cmd::compress::Args),
+    Trial(cmd::trial::Args),
+    Report(cmd::report::Args),
 }
 
 fn main() {
@@ -66,6 +69,9 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
         Command::Bench(c) => c.run(threads),
         Command::TrimVocab(c) => c.run(),
         Command::Run(c) => c.run(threads),
+        Command::Compress(c) => c.run(threads),
+        Command::Trial(c) => c.run(threads),
+        Command::Report(c) => c.run(),
     }
 }
 

@@ -175,8 +175,12 @@ fn every_command(family: Family) {
 
     // trim-vocab keeps the train texts' tokens: they tokenise and classify exactly as before, on a smaller table.
     let trimmed = out("trimmed");
-    let report = json(&ok(&["trim-vocab", s(&clf), "--data", train, "--out", s(&trimmed)]));
+    // The position table is cut to the 32 tokens the classifier runs at (RoBERTa's offset rows stay before them).
+    let report = json(&ok(&["trim-vocab", s(&clf), "--data", train, "--max-positions", "32", "--out", s(&trimmed)]));
     assert_eq!(report["texts_unchanged"], report["texts"], "{report}");
+    assert_eq!(report["positions_after"], 32, "{report}");
+    let e = Engine::load(&trimmed, Options { threads: 1, max_len: Some(33), ..Default::default() }).err().expect("33 tokens are past the table");
+    assert!(format!("{e:#}").contains("max_position_embeddings"), "{e:#}");
     assert!(report["vocab_after"].as_u64() < report["vocab_before"].as_u64(), "{report}");
     // BPE keeps the intermediate tokens its merges go through (without them the corpus check inside trim fails).
     assert_eq!(report["merge_parts"].as_u64().unwrap() > 0, family == Family::Roberta, "{report}");

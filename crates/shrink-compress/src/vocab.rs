@@ -45,6 +45,9 @@ pub struct Report {
     pub texts_unchanged: usize,
     pub table_bytes_before: usize,
     pub table_bytes_after: usize,
+    /// The longest sequence the position table numbers, before and after `max_positions`.
+    pub positions_before: usize,
+    pub positions_after: usize,
 }
 
 /// The tokenizer models trimming knows how to rewrite.
@@ -204,15 +207,22 @@ fn select(json: &Value, kind: Kind, tokens: &[String], seqs: &[Vec<u32>], min_co
 
 /// Writes `out`: `model` (fp32 folder) with only the tokens `texts` need. `min_count` 1 keeps every token seen.
 /// `shrink trim-vocab`: `model` trimmed to the tokens of `data`'s `text_field` texts (.jsonl, or .txt lines).
-pub fn trim_model(model: &str, data: &Path, text_field: &str, min_count: usize, out: &OutDir) -> Result<Report> {
+/// `max_positions` also cuts the position table to that many tokens (a model only ever run on 128-token inputs
+/// does not need rows for 512).
+pub fn trim_model(model: &str, data: &Path, text_field: &str, min_count: usize, max_positions: Option<usize>, out: &OutDir) -> Result<Report> {
     let m = shrink_io::model::load(model, None)?;
     let texts = shrink_io::data::read_texts(data, text_field)?;
-    trim(&m.dir, &m.model, &texts, min_count, out)
+    trim(&m.dir, &m.model, &texts, min_count, max_positions, out)
 }
 
-pub fn trim(src: &Path, model: &Bert, texts: &[String], min_count: usize, out: &OutDir) -> Result<Report> {
+pub fn trim(src: &Path, model: &Bert, texts: &[String], min_count: usize, max_positions: Option<usize>, out: &OutDir) -> Result<Report> {
     if min_count == 0 {
         bail!("--min-count must be at least 1 (0 would keep every token)");
+    }
+    let positions_before = model.config.max_tokens();
+    let positions_after = max_positions.unwrap_or(positions_before);
+    if positions_after == 0 || positions_after > positions_before {
+        bail!("--max-positions {positions_after}: must be between 1 and the {positions_before} tokens the model numbers");
     }
     let file = src.join(TOKENIZER_FILE);
     let mut json: Value = serde_json::from_str(&std::fs::read_to_string(&file).with_context(|| format!("{}: cannot read", file.display()))?)
@@ -266,8 +276,13 @@ pub fn trim(src: &Path, model: &Bert, texts: &[String], min_count: usize, out: &
     let e = &mut out_model.embeddings;
     e.word_embeddings = e.word_embeddings.index_select(&rows, 0)?; // (V', C)
     out_model.config.vocab_size = kept.len();
-    let step = Step::new("trim-vocab", src, serde_json::json!({ "min_count": min_count }))?;
-    out_model.config.lineage.push(step.metric("vocab_before", v).metric("vocab_after", kept.len()).metric("texts", texts.len()));
+    // The table's rows: the positions kept plus RoBERTa's offset rows before them.
+    let rows = out_model.config.max_position_embeddings - positions_before + positions_after;
+    e.position_embeddings = e.position_embeddings.narrow(0, 0, rows)?; // (P', C)
+    out_model.config.max_position_embeddings = rows;
+    let step = Step::new("trim-vocab", src, serde_json::json!({ "min_count": min_count, "max_positions": max_positions }))?;
+    let step = step.metric("vocab_before", v).metric("vocab_after", kept.len()).metric("texts", texts.len());
+    out_model.config.lineage.push(step.metric("positions_before", positions_before).metric("positions_after", positions_after));
     out_model.save_dir(out, scratch.path())?;
     let c = model.config.hidden_size;
     Ok(Report {
@@ -281,5 +296,7 @@ pub fn trim(src: &Path, model: &Bert, texts: &[String], min_count: usize, out: &
         texts_unchanged: unchanged,
         table_bytes_before: v * c * 4,
         table_bytes_after: kept.len() * c * 4,
+        positions_before,
+        positions_after,
     })
 }

@@ -45,7 +45,9 @@ fn batch_ids(vocab: usize, b: usize, t: usize) -> Vec<u32> {
                 s ^= s << 13;
                 s ^= s >> 17;
                 s ^= s << 5;
-                1000 + s % (vocab as u32 - 1000)
+                // Past the special and unused ids of a BERT vocabulary, when it is large enough to have them.
+                let lo = 1000.min(vocab as u32 / 2);
+                lo + s % (vocab as u32 - lo)
             }
         })
         .collect()

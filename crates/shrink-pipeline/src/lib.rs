@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod recipe;
 pub mod run;
+pub mod search;
 
 pub use recipe::{Recipe, Stage};
 pub use run::{plan, run, Record, StageRun};

@@ -20,12 +20,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The commands a stage can be: each reads one model folder and writes one.
 pub const COMMANDS: [&str; 7] = ["finetune", "distill", "prune", "sparsify", "qat", "quantize", "trim-vocab"];
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stage {
     pub command: String,
     /// Flag name (dashes) -> value, in name order.
@@ -49,6 +49,22 @@ struct File {
 }
 
 impl Recipe {
+    /// The recipe file that `load` reads back as this recipe (keys in the spelling of their flags).
+    pub fn to_toml(&self) -> String {
+        let mut out = String::new();
+        if let Some(m) = &self.model {
+            out.push_str(&format!("model = {}\n", toml::Value::String(m.clone())));
+        }
+        for s in &self.stages {
+            out.push_str(&format!("\n[[stage]]\ncommand = {}\n", toml::Value::String(s.command.clone())));
+            for (k, v) in &s.params {
+                let key = if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') { k.clone() } else { format!("{:?}", k) };
+                out.push_str(&format!("{key} = {v}\n"));
+            }
+        }
+        out
+    }
+
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read the recipe", path.display()))?;
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
@@ -91,6 +107,10 @@ impl Recipe {
 }
 
 impl Stage {
+    /// `command` with flags `(name, value)`, names with dashes as on the command line.
+    pub fn new(command: &str, flags: &[(&str, toml::Value)]) -> Self {
+        Self { command: command.to_string(), params: flags.iter().map(|(k, v)| (k.to_string(), v.clone())).collect() }
+    }
     /// The stage's flags as command-line arguments (input and output not included). A string that names an
     /// existing file relative to the recipe's folder is passed with that folder prefixed.
     pub fn args(&self, recipe_dir: &Path) -> Vec<String> {
@@ -141,5 +161,18 @@ mod tests {
             let e = format!("{:#}", Recipe::parse(text, PathBuf::from(".")).unwrap_err());
             assert!(e.contains(want), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn a_written_recipe_reads_back_the_same() {
+        let stages = vec![
+            Stage::new("prune", &[("heads", 0.5.into()), ("recover", "distill".into()), ("epochs", 2.into())]),
+            Stage::new("quantize", &[("scheme", "int4".into()), ("gptq", true.into()), ("calib", "/d/train \"x\".jsonl".into())]),
+        ];
+        let r = Recipe { dir: PathBuf::from("."), model: Some("m".into()), stages };
+        let text = r.to_toml();
+        assert_eq!(Recipe::parse(&text, PathBuf::from(".")).unwrap(), r, "{text}");
+        let json = serde_json::to_string(&r.stages).unwrap();
+        assert_eq!(serde_json::from_str::<Vec<Stage>>(&json).unwrap(), r.stages, "{json}");
     }
 }

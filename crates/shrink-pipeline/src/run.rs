@@ -71,19 +71,16 @@ pub fn plan(recipe: &Recipe, model: &Path, out: &Path) -> Result<Vec<Planned>> {
 /// Runs one stage: (stage, its arguments, input folder, output folder to write).
 pub type RunStage<'a> = dyn FnMut(&Stage, &[String], &Path, &Path) -> Result<()> + 'a;
 
-/// Runs `recipe` from the model folder `model` into `out`, each stage through `stage`.
-pub fn run(recipe: &Recipe, model: &Path, out: &Path, stage: &mut RunStage) -> Result<Record> {
-    if out.exists() && !out.join("stages").is_dir() {
-        bail!("{}: exists and is not a recipe run's folder (no stages/); name a new folder", out.display());
-    }
-    let stages_dir = out.join("stages");
-    std::fs::create_dir_all(&stages_dir).with_context(|| format!("{}: cannot create", stages_dir.display()))?;
+/// Runs `stages` from the model folder `model`, each stage's folder under `stages_dir` (trials of a search share
+/// one, so a prefix two of them have in common runs once); returns what ran and the last folder.
+pub fn run_stages(stages: &[Stage], recipe_dir: &Path, model: &Path, stages_dir: &Path, stage: &mut RunStage) -> Result<(Vec<StageRun>, PathBuf)> {
+    std::fs::create_dir_all(stages_dir).with_context(|| format!("{}: cannot create", stages_dir.display()))?;
     let mut input = model.to_path_buf();
     let mut runs = Vec::new();
-    let n = recipe.stages.len();
-    for (i, s) in recipe.stages.iter().enumerate() {
-        let args = s.args(&recipe.dir);
-        let (key, dir) = place(&stages_dir, i, s, &args, &input)?;
+    let n = stages.len();
+    for (i, s) in stages.iter().enumerate() {
+        let args = s.args(recipe_dir);
+        let (key, dir) = place(stages_dir, i, s, &args, &input)?;
         let start = Instant::now();
         let cached = dir.join(CONFIG_FILE).is_file();
         if cached {
@@ -98,13 +95,22 @@ pub fn run(recipe: &Recipe, model: &Path, out: &Path, stage: &mut RunStage) -> R
         runs.push(StageRun { command: s.command.clone(), args, key, dir: dir.clone(), cached, seconds: start.elapsed().as_secs_f64() });
         input = dir;
     }
-    let record = Record { model: model.to_path_buf(), stages: runs, output: input.clone() };
+    Ok((runs, input))
+}
+
+/// Runs `recipe` from the model folder `model` into `out`, each stage through `stage`.
+pub fn run(recipe: &Recipe, model: &Path, out: &Path, stage: &mut RunStage) -> Result<Record> {
+    if out.exists() && !out.join("stages").is_dir() {
+        bail!("{}: exists and is not a recipe run's folder (no stages/); name a new folder", out.display());
+    }
+    let (runs, last) = run_stages(&recipe.stages, &recipe.dir, model, &out.join("stages"), stage)?;
+    let record = Record { model: model.to_path_buf(), stages: runs, output: last.clone() };
     write_atomic(&out.join("run.json"), serde_json::to_string_pretty(&record)?.as_bytes())?;
     let link = out.join("model");
     if std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
         std::fs::remove_file(&link)?;
     }
-    let target = input.strip_prefix(out).unwrap_or(&input);
+    let target = last.strip_prefix(out).unwrap_or(&last);
     std::os::unix::fs::symlink(target, &link).with_context(|| format!("{}: cannot link the output", link.display()))?;
     Ok(record)
 }

@@ -1,6 +1,7 @@
 //! One file per subcommand: its flags and a `run` that hands them to one library call and prints the result.
 
 pub mod bench;
+pub mod compress;
 pub mod data;
 pub mod distill;
 pub mod embed;
@@ -8,10 +9,13 @@ pub mod eval;
 pub mod finetune;
 pub mod importance;
 pub mod inspect;
+pub mod local;
 pub mod prune;
 pub mod qat;
 pub mod quantize;
+pub mod report;
 pub mod run;
 pub mod sensitivity;
 pub mod sparsify;
+pub mod trial;
 pub mod trim_vocab;

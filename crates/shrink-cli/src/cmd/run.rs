@@ -1,7 +1,7 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use shrink_pipeline::Recipe;
+use shrink_pipeline::{Recipe, Stage};
 
 /// Runs a recipe (TOML): its stages in order, each reading the folder the one before wrote, with the same flags as
 /// its command. Every stage's output is kept under a key of what made it (input folder, flags, named files, shrink
@@ -44,21 +44,25 @@ impl Args {
             }
             return Ok(());
         }
-        let record = shrink_pipeline::run(&recipe, &model, &self.out, &mut |stage, args, input, output| {
-            let input = input.display().to_string();
-            let mut argv = vec![stage.command.clone()];
-            match stage.command.as_str() {
-                "distill" => argv.extend(["--teacher".into(), input]),
-                "qat" => argv.extend(["--model".into(), input]),
-                _ => argv.push(input),
-            }
-            argv.extend(args.iter().cloned());
-            argv.extend(["--out".into(), output.display().to_string()]);
-            crate::run_args(&argv, threads)
-        })?;
+        let record = shrink_pipeline::run(&recipe, &model, &self.out, &mut |stage, args, input, output| run_stage(stage, args, input, output, threads))?;
         let reused = record.stages.iter().filter(|s| s.cached).count();
         eprintln!("{} stages ({reused} reused); the model is {}", record.stages.len(), self.out.join("model").display());
         println!("{}", serde_json::to_string(&record)?);
         Ok(())
     }
+}
+
+/// Runs one stage of a recipe or trial in this process, as its command: input as the command takes it (distill's
+/// `--teacher`, qat's `--model`, else the first argument), output as `--out`.
+pub fn run_stage(stage: &Stage, args: &[String], input: &Path, output: &Path, threads: usize) -> Result<()> {
+    let input = input.display().to_string();
+    let mut argv = vec![stage.command.clone()];
+    match stage.command.as_str() {
+        "distill" => argv.extend(["--teacher".into(), input]),
+        "qat" => argv.extend(["--model".into(), input]),
+        _ => argv.push(input),
+    }
+    argv.extend(args.iter().cloned());
+    argv.extend(["--out".into(), output.display().to_string()]);
+    crate::run_args(&argv, threads)
 }

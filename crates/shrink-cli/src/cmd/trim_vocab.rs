@@ -21,6 +21,10 @@ pub struct Args {
     /// Keep a token seen at least this many times.
     #[arg(long, default_value_t = 1)]
     min_count: usize,
+    /// Also cut the position table to this many tokens: the model then refuses longer inputs (set it to the
+    /// longest input it will run, e.g. its fine-tuning --max-len).
+    #[arg(long)]
+    max_positions: Option<usize>,
     #[command(flatten)]
     out: OutArgs,
 }
@@ -28,9 +32,9 @@ pub struct Args {
 impl Args {
     pub fn run(self) -> Result<()> {
         let out = self.out.dir(&[&self.model])?;
-        let r = shrink_compress::vocab::trim_model(&self.model, &self.data, &self.text_field, self.min_count, &out)?;
+        let r = shrink_compress::vocab::trim_model(&self.model, &self.data, &self.text_field, self.min_count, self.max_positions, &out)?;
         eprintln!(
-            "kept {} of {} tokens ({} special, {} single characters, {} seen in {} texts, {} of which split as before); token table {:.1} -> {:.1} MB fp32; wrote {}",
+            "kept {} of {} tokens ({} special, {} single characters, {} seen in {} texts, {} of which split as before); token table {:.1} -> {:.1} MB fp32; positions {} -> {}; wrote {}",
             r.vocab_after,
             r.vocab_before,
             r.special,
@@ -40,6 +44,8 @@ impl Args {
             r.texts_unchanged,
             r.table_bytes_before as f64 / 1e6,
             r.table_bytes_after as f64 / 1e6,
+            r.positions_before,
+            r.positions_after,
             out.path().display()
         );
         println!("{}", serde_json::to_string(&r)?);

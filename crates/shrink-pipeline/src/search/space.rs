@@ -1,0 +1,244 @@
+//! The search space: the teacher (fine-tuned here when the checkpoint has no classifier), the post-training
+//! variants (vocabulary trim, then one weight/embedding/activation format), and the structures (pruned heads /
+//! FFN / layers with distillation recovery, shallower students, a pruned student) each trained for a number of
+//! epochs. A trial is one structure, one epoch count and one variant, written out as the stages that make it.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use shrink_eval::task::Task;
+
+use crate::recipe::Stage;
+use crate::search::plan::Settings;
+
+/// The shape of a BERT-family checkpoint, from its config.json.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Arch {
+    pub layers: usize,
+    pub hidden: usize,
+    pub heads: usize,
+    pub ffn: usize,
+    /// Its classifier's labels, if it has one.
+    pub labels: Option<Vec<String>>,
+}
+
+impl Arch {
+    pub fn read(model: &Path) -> Result<Self> {
+        let path = model.join("config.json");
+        let text = shrink_format::folder::read_regular(&path, "model config")?;
+        let c: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+        let n = |k: &str| c[k].as_u64().map(|v| v as usize).with_context(|| format!("{}: no {k}", path.display()));
+        let labels = c["id2label"].as_object().map(|m| {
+            let mut v: Vec<(usize, String)> = m.iter().filter_map(|(k, l)| Some((k.parse().ok()?, l.as_str()?.to_string()))).collect();
+            v.sort();
+            v.into_iter().map(|(_, l)| l).collect()
+        });
+        Ok(Self { layers: n("num_hidden_layers")?, hidden: n("hidden_size")?, heads: n("num_attention_heads")?, ffn: n("intermediate_size")?, labels })
+    }
+
+    /// Share of a layer's multiply-adds in attention's four projections (the rest is the FFN).
+    fn attention_share(&self) -> f64 {
+        let (a, f) = ((4 * self.hidden * self.hidden) as f64, (2 * self.hidden * self.ffn) as f64);
+        a / (a + f)
+    }
+}
+
+/// A structure: how the teacher is made smaller before the post-training variants.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Structure {
+    Teacher,
+    Prune { heads: f64, ffn: f64, layers: usize },
+    Student { layers: usize, hidden: Option<usize> },
+    /// A student, then pruned.
+    StudentPruned { layers: usize, heads: f64, ffn: f64 },
+}
+
+impl Structure {
+    pub fn name(&self) -> String {
+        let pct = |x: f64| (x * 100.0).round() as usize;
+        match self {
+            Self::Teacher => "teacher".into(),
+            Self::Prune { heads, ffn, layers: 0 } => format!("prune-h{}-f{}", pct(*heads), pct(*ffn)),
+            Self::Prune { heads, ffn, layers } => format!("prune-l{layers}-h{}-f{}", pct(*heads), pct(*ffn)),
+            Self::Student { layers, hidden: None } => format!("student-l{layers}"),
+            Self::Student { layers, hidden: Some(h) } => format!("student-l{layers}-c{h}"),
+            Self::StudentPruned { layers, heads, ffn } => format!("student-l{layers}-h{}-f{}", pct(*heads), pct(*ffn)),
+        }
+    }
+
+    /// Compute per token relative to the teacher (what training and inference cost scale with).
+    pub fn compute(&self, a: &Arch) -> f64 {
+        let share = a.attention_share();
+        let cut = |h: f64, f: f64| share * (1.0 - h) + (1.0 - share) * (1.0 - f);
+        let depth = |l: usize| l as f64 / a.layers as f64;
+        match *self {
+            Self::Teacher => 1.0,
+            Self::Prune { heads, ffn, layers } => depth(a.layers - layers) * cut(heads, ffn),
+            Self::Student { layers, hidden } => depth(layers) * hidden.map_or(1.0, |h| h as f64 / a.hidden as f64),
+            Self::StudentPruned { layers, heads, ffn } => depth(layers) * cut(heads, ffn),
+        }
+    }
+
+    /// The structures searched for `task` on a teacher of shape `a`, cheapest to train first.
+    pub fn all(task: Task, a: &Arch) -> Vec<Structure> {
+        let half = (a.layers / 2).max(1);
+        let mut v = Vec::new();
+        if task == Task::Classify {
+            for (h, f) in [(0.25, 0.25), (0.5, 0.5), (0.5, 0.75), (0.75, 0.75)] {
+                v.push(Self::Prune { heads: h, ffn: f, layers: 0 });
+            }
+            if a.layers >= 3 {
+                v.push(Self::Prune { heads: 0.5, ffn: 0.5, layers: a.layers / 3 });
+            }
+        }
+        if half < a.layers {
+            v.push(Self::Student { layers: half, hidden: None });
+            if task == Task::Classify {
+                v.push(Self::StudentPruned { layers: half, heads: 0.5, ffn: 0.5 });
+            }
+            let head_width = a.hidden / a.heads;
+            let narrow = (a.hidden * 2 / 3) / head_width * head_width;
+            if narrow >= head_width && narrow < a.hidden {
+                v.push(Self::Student { layers: half, hidden: Some(narrow) });
+            }
+        }
+        v
+    }
+}
+
+/// A post-training variant: optionally the vocabulary trimmed to the training texts, then one format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    Fp32,
+    Trim,
+    Int8Dynamic,
+    Int8Static,
+    /// Tokens seen fewer than `min_count` times in the training texts are dropped (2 for the other variants).
+    Int4 { group: usize, min_count: usize },
+    /// int4 g32 with the sites that cost most promoted to int8 until the dev drop is at most half the budget.
+    Mixed,
+}
+
+impl Variant {
+    pub const QUANTIZED: [Variant; 6] = [
+        Self::Int8Dynamic,
+        Self::Int8Static,
+        Self::Int4 { group: 32, min_count: 2 },
+        Self::Int4 { group: 128, min_count: 2 },
+        Self::Int4 { group: 32, min_count: 4 },
+        Self::Mixed,
+    ];
+
+    /// Its name in the plan and the report: retrieval keeps the vocabulary, so there is no "trim+" there.
+    pub fn label(self, task: Task) -> String {
+        match task {
+            Task::Classify => self.name(),
+            Task::Retrieval => self.name().trim_start_matches("trim+").to_string(),
+        }
+    }
+
+    fn name(self) -> String {
+        match self {
+            Self::Fp32 => "fp32".into(),
+            Self::Trim => "trim".into(),
+            Self::Int8Dynamic => "trim+int8".into(),
+            Self::Int8Static => "trim+int8-static".into(),
+            Self::Int4 { group, min_count: 2 } => format!("trim+int4-g{group}"),
+            Self::Int4 { group, min_count } => format!("trim{min_count}+int4-g{group}"),
+            Self::Mixed => "trim+mixed-int4/int8".into(),
+        }
+    }
+
+    /// Stages after the structure.
+    pub fn stages(self, s: &Settings) -> Vec<Stage> {
+        let train = || toml::Value::String(s.train.display().to_string());
+        let dev = || toml::Value::String(s.dev.display().to_string());
+        let mut v = Vec::new();
+        if self != Self::Fp32 && s.task == Task::Classify {
+            // Retrieval scores texts the training rows never showed: their rare tokens must stay. The position
+            // table keeps the rows of the length the model is run at.
+            let min_count = match self {
+                Self::Int4 { min_count, .. } => min_count,
+                _ => 2,
+            };
+            let flags = [("data", train()), ("min-count", (min_count as i64).into()), ("max-positions", (s.seq as i64).into())];
+            v.push(Stage::new("trim-vocab", &flags));
+        }
+        // Calibration texts: 256 (quantize's default) or every row of a smaller file.
+        let samples = |rows: usize| toml::Value::Integer(rows.min(256) as i64);
+        let calib = |group: usize, emb: &str| {
+            vec![
+                ("scheme", "int4".into()),
+                ("group", (group as i64).into()),
+                ("gptq", true.into()),
+                ("calib", train()),
+                ("calib-samples", samples(s.train_rows)),
+                ("embeddings", emb.into()),
+            ]
+        };
+        let q: Option<Vec<(&str, toml::Value)>> = match self {
+            Self::Fp32 | Self::Trim => None,
+            Self::Int8Dynamic => Some(vec![("scheme", "int8-dynamic".into()), ("embeddings", "int8".into())]),
+            Self::Int8Static => Some(vec![("scheme", "int8-static".into()), ("calib", train()), ("calib-samples", samples(s.train_rows)), ("embeddings", "int8".into())]),
+            Self::Int4 { group, .. } => Some(calib(group, "int4")),
+            Self::Mixed => {
+                let mut f = calib(32, "int4");
+                // quantize's own search measures on rows of its --calib file: half of dev calibrates, half ranks.
+                f[3] = ("calib", dev());
+                f[4] = ("calib-samples", samples(s.dev_rows / 2));
+                let rank = toml::Value::Integer((s.dev_rows - s.dev_rows.min(256).min(s.dev_rows / 2)) as i64);
+                f.extend([("max-drop", (s.max_drop / 2.0).into()), ("fallback", "int8".into()), ("dev-samples", rank)]);
+                Some(f)
+            }
+        };
+        if let Some(flags) = q {
+            v.push(Stage::new("quantize", &flags));
+        }
+        v
+    }
+}
+
+/// The stages that make `st` from the teacher, training `epochs`.
+pub fn structure_stages(st: &Structure, s: &Settings, epochs: usize) -> Vec<Stage> {
+    let train = || toml::Value::String(s.train.display().to_string());
+    let task = shrink_format::choice::Choice::name(s.task);
+    let seed = toml::Value::Integer(s.seed as i64);
+    let e = toml::Value::Integer(epochs as i64);
+    let prune = |heads: f64, ffn: f64, layers: usize| {
+        let mut f = vec![("heads", heads.into()), ("ffn", ffn.into()), ("data", train()), ("recover", "distill".into()), ("epochs", e.clone())];
+        if layers > 0 {
+            f.push(("layers", (layers as i64).into()));
+        }
+        Stage::new("prune", &f)
+    };
+    let student = |layers: usize, hidden: Option<usize>| {
+        let mut f = vec![("student-layers", (layers as i64).into()), ("data", train()), ("epochs", e.clone()), ("seed", seed.clone()), ("hidden-weight", 1.0.into())];
+        if task == "retrieval" {
+            f.push(("task", "embedding".into()));
+        }
+        if let Some(h) = hidden {
+            f.extend([("hidden", (h as i64).into()), ("lr", 1e-4.into())]);
+        }
+        Stage::new("distill", &f)
+    };
+    match *st {
+        Structure::Teacher => vec![],
+        Structure::Prune { heads, ffn, layers } => vec![prune(heads, ffn, layers)],
+        Structure::Student { layers, hidden } => vec![student(layers, hidden)],
+        Structure::StudentPruned { layers, heads, ffn } => vec![student(layers, None), prune(heads, ffn, 0)],
+    }
+}
+
+/// The stage that makes the teacher from the checkpoint, when it needs one.
+pub fn teacher_stages(s: &Settings) -> Vec<Stage> {
+    if !s.finetune {
+        return vec![];
+    }
+    let flags = [
+        ("data", toml::Value::String(s.train.display().to_string())),
+        ("max-len", (s.seq as i64).into()),
+        ("epochs", 3.into()),
+        ("seed", (s.seed as i64).into()),
+    ];
+    vec![Stage::new("finetune", &flags)]
+}
