@@ -20,14 +20,14 @@ for task in ${TASKS:-bbc sst2}; do
     sst2)
       sst=assets/data/sst2
       [[ -f "$sst/dev.jsonl" ]] || "$shrink" data tsv --input ../shared/data/sst2/train.tsv --labels negative,positive --out "$sst"
-      shuffled() { python3 -c 'import random,sys; l=open(sys.argv[1]).readlines(); random.Random(0).shuffle(l); sys.stdout.writelines(l)' "$1"; }
-      [[ -f "$sst/train-6k.jsonl" ]] || shuffled "$sst/train.jsonl" | head -n 6000 > "$sst/train-6k.jsonl"
-      if [[ ! -f "$sst/test-2k.jsonl" ]]; then
-        shuffled "$sst/dev.jsonl" > "$sst/.dev-shuffled"
-        head -n 1000 "$sst/.dev-shuffled" > "$sst/dev-1k.jsonl"
-        sed -n 1001,3000p "$sst/.dev-shuffled" > "$sst/test-2k.jsonl"
-        rm "$sst/.dev-shuffled"
-      fi
+      # Lines FROM..TO (1-based) of a seeded shuffle of a file, written whole or not at all.
+      shuffled() {
+        python3 -c 'import random,sys; l=open(sys.argv[1]).readlines(); random.Random(0).shuffle(l); open(sys.argv[4]+".tmp","w").writelines(l[int(sys.argv[2])-1:int(sys.argv[3])])' "$@"
+        mv "$4.tmp" "$4"
+      }
+      [[ -f "$sst/train-6k.jsonl" ]] || shuffled "$sst/train.jsonl" 1 6000 "$sst/train-6k.jsonl"
+      [[ -f "$sst/dev-1k.jsonl" ]] || shuffled "$sst/dev.jsonl" 1 1000 "$sst/dev-1k.jsonl"
+      [[ -f "$sst/test-2k.jsonl" ]] || shuffled "$sst/dev.jsonl" 1001 3000 "$sst/test-2k.jsonl"
       "$shrink" compress "$base" --task classify --data "$sst/train-6k.jsonl" --dev "$sst/dev-1k.jsonl" --test "$sst/test-2k.jsonl" \
         --max-drop "${MAX_DROP:-1.0}" --objective "$objective" --latency-at 1x64 --time-budget "$budget" \
         --out "out/compress-sst2-$objective-$budget" ;;

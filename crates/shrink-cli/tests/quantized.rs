@@ -82,11 +82,17 @@ fn quantized_folder_format_inspect_and_bench() {
         assert!((8.0..8.3).contains(&bits), "layer {i} {name}: {bits} bits per weight");
     }
     assert!(size < 25e6, "int8 with int8 embeddings should be about a quarter of 90.9 MB, is {size}");
+    // The bench's peak RSS is its own, not its parent's: this process holds 1 GB while it runs (Linux carries
+    // ru_maxrss over fork and exec, which once made a bench started by a trainer report the trainer's peak).
+    let held = vec![1u8; 1 << 30];
     let b: serde_json::Value =
         serde_json::from_str(&ok(&["--threads", "1", "bench", q.to_str().unwrap(), "--seq", "16", "--runs", "3", "--json"])).unwrap();
+    assert_eq!(held.iter().step_by(4096).map(|&v| v as usize).sum::<usize>(), (1 << 30) / 4096);
     for k in ["median_ms", "p90_ms", "seqs_per_s", "peak_rss_mb", "weights_mb", "load_ms"] {
         assert!(b[k].as_f64().unwrap() > 0.0, "{k} in {b}");
     }
+    let rss = b["peak_rss_mb"].as_f64().unwrap();
+    assert!(rss < 300.0, "peak RSS {rss} MB for a 23 MB int8 model at 1 x 16");
     // The candle (training) side refuses quantized folders rather than misreading them.
     let data = asset("data/bbc/train.jsonl");
     let err = fails(&["finetune", q.to_str().unwrap(), "--data", data.to_str().unwrap(), "--out", tmp.path().join("x").to_str().unwrap()]);

@@ -92,7 +92,9 @@ fn a_killed_run_resumes_to_the_same_model() {
         .unwrap();
     // Killed once the first stage is done: in the second stage, or later on a fast machine.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !std::fs::read_dir(out.join("stages")).is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.path().join("config.json").is_file()))) {
+    // A stage is finished once its folder has its own name (its temp folder, which holds config.json first, does not).
+    let finished = |e: &std::fs::DirEntry| !e.file_name().to_string_lossy().starts_with(".shrink-tmp") && e.path().join("config.json").is_file();
+    while !std::fs::read_dir(out.join("stages")).is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| finished(&e)))) {
         assert!(std::time::Instant::now() < deadline, "the first stage never finished");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }

@@ -26,12 +26,21 @@ pub struct BenchReport {
     pub runs_ms: Vec<f64>,
 }
 
-/// Peak RSS so far, from the kernel's accounting.
+/// Peak RSS so far of this process image: `VmHWM`, which exec resets. `ru_maxrss` would not do: Linux carries it
+/// over fork and exec, so a bench started by a trainer reported the trainer's peak.
 pub fn peak_rss_mb() -> f64 {
+    let hwm = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+    });
+    hwm.map_or_else(max_rss_mb, |kib| kib / 1024.0)
+}
+
+/// Where there is no /proc: the kernel's accounting, KiB on Linux and the BSDs.
+fn max_rss_mb() -> f64 {
     // SAFETY: getrusage only writes the struct we pass.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    u.ru_maxrss as f64 / 1024.0 // KiB on Linux
+    u.ru_maxrss as f64 / 1024.0
 }
 
 /// A B x T batch of in-vocabulary ids ([CLS] .. [SEP], no padding): timing does not depend on which tokens.

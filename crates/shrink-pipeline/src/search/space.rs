@@ -79,6 +79,26 @@ impl Structure {
         }
     }
 
+    /// A number every Linear input width of the structure is a multiple of: cutting heads leaves widths of whole
+    /// heads, so only the head width is sure.
+    pub fn width_step(&self, a: &Arch) -> usize {
+        let gcd = |mut x: usize, mut y: usize| {
+            while y != 0 {
+                (x, y) = (y, x % y);
+            }
+            x
+        };
+        let kept_ffn = |f: f64| a.ffn - (a.ffn as f64 * f).round() as usize;
+        match *self {
+            Self::Teacher | Self::Student { hidden: None, .. } => gcd(a.hidden, a.ffn),
+            Self::Student { hidden: Some(h), .. } => gcd(h, a.ffn),
+            Self::Prune { heads, ffn, .. } | Self::StudentPruned { heads, ffn, .. } => {
+                let hidden = if heads > 0.0 { a.hidden / a.heads } else { a.hidden };
+                gcd(hidden, kept_ffn(ffn))
+            }
+        }
+    }
+
     /// The structures searched for `task` on a teacher of shape `a`, cheapest to train first.
     pub fn all(task: Task, a: &Arch) -> Vec<Structure> {
         let half = (a.layers / 2).max(1);
@@ -128,6 +148,15 @@ impl Variant {
         Self::Int4 { group: 32, min_count: 4 },
         Self::Mixed,
     ];
+
+    /// Whether its format can store every Linear of `st`: an int4 group must divide each input width.
+    pub fn fits(self, st: &Structure, a: &Arch) -> bool {
+        match self {
+            Self::Int4 { group, .. } => st.width_step(a) % group == 0,
+            Self::Mixed => st.width_step(a) % 32 == 0,
+            _ => true,
+        }
+    }
 
     /// Its name in the plan and the report: retrieval keeps the vocabulary, so there is no "trim+" there.
     pub fn label(self, task: Task) -> String {

@@ -153,8 +153,9 @@ pub fn round0(plan: &mut Plan, cost: &Cost) {
     }
 }
 
-/// The variants worth trying on smaller structures: the quantized ones that kept the teacher within the budget,
-/// best first by the objective, at most two; always fp32 too (the structure measured alone).
+/// The variants worth trying on smaller structures: fp32 (the structure measured alone), then the quantized ones
+/// that kept the teacher within the budget, best first by the objective (each structure takes the first two that
+/// fit it).
 pub fn admissible(st: &State) -> Vec<Variant> {
     let mut ok: Vec<(Variant, &TrialResult)> = Variant::QUANTIZED
         .into_iter()
@@ -164,8 +165,11 @@ pub fn admissible(st: &State) -> Vec<Variant> {
         })
         .collect();
     ok.sort_by(|a, b| st.objective(a.1).total_cmp(&st.objective(b.1)));
-    std::iter::once(Variant::Fp32).chain(ok.into_iter().take(2).map(|(v, _)| v)).collect()
+    std::iter::once(Variant::Fp32).chain(ok.into_iter().map(|(v, _)| v)).collect()
 }
+
+/// Quantized variants tried on each structure beside its fp32.
+const QUANTIZED_PER_STRUCTURE: usize = 2;
 
 /// Adds `structures` at `epochs` with `variants` as round `round`, as many as fit in `budget` seconds (all when
 /// none is given); returns how many structures were planned.
@@ -175,7 +179,7 @@ fn plan_structures(plan: &mut Plan, cost: &Cost, round: usize, structures: &[Str
     for s in structures {
         let mut trial_plan = plan.clone();
         let mut secs = 0.0;
-        for &v in variants {
+        for &v in variants.iter().filter(|v| v.fits(s, &cost.arch)).take(QUANTIZED_PER_STRUCTURE + 1) {
             let t = spec(&trial_plan, cost, round, s, epochs, v);
             secs += t.estimate_s;
             trial_plan.push(t);
@@ -371,6 +375,28 @@ mod tests {
         assert!(!st.passes(&st.results["t004"]));
         // Only formats that kept the teacher within the budget go on, best first, fp32 always.
         assert_eq!(admissible(&st), [Variant::Fp32, Variant::Int8Dynamic, Variant::Int8Static]);
+    }
+
+    #[test]
+    fn int4_groups_are_planned_only_where_they_divide_every_width() {
+        let (_d, mut st) = state(None);
+        done(&mut st, "t000", 0.97, 90.0);
+        let g128 = id(&st, "teacher", "trim+int4-g128", 0);
+        let g32 = id(&st, "teacher", "trim+int4-g32", 0);
+        done(&mut st, &g128, 0.97, 9.0);
+        done(&mut st, &g32, 0.97, 10.0);
+        done(&mut st, "t002", 0.97, 18.0);
+        assert!(next_round(&mut st, &cost(), &Structure::all(Task::Classify, &cost().arch)));
+        // Cut heads leave widths of whole 32-wide heads: g128 is planned only where no head was cut.
+        let heads_cut = |s: &str| s.starts_with("prune") || s.contains("-h");
+        for t in st.plan.trials.iter().filter(|t| t.round == 1) {
+            if heads_cut(&t.structure) {
+                assert_ne!(t.variant, "trim+int4-g128", "{}", t.structure);
+            }
+        }
+        let variants = |s: &str| st.plan.trials.iter().filter(|t| t.round == 1 && t.structure == s).map(|t| t.variant.clone()).collect::<Vec<_>>();
+        assert_eq!(variants("prune-h50-f50"), ["fp32", "trim+int4-g32", "trim+int8"]);
+        assert_eq!(variants("student-l3"), ["fp32", "trim+int4-g128", "trim+int4-g32"]);
     }
 
     #[test]
