@@ -118,7 +118,8 @@ impl Structure {
             }
             let head_width = a.hidden / a.heads;
             let narrow = (a.hidden * 2 / 3) / head_width * head_width;
-            if narrow >= head_width && narrow < a.hidden {
+            // distill refuses a narrower embedding student: its vectors would not be comparable with the teacher's.
+            if task == Task::Classify && narrow >= head_width && narrow < a.hidden {
                 v.push(Self::Student { layers: half, hidden: Some(narrow) });
             }
         }

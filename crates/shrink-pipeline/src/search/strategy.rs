@@ -400,6 +400,12 @@ mod tests {
     }
 
     #[test]
+    fn retrieval_searches_only_students_whose_embeddings_compare_with_the_teacher() {
+        let all = Structure::all(Task::Retrieval, &cost().arch);
+        assert_eq!(all, [Structure::Student { layers: 3, hidden: None }]);
+    }
+
+    #[test]
     fn halving_keeps_the_better_half_with_twice_the_epochs() {
         let (_d, mut st) = state(None);
         done(&mut st, "t000", 0.97, 90.0);
