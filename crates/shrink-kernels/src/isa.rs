@@ -5,11 +5,15 @@
 use std::sync::OnceLock;
 
 /// Ordered within one architecture's ladder (`Scalar` below all); levels of different architectures never meet.
+/// A level may be missing on a CPU that has the levels above it (AVX-VNNI: Alder Lake and Zen 5 have it, Zen 4
+/// and Ice Lake have AVX-512 without it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {
     /// The generic builds: plain Rust, every target.
     Scalar,
     Avx2,
+    /// AVX2 plus the 256-bit vpdpbusd: only the int8 GEMM differs, every other kernel runs its AVX2 build.
+    AvxVnni,
     Avx512,
     /// AVX-512 plus AMX tiles (Sapphire Rapids and later): only the int8 GEMM and attention's bf16 products
     /// differ, every other kernel runs its AVX-512 build.
@@ -17,7 +21,7 @@ pub enum Isa {
 }
 
 /// Every level of every architecture, indexed by `Isa as usize`.
-pub(crate) const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Amx];
+pub(crate) const ALL: [Isa; 5] = [Isa::Scalar, Isa::Avx2, Isa::AvxVnni, Isa::Avx512, Isa::Amx];
 
 #[cfg(target_arch = "x86_64")]
 use crate::x86::{runs, LADDER};
@@ -36,6 +40,7 @@ impl Isa {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
+            Isa::AvxVnni => "avxvnni",
             Isa::Avx512 => "avx512",
             Isa::Amx => "amx",
         }
@@ -47,9 +52,9 @@ impl Isa {
     }
 }
 
-/// `Scalar`, then this architecture's ladder as far as the CPU runs it.
+/// `Scalar`, then the levels of this architecture's ladder the CPU runs.
 pub(crate) fn levels() -> impl Iterator<Item = Isa> {
-    std::iter::once(Isa::Scalar).chain(LADDER.into_iter().take_while(|&l| runs(l)))
+    std::iter::once(Isa::Scalar).chain(LADDER.into_iter().filter(|&l| runs(l)))
 }
 
 /// The highest level this CPU runs, detected once.
@@ -58,13 +63,13 @@ pub fn best() -> Isa {
     *BEST.get_or_init(|| levels().last().unwrap_or(Isa::Scalar))
 }
 
-/// The level in use: the best detected, or what `SHRINK_ISA` names, capped at the best (a name this
+/// The level in use: the best detected, or the highest this CPU runs up to what `SHRINK_ISA` names (a name this
 /// architecture does not have, or none, means the best).
 pub fn isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| {
         let asked = std::env::var("SHRINK_ISA").ok().and_then(|v| level_named(&v));
-        asked.map_or(best(), |a| a.min(best()))
+        asked.map_or(best(), |a| levels().take_while(|&l| l <= a).last().unwrap_or(Isa::Scalar))
     })
 }
 

@@ -14,6 +14,7 @@ macro_rules! kernel_tests {
                 qgemm_quantize_matches_generic => $crate::qgemm::tests::quantize_matches_generic,
                 qgemm_i8_bit_exact => $crate::qgemm::tests::i8_matches_reference,
                 qgemm_i4_bit_exact => $crate::qgemm::tests::i4_matches_reference,
+                qgemm_extremes_bit_exact => $crate::qgemm::tests::extremes_match_reference,
                 qgemm_threads_bit_exact => $crate::qgemm::tests::threads_match_single_thread,
                 spmm_matches_reference => $crate::spmm::tests::matches_reference,
                 activation_within_budgets => $crate::activation::tests::matches_reference,

@@ -6,16 +6,18 @@ use crate::isa::Isa;
 use crate::ops::{Loops, Ops};
 use crate::{activation, bf16, qgemm, sgemm};
 
-/// The levels above `Scalar`, lowest first; each needs the one below.
-pub(crate) const LADDER: [Isa; 3] = [Isa::Avx2, Isa::Avx512, Isa::Amx];
+/// The levels above `Scalar`, lowest first; each needs AVX2, AMX needs AVX-512, and AVX-VNNI stands alone.
+pub(crate) const LADDER: [Isa; 4] = [Isa::Avx2, Isa::AvxVnni, Isa::Avx512, Isa::Amx];
 
 /// The CPU runs `level`'s builds (and the OS lets it: AMX tiles need a per-process grant).
 pub(crate) fn runs(level: Isa) -> bool {
     match level {
         Isa::Scalar => true,
-        Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+        Isa::Avx2 => avx2(),
+        Isa::AvxVnni => avx2() && avx_vnni(),
         Isa::Avx512 => {
-            is_x86_feature_detected!("avx512f")
+            avx2()
+                && is_x86_feature_detected!("avx512f")
                 && is_x86_feature_detected!("avx512bw")
                 && is_x86_feature_detected!("avx512dq")
                 && is_x86_feature_detected!("avx512vl")
@@ -24,19 +26,32 @@ pub(crate) fn runs(level: Isa) -> bool {
     }
 }
 
+fn avx2() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+}
+
+/// The VEX (256-bit) vpdpbusd.
+fn avx_vnni() -> bool {
+    is_x86_feature_detected!("avxvnni")
+}
+
 /// vpdpbusd: the int8 kernels of the AVX-512 level need it (plain AVX-512BW keeps the AVX2 ones).
 fn vnni() -> bool {
     is_x86_feature_detected!("avx512vnni")
 }
 
 /// Overwrites the generic entries of `ops` with those of every x86 level up to `level`, lowest first, as far as
-/// the CPU has each entry's features. `level` runs here (`crate::ops::at` checks).
+/// the CPU has each entry's features (an AVX-512 level on a CPU without AVX-VNNI skips its entry). `level` runs
+/// here (`crate::ops::at` checks).
 pub(crate) fn plug(ops: &mut Ops, level: Isa) {
     if level >= Isa::Avx2 {
         ops.sgemm = sgemm::x86::avx2::KERNEL;
         ops.sgemm_narrow = sgemm::x86::avx2::KERNEL;
         ops.qgemm = qgemm::x86::avx2::KERNELS;
         ops.loops = Loops::avx2();
+    }
+    if level >= Isa::AvxVnni && avx_vnni() {
+        ops.qgemm = qgemm::x86::avxvnni::KERNELS;
     }
     if level >= Isa::Avx512 {
         ops.sgemm = sgemm::x86::avx512::KERNEL;
@@ -96,6 +111,7 @@ fn amx_bf16() -> bool {
 #[cfg(test)]
 mod tests {
     crate::kernel_tests!(avx2, crate::isa::Isa::Avx2);
+    crate::kernel_tests!(avxvnni, crate::isa::Isa::AvxVnni);
     crate::kernel_tests!(avx512, crate::isa::Isa::Avx512);
     crate::kernel_tests!(amx, crate::isa::Isa::Amx);
 }

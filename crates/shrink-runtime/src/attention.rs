@@ -13,8 +13,7 @@ use shrink_kernels::sgemm::{gemm_f32_ex, PackedF32};
 pub(crate) const QUERY_BLOCK: usize = 64;
 
 /// How attention's two products are computed. `Bf16`: Q, K, V and the (unnormalized) probabilities rounded to
-/// bf16, sums in f32: the products on AMX-BF16 tiles where the CPU has them, else on the f32 kernels with the same
-/// rounded inputs.
+/// bf16, sums in f32, on AMX-BF16 tiles where the CPU has them; else plain f32.
 pub use shrink_format::schema::AttentionPrecision as Precision;
 
 /// One thread's scratch, grown on first use and reused after.
@@ -92,21 +91,16 @@ impl Ctx {
 /// ctx (B*T, A) = softmax(Q·Kᵀ + mask_bias) · V per head, from qkv (B*T, 3A) laid out [Q | K | V] with heads side by
 /// side (A = H·D, the layer's own head count: pruned layers have fewer), Q already scaled by 1/sqrt(D) (folded into
 /// its weights at load). mask_bias (B, T): 0 for real tokens, a large negative for padding; `padded[b]` says whether
-/// sequence b has any. One task per scratch. At `Precision::Bf16` without AMX-BF16, Q, K and V are rounded in place
-/// in `qkv` first.
+/// sequence b has any. One task per scratch. `Precision::Bf16` runs in bf16 on AMX-BF16 and in f32 elsewhere.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
-    qkv: &mut [f32], mask_bias: &[f32], padded: &[bool], s: &Shape, precision: Precision, ctx: &mut [f32], scratch: &mut [Scratch],
+    qkv: &[f32], mask_bias: &[f32], padded: &[bool], s: &Shape, precision: Precision, ctx: &mut [f32], scratch: &mut [Scratch],
 ) {
     let (c, tasks) = (s.h * s.d, scratch.len().max(1));
     assert!(qkv.len() >= s.b * s.t * 3 * c && ctx.len() >= s.b * s.t * c && mask_bias.len() >= s.b * s.t);
+    // bf16 only where a matrix engine multiplies it. Elsewhere (AVX2, AVX-512 without AMX) its numbers on the f32
+    // kernels would cost a rounding pass over QKV and the probabilities and be less exact, so those take f32.
     let amx = precision == Precision::Bf16 && ops::ops().has_bf16_gemm();
-    // bf16 without AMX-BF16: the same rounded numbers on the f32 kernels.
-    let emulate = precision == Precision::Bf16 && !amx;
-    if emulate {
-        qkv[..s.b * s.t * 3 * c].iter_mut().for_each(|v| *v = bf16::round(*v));
-    }
-    let qkv = &*qkv;
     let items = s.b * s.h;
     let out = Ctx(ctx.as_mut_ptr());
     let run = |task: usize, sc: &mut Scratch| {
@@ -119,7 +113,7 @@ pub fn attention(
             if amx {
                 head_attention_amx(qkv, bias, s, bi, item % s.h, out, sc);
             } else {
-                head_attention(qkv, bias, s, bi, item % s.h, emulate, out, sc);
+                head_attention(qkv, bias, s, bi, item % s.h, false, out, sc);
             }
         }
     };
@@ -140,7 +134,8 @@ fn warm(rows: &[f32]) {
 }
 
 /// Head h of sequence bi, block by block of query rows; `bias` (T) is empty when the sequence has no padding.
-/// `emulate`: the probabilities are the bf16 path's (`softmax_rows_bf16`), its numbers without AMX.
+/// `emulate`: the probabilities are the bf16 path's (`softmax_rows_bf16`), the AMX path's numbers on the f32 kernels,
+/// which its test checks it against.
 #[allow(clippy::too_many_arguments)]
 fn head_attention(qkv: &[f32], bias: &[f32], s: &Shape, bi: usize, h: usize, emulate: bool, ctx: Ctx, sc: &mut Scratch) {
     let (t, d, c) = (s.t, s.d, s.h * s.d);
@@ -229,8 +224,8 @@ mod tests {
         let mut ctx = vec![f32::NAN; s.b * s.t * c];
         let mut qkv = qkv.to_vec();
         match how {
-            "f32" => attention(&mut qkv, bias, padded, s, Precision::Fp32, &mut ctx, &mut scratch),
-            "bf16" => attention(&mut qkv, bias, padded, s, Precision::Bf16, &mut ctx, &mut scratch),
+            "f32" => attention(&qkv, bias, padded, s, Precision::Fp32, &mut ctx, &mut scratch),
+            "bf16" => attention(&qkv, bias, padded, s, Precision::Bf16, &mut ctx, &mut scratch),
             _ => {
                 // The fallback's numbers: rounded inputs, rounded probabilities, f32 kernels.
                 qkv.iter_mut().for_each(|v| *v = bf16::round(*v));
@@ -268,6 +263,8 @@ mod tests {
             if ops::ops().has_bf16_gemm() {
                 let e = worst(&bf16, &rounded);
                 assert!(e <= AMX_VS_ROUNDED_BUDGET, "b{b} t{t} d{d}: AMX vs fallback {e}");
+            } else {
+                assert!(bf16 == exact, "b{b} t{t} d{d}: without AMX-BF16, bf16 attention is the f32 path");
             }
         }
     }

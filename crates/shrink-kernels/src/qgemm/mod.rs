@@ -3,7 +3,7 @@
 //! epilogue applies the scales, bias, GELU and residual.
 //!
 //! Weights are packed once into 16-column panels of 64-byte chunks, one chunk = 16 columns x 4 K bytes (one zmm for
-//! vpdpbusd). The AMX, AVX-512 VNNI, AVX2 and generic microkernels (`x86/`, `generic.rs`; a level's table picks
+//! vpdpbusd). The AMX, AVX-512 VNNI, AVX-VNNI, AVX2 and generic microkernels (`x86/`, `generic.rs`; a level's table picks
 //! them, `crate::ops`) all read that packing and produce the same integers,
 //! and every level then does the reference's float operations in the reference's order, so all levels and the naive
 //! references (`gemm_*_ref`, on the unpacked data) give bit-identical outputs.
@@ -25,6 +25,7 @@ pub(crate) mod x86 {
     pub(crate) mod amx;
     pub(crate) mod avx2;
     pub(crate) mod avx512;
+    pub(crate) mod avxvnni;
 }
 
 pub use acts::{quantize_static, ActQuant, QuantActs};

@@ -166,6 +166,42 @@ pub(crate) fn i4_matches_reference(ops: &Ops) {
     }
 }
 
+/// Products at the ends of the grids, where a u8 x i8 pair sum leaves i16 (2 * 255 * 127 > 32767): activation
+/// bytes all 255, all 0 or alternating (rows of +1, of -1, of +-1), against weights all at +-127 (+-7 for int4),
+/// alternating, or in sign pairs.
+pub(crate) fn extremes_match_reference(ops: &Ops) {
+    let (m, k, n) = (6, 1536, 64);
+    let x: Vec<f32> = (0..m * k)
+        .map(|i| match (i / k, i % k) {
+            (0, _) => 1.0,
+            (1, _) => -1.0,
+            (2, p) | (5, p) => if p % 2 == 0 { 1.0 } else { -1.0 },
+            (3, p) => if p % 4 < 2 { 1.0 } else { -1.0 },
+            (_, p) => (p % 7) as f32 - 3.0,
+        })
+        .collect();
+    let mut a = QuantActs::new();
+    a.quantize(&x, m, k);
+    assert!(a.data[..k].iter().all(|&b| b == 255) && a.data[a.k_pad..a.k_pad + k].iter().all(|&b| b == 0));
+    let pattern = |j: usize, p: usize, top: i8| match j % 4 {
+        0 => top,
+        1 => -top,
+        2 => if p % 2 == 0 { top } else { -top },
+        _ => if p % 4 < 2 { -top } else { top },
+    };
+    let q8: Vec<i8> = (0..n * k).map(|i| pattern(i / k, i % k, 127)).collect();
+    let s8: Vec<f32> = (0..n).map(|j| 1e-3 * (1 + j % 3) as f32).collect();
+    let (mut want, mut got) = (vec![0.0; m * n], vec![f32::NAN; m * n]);
+    gemm_i8_ref(&mut want, &a, &q8, &s8, n, Epilogue::default());
+    gemm_i8_on(ops, &mut got, &a, &PackedI8::pack(&q8, &s8, n, k), Epilogue::default());
+    assert_same(&got, &want, &format!("i8 {:?} extremes", ops.isa));
+    let q4: Vec<i8> = (0..n * k).map(|i| pattern(i / k, i % k, 7)).collect();
+    let s4 = vec![0.01; n * k / 32];
+    gemm_i4_ref(&mut want, &a, &q4, &s4, n, 32, Epilogue::default());
+    gemm_i4_on(ops, &mut got, &a, &PackedI4::pack(&q4, &s4, n, k, 32), Epilogue::default());
+    assert_same(&got, &want, &format!("i4 {:?} extremes", ops.isa));
+}
+
 #[test]
 fn scaled_columns_and_dequantized_int4() {
     let (m, k, n, group) = (5, 64, 40, 32);

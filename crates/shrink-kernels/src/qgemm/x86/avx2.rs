@@ -1,7 +1,10 @@
-//! AVX2 microkernels. vpmaddubsw (u8 x s8 pairs into i16) saturates (255 * 127 * 2 > 32767), so both operands are
-//! widened to i16 and multiplied with vpmaddwd: each i32 lane gets a0 w0 + a1 w1, |.| <= 2 * 255 * 128, exact.
-//! A 16-byte quarter of a chunk (4 columns x 4 K) widened times the row's 4 activations repeated gives per column
-//! two partial sums (K 0-1 and 2-3), added up at the end of the K loop (or group).
+//! AVX2 microkernels, exact on vpmaddubsw. vpmaddubsw multiplies u8 by s8 and saturates its i16 pair sums, which
+//! u8 activations x i8 weights can exceed (2 * 255 * 127 > 32767). So each activation byte a is taken as
+//! a' = a - 128 (s8), and |a'| (u8) times w * sign(a') (vpsignb) multiplies the same values with pair sums of at
+//! most 2 * 128 * 127 = 32512. vpmaddwd with ones adds the pairs into i32: a chunk's 4 K bytes per column sum into
+//! one lane, so a 32-byte half chunk gives 8 columns' sums with no shuffles. The 128 taken off every activation
+//! comes back with the column sums: sum a w - z colsum = sum a' w + (128 - z) colsum, the reference's integers.
+//! 4 instructions per 32 products per row (the i16-widening vpmaddwd path took 5 per 32, plus the widening).
 
 use crate::qgemm::{kernels, Chunk, I4Panels, I8Panels, Kernels, Micro, Out, Rows};
 use std::arch::x86_64::*;
@@ -10,39 +13,42 @@ pub(super) struct Avx2;
 
 pub(crate) const KERNELS: Kernels = kernels!(Avx2, "avx2,fma");
 
-/// Rows x 16 columns: 4 accumulators per row (one per quarter), so 2 rows use 8 of the 16 ymm registers.
-const ROWS: usize = 2;
+/// int4 tiles: rows x 16 columns, 2 accumulators per row; per K step the row's (|a'|, a') and the panel's halves
+/// in both nibbles, shared by the rows. int8 tiles are 1 row x 3 panels (6 accumulators): the row's (|a'|, a')
+/// costs 4 instructions per K step, so it pays to use it for 48 columns; the weights stream from L1/L2 per row.
+const ROWS: usize = 4;
 
-/// The 4 activation bytes at `k` of row r, widened to i16 and repeated over 256 bits.
+/// The 4 activation bytes at `k` of row r, repeated over 256 bits, as (|a'|, a'), a' = a - 128.
 #[inline(always)]
-unsafe fn act4(a: &Rows, r: usize, k: usize) -> __m256i {
+unsafe fn act4(a: &Rows, r: usize, k: usize) -> (__m256i, __m256i) {
     let x = a.ptr.add(r * a.lda + k).cast::<i32>().read_unaligned();
-    _mm256_broadcastq_epi64(_mm_cvtepu8_epi16(_mm_cvtsi32_si128(x)))
+    let s = _mm256_xor_si256(_mm256_set1_epi32(x), _mm256_set1_epi8(i8::MIN));
+    (_mm256_abs_epi8(s), s)
 }
 
-/// Quarter qt (columns 4qt..4qt+4) of a chunk, as 16 bytes.
+/// Half h (columns 8h..8h+8, their 4 K bytes each) of a chunk.
 #[inline(always)]
-unsafe fn quarter(chunk: *const Chunk, qt: usize) -> __m128i {
-    _mm_load_si128(chunk.cast::<__m128i>().add(qt))
+pub(super) unsafe fn half(chunk: *const Chunk, h: usize) -> __m256i {
+    _mm256_load_si256(chunk.cast::<__m256i>().add(h))
 }
 
-/// The 16 column sums (zero point taken out) of a row of quarters, each [c0 c0 c1 c1 | c2 c2 c3 c3] (two partial
-/// sums per column): columns 0-7 and 8-15.
+/// c (8 columns' i32 sums) plus the products of the 4 K bytes per column of `w` with the row's (|a'|, a').
 #[inline(always)]
-unsafe fn column_sums(c: &[__m256i; 4], zero: i32, colsum: *const i32) -> [__m256i; 2] {
-    // hadd adds within 128-bit lanes: hadd(q0, q1) holds columns [0 1 4 5 | 2 3 6 7]; the permute orders them.
-    let z = _mm256_set1_epi32(zero);
-    let mut s = [_mm256_setzero_si256(); 2];
-    for (h, s) in s.iter_mut().enumerate() {
-        let sum = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(c[2 * h], c[2 * h + 1]));
-        *s = _mm256_sub_epi32(sum, _mm256_mullo_epi32(z, _mm256_loadu_si256(colsum.add(8 * h).cast())));
-    }
-    s
+unsafe fn dot4(c: __m256i, (abs, signed): (__m256i, __m256i), w: __m256i) -> __m256i {
+    let pairs = _mm256_maddubs_epi16(abs, _mm256_sign_epi8(w, signed));
+    _mm256_add_epi32(c, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+}
+
+/// The reference's integer sums of columns 8h..8h+8 from the sums on a': c + (128 - zero) colsum.
+#[inline(always)]
+unsafe fn unshift(c: __m256i, zero: i32, colsum: *const i32, h: usize) -> __m256i {
+    let col = _mm256_loadu_si256(colsum.add(8 * h).cast());
+    _mm256_add_epi32(c, _mm256_mullo_epi32(_mm256_set1_epi32(128 - zero), col))
 }
 
 /// Stores columns 8h..8h+8 of row r, those below `out.nc`.
 #[inline(always)]
-unsafe fn store(out: &Out, r: usize, h: usize, y: __m256) {
+pub(super) unsafe fn store(out: &Out, r: usize, h: usize, y: __m256) {
     let p = out.ptr.add(r * out.ld + 8 * h);
     let left = out.nc.saturating_sub(8 * h) as i32;
     if left >= 8 {
@@ -56,55 +62,54 @@ unsafe fn store(out: &Out, r: usize, h: usize, y: __m256) {
     }
 }
 
+/// R rows x P panels (16 P columns) of int8 weights.
 #[inline(always)]
-unsafe fn i8_tile<const R: usize>(a: &Rows, w: &I8Panels, out: &Out) {
-    let mut c = [[_mm256_setzero_si256(); 4]; R];
+unsafe fn i8_tile<const R: usize, const P: usize>(a: &Rows, w: &I8Panels, out: &Out) {
+    let mut c = [[[_mm256_setzero_si256(); 2]; P]; R];
     for t in 0..w.kq {
-        let mut x = [_mm256_setzero_si256(); R];
-        for (r, x) in x.iter_mut().enumerate() {
-            *x = act4(a, r, 4 * t);
-        }
-        for qt in 0..4 {
-            let b = _mm256_cvtepi8_epi16(quarter(w.ptr.add(t), qt));
-            for (c, x) in c.iter_mut().zip(&x) {
-                c[qt] = _mm256_add_epi32(c[qt], _mm256_madd_epi16(*x, b));
+        for (r, c) in c.iter_mut().enumerate() {
+            let x = act4(a, r, 4 * t);
+            for (p, c) in c.iter_mut().enumerate() {
+                for (h, c) in c.iter_mut().enumerate() {
+                    *c = dot4(*c, x, half(w.ptr.add(p * w.stride + t), h));
+                }
             }
         }
     }
     for (r, c) in c.iter().enumerate() {
         let sa = _mm256_set1_ps(*a.scale.add(r));
-        for (h, s) in column_sums(c, *a.zero.add(r), w.colsum).into_iter().enumerate() {
-            let y = _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(sa, _mm256_loadu_ps(w.scale.add(8 * h))));
-            store(out, r, h, y);
+        for (p, c) in c.iter().enumerate().take(w.np) {
+            for (h, &c) in c.iter().enumerate() {
+                let s = unshift(c, *a.zero.add(r), w.colsum.add(16 * p), h);
+                let y = _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(sa, _mm256_loadu_ps(w.scale.add(16 * p + 8 * h))));
+                store(out, r, 2 * p + h, y);
+            }
         }
     }
 }
 
+/// Rows of a.mr x 16 columns of int4 weights: each nibble goes into the high half of a byte (16 q, |.| <= 112).
 #[inline(always)]
 unsafe fn i4_tile<const R: usize>(a: &Rows, w: &I4Panels, out: &Out) {
-    let high = _mm_set1_epi8(0xF0u8 as i8);
+    let high = _mm256_set1_epi8(0xF0u8 as i8);
     let mut f = [[_mm256_setzero_ps(); 2]; R];
     for g in 0..w.groups {
-        let mut c = [[_mm256_setzero_si256(); 4]; R]; // 16 * sum of a * q over the group
+        let mut c = [[_mm256_setzero_si256(); 2]; R]; // 16 * sum of a' * q over the group
         for t in g * w.per_group..(g + 1) * w.per_group {
-            // Activations of K group 2t (low nibbles) and 2t+1 (high nibbles).
-            let (mut xl, mut xh) = ([_mm256_setzero_si256(); R], [_mm256_setzero_si256(); R]);
-            for r in 0..R {
-                (xl[r], xh[r]) = (act4(a, r, 8 * t), act4(a, r, 8 * t + 4));
-            }
-            for qt in 0..4 {
-                let v = quarter(w.ptr.add(t), qt);
-                // Each nibble into the high half of a byte: 16 q as i8.
-                let wl = _mm256_cvtepi8_epi16(_mm_and_si128(_mm_slli_epi16::<4>(v), high));
-                let wh = _mm256_cvtepi8_epi16(_mm_and_si128(v, high));
-                for (c, (xl, xh)) in c.iter_mut().zip(xl.iter().zip(&xh)) {
-                    let s = _mm256_add_epi32(_mm256_madd_epi16(*xl, wl), _mm256_madd_epi16(*xh, wh));
-                    c[qt] = _mm256_add_epi32(c[qt], s);
+            // K group 2t in the low nibbles, 2t+1 in the high ones.
+            let v = [half(w.ptr.add(t), 0), half(w.ptr.add(t), 1)];
+            let lo = v.map(|v| _mm256_and_si256(_mm256_slli_epi16::<4>(v), high));
+            let hi = v.map(|v| _mm256_and_si256(v, high));
+            for (r, c) in c.iter_mut().enumerate() {
+                let (xl, xh) = (act4(a, r, 8 * t), act4(a, r, 8 * t + 4));
+                for (h, c) in c.iter_mut().enumerate() {
+                    *c = dot4(dot4(*c, xl, lo[h]), xh, hi[h]);
                 }
             }
         }
         for (r, (f, c)) in f.iter_mut().zip(&c).enumerate() {
-            for (h, (f, s)) in f.iter_mut().zip(column_sums(c, *a.zero.add(r), w.colsum(0, g))).enumerate() {
+            for (h, (f, &c)) in f.iter_mut().zip(c).enumerate() {
+                let s = unshift(c, *a.zero.add(r), w.colsum(0, g), h);
                 *f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_loadu_ps(w.scale(0, g).add(8 * h)), *f);
             }
         }
@@ -118,14 +123,15 @@ unsafe fn i4_tile<const R: usize>(a: &Rows, w: &I4Panels, out: &Out) {
 }
 
 impl Micro for Avx2 {
-    const I8_TILE: (usize, usize) = (ROWS, 1);
+    const I8_TILE: (usize, usize) = (1, 3);
     const I4_TILE: (usize, usize) = (ROWS, 1);
 
     #[inline(always)]
     unsafe fn i8(a: Rows, w: &I8Panels, out: &Out) {
-        match a.mr {
-            1 => i8_tile::<1>(&a, w, out),
-            _ => i8_tile::<ROWS>(&a, w, out),
+        match w.np {
+            3 => i8_tile::<1, 3>(&a, w, out),
+            2 => i8_tile::<1, 2>(&a, w, out),
+            _ => i8_tile::<1, 1>(&a, w, out),
         }
     }
 
@@ -133,6 +139,8 @@ impl Micro for Avx2 {
     unsafe fn i4(a: Rows, w: &I4Panels, out: &Out) {
         match a.mr {
             1 => i4_tile::<1>(&a, w, out),
+            2 => i4_tile::<2>(&a, w, out),
+            3 => i4_tile::<3>(&a, w, out),
             _ => i4_tile::<ROWS>(&a, w, out),
         }
     }
