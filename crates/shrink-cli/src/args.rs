@@ -174,7 +174,7 @@ pub struct QuantArgs {
     /// Storage of the token embedding table (default: fp16 for --scheme fp16, else fp32).
     #[arg(long, value_parser = choice::<quantize::EmbeddingStorage>())]
     pub embeddings: Option<quantize::EmbeddingStorage>,
-    /// Attention's products: bf16 inputs with f32 sums (AMX-BF16 tiles where the CPU has them), or fp32. Default:
+    /// Attention's products: bf16 inputs with f32 sums on AMX-BF16 tiles (plain f32 on CPUs without them), or fp32. Default:
     /// bf16 when every Linear takes int8 activations, else fp32.
     #[arg(long, value_parser = choice::<quantize::AttentionPrecision>())]
     pub attention: Option<quantize::AttentionPrecision>,

@@ -24,7 +24,7 @@ choices! {
     /// How the runtime computes attention's two products (config.json `quantization.attention`).
     pub enum AttentionPrecision {
         Fp32 = "fp32",
-        Bf16 = "bf16": "Q, K, V and the probabilities rounded to bf16, sums in f32",
+        Bf16 = "bf16": "Q, K, V and the probabilities rounded to bf16, sums in f32, on AMX-BF16 (f32 elsewhere)",
     }
 }
 
