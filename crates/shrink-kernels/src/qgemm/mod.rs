@@ -22,10 +22,13 @@ mod reference;
 pub(crate) mod tests;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
+    #[macro_use]
+    mod shape;
     pub(crate) mod amx;
     pub(crate) mod avx2;
     pub(crate) mod avx512;
     pub(crate) mod avxvnni;
+    mod ymm;
 }
 
 pub use acts::{quantize_static, ActQuant, QuantActs};

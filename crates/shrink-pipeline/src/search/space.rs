@@ -134,6 +134,9 @@ pub enum Variant {
     Trim,
     Int8Dynamic,
     Int8Static,
+    /// int8 static with attention's products in fp32: where bf16 attention (int8's default) runs on AMX-BF16, it is
+    /// faster and rounds more, so the search measures both.
+    Int8StaticFp32Attention,
     /// Tokens seen fewer than `min_count` times in the training texts are dropped (2 for the other variants).
     Int4 { group: usize, min_count: usize },
     /// int4 g32 with the sites that cost most promoted to int8 until the dev drop is at most half the budget.
@@ -141,13 +144,15 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const QUANTIZED: [Variant; 6] = [
+    // New variants go last: round 0's trial ids follow this order.
+    pub const QUANTIZED: [Variant; 7] = [
         Self::Int8Dynamic,
         Self::Int8Static,
         Self::Int4 { group: 32, min_count: 2 },
         Self::Int4 { group: 128, min_count: 2 },
         Self::Int4 { group: 32, min_count: 4 },
         Self::Mixed,
+        Self::Int8StaticFp32Attention,
     ];
 
     /// Whether its format can store every Linear of `st`: an int4 group must divide each input width.
@@ -173,6 +178,7 @@ impl Variant {
             Self::Trim => "trim".into(),
             Self::Int8Dynamic => "trim+int8".into(),
             Self::Int8Static => "trim+int8-static".into(),
+            Self::Int8StaticFp32Attention => "trim+int8-static+attn-fp32".into(),
             Self::Int4 { group, min_count: 2 } => format!("trim+int4-g{group}"),
             Self::Int4 { group, min_count } => format!("trim{min_count}+int4-g{group}"),
             Self::Mixed => "trim+mixed-int4/int8".into(),
@@ -209,7 +215,13 @@ impl Variant {
         let q: Option<Vec<(&str, toml::Value)>> = match self {
             Self::Fp32 | Self::Trim => None,
             Self::Int8Dynamic => Some(vec![("scheme", "int8-dynamic".into()), ("embeddings", "int8".into())]),
-            Self::Int8Static => Some(vec![("scheme", "int8-static".into()), ("calib", train()), ("calib-samples", samples(s.train_rows)), ("embeddings", "int8".into())]),
+            Self::Int8Static | Self::Int8StaticFp32Attention => {
+                let mut f = vec![("scheme", "int8-static".into()), ("calib", train()), ("calib-samples", samples(s.train_rows)), ("embeddings", "int8".into())];
+                if self == Self::Int8StaticFp32Attention {
+                    f.push(("attention", "fp32".into()));
+                }
+                Some(f)
+            }
             Self::Int4 { group, .. } => Some(calib(group, "int4")),
             Self::Mixed => {
                 let mut f = calib(32, "int4");

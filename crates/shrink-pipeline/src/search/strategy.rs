@@ -378,6 +378,23 @@ mod tests {
     }
 
     #[test]
+    fn round0_measures_both_attention_precisions_of_int8_static() {
+        let (_d, st) = state(None);
+        let quantize = |variant: &str| {
+            let t = st.plan.trials.iter().find(|t| t.round == 0 && t.variant == variant).unwrap();
+            t.stages.iter().find(|s| s.command == "quantize").unwrap().params.clone()
+        };
+        let (default, fp32) = (quantize("trim+int8-static"), quantize("trim+int8-static+attn-fp32"));
+        assert_eq!(default.get("attention"), None);
+        assert_eq!(fp32.get("attention").and_then(|v| v.as_str()), Some("fp32"));
+        // The twins differ only there, and the older variants keep their trial ids.
+        let mut rest = fp32.clone();
+        rest.remove("attention");
+        assert_eq!(rest, default);
+        assert_eq!(id(&st, "teacher", "trim+int8-static", 0), "t003");
+    }
+
+    #[test]
     fn int4_groups_are_planned_only_where_they_divide_every_width() {
         let (_d, mut st) = state(None);
         done(&mut st, "t000", 0.97, 90.0);
@@ -455,6 +472,6 @@ mod tests {
         let alone = estimate(&Plan::new(settings(None)), &teacher, &c);
         let again = estimate(&st.plan, &teacher, &c);
         assert!(alone > 10.0 * again, "the fine-tuning is planned already: {alone} vs {again}");
-        assert_eq!(st.plan.trials.len(), 8, "fp32, trim and six formats");
+        assert_eq!(st.plan.trials.len(), 9, "fp32, trim and seven formats");
     }
 }

@@ -9,27 +9,6 @@ pub(super) struct Vnni;
 
 pub(crate) const KERNELS: Kernels = kernels!(Vnni, "avx512f,avx512bw,avx512vnni,avx2,fma");
 
-/// `shape!(f, mr, np, [rows..], (args))` calls `f::<mr, np>(args)` for np in 1..=3 and mr in the listed rows: the
-/// accumulators are arrays of compile-time size, so they live in registers.
-macro_rules! shape {
-    ($f:ident, $mr:expr, $np:expr, [$($r:literal)*], $args:tt) => {
-        match $np {
-            1 => shape!(@rows $f, 1, $mr, [$($r)*], $args),
-            2 => shape!(@rows $f, 2, $mr, [$($r)*], $args),
-            _ => shape!(@rows $f, 3, $mr, [$($r)*], $args),
-        }
-    };
-    (@rows $f:ident, $v:literal, $mr:expr, [$($r:literal)*], $args:tt) => {
-        match $mr {
-            $($r => shape!(@call $f, $r, $v, $args),)*
-            _ => unreachable!("tile rows"),
-        }
-    };
-    (@call $f:ident, $r:literal, $v:literal, ($($arg:expr),*)) => {
-        $f::<$r, $v>($($arg),*)
-    };
-}
-
 /// The 4 activation bytes at `k` of row r, broadcast to all 16 lanes.
 #[inline(always)]
 unsafe fn act4(a: &Rows, r: usize, k: usize) -> __m512i {
@@ -134,12 +113,12 @@ impl Micro for Vnni {
 
     #[inline(always)]
     unsafe fn i8(a: Rows, w: &I8Panels, out: &Out) {
-        shape!(i8_tile, a.mr, w.np, [1 2 3 4 5 6 7 8], (&a, w, out))
+        shape!(i8_tile, [], a.mr, [1 2 3 4 5 6 7 8], w.np, [1 2 3], (&a, w, out))
     }
 
     #[inline(always)]
     unsafe fn i4(a: Rows, w: &I4Panels, out: &Out) {
-        shape!(i4_tile, a.mr, w.np, [1 2 3 4 5 6], (&a, w, out))
+        shape!(i4_tile, [], a.mr, [1 2 3 4 5 6], w.np, [1 2 3], (&a, w, out))
     }
 
     #[inline(always)]
