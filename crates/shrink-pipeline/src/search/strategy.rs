@@ -148,6 +148,10 @@ fn spec(plan: &Plan, cost: &Cost, round: usize, structure: &Structure, epochs: u
 /// Round 0: the teacher and each post-training variant of it.
 pub fn round0(plan: &mut Plan, cost: &Cost) {
     for v in [Variant::Fp32, Variant::Trim].into_iter().chain(Variant::QUANTIZED) {
+        // Retrieval keeps the vocabulary, so there an untrimmed variant is one planned already.
+        if plan.trials.iter().any(|t| t.variant == v.label(plan.settings.task)) {
+            continue;
+        }
         let t = spec(plan, cost, 0, &Structure::Teacher, 0, v);
         plan.push(t);
     }
@@ -157,9 +161,12 @@ pub fn round0(plan: &mut Plan, cost: &Cost) {
 /// that kept the teacher within the budget, best first by the objective (each structure takes the first two that
 /// fit it).
 pub fn admissible(st: &State) -> Vec<Variant> {
+    let task = st.plan.settings.task;
     let mut ok: Vec<(Variant, &TrialResult)> = Variant::QUANTIZED
         .into_iter()
-        .filter_map(|v| {
+        .enumerate()
+        .filter(|&(i, v)| !Variant::QUANTIZED[..i].iter().any(|u| u.label(task) == v.label(task)))
+        .filter_map(|(_, v)| {
             let t = st.plan.trials.iter().find(|t| t.round == 0 && t.variant == v.label(st.plan.settings.task))?;
             st.results.get(&t.id).filter(|r| st.passes(r)).map(|r| (v, r))
         })
@@ -472,6 +479,6 @@ mod tests {
         let alone = estimate(&Plan::new(settings(None)), &teacher, &c);
         let again = estimate(&st.plan, &teacher, &c);
         assert!(alone > 10.0 * again, "the fine-tuning is planned already: {alone} vs {again}");
-        assert_eq!(st.plan.trials.len(), 9, "fp32, trim and seven formats");
+        assert_eq!(st.plan.trials.len(), 11, "fp32, trim and nine formats");
     }
 }
