@@ -18,9 +18,9 @@ pub fn setup(threads: Option<usize>, mmap: bool) -> Result<usize> {
     Ok(n)
 }
 
-/// Denormal floats and flushes them to zero in this thread and every thread started after it (Linux threads
-/// inherit MXCSR). Backprop through short, padded SST-2 sentences made some f32 GEMM inputs denormal, and each
-/// product with one takes a microcode assist of ~100 cycles: fine-tuning ran 8 s per 16-row step instead of 0.5 s.
+/// Flushes denormal floats to zero (results: FTZ; inputs: DAZ) in this thread and every thread started after it
+/// (Linux threads inherit MXCSR). Backprop through short, padded SST-2 sentences made some f32 GEMM inputs
+/// denormal, and each product with one takes a microcode assist: fine-tuning ran ~8 s per 16-row step, not ~0.5 s.
 fn flush_denormals() {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: sets only the FTZ (bit 15) and DAZ (bit 6) control bits of this thread's MXCSR.

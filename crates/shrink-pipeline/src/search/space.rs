@@ -165,32 +165,36 @@ impl Variant {
     pub fn fits(self, st: &Structure, a: &Arch) -> bool {
         match self {
             Self::Int4 { group, .. } => st.width_step(a) % group == 0,
-            Self::Int4Untrimmed => st.width_step(a) % 32 == 0,
-            Self::Mixed => st.width_step(a) % 32 == 0,
+            Self::Int4Untrimmed | Self::Mixed => st.width_step(a) % 32 == 0,
             _ => true,
         }
     }
 
-    /// Its name in the plan and the report: retrieval keeps the vocabulary, so there is no "trim+" there.
-    pub fn label(self, task: Task) -> String {
-        match task {
-            Task::Classify => self.name(),
-            Task::Retrieval => self.name().trim_start_matches("trim+").to_string(),
+    /// The min-count of the vocabulary trim before its format (retrieval trims nothing: `stages`), if it has one.
+    fn trim(self) -> Option<usize> {
+        match self {
+            Self::Fp32 | Self::Int8Untrimmed | Self::Int4Untrimmed => None,
+            Self::Int4 { min_count, .. } => Some(min_count),
+            _ => Some(2),
         }
     }
 
-    fn name(self) -> String {
-        match self {
+    /// Its name in the plan and the report: the trim ("trim+", or "trimN+" at another min-count), then the format.
+    pub fn label(self, task: Task) -> String {
+        let format = match self {
             Self::Fp32 => "fp32".into(),
-            Self::Trim => "trim".into(),
-            Self::Int8Dynamic => "trim+int8".into(),
-            Self::Int8Static => "trim+int8-static".into(),
-            Self::Int8StaticFp32Attention => "trim+int8-static+attn-fp32".into(),
-            Self::Int8Untrimmed => "int8".into(),
+            Self::Trim => return "trim".into(),
+            Self::Int8Dynamic | Self::Int8Untrimmed => "int8".into(),
+            Self::Int8Static => "int8-static".into(),
+            Self::Int8StaticFp32Attention => "int8-static+attn-fp32".into(),
+            Self::Int4 { group, .. } => format!("int4-g{group}"),
             Self::Int4Untrimmed => "int4-g32".into(),
-            Self::Int4 { group, min_count: 2 } => format!("trim+int4-g{group}"),
-            Self::Int4 { group, min_count } => format!("trim{min_count}+int4-g{group}"),
-            Self::Mixed => "trim+mixed-int4/int8".into(),
+            Self::Mixed => "mixed-int4/int8".into(),
+        };
+        match self.trim().filter(|_| task == Task::Classify) {
+            None => format,
+            Some(2) => format!("trim+{format}"),
+            Some(n) => format!("trim{n}+{format}"),
         }
     }
 
@@ -199,13 +203,9 @@ impl Variant {
         let train = || toml::Value::String(s.train.display().to_string());
         let dev = || toml::Value::String(s.dev.display().to_string());
         let mut v = Vec::new();
-        if !matches!(self, Self::Fp32 | Self::Int8Untrimmed | Self::Int4Untrimmed) && s.task == Task::Classify {
+        if let Some(min_count) = self.trim().filter(|_| s.task == Task::Classify) {
             // Retrieval scores texts the training rows never showed: their rare tokens must stay. The position
             // table keeps the rows of the length the model is run at.
-            let min_count = match self {
-                Self::Int4 { min_count, .. } => min_count,
-                _ => 2,
-            };
             let flags = [("data", train()), ("min-count", (min_count as i64).into()), ("max-positions", (s.seq as i64).into())];
             v.push(Stage::new("trim-vocab", &flags));
         }

@@ -147,11 +147,8 @@ fn spec(plan: &Plan, cost: &Cost, round: usize, structure: &Structure, epochs: u
 
 /// Round 0: the teacher and each post-training variant of it.
 pub fn round0(plan: &mut Plan, cost: &Cost) {
+    // Variants that come to the same stages (retrieval trims nothing) are one trial: `Plan::push`.
     for v in [Variant::Fp32, Variant::Trim].into_iter().chain(Variant::QUANTIZED) {
-        // Retrieval keeps the vocabulary, so there an untrimmed variant is one planned already.
-        if plan.trials.iter().any(|t| t.variant == v.label(plan.settings.task)) {
-            continue;
-        }
         let t = spec(plan, cost, 0, &Structure::Teacher, 0, v);
         plan.push(t);
     }
@@ -162,15 +159,14 @@ pub fn round0(plan: &mut Plan, cost: &Cost) {
 /// fit it).
 pub fn admissible(st: &State) -> Vec<Variant> {
     let task = st.plan.settings.task;
-    let mut ok: Vec<(Variant, &TrialResult)> = Variant::QUANTIZED
-        .into_iter()
-        .enumerate()
-        .filter(|&(i, v)| !Variant::QUANTIZED[..i].iter().any(|u| u.label(task) == v.label(task)))
-        .filter_map(|(_, v)| {
-            let t = st.plan.trials.iter().find(|t| t.round == 0 && t.variant == v.label(st.plan.settings.task))?;
-            st.results.get(&t.id).filter(|r| st.passes(r)).map(|r| (v, r))
-        })
-        .collect();
+    let mut ok: Vec<(Variant, &TrialResult)> = Vec::new();
+    for v in Variant::QUANTIZED {
+        let Some(t) = st.plan.trials.iter().find(|t| t.round == 0 && t.variant == v.label(task)) else { continue };
+        // The first variant of a trial stands for it (retrieval's untrimmed twins are the same trial).
+        if let Some(r) = st.results.get(&t.id).filter(|r| st.passes(r) && !ok.iter().any(|(_, o)| o.id == r.id)) {
+            ok.push((v, r));
+        }
+    }
     ok.sort_by(|a, b| st.objective(a.1).total_cmp(&st.objective(b.1)));
     std::iter::once(Variant::Fp32).chain(ok.into_iter().map(|(v, _)| v)).collect()
 }
@@ -382,6 +378,21 @@ mod tests {
         assert!(!st.passes(&st.results["t004"]));
         // Only formats that kept the teacher within the budget go on, best first, fp32 always.
         assert_eq!(admissible(&st), [Variant::Fp32, Variant::Int8Dynamic, Variant::Int8Static]);
+    }
+
+    #[test]
+    fn round0_labels_are_unique_and_retrieval_trims_nothing() {
+        let (_d, st) = state(None);
+        let labels: Vec<&str> = st.plan.trials.iter().map(|t| t.variant.as_str()).collect();
+        let want = ["fp32", "trim", "trim+int8", "trim+int8-static", "trim+int4-g32", "trim+int4-g128", "trim4+int4-g32"];
+        assert_eq!(labels[..7], want, "older plans keep their labels and ids");
+        assert_eq!(labels[7..], ["trim+mixed-int4/int8", "trim+int8-static+attn-fp32", "int8", "int4-g32"]);
+        let mut plan = Plan::new(Settings { task: Task::Retrieval, ..settings(None) });
+        round0(&mut plan, &cost());
+        let labels: Vec<&str> = plan.trials.iter().map(|t| t.variant.as_str()).collect();
+        // (Trim alone is fp32 there: the plan keeps one trial per list of stages.)
+        assert_eq!(labels, ["fp32", "int8", "int8-static", "int4-g32", "int4-g128", "mixed-int4/int8", "int8-static+attn-fp32"]);
+        assert!(plan.trials.iter().all(|t| t.stages.iter().all(|s| s.command != "trim-vocab")));
     }
 
     #[test]
