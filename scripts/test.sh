@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-assets.sh
+# ONNX Runtime's library for the export tests (crates/shrink-cli/tests/onnx.rs).
+export ORT_DYLIB_PATH="$(scripts/fetch-ort.sh)"
 # The report test opens report.html in headless Chromium (Debian's package).
 if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
   echo "installing chromium for the report test"

@@ -6,6 +6,7 @@ pub mod data;
 pub mod distill;
 pub mod embed;
 pub mod eval;
+pub mod export;
 pub mod finetune;
 pub mod importance;
 pub mod inspect;
