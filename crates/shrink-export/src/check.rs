@@ -48,6 +48,7 @@ pub const TABLE: &[(&str, &str, [Support; 5])] = &[
     ("", "MatMulInteger", [Yes, No, No, No, No]),
     ("", "QuantizeLinear", [Yes, If("inside QDQ groups of conv/pool/softmax only"), If("constant scale and zero point, u8"), No, Yes]),
     ("", "DequantizeLinear", [Yes, If("inside QDQ groups of conv/pool/softmax only"), If("constant scale and zero point"), No, Yes]),
+    ("com.microsoft", "GatherBlockQuantized", [Yes, No, No, No, No]),
     ("com.microsoft", "MatMulNBits", [Yes, No, No, No, If("GPU backend, 4 bits, block 32, symmetric")]),
 ];
 

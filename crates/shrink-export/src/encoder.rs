@@ -48,7 +48,7 @@ fn format_of(cfg: &Config, file: &TensorFile, name: &str) -> Result<Format> {
 }
 
 /// The word embeddings of `ids` [B, T] -> [B, T, C] from the table as stored: f16 widened, int8 and int4 rows
-/// scaled after the lookup (int4 is held unpacked as int8 in the graph: ONNX's standard Gather takes no nibbles).
+/// scaled after the lookup (int4 through com.microsoft.GatherBlockQuantized, kept packed).
 fn word_embeddings(g: &mut Graph, file: &TensorFile, cfg: &Config, ids: &str) -> Result<String> {
     let (v, c) = (cfg.vocab_size, cfg.hidden_size);
     let word = arch::name(Module::Word);
@@ -79,13 +79,11 @@ fn word_embeddings(g: &mut Graph, file: &TensorFile, cfg: &Config, ids: &str) ->
                 bail!("{}: embeddings stored as int4-g{group}: the group must divide C = {c}", file.file.display());
             }
             let w = Int4Weight::read(file, &word, v, c, group)?;
-            let q = g.init(&wname, dtype::INT8, &[v, c / group, group], w.values().iter().map(|&x| x as u8).collect());
-            let s = g.f32(&leaf::of(&word, leaf::WEIGHT_SCALE), &[v, c / group, 1], &w.scale);
-            let (rows, scales) = (g.op("Gather", &[&q, ids], vec![]), g.op("Gather", &[&s, ids], vec![]));
-            let rows = g.op("Cast", &[&rows], vec![to_f32]);
-            let rows = g.op("Mul", &[&rows, &scales], vec![]); // [B, T, C/g, g]
-            let shape = g.i64s(&[0, 0, c as i64]);
-            g.op("Reshape", &[&rows, &shape], vec![])
+            // GatherBlockQuantized on uint8 data takes MatMulNBits' nibbles (q + 8), so the table stays 4-bit.
+            let q = g.init(&wname, dtype::UINT8, &[v, c / 2], crate::linear::nbits_nibbles(&w.packed));
+            let s = g.f32(&leaf::of(&word, leaf::WEIGHT_SCALE), &[v, c / group], &w.scale);
+            let attrs = vec![("gather_axis", Attr::I(0)), ("quantize_axis", Attr::I(1)), ("block_size", Attr::I(group as i64)), ("bits", Attr::I(4))];
+            g.node_in(crate::graph::MS, "GatherBlockQuantized", &[&q, ids, &s], 1, attrs).remove(0)
         }
     })
 }

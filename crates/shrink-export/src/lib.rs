@@ -71,7 +71,7 @@ pub struct Manifest {
     pub layers: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id2label: Option<Vec<String>>,
-    /// Where the graph differs from the folder (sparse written dense, int4 tables held as int8).
+    /// Where the graph differs from the folder (sparse written dense, per-tensor dynamic activations, f32 attention).
     pub notes: Vec<String>,
     pub lineage: serde_json::Value,
     /// Files written, model last.
@@ -186,9 +186,6 @@ pub fn export(model: &Path, out: &Path, opts: &Options) -> Result<Exported> {
     let formats = cfg.quantization.as_ref().map(|q| q.layers.clone()).unwrap_or_default();
     if formats.values().any(|f| f.storage == Storage::Sparse) {
         notes.push("sparse Linears are written dense: ONNX Runtime has no sparse MatMul on its CPU or mobile providers".into());
-    }
-    if let TableFormat::Int4 { group } = table {
-        notes.push(format!("the int4-g{group} word embeddings are held as int8 values with their group scales (standard Gather takes no nibbles)"));
     }
     if formats.values().any(|f| f.acts == Acts::Dynamic) {
         notes.push("int8 activations are quantized per tensor (DynamicQuantizeLinear), not per token as on shrink's runtime: outputs differ slightly".into());
