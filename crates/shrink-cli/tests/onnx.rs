@@ -247,6 +247,7 @@ fn pruned_trimmed_classifier_keeps_its_predictions() {
     assert!(fails(&["export", &p("q8"), "--out", &p("x.bin")]).contains("ending in .onnx"));
     assert!(fails(&["export", &p("q8"), "--opset", "13", "--out", &p("x.onnx")]).contains("opsets 17 to 21"));
     assert!(fails(&["export", &p("nothing"), "--out", &p("x.onnx")]).contains("nothing"));
+    assert!(fails(&["export", &p("q8"), "--outputs", "logits,last-hidden-state,logits", "--out", &p("x.onnx")]).contains("names logits twice"));
     assert!(!tmp.path().join("x.onnx").exists());
 }
 

@@ -72,14 +72,17 @@ pub fn render(ops: &BTreeMap<(String, String), usize>) -> String {
     }
     let total: usize = ops.values().sum();
     for (p, name) in PROVIDERS.iter().enumerate().skip(1) {
-        let falls: Vec<String> = ops.iter().filter(|((d, o), _)| support(d, o, p) == No).map(|((_, o), n)| format!("{o} x{n}")).collect();
+        let falls: Vec<(&String, usize)> = ops.iter().filter(|((d, o), _)| support(d, o, p) == No).map(|((_, o), &n)| (o, n)).collect();
         let conds: Vec<String> = ops.iter().filter_map(|((d, o), _)| match support(d, o, p) {
             If(c) => Some(format!("{o}: {c}")),
             _ => None,
         }).collect();
-        let fall: usize = ops.iter().filter(|((d, o), _)| support(d, o, p) == No).map(|(_, n)| n).sum();
+        let fall: usize = falls.iter().map(|(_, n)| n).sum();
         s += &format!("\n{name}: takes {} of {total} nodes", total - fall);
-        s += &if falls.is_empty() { String::new() } else { format!("; falls back to CPU for {}", falls.join(", ")) };
+        if !falls.is_empty() {
+            let list: Vec<String> = falls.iter().map(|(o, n)| format!("{o} x{n}")).collect();
+            s += &format!("; falls back to CPU for {}", list.join(", "));
+        }
         if !conds.is_empty() {
             s += &format!("\n  conditions: {}", conds.join("; "));
         }

@@ -105,12 +105,10 @@ pub fn export(model: &Path, out: &Path, opts: &Options) -> Result<Exported> {
         bail!("{}: no such model folder", model.display());
     }
     let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        bail!("--out {}: folder {} does not exist", out.display(), dir.display());
-    }
     if dir.canonicalize().ok() == model.canonicalize().ok() {
         bail!("--out {}: inside the model folder {}; write the export elsewhere", out.display(), model.display());
     }
+    std::fs::create_dir_all(dir).with_context(|| format!("--out {}: cannot create folder {}", out.display(), dir.display()))?;
     let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let manifest_path = dir.join(format!("{stem}.manifest.json"));
     let tokenizer_out = dir.join(TOKENIZER_FILE);
@@ -123,6 +121,9 @@ pub fn export(model: &Path, out: &Path, opts: &Options) -> Result<Exported> {
         bail!("{}: exists and differs from {}; pass --force to replace it", tokenizer_out.display(), tokenizer_src.display());
     }
 
+    if let Some(o) = opts.outputs.iter().enumerate().find_map(|(i, o)| opts.outputs[..i].contains(o).then_some(o)) {
+        bail!("--outputs names {} twice", o.name());
+    }
     let cfg = Config::load(&model.join(CONFIG_FILE))?;
     let file = TensorFile::open(&model.join(WEIGHTS_FILE))?;
     let quantized: Vec<_> = cfg.quantization.iter().flat_map(|q| q.layers.values()).filter(|f| f.acts != Acts::F32).collect();

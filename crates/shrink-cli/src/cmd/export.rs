@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::ValueEnum;
 use shrink_export::{Int8Form, Options, Output};
 
@@ -34,7 +34,7 @@ pub struct Args {
     model: String,
     #[arg(long, value_enum, default_value = "onnx")]
     format: FormatArg,
-    /// The .onnx file to write; its folder must exist.
+    /// The .onnx file to write (its folder is created when missing).
     #[arg(long)]
     out: PathBuf,
     /// ONNX opset (17 ..= 21).
@@ -63,12 +63,7 @@ impl Args {
             OutputArg::SentenceEmbedding => Output::SentenceEmbedding,
             OutputArg::LastHiddenState => Output::LastHiddenState,
         });
-        let mut outputs: Vec<Output> = outputs.collect();
-        let n = outputs.len();
-        outputs.dedup();
-        if outputs.len() != n {
-            bail!("--outputs names an output twice");
-        }
+        let outputs: Vec<Output> = outputs.collect();
         let int8 = self.int8.map(|f| match f {
             Int8Arg::Dynamic => Int8Form::Dynamic,
             Int8Arg::Qdq => Int8Form::Qdq,
