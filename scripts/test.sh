@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: fetches the example model and data if missing, then runs every test in release mode
-# (the numeric tests are too slow unoptimised).
+# (the numeric tests are too slow unoptimised), then the aarch64 suite under emulation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-assets.sh
@@ -19,3 +19,6 @@ cargo test --release --workspace "$@"
 SHRINK_ISA=scalar cargo test --release --workspace --test golden --test golden_arch
 # A few seconds of every fuzz target on its committed corpus (fuzz/; a campaign is `scripts/fuzz.sh run 600`).
 scripts/fuzz.sh smoke
+# The aarch64 build: kernels, format, runtime (golden parity, the x86-64 outputs) and the C API under qemu-user at
+# three CPU levels (~15 min on 2 cores; installs its cross toolchain first).
+scripts/test-aarch64.sh

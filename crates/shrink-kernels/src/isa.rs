@@ -1,6 +1,6 @@
 //! The SIMD levels kernels run at: each architecture has a ladder of levels above the portable `Scalar` one, the
 //! CPU's highest is detected once, and `SHRINK_ISA=<name>` forces a lower one. A level only names a table of
-//! kernels (`crate::ops`); what each level plugs in lives with its architecture (`crate::x86`).
+//! kernels (`crate::ops`); what each level plugs in lives with its architecture (`crate::x86`, `crate::aarch64`).
 
 use std::sync::OnceLock;
 
@@ -18,18 +18,28 @@ pub enum Isa {
     /// AVX-512 plus AMX tiles (Sapphire Rapids and later): only the int8 GEMM and attention's bf16 products
     /// differ, every other kernel runs its AVX-512 build.
     Amx,
+    /// aarch64's baseline (every ARMv8-A core: Cortex-A53 up): NEON f32 kernels, int8 by widening multiplies.
+    Neon,
+    /// NEON plus sdot (ARMv8.2 dotprod: Cortex-A55/A76 and later, Apple M1, Neoverse N1).
+    Dotprod,
+    /// dotprod plus the int8 matrix multiply usmmla (ARMv8.6 i8mm: Cortex-A510/A710/X2 and later, Neoverse V1/N2,
+    /// Apple M2): only the int8 GEMM differs.
+    I8mm,
 }
 
 /// Every level of every architecture, indexed by `Isa as usize`.
-pub(crate) const ALL: [Isa; 5] = [Isa::Scalar, Isa::Avx2, Isa::AvxVnni, Isa::Avx512, Isa::Amx];
+pub(crate) const ALL: [Isa; 8] =
+    [Isa::Scalar, Isa::Avx2, Isa::AvxVnni, Isa::Avx512, Isa::Amx, Isa::Neon, Isa::Dotprod, Isa::I8mm];
 
+#[cfg(target_arch = "aarch64")]
+use crate::aarch64::{runs, LADDER};
 #[cfg(target_arch = "x86_64")]
 use crate::x86::{runs, LADDER};
 
 /// Targets without SIMD builds here run the generic level only.
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 const LADDER: [Isa; 0] = [];
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 fn runs(_: Isa) -> bool {
     false
 }
@@ -43,6 +53,9 @@ impl Isa {
             Isa::AvxVnni => "avxvnni",
             Isa::Avx512 => "avx512",
             Isa::Amx => "amx",
+            Isa::Neon => "neon",
+            Isa::Dotprod => "dotprod",
+            Isa::I8mm => "i8mm",
         }
     }
 
@@ -92,5 +105,10 @@ mod tests {
         assert_eq!((levels[0], levels.last()), (Isa::Scalar, Some(&best())));
         assert!(levels.windows(2).all(|w| w[0] < w[1]), "{levels:?}");
         assert!(crate::ops::available().map(|o| o.isa).eq(levels), "a table per level");
+        // Emulated and CI runs name the level their CPU must reach, so a detection that fails cannot pass as a
+        // skipped level.
+        if let Ok(want) = std::env::var("SHRINK_EXPECT_BEST") {
+            assert_eq!(best().name(), want, "best level detected");
+        }
     }
 }

@@ -24,6 +24,8 @@ pub mod spmm;
 mod testsuite;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
 
 pub use ops::{ops, Ops};
 

@@ -1,5 +1,5 @@
 //! The dispatch table: one `Ops` per level, built once, generic-first: every entry starts as the portable build,
-//! then the architecture's `plug` (`crate::x86::plug`) overwrites the entries the level and the detected CPU
+//! then the architecture's `plug` (`crate::x86::plug`, `crate::aarch64::plug`) overwrites the entries the level and the detected CPU
 //! features have. Kernels are called through it once per row, tile or GEMM call, never per element.
 //!
 //! A new architecture adds a `plug` of its own under its `cfg` in `build` and its levels to `crate::isa`; callers
@@ -91,6 +91,8 @@ fn build(isa: Isa) -> Ops {
     let mut ops = Ops::generic(isa);
     #[cfg(target_arch = "x86_64")]
     crate::x86::plug(&mut ops, isa);
+    #[cfg(target_arch = "aarch64")]
+    crate::aarch64::plug(&mut ops, isa);
     ops
 }
 

@@ -23,6 +23,7 @@ pub(crate) fn runs(level: Isa) -> bool {
                 && is_x86_feature_detected!("avx512vl")
         }
         Isa::Amx => vnni() && amx_int8(),
+        Isa::Neon | Isa::Dotprod | Isa::I8mm => false,
     }
 }
 

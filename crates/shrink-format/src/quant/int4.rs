@@ -104,6 +104,10 @@ impl Int4Weight {
             bail!("{path}: tensor {wname} is {:?}, expected U8 (packed int4)", file.dtype(&wname).unwrap());
         }
         let packed = file.u8(&wname, &[n, k / 2])?.to_vec();
+        // Nibble 8 is -8, off the symmetric grid; the kernels rely on [-7, 7] (i16 sums of two products).
+        if let Some(i) = (0..2 * packed.len()).find(|&i| (packed[i / 2] >> (4 * (i % 2))) & 0xF == 8) {
+            bail!("{path}: {wname}: value [{}, {}] is -8, outside the int4 grid [-7, 7]", i / k, i % k);
+        }
         let sname = leaf::of(name, leaf::WEIGHT_SCALE);
         let scale = file.f32(&sname, &[n, k / group])?.into_owned();
         if let Some(i) = scale.iter().position(|&v| v < 0.0) {
@@ -160,5 +164,11 @@ mod tests {
         std::fs::write(&path, crate::tensors::serialize(i8s).unwrap()).unwrap();
         let err = Int4Weight::read(&TensorFile::open(&path).unwrap(), "l", 2, 32, 32).unwrap_err().to_string();
         assert!(err.contains("tensor l.weight is I8, expected U8 (packed int4)"), "{err}");
+        // Nibble 8 (-8) at row 1, k 5: the high nibble of that row's third byte.
+        let mut bad = e.clone();
+        bad.packed[16 + 2] = (bad.packed[16 + 2] & 0x0F) | 0x80;
+        std::fs::write(&path, crate::tensors::serialize(bad.tensors("l")).unwrap()).unwrap();
+        let err = Int4Weight::read(&TensorFile::open(&path).unwrap(), "l", 2, 32, 32).unwrap_err().to_string();
+        assert!(err.contains("l.weight: value [1, 5] is -8, outside the int4 grid [-7, 7]"), "{err}");
     }
 }

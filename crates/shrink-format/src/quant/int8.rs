@@ -59,9 +59,14 @@ impl Int8Weight {
         ]
     }
 
-    /// `name`'s weight, checked to be (n, k) with non-negative scales.
+    /// `name`'s weight, checked to be (n, k) in [-127, 127] with non-negative scales. The kernels rely on the
+    /// range: -128 is off the symmetric grid, and sums of two s8 products then no longer fit i16.
     pub fn read(file: &TensorFile, name: &str, n: usize, k: usize) -> Result<Self> {
-        let q = file.i8(&leaf::of(name, leaf::WEIGHT), &[n, k])?.to_vec();
+        let wname = leaf::of(name, leaf::WEIGHT);
+        let q = file.i8(&wname, &[n, k])?.to_vec();
+        if let Some(i) = q.iter().position(|&v| v == i8::MIN) {
+            bail!("{}: {wname}[{}, {}] is -128, outside the int8 grid [-127, 127]", file.file.display(), i / k, i % k);
+        }
         let sname = leaf::of(name, leaf::WEIGHT_SCALE);
         let scale = file.f32(&sname, &[n])?.into_owned();
         if let Some(i) = scale.iter().position(|&v| v < 0.0) {
@@ -110,5 +115,10 @@ mod tests {
         std::fs::write(&path, crate::tensors::serialize(bad.tensors("l")).unwrap()).unwrap();
         let e = Int8Weight::read(&TensorFile::open(&path).unwrap(), "l", 2, 2).unwrap_err().to_string();
         assert!(e.contains("l.weight_scale[1] is negative (-1)"), "{e}");
+        let mut bad = w.clone();
+        bad.q[3] = i8::MIN;
+        std::fs::write(&path, crate::tensors::serialize(bad.tensors("l")).unwrap()).unwrap();
+        let e = Int8Weight::read(&TensorFile::open(&path).unwrap(), "l", 2, 2).unwrap_err().to_string();
+        assert!(e.contains("l.weight[1, 1] is -128, outside the int8 grid"), "{e}");
     }
 }

@@ -3,9 +3,9 @@
 //! epilogue applies the scales, bias, GELU and residual.
 //!
 //! Weights are packed once into 16-column panels of 64-byte chunks, one chunk = 16 columns x 4 K bytes (one zmm for
-//! vpdpbusd). The AMX, AVX-512 VNNI, AVX-VNNI, AVX2 and generic microkernels (`x86/`, `generic.rs`; a level's table picks
-//! them, `crate::ops`) all read that packing and produce the same integers,
-//! and every level then does the reference's float operations in the reference's order, so all levels and the naive
+//! vpdpbusd, four q registers for sdot). The AMX, AVX-512 VNNI, AVX-VNNI, AVX2, aarch64 i8mm, dotprod and NEON, and
+//! generic microkernels (`x86/`, `aarch64/`, `generic.rs`; a level's table picks them, `crate::ops`) all read that
+//! packing and produce the same integers, and every level then does the reference's float operations in the reference's order, so all levels and the naive
 //! references (`gemm_*_ref`, on the unpacked data) give bit-identical outputs.
 //!
 //! Dimensions: M rows (tokens), K inputs, N outputs; weights come in the HF Linear [N, K] layout.
@@ -29,6 +29,13 @@ pub(crate) mod x86 {
     pub(crate) mod avx512;
     pub(crate) mod avxvnni;
     mod ymm;
+}
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod aarch64 {
+    pub(crate) mod dotprod;
+    pub(crate) mod i8mm;
+    pub(crate) mod neon;
+    mod qreg;
 }
 
 pub use acts::{quantize_static, ActQuant, QuantActs};
@@ -66,7 +73,8 @@ struct Rows {
 }
 
 /// `np` int8 panels from `ptr`, `stride` chunks apart, each `kq` chunks long; their column sums and scales.
-// The multi-panel and prefetch fields are read by the x86 kernels; the generic one takes a panel at a time.
+// The multi-panel and prefetch fields are read by the x86 kernels; the generic and aarch64 ones take a panel at a
+// time.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct I8Panels {
     ptr: *const Chunk,

@@ -92,7 +92,7 @@ macro_rules! microkernel {
     };
 }
 
-#[cfg(target_arch = "x86_64")] // the ISA files build their kernels from it
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))] // the ISA files build their kernels from it
 pub(crate) use microkernel;
 
 const SCALAR: Geometry = Geometry { mr: 4, nr: 8, kc: 768 };

@@ -17,6 +17,10 @@ pub(crate) mod x86 {
     pub(crate) mod avx2;
     pub(crate) mod avx512;
 }
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod aarch64 {
+    pub(crate) mod neon;
+}
 
 pub use reference::gemm_f32_ref;
 
@@ -246,12 +250,16 @@ pub(crate) type KernelFn = unsafe fn(*const f32, usize, *const f32, usize, *cons
 pub(crate) const PREFETCH_EVERY: usize = 4;
 
 #[inline(always)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))] // a hint this ISA's kernels do not take yet
+#[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(unused_variables))] // no hint here
 pub(crate) fn prefetch_l2(p: *const f32) {
-    // SAFETY: a prefetch never faults, even past the data.
+    // SAFETY (both): a prefetch never faults, even past the data.
     #[cfg(target_arch = "x86_64")]
     unsafe {
         std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p.cast())
+    };
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+        std::arch::asm!("prfm pldl2keep, [{0}]", in(reg) p, options(nostack, readonly, preserves_flags))
     };
 }
 
