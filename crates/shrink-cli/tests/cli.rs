@@ -124,6 +124,21 @@ fn inspect_counts_minilm() {
     }
 }
 
+#[test]
+fn inspect_reads_gguf() {
+    let gguf = asset("models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let r: serde_json::Value = serde_json::from_str(&ok(&["inspect", gguf.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!((r["architecture"].as_str(), r["geometry"]["embedding_length"].as_str()), (Some("llama"), Some("576")));
+    assert_eq!(r["total"]["params"], 134_515_008);
+    let text = ok(&["inspect", gguf.to_str().unwrap()]);
+    assert!(text.contains("rms_epsilon = 0.00001") && text.contains("Q4_1"), "{text}");
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("x.gguf");
+    std::fs::write(&bad, b"GGUF\x03\0\0\0").unwrap();
+    let err = fails(&["inspect", bad.to_str().unwrap()]);
+    assert!(err.contains("x.gguf: not a readable GGUF file: the tensor count"), "{err}");
+}
+
 /// The subcommands a `--help` page lists under "Commands:" (clap's own `help` aside).
 fn subcommands(help: &str) -> Vec<String> {
     help.lines()

@@ -1,8 +1,9 @@
 //! Measuring a model on the runtime: tasks and their metrics (`task`), sentence embeddings (`embed`), the latency
-//! harness (`bench`) and parameter, byte and FLOP counts (`inspect`).
+//! harness (`bench`) and parameter, byte and FLOP counts (`inspect`; `inspect_gguf` for llama.cpp files).
 
 pub mod bench;
 pub mod embed;
 pub mod evaluate;
 pub mod inspect;
+pub mod inspect_gguf;
 pub mod task;

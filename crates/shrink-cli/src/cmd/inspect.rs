@@ -1,13 +1,16 @@
+use std::path::Path;
+
 use anyhow::Result;
-use shrink_eval::inspect;
+use shrink_eval::{inspect, inspect_gguf};
 
 use crate::args::positive;
 
-/// Parameters and bytes per component and layer at fp32/fp16/int8/int4, and FLOPs per sequence.
+/// Parameters and bytes per component and layer at fp32/fp16/int8/int4, and FLOPs per sequence; for a .gguf file,
+/// its architecture, tokenizer, and parameters and bytes per ggml type and tensor family.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  shrink inspect assets/models/all-MiniLM-L6-v2 --seq 128")]
+#[command(after_help = "Examples:\n  shrink inspect assets/models/all-MiniLM-L6-v2 --seq 128\n  shrink inspect assets/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf")]
 pub struct Args {
-    /// Model folder (config.json, model.safetensors, tokenizer.json) or hub id org/name.
+    /// Model folder (config.json, model.safetensors, tokenizer.json), hub id org/name, or a .gguf file.
     model: String,
     #[arg(long)]
     json: bool,
@@ -18,6 +21,14 @@ pub struct Args {
 
 impl Args {
     pub fn run(self) -> Result<()> {
+        if self.model.ends_with(".gguf") {
+            let r = inspect_gguf::inspect_gguf(Path::new(&self.model))?;
+            match self.json {
+                true => println!("{}", serde_json::to_string_pretty(&r)?),
+                false => print!("{}", inspect_gguf::render_gguf(&r)),
+            }
+            return Ok(());
+        }
         let r = inspect::inspect_model(&self.model, self.seq)?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&r)?);
