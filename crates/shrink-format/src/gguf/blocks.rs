@@ -1,8 +1,11 @@
-//! ggml's tensor types as GGUF stores them: one plain block struct per quantized type (its byte size asserted), one
-//! reference decode each (and encode for the types shrink writes), and `TYPES`, the table a type id is looked up
-//! in. Layouts from ggml's `ggml-common.h`: a block holds `ELEMS` consecutive values of a row.
+//! ggml's tensor types as GGUF stores them: one plain block struct per 32-value type (its byte size asserted), one
+//! reference decode each (and encode for the types shrink will write: Q8_0, Q4_0, Q4_1), and `TYPES`, the table a
+//! type id is looked up in (the 256-value K-quants are in kquants.rs). Layouts from ggml's `ggml-common.h`: a
+//! block holds consecutive values of a row.
 
 use half::{bf16, f16};
+
+use super::kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
 
 /// One row of the table: a ggml type id, its name, values per block, bytes per block, and its decode.
 pub struct TypeInfo {
@@ -10,8 +13,17 @@ pub struct TypeInfo {
     pub name: &'static str,
     pub block_elems: usize,
     pub block_bytes: usize,
-    /// Decodes whole blocks: `bytes.len()` is a multiple of `block_bytes`, `out.len()` the matching value count.
-    pub decode: fn(bytes: &[u8], out: &mut [f32]),
+    /// Decodes one block: `block_bytes` bytes into `block_elems` values.
+    pub decode_block: fn(bytes: &[u8], out: &mut [f32]),
+}
+
+impl TypeInfo {
+    /// Decodes whole blocks: `bytes.len()` a multiple of `block_bytes`, `out.len()` the matching value count.
+    pub fn decode(&self, bytes: &[u8], out: &mut [f32]) {
+        for (b, o) in bytes.chunks_exact(self.block_bytes).zip(out.chunks_exact_mut(self.block_elems)) {
+            (self.decode_block)(b, o);
+        }
+    }
 }
 
 impl std::fmt::Debug for TypeInfo {
@@ -26,28 +38,43 @@ impl PartialEq for TypeInfo {
     }
 }
 
-/// The types shrink reads. The K-quants (Q2_K .. Q6_K) and Q5_0 / Q5_1 are not here yet: a file using them is
-/// refused by name.
+const fn row(id: u32, name: &'static str, block_elems: usize, block_bytes: usize, decode_block: fn(&[u8], &mut [f32])) -> TypeInfo {
+    TypeInfo { id, name, block_elems, block_bytes, decode_block }
+}
+
+/// The types shrink reads. Not here: Q8_1 and Q8_K (llama.cpp's activation formats, not stored in model files) and
+/// the IQ / TQ types; a file using them is refused by name.
 pub const TYPES: &[TypeInfo] = &[
-    TypeInfo { id: 0, name: "F32", block_elems: 1, block_bytes: 4, decode: decode_f32 },
-    TypeInfo { id: 1, name: "F16", block_elems: 1, block_bytes: 2, decode: decode_f16 },
-    TypeInfo { id: 2, name: "Q4_0", block_elems: BlockQ4_0::ELEMS, block_bytes: BlockQ4_0::BYTES, decode: BlockQ4_0::decode_all },
-    TypeInfo { id: 3, name: "Q4_1", block_elems: BlockQ4_1::ELEMS, block_bytes: BlockQ4_1::BYTES, decode: BlockQ4_1::decode_all },
-    TypeInfo { id: 8, name: "Q8_0", block_elems: BlockQ8_0::ELEMS, block_bytes: BlockQ8_0::BYTES, decode: BlockQ8_0::decode_all },
-    TypeInfo { id: 30, name: "BF16", block_elems: 1, block_bytes: 2, decode: decode_bf16 },
+    row(0, "F32", 1, 4, |b, o| o[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+    row(1, "F16", 1, 2, |b, o| o[0] = f16_at(b)),
+    row(2, "Q4_0", QK, BlockQ4_0::BYTES, |b, o| BlockQ4_0::from_bytes(b).decode(o)),
+    row(3, "Q4_1", QK, BlockQ4_1::BYTES, |b, o| BlockQ4_1::from_bytes(b).decode(o)),
+    row(6, "Q5_0", QK, Q5_0_BYTES, decode_q5_0),
+    row(7, "Q5_1", QK, Q5_1_BYTES, decode_q5_1),
+    row(8, "Q8_0", QK, BlockQ8_0::BYTES, |b, o| BlockQ8_0::from_bytes(b).decode(o)),
+    row(10, "Q2_K", QK_K, BlockQ2K::BYTES, BlockQ2K::decode),
+    row(11, "Q3_K", QK_K, BlockQ3K::BYTES, BlockQ3K::decode),
+    row(12, "Q4_K", QK_K, BlockQ4K::BYTES, BlockQ4K::decode),
+    row(13, "Q5_K", QK_K, BlockQ5K::BYTES, BlockQ5K::decode),
+    row(14, "Q6_K", QK_K, BlockQ6K::BYTES, BlockQ6K::decode),
+    row(30, "BF16", 1, 2, |b, o| o[0] = bf16::from_le_bytes([b[0], b[1]]).to_f32()),
 ];
 
 /// Names of the ggml type ids shrink does not read, for the error that refuses them.
 pub const UNSUPPORTED: &[(u32, &str)] = &[
-    (6, "Q5_0"),
-    (7, "Q5_1"),
     (9, "Q8_1"),
-    (10, "Q2_K"),
-    (11, "Q3_K"),
-    (12, "Q4_K"),
-    (13, "Q5_K"),
-    (14, "Q6_K"),
     (15, "Q8_K"),
+    (16, "IQ2_XXS"),
+    (17, "IQ2_XS"),
+    (18, "IQ3_XXS"),
+    (19, "IQ1_S"),
+    (20, "IQ4_NL"),
+    (21, "IQ3_S"),
+    (22, "IQ2_S"),
+    (23, "IQ4_XS"),
+    (29, "IQ1_M"),
+    (34, "TQ1_0"),
+    (35, "TQ2_0"),
 ];
 
 pub fn type_info(id: u32) -> Option<&'static TypeInfo> {
@@ -59,24 +86,6 @@ const QK: usize = 32;
 
 fn f16_at(b: &[u8]) -> f32 {
     f16::from_le_bytes([b[0], b[1]]).to_f32()
-}
-
-fn decode_f32(bytes: &[u8], out: &mut [f32]) {
-    for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-        *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-    }
-}
-
-fn decode_f16(bytes: &[u8], out: &mut [f32]) {
-    for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-        *o = f16_at(b);
-    }
-}
-
-fn decode_bf16(bytes: &[u8], out: &mut [f32]) {
-    for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-        *o = bf16::from_le_bytes([b[0], b[1]]).to_f32();
-    }
 }
 
 /// Q8_0: 32 values x = d q, q in [-127, 127], d the block's max |x| / 127 in f16.
@@ -113,12 +122,6 @@ impl BlockQ8_0 {
     pub fn decode(&self, out: &mut [f32]) {
         let d = self.d.to_f32();
         out.iter_mut().zip(&self.qs).for_each(|(o, &q)| *o = q as f32 * d);
-    }
-
-    fn decode_all(bytes: &[u8], out: &mut [f32]) {
-        for (b, o) in bytes.chunks_exact(Self::BYTES).zip(out.chunks_exact_mut(QK)) {
-            Self::from_bytes(b).decode(o);
-        }
     }
 }
 
@@ -171,12 +174,6 @@ impl BlockQ4_0 {
         let d = self.d.to_f32();
         out.iter_mut().enumerate().for_each(|(j, o)| *o = (nibble(&self.qs, j) as f32 - 8.0) * d);
     }
-
-    fn decode_all(bytes: &[u8], out: &mut [f32]) {
-        for (b, o) in bytes.chunks_exact(Self::BYTES).zip(out.chunks_exact_mut(QK)) {
-            Self::from_bytes(b).decode(o);
-        }
-    }
 }
 
 /// Q4_1: 32 values x = d q + m, q in [0, 15], m the block's minimum and d its range / 15, both f16.
@@ -217,12 +214,30 @@ impl BlockQ4_1 {
         let (d, m) = (self.d.to_f32(), self.m.to_f32());
         out.iter_mut().enumerate().for_each(|(j, o)| *o = nibble(&self.qs, j) as f32 * d + m);
     }
+}
 
-    fn decode_all(bytes: &[u8], out: &mut [f32]) {
-        for (b, o) in bytes.chunks_exact(Self::BYTES).zip(out.chunks_exact_mut(QK)) {
-            Self::from_bytes(b).decode(o);
-        }
-    }
+const Q5_0_BYTES: usize = 2 + 4 + QK / 2;
+const Q5_1_BYTES: usize = 4 + 4 + QK / 2;
+
+/// The 5-bit values of Q5_0 / Q5_1: the Q4 nibbles plus bit j of the u32 `qh` as bit 4 of value j.
+fn q5_values(qh: &[u8], qs: &[u8]) -> [u8; QK] {
+    let qh = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
+    let qs: &[u8; QK / 2] = qs.try_into().expect("16 nibble bytes");
+    std::array::from_fn(|j| nibble(qs, j) | (((qh >> j) & 1) as u8) << 4)
+}
+
+/// Q5_0 (d f16, qh u32, 16 nibble bytes): x = d (q - 16).
+fn decode_q5_0(b: &[u8], out: &mut [f32]) {
+    let d = f16_at(b);
+    let q = q5_values(&b[2..6], &b[6..22]);
+    out.iter_mut().zip(q).for_each(|(o, q)| *o = (q as f32 - 16.0) * d);
+}
+
+/// Q5_1 (d f16, m f16, qh u32, 16 nibble bytes): x = d q + m.
+fn decode_q5_1(b: &[u8], out: &mut [f32]) {
+    let (d, m) = (f16_at(b), f16_at(&b[2..]));
+    let q = q5_values(&b[4..8], &b[8..24]);
+    out.iter_mut().zip(q).for_each(|(o, q)| *o = q as f32 * d + m);
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! GGUF files (llama.cpp's format, versions 2 and 3), read-only: the header, the metadata, the tensor infos, and
-//! every tensor dequantized to f32 through `blocks::TYPES`. The file is memory-mapped; every offset and size is
+//! every tensor dequantized to f32 through `blocks::TYPES` (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K ..
+//! Q6_K). The file is memory-mapped; every offset and size is
 //! checked against the file before use, and errors name the file and the field or tensor at fault.
 //!
 //! Layout: magic "GGUF", u32 version, u64 tensor count, u64 metadata count, the metadata (key, u32 type, value),
@@ -7,6 +8,7 @@
 //! data), then the data, starting at the next multiple of `general.alignment` (default 32).
 
 pub mod blocks;
+pub mod kquants;
 mod value;
 
 use std::path::{Path, PathBuf};
@@ -98,7 +100,7 @@ impl GgufFile {
             if r >= n_rows {
                 bail!("{}: row {r} of {name}, which has {n_rows}", self.path.display());
             }
-            (t.kind.decode)(&self.bytes(t)[r * row_bytes..][..row_bytes], o);
+            t.kind.decode(&self.bytes(t)[r * row_bytes..][..row_bytes], o);
         }
         Ok(out)
     }
@@ -107,7 +109,7 @@ impl GgufFile {
     pub fn dequantize(&self, name: &str) -> Result<Vec<f32>> {
         let t = self.tensor(name)?;
         let mut out = vec![0f32; t.elems()];
-        (t.kind.decode)(self.bytes(t), &mut out);
+        t.kind.decode(self.bytes(t), &mut out);
         Ok(out)
     }
 }

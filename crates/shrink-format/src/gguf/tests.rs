@@ -85,7 +85,7 @@ fn refuses_bad_files_by_name() {
         (gguf(1, &[], &[]), "GGUF version 1: versions 2 and 3 are read"),
         (ok[..20].to_vec(), "the metadata count"),
         (ok[..ok.len() - 1].to_vec(), "tensor w: [32] F32 at offset 0 runs past the end of the file"),
-        (gguf(3, &[], &f32_tensor(12)), "tensor w is Q4_K, which shrink does not read yet"),
+        (gguf(3, &[], &f32_tensor(23)), "tensor w is IQ4_XS, which shrink does not read yet"),
         (gguf(3, &[], &f32_tensor(99)), "tensor w has ggml type 99, unknown"),
         (gguf(3, &[], &[("w", &[16u64][..], 8, vec![0u8; 64])]), "tensor w: rows of 16 values are not whole Q8_0 blocks of 32"),
         (gguf(3, &[("general.alignment", 4, 24u32.to_le_bytes().to_vec())], &[]), "general.alignment is U32(24): expected a power of two"),
@@ -101,6 +101,22 @@ fn refuses_bad_files_by_name() {
     let info_end = 24 + 8 + 1 + 4 + 8 + 4; // header, name, dims count, one dim, type
     bad[info_end..info_end + 8].copy_from_slice(&4u64.to_le_bytes());
     assert!(err(&dir, &bad).contains("tensor w: offset 4 is not a multiple of the alignment 32"));
+}
+
+/// Every type against the `gguf` package's dequantization of the same random blocks
+/// (testdata/blocks.gguf, written by scripts/gguf-blocks-fixture.py): NAME decoded equals NAME.expected.
+#[test]
+fn blocks_decode_as_gguf_py_does() {
+    let f = GgufFile::open(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/blocks.gguf")).unwrap();
+    let mut seen = Vec::new();
+    for t in f.tensors.iter().filter(|t| !t.name.ends_with(".expected")) {
+        let (got, want) = (f.dequantize(&t.name).unwrap(), f.dequantize(&format!("{}.expected", t.name)).unwrap());
+        assert_eq!(got.len(), want.len(), "{}", t.name);
+        let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "{}: decoded values differ from gguf-py's", t.name);
+        seen.push(t.kind.name);
+    }
+    assert_eq!(seen, ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "F16"]);
 }
 
 fn root() -> std::path::PathBuf {
