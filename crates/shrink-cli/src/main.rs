@@ -43,6 +43,7 @@ enum Command {
     Compress(cmd::compress::Args),
     Trial(cmd::trial::Args),
     Report(cmd::report::Args),
+    Generate(cmd::generate::Args),
 }
 
 fn main() {
@@ -74,6 +75,7 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
         Command::Compress(c) => c.run(threads),
         Command::Trial(c) => c.run(threads),
         Command::Report(c) => c.run(),
+        Command::Generate(c) => c.run(),
     }
 }
 

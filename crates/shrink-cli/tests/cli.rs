@@ -139,6 +139,16 @@ fn inspect_reads_gguf() {
     assert!(err.contains("x.gguf: not a readable GGUF file: the tensor count"), "{err}");
 }
 
+#[test]
+fn generate_continues_like_transformers() {
+    let gguf = asset("models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf");
+    // transformers' greedy continuation of golden prompt 0 begins " Paris.\n\nThe answer is:".
+    let text = ok(&["generate", gguf.to_str().unwrap(), "--prompt", "The capital of France is", "--max-new", "6"]);
+    assert_eq!(text, " Paris.\n\nThe answer\n");
+    let err = fails(&["generate", asset("models/all-MiniLM-L6-v2/model.safetensors").to_str().unwrap(), "--prompt", "x"]);
+    assert!(err.contains("model.safetensors: not a readable GGUF file: no GGUF magic"), "{err}");
+}
+
 /// The subcommands a `--help` page lists under "Commands:" (clap's own `help` aside).
 fn subcommands(help: &str) -> Vec<String> {
     help.lines()

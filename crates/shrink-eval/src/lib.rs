@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod embed;
 pub mod evaluate;
+pub mod generate;
 pub mod inspect;
 pub mod inspect_gguf;
 pub mod task;

@@ -118,15 +118,16 @@ impl Llama {
     }
 
     /// Greedy decoding: the prompt in one pass, then one token at a time on the cache, until `eos` (included) or
-    /// `max_new` tokens.
-    pub fn greedy(&self, prompt: &[u32], max_new: usize, eos: Option<u32>) -> Result<Vec<u32>> {
+    /// `max_new` tokens; `on_token` sees each as it is chosen.
+    pub fn greedy(&self, prompt: &[u32], max_new: usize, eos: Option<u32>, on_token: &mut dyn FnMut(u32)) -> Result<Vec<u32>> {
         let mut cache = KvCache::default();
         let (mut out, mut logits) = (Vec::new(), self.extend(&mut cache, prompt, None)?);
         while out.len() < max_new {
             let last = &logits[logits.len() - self.cfg.v..];
             let next = last.iter().enumerate().fold(0, |b, (i, &x)| if x > last[b] { i } else { b }) as u32;
             out.push(next);
-            if Some(next) == eos {
+            on_token(next);
+            if Some(next) == eos || out.len() == max_new {
                 break;
             }
             logits = self.extend(&mut cache, &[next], None)?;

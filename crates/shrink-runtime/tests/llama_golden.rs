@@ -46,7 +46,7 @@ fn smollm2_logits_and_hidden_states_match_transformers() {
         eprintln!("prompt {p} ({} tokens): worst logit error {worst:.2e} of the largest", ids.len());
         // transformers stops at EOS (id 2, included) or after 32 new tokens.
         let want: Vec<u32> = golden.tensor(&format!("p{p}.greedy_ids")).unwrap().data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32).collect();
-        assert_eq!(model.greedy(&ids, 32, Some(2)).unwrap(), want, "prompt {p}: greedy continuation");
+        assert_eq!(model.greedy(&ids, 32, Some(2), &mut |_| ()).unwrap(), want, "prompt {p}: greedy continuation");
         if p == 0 {
             assert_eq!(hidden.len(), 31);
             for (l, got) in hidden.iter().enumerate() {

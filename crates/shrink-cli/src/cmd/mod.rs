@@ -8,6 +8,7 @@ pub mod embed;
 pub mod eval;
 pub mod export;
 pub mod finetune;
+pub mod generate;
 pub mod importance;
 pub mod inspect;
 pub mod local;

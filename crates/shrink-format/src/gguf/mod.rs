@@ -9,6 +9,7 @@
 
 pub mod blocks;
 pub mod kquants;
+pub mod tokenizer;
 mod value;
 
 use std::path::{Path, PathBuf};

@@ -156,4 +156,14 @@ fn smollm2_file_matches_transformers() {
     let got = f.dequantize_rows("token_embd.weight", &rows).unwrap();
     let worst = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert!(worst <= 1e-6, "token embeddings off transformers' by {worst}");
+    // The tokenizer rebuilt from the metadata gives transformers' ids for the 5 prompts (ASCII, story, code,
+    // accents / CJK / emoji, the chat template with its control tokens), without a BOS.
+    let tok = super::tokenizer::tokenizer(&f).unwrap();
+    let prompts: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root().join("../shared/golden/smollm2-135m/golden.json")).unwrap()).unwrap();
+    for (p, prompt) in prompts["prompts"].as_array().unwrap().iter().enumerate() {
+        let text = prompt["text"].as_str().unwrap();
+        let want: Vec<u32> = st.tensor(&format!("p{p}.input_ids")).unwrap().data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32).collect();
+        assert_eq!(tok.encode(text, false).unwrap().get_ids(), want, "prompt {p}: {text:?}");
+        assert_eq!(tok.decode(&want, false).unwrap(), text, "prompt {p} decoded");
+    }
 }
