@@ -38,15 +38,16 @@ pub fn generate(model: &Path, prompt: &str, max_new: usize, on_text: &mut dyn Fn
     let llama = Llama::from_gguf(&file)?;
     let eos = file.uint("tokenizer.ggml.eos_token_id").ok().map(|v| v as u32);
     let ids = tok.encode(prompt, false).map_err(|e| anyhow::anyhow!("{}: cannot tokenize the prompt: {e}", model.display()))?.get_ids().to_vec();
+    // `shown`: the tokens whose text is out. Byte-level BPE maps each token to its own bytes, so the rest decodes
+    // alone; it can split a character across tokens, so text goes out only once it decodes whole.
     let (start, mut first, mut new, mut shown) = (Instant::now(), None, Vec::new(), 0);
     llama.greedy(&ids, max_new, eos, &mut |id| {
         first.get_or_insert_with(Instant::now);
         new.push(id);
-        // Byte-level BPE can split a character across tokens: show text only once it decodes whole.
-        if let Ok(text) = tok.decode(&new, false) {
-            if !text.ends_with('\u{FFFD}') && text.len() > shown {
-                on_text(&text[shown..]);
-                shown = text.len();
+        if let Ok(text) = tok.decode(&new[shown..], false) {
+            if !text.is_empty() && !text.ends_with('\u{FFFD}') {
+                on_text(&text);
+                shown = new.len();
             }
         }
     })?;

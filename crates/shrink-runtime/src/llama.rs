@@ -157,6 +157,7 @@ impl Llama {
         keep(&mut hidden, &x);
         let (mut n, mut q, mut k, mut vv) = (vec![0f32; t * c], vec![0f32; t * h * d], vec![0f32; t * g * d], vec![0f32; t * g * d]);
         let (mut att, mut gate, mut up) = (vec![0f32; t * h * d], vec![0f32; t * ff], vec![0f32; t * ff]);
+        let mut residual = vec![0f32; t * c]; // x before each block: the GEMM adds it while writing x
         let (cos, sin) = rope_tables(past, t, d, self.cfg.rope_base);
         for (i, l) in self.layers.iter().enumerate() {
             rms_norm(&x, &l.attn_norm, self.cfg.eps, &mut n);
@@ -168,13 +169,13 @@ impl Llama {
             cache.k[i].extend_from_slice(&k);
             cache.v[i].extend_from_slice(&vv);
             causal_attention(&q, &cache.k[i], &cache.v[i], past, h, g, d, &mut att);
-            let residual = x.clone();
+            residual.copy_from_slice(&x);
             gemm_f32(&mut x, &att, t, &l.o, Epilogue { residual: Some(&residual), ..Epilogue::default() });
             rms_norm(&x, &l.ffn_norm, self.cfg.eps, &mut n);
             gemm_f32(&mut gate, &n, t, &l.gate, Epilogue::default());
             gemm_f32(&mut up, &n, t, &l.up, Epilogue::default());
             gate.iter_mut().zip(&up).for_each(|(g, u)| *g = *g / (1.0 + (-*g).exp()) * u); // SwiGLU: silu(gate) up
-            let residual = x.clone();
+            residual.copy_from_slice(&x);
             gemm_f32(&mut x, &gate, t, &l.down, Epilogue { residual: Some(&residual), ..Epilogue::default() });
             if i + 1 < self.layers.len() {
                 keep(&mut hidden, &x);
@@ -249,10 +250,11 @@ fn causal_attention(q: &[f32], k: &[f32], v: &[f32], past: usize, h: usize, g: u
                 *s = (*s - max).exp();
                 sum += *s;
             });
-            let o = &mut out[(i * h + head) * d..][..d];
+            let (o, inv) = (&mut out[(i * h + head) * d..][..d], 1.0 / sum);
             o.fill(0.0);
             for (j, &pj) in p[..seen].iter().enumerate() {
-                o.iter_mut().zip(&v[(j * g + kv) * d..][..d]).for_each(|(o, &vv)| *o += pj / sum * vv);
+                let pj = pj * inv;
+                o.iter_mut().zip(&v[(j * g + kv) * d..][..d]).for_each(|(o, &vv)| *o += pj * vv);
             }
         }
     }

@@ -28,11 +28,11 @@ impl Args {
         })?;
         println!();
         eprintln!(
-            "prompt: {} tokens in {:.1} ms ({:.1} tokens/s); generation: {} tokens in {:.1} ms ({:.1} tokens/s)",
+            "prompt: {} tokens to the first new one in {:.1} ms ({:.1} tokens/s); generation: {} more in {:.1} ms ({:.1} tokens/s)",
             g.prompt_tokens,
             g.prompt_ms,
             g.prompt_tokens_per_s(),
-            g.new_tokens,
+            g.new_tokens.saturating_sub(1),
             g.generation_ms,
             g.generation_tokens_per_s()
         );

@@ -21,6 +21,14 @@ fn scale_min(j: usize, q: &[u8; 12]) -> (f32, f32) {
     (d as f32, m as f32)
 }
 
+/// Sub-blocks 2i and 2i + 1 of Q4_K / Q5_K: (d sc, dmin m) of each.
+fn pair_scales(i: usize, d: f32, dmin: f32, q: &[u8; 12]) -> [(f32, f32); 2] {
+    [2 * i, 2 * i + 1].map(|j| {
+        let (sc, m) = scale_min(j, q);
+        (d * sc, dmin * m)
+    })
+}
+
 /// Q2_K: 16 sub-blocks of 16, 2-bit values, 4-bit scale and min per sub-block: x = d sc q - dmin m.
 #[repr(C)]
 pub struct BlockQ2K {
@@ -110,8 +118,7 @@ impl BlockQ4K {
     pub fn decode(b: &[u8], y: &mut [f32]) {
         let (d, dmin, scales, qs) = (f16_at(b), f16_at(&b[2..]), b[4..16].try_into().unwrap(), &b[16..144]);
         for (i, (q, y)) in qs.chunks_exact(32).zip(y.chunks_exact_mut(64)).enumerate() {
-            let ((s1, m1), (s2, m2)) = (scale_min(2 * i, scales), scale_min(2 * i + 1, scales));
-            let (d1, m1, d2, m2) = (d * s1, dmin * m1, d * s2, dmin * m2);
+            let [(d1, m1), (d2, m2)] = pair_scales(i, d, dmin, scales);
             for l in 0..32 {
                 y[l] = d1 * (q[l] & 0xF) as f32 - m1;
                 y[l + 32] = d2 * (q[l] >> 4) as f32 - m2;
@@ -138,8 +145,7 @@ impl BlockQ5K {
         let (d, dmin, scales) = (f16_at(b), f16_at(&b[2..]), b[4..16].try_into().unwrap());
         let (qh, qs) = (&b[16..48], &b[48..176]);
         for (i, (q, y)) in qs.chunks_exact(32).zip(y.chunks_exact_mut(64)).enumerate() {
-            let ((s1, m1), (s2, m2)) = (scale_min(2 * i, scales), scale_min(2 * i + 1, scales));
-            let (d1, m1, d2, m2) = (d * s1, dmin * m1, d * s2, dmin * m2);
+            let [(d1, m1), (d2, m2)] = pair_scales(i, d, dmin, scales);
             let (u1, u2) = (1u8 << (2 * i), 2u8 << (2 * i));
             for l in 0..32 {
                 let high = |u: u8| if qh[l] & u != 0 { 16 } else { 0 };

@@ -71,8 +71,7 @@ impl Micro for I8mm {
                 // Row r's columns 4q..4q+4: the low (r even) or high halves of column pairs 2q and 2q + 1.
                 let (p0, p1) = (vreinterpretq_u64_s32(acc[2 * q]), vreinterpretq_u64_s32(acc[2 * q + 1]));
                 let s = vreinterpretq_s32_u64(if r % 2 == 0 { vzip1q_u64(p0, p1) } else { vzip2q_u64(p0, p1) });
-                let s = qreg::exact(s, corr, w.colsum.add(4 * q));
-                vmulq_f32(vcvtq_f32_s32(s), vmulq_f32(vdupq_n_f32(sa), vld1q_f32(w.scale.add(4 * q))))
+                qreg::scaled(qreg::exact(s, corr, w.colsum.add(4 * q)), sa, w.scale.add(4 * q))
             });
             store(out, r, y);
         }

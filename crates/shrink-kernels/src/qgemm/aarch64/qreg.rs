@@ -43,6 +43,12 @@ pub(super) unsafe fn exact(s: int32x4_t, corr: i32, colsum: *const i32) -> int32
     vmlaq_s32(s, vld1q_s32(colsum), vdupq_n_s32(corr))
 }
 
+/// 4 columns' exact sums as f32 outputs: s x (row scale sa) x (the columns' weight scales at `scale`).
+#[inline(always)]
+pub(super) unsafe fn scaled(s: int32x4_t, sa: f32, scale: *const f32) -> float32x4_t {
+    vmulq_f32(vcvtq_f32_s32(s), vmulq_f32(vdupq_n_f32(sa), vld1q_f32(scale)))
+}
+
 /// Row r's first `out.nc` columns from its 4 quarters.
 #[inline(always)]
 pub(super) unsafe fn store(out: &Out, r: usize, y: [float32x4_t; 4]) {
@@ -91,8 +97,7 @@ pub(super) unsafe fn i8_tile<D: Dot, const R: usize>(a: &Rows, w: &I8Panels, out
     for (r, acc) in acc.iter().enumerate().take(a.mr) {
         let (corr, sa) = (128 - *a.zero.add(r), *a.scale.add(r));
         let y = std::array::from_fn(|q| {
-            let s = exact(D::sums(acc[q]), corr, w.colsum.add(4 * q));
-            vmulq_f32(vcvtq_f32_s32(s), vmulq_f32(vdupq_n_f32(sa), vld1q_f32(w.scale.add(4 * q))))
+            scaled(exact(D::sums(acc[q]), corr, w.colsum.add(4 * q)), sa, w.scale.add(4 * q))
         });
         store(out, r, y);
     }
