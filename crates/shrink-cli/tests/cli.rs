@@ -149,6 +149,31 @@ fn generate_continues_like_transformers() {
     assert!(err.contains("model.safetensors: not a readable GGUF file: no GGUF magic"), "{err}");
 }
 
+#[test]
+fn perplexity_matches_transformers() {
+    let gguf = asset("models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let golden: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root().join("../shared/golden/smollm2-135m/golden.json")).unwrap()).unwrap();
+    let want = golden["wikitext2_test_first4096"]["ppl"].as_f64().unwrap();
+    let test = root().join("../shared/data/wikitext-2/test.txt");
+    let (gguf, test) = (gguf.to_str().unwrap(), test.to_str().unwrap());
+    let eval = |extra: &[&str]| -> serde_json::Value {
+        serde_json::from_str(&ok(&[&["eval", gguf, "--task", "perplexity", "--data", test, "--json"], extra].concat())).unwrap()
+    };
+    // The golden protocol: the first 4096 tokens, 8 windows of 512 that do not overlap, 4088 tokens scored.
+    let r = eval(&["--max-tokens", "4096"]);
+    assert_eq!((r["tokens_scored"].as_u64(), r["windows"].as_u64()), (Some(4088), Some(8)), "{r}");
+    let ppl = r["perplexity"].as_f64().unwrap();
+    assert!((ppl / want - 1.0).abs() < 1e-3, "perplexity {ppl}, transformers {want}");
+    // A model against itself: no divergence, the same top-1 everywhere; strided windows score every token once.
+    let r = eval(&["--max-tokens", "600", "--ctx", "256", "--stride", "128", "--compare", gguf]);
+    assert_eq!((r["tokens_scored"].as_u64(), r["same_top1"].as_f64()), (Some(599), Some(1.0)), "{r}");
+    assert!(r["kl_divergence"].as_f64().unwrap().abs() < 1e-9 && r["reference_perplexity"] == r["perplexity"], "{r}");
+    let err = fails(&["eval", gguf, "--task", "perplexity", "--data", test, "--ctx", "64", "--stride", "128"]);
+    assert!(err.contains("--ctx 64 --stride 128: need ctx >= 2 and 1 <= stride <= ctx"), "{err}");
+    let err = fails(&["eval", gguf, "--task", "perplexity", "--data", "no/such.txt"]);
+    assert!(err.contains("no/such.txt: cannot read the text"), "{err}");
+}
+
 /// The subcommands a `--help` page lists under "Commands:" (clap's own `help` aside).
 fn subcommands(help: &str) -> Vec<String> {
     help.lines()

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use anyhow::Result;
 use serde::Serialize;
-use shrink_format::gguf::{tokenizer::tokenizer, GgufFile};
-use shrink_runtime::llama::Llama;
+
+use crate::decoder::Decoder;
 
 #[derive(Debug, Serialize)]
 pub struct Generated {
@@ -33,15 +33,13 @@ impl Generated {
 /// Greedy continuation of `prompt` (no template applied), at most `max_new` tokens or up to the file's EOS token;
 /// `on_text` receives each complete piece of text as soon as it decodes.
 pub fn generate(model: &Path, prompt: &str, max_new: usize, on_text: &mut dyn FnMut(&str)) -> Result<Generated> {
-    let file = GgufFile::open(model)?;
-    let tok = tokenizer(&file)?;
-    let llama = Llama::from_gguf(&file)?;
-    let eos = file.uint("tokenizer.ggml.eos_token_id").ok().map(|v| v as u32);
-    let ids = tok.encode(prompt, false).map_err(|e| anyhow::anyhow!("{}: cannot tokenize the prompt: {e}", model.display()))?.get_ids().to_vec();
+    let d = Decoder::open(model)?;
+    let ids = d.encode(prompt, &"the prompt")?;
+    let Decoder { llama, tok, eos, .. } = &d;
     // `shown`: the tokens whose text is out. Byte-level BPE maps each token to its own bytes, so the rest decodes
     // alone; it can split a character across tokens, so text goes out only once it decodes whole.
     let (start, mut first, mut new, mut shown) = (Instant::now(), None, Vec::new(), 0);
-    llama.greedy(&ids, max_new, eos, &mut |id| {
+    llama.greedy(&ids, max_new, *eos, &mut |id| {
         first.get_or_insert_with(Instant::now);
         new.push(id);
         if let Ok(text) = tok.decode(&new[shown..], false) {

@@ -2,9 +2,11 @@
 //! harness (`bench`) and parameter, byte and FLOP counts (`inspect`; `inspect_gguf` for llama.cpp files).
 
 pub mod bench;
+pub mod decoder;
 pub mod embed;
 pub mod evaluate;
 pub mod generate;
 pub mod inspect;
 pub mod inspect_gguf;
+pub mod perplexity;
 pub mod task;

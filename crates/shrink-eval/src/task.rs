@@ -111,6 +111,18 @@ choices! {
     pub enum Task {
         Retrieval = "retrieval",
         Classify = "classify",
+        Perplexity = "perplexity": "a decoder (.gguf) on a plain text file",
+    }
+}
+
+impl Task {
+    /// The score's name in messages.
+    pub fn metric(self) -> &'static str {
+        match self {
+            Task::Classify => "accuracy",
+            Task::Retrieval => "MRR@10",
+            Task::Perplexity => "perplexity",
+        }
     }
 }
 
@@ -162,6 +174,7 @@ impl TaskData {
                 labels: data::field(path, rows, &f.label_field)?,
                 path: path.to_path_buf(),
             },
+            Task::Perplexity => bail!("{}: perplexity reads a text file with a decoder (a .gguf model), not JSONL rows", path.display()),
         })
     }
 

@@ -97,6 +97,9 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 
 impl Args {
     pub fn run(self, threads: usize) -> Result<()> {
+        if self.task == Task::Perplexity {
+            bail!("--task perplexity: the search runs on encoders (classify, retrieval) so far; decoders are measured with `shrink eval --task perplexity`");
+        }
         let (batch, seq) = self
             .latency_at
             .split_once('x')

@@ -226,10 +226,7 @@ pub fn run(
     let cal = src.calibrate(&uniform, opts, &subsets[0])?;
     let scratch = scratch()?;
     let bench = Bench { src, opts, cal: &cal, dev, threads, max_len, scratch: scratch.path() };
-    let metric = match dev.data.task() {
-        shrink_eval::task::Task::Classify => "accuracy",
-        shrink_eval::task::Task::Retrieval => "MRR@10",
-    };
+    let metric = dev.data.task().metric();
     eprintln!("fp32 on the dev subset ({} rows): {metric} {:.4}", dev.base.outputs.len(), dev.base.score);
     let spread = if subsets.len() > 1 {
         let mut scores = Vec::new();
@@ -305,10 +302,7 @@ pub fn sensitivity_report(
     let scratch = scratch()?;
     let bench = Bench { src, opts, cal: &cal, dev, threads, max_len, scratch: scratch.path() };
     let sens = sensitivity(&bench, layers, low)?;
-    let metric = match dev.data.task() {
-        shrink_eval::task::Task::Classify => "accuracy",
-        shrink_eval::task::Task::Retrieval => "MRR@10",
-    };
+    let metric = dev.data.task().metric();
     let title = format!("{}: one site at a time in {} (fp32 {metric} {:.4})", src.dir.display(), low.name, dev.base.score);
     let json = serde_json::json!({"model": src.dir, "format": low.name, "metric": metric, "fp32": dev.base.score, "sites": sens});
     super::report::write(out_dir, &title, metric, &sens, &json)

@@ -57,6 +57,7 @@ impl Settings {
         match self.task {
             Task::Classify => "accuracy",
             Task::Retrieval => "mrr@10",
+            Task::Perplexity => "perplexity",
         }
     }
 }

@@ -1,0 +1,37 @@
+//! A Llama-family GGUF file opened for the runtime: the model, the tokenizer rebuilt from its metadata and its
+//! end-of-text token, as `generate`, `eval --task perplexity` and `bench` load it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Result};
+use shrink_format::gguf::{tokenizer::tokenizer, GgufFile};
+use shrink_runtime::llama::Llama;
+use tokenizers::Tokenizer;
+
+pub struct Decoder {
+    pub path: PathBuf,
+    pub llama: Llama,
+    pub tok: Tokenizer,
+    pub eos: Option<u32>,
+    /// Bytes of the file's tensors as stored (what the model weighs on disk).
+    pub weight_bytes: u64,
+}
+
+impl Decoder {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = GgufFile::open(path)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            tok: tokenizer(&file)?,
+            llama: Llama::from_gguf(&file)?,
+            eos: file.uint("tokenizer.ggml.eos_token_id").ok().map(|v| v as u32),
+            weight_bytes: file.tensors.iter().map(|t| t.len as u64).sum(),
+        })
+    }
+
+    /// Token ids of `text` as is: no special tokens added (this tokenizer adds no BOS).
+    pub fn encode(&self, text: &str, what: &dyn std::fmt::Display) -> Result<Vec<u32>> {
+        let e = self.tok.encode(text, false).map_err(|e| anyhow!("{}: cannot tokenize {what}: {e}", self.path.display()))?;
+        Ok(e.get_ids().to_vec())
+    }
+}
