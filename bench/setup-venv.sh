@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Creates bench/.venv with PyTorch (run on CPU), transformers, onnx and onnxruntime
-# for the comparison benchmarks. Idempotent: does nothing when the stamp exists
-# and the imports still work.
+# Creates bench/.venv with PyTorch (run on CPU), transformers, onnx, onnxruntime and gguf (with which transformers
+# reads the decoder's GGUF file) for the comparison benchmarks. Idempotent: does nothing when the stamp exists and
+# the imports still work.
 set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -12,7 +12,7 @@ TORCH_VERSION="${TORCH_VERSION:-2.15.0}"
 
 check() {
     "$PY" - <<'EOF'
-import torch, transformers, safetensors, numpy, onnx, onnxruntime
+import torch, transformers, safetensors, numpy, onnx, onnxruntime, gguf
 x = torch.randn(3)
 assert torch.isfinite(x @ x)  # a real CPU kernel runs
 print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
@@ -50,7 +50,7 @@ EOF
 # pip then warns that triton and cuda-bindings are missing: expected.
 "${PIP[@]}" "${TORCH_REQS[@]}"
 # None of these depends on torch, so pip does not go back for triton.
-"${PIP[@]}" transformers safetensors numpy onnx onnxruntime
+"${PIP[@]}" transformers safetensors numpy onnx onnxruntime gguf
 
 check
 touch "$STAMP"

@@ -5,21 +5,11 @@
 use anyhow::{bail, Result};
 use shrink_format::arch::{self, Module, Positions};
 use shrink_format::quant::{Int4Weight, Int8Weight, TableFormat};
-use shrink_format::{Config, F32Data, TensorFile};
+use shrink_format::{Config, TensorFile};
 use std::sync::Arc;
 
 use crate::norm::LayerNorm;
-
-/// A [rows, C] table.
-enum Table {
-    F32(F32Data),
-    /// Half precision, widened row by row as ids are looked up (half the memory of F32).
-    F16(Vec<half::f16>),
-    /// Per-row symmetric int8: row r = scale[r] * q[r].
-    Int8(Int8Weight),
-    /// Per-row groups of int4, kept packed and decoded per looked-up row.
-    Int4(Int4Weight),
-}
+use crate::table::Table;
 
 pub struct Embeddings {
     word: Table,                // (V, C)
@@ -68,13 +58,7 @@ impl Embeddings {
         let c = self.c;
         let positions = mask.chunks_exact(t).flat_map(|row| self.positions.of(row));
         for ((row, &id), pos) in x.chunks_exact_mut(c).zip(ids).zip(positions) {
-            let id = id as usize;
-            match &self.word {
-                Table::F32(w) => row.copy_from_slice(&w[id * c..(id + 1) * c]),
-                Table::F16(w) => row.iter_mut().zip(&w[id * c..(id + 1) * c]).for_each(|(o, h)| *o = h.to_f32()),
-                Table::Int8(w) => w.decode_row(id, row),
-                Table::Int4(w) => w.decode_row(id, row),
-            }
+            self.word.row(id as usize, row);
             let pos = &self.position[pos * c..][..c];
             for ((o, &p), &ty) in row.iter_mut().zip(pos).zip(&self.token_type) {
                 *o += p + ty;
@@ -84,12 +68,6 @@ impl Embeddings {
     }
 
     pub fn bytes(&self) -> usize {
-        let word = match &self.word {
-            Table::F32(w) => w.len() * 4,
-            Table::F16(w) => w.len() * 2,
-            Table::Int8(w) => w.q.len() + w.scale.len() * 4,
-            Table::Int4(w) => w.packed.len() + w.scale.len() * 4,
-        };
-        word + (self.position.len() + self.token_type.len()) * 4
+        self.word.bytes() + (self.position.len() + self.token_type.len()) * 4
     }
 }

@@ -17,6 +17,7 @@ pub mod linear;
 pub mod llama;
 mod model;
 mod norm;
+mod table;
 
 pub use engine::{check_threads, max_threads, Engine, NonFinite, Options, Prediction};
 pub use error::Error;

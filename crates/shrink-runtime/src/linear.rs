@@ -29,6 +29,32 @@ pub struct Linear {
     pub format: Format,
 }
 
+/// A bias-free weight already in memory (a GGUF file's), for `Linear::stack`.
+#[derive(Clone)]
+pub enum Stored {
+    F32 { w: Vec<f32>, n: usize }, // (N, K)
+    Int8(Int8Weight),
+    Int4(Int4Weight),
+}
+
+impl Stored {
+    fn n(&self) -> usize {
+        match self {
+            Stored::F32 { n, .. } => *n,
+            Stored::Int8(w) => w.n,
+            Stored::Int4(w) => w.n,
+        }
+    }
+
+    fn decode(self) -> Vec<f32> {
+        match self {
+            Stored::F32 { w, .. } => w,
+            Stored::Int8(w) => w.decode(),
+            Stored::Int4(w) => w.decode(),
+        }
+    }
+}
+
 /// What every stacked Linear must hold alike (they share one input).
 fn shared<T: PartialEq>(file: &TensorFile, names: &[&str], what: &str, mut get: impl FnMut(&str) -> Result<Option<T>>) -> Result<Option<T>> {
     let first = get(names[0])?;
@@ -97,6 +123,27 @@ impl Linear {
             (Some(s), _) => Some(s.0.iter().map(|v| 1.0 / v).collect()),
         };
         Ok(Self { weight, bias, fixed, inv_smooth, format })
+    }
+
+    /// Bias-free weights (each N_i x K) stacked along N into one layer. int8 and int4 run on int8 activations per
+    /// token, as the `int8` and `int4-g32` formats; parts of different kinds all run as f32.
+    pub fn stack(parts: Vec<Stored>, k: usize) -> Result<Self> {
+        let n: usize = parts.iter().map(Stored::n).sum();
+        let same = |f: fn(&Stored) -> bool| parts.iter().all(f);
+        let (weight, name) = if same(|p| matches!(p, Stored::Int8(_))) {
+            let w = Int8Weight::concat(parts.into_iter().map(|p| if let Stored::Int8(w) = p { w } else { unreachable!() }).collect());
+            (Weight::Int8(PackedI8::pack(&w.q, &w.scale, n, k)), "int8")
+        } else if same(|p| matches!(p, Stored::Int4(w) if w.group == 32)) {
+            let w = Int4Weight::concat(parts.into_iter().map(|p| if let Stored::Int4(w) = p { w } else { unreachable!() }).collect());
+            (Weight::Int4(PackedI4::pack(&w.values(), &w.scale, n, k, 32)), "int4-g32")
+        } else {
+            let w: Vec<f32> = parts.into_iter().flat_map(Stored::decode).collect();
+            (Weight::F32(PackedF32::pack(&w, n, k)), "fp32")
+        };
+        if name != "fp32" && k > MAX_K {
+            bail!("K = {k} is above {MAX_K}, the most the int8 kernels take");
+        }
+        Ok(Self { weight, bias: vec![0.0; n], fixed: None, inv_smooth: None, format: Format::parse(name)? })
     }
 
     pub fn n(&self) -> usize {

@@ -1,7 +1,8 @@
-//! Llama-family decoders read from a GGUF file, fp32 (every tensor dequantized once, the Linears packed for the
-//! f32 kernel): the causal forward of one sequence over a contiguous KV cache, for logits and every layer's hidden
-//! state, and greedy generation on it. The first step of issue 20: no sampling, int8 KV or quantized decode kernels
-//! yet.
+//! Llama-family decoders read from a GGUF file: the causal forward of one sequence over a contiguous KV cache, for
+//! logits and every layer's hidden state, and greedy generation on it. Tensors whose Q8_0 / Q4_0 blocks hold our
+//! int8 / int4 formats (`shrink quantize` writes them; `shrink_format::gguf::ours`) run on the int8 / int4 GEMMs
+//! with int8 activations per token; every other tensor is dequantized once and runs in f32. Q, K and V run as one
+//! GEMM, and so do the FFN's gate and up.
 //!
 //! Dimensions: T tokens, C hidden, H query heads, G key/value heads (H / G queries share one), D head width,
 //! F FFN width, V vocabulary.
@@ -10,9 +11,12 @@
 //! rotates (2i, 2i + 1); attention scores equal HF's rotate-half ones, since Q and K are permuted alike.
 
 use anyhow::{bail, Context, Result};
-use shrink_format::gguf::GgufFile;
-use shrink_kernels::sgemm::{gemm_f32, PackedF32};
-use shrink_kernels::epilogue::Epilogue;
+use shrink_format::gguf::{ours, GgufFile};
+use shrink_format::F32Data;
+use shrink_kernels::qgemm::QuantActs;
+
+use crate::linear::{Linear, Stored};
+use crate::table::Table;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct LlamaConfig {
@@ -28,7 +32,7 @@ pub struct LlamaConfig {
 }
 
 impl LlamaConfig {
-    fn of(f: &GgufFile) -> Result<Self> {
+    pub fn of(f: &GgufFile) -> Result<Self> {
         let arch = f.string("general.architecture")?;
         if arch != "llama" {
             bail!("{}: architecture {arch:?}; the decoder reads llama", f.path.display());
@@ -54,61 +58,86 @@ impl LlamaConfig {
     }
 }
 
+/// The Linears of a layer, by the input they share: Q, K and V read the attention norm's output; O the attention;
+/// gate and up the FFN norm's output; down silu(gate) * up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Site {
+    Qkv,
+    O,
+    GateUp,
+    Down,
+}
+
 struct Layer {
     attn_norm: Vec<f32>, // (C)
-    q: PackedF32,        // (H*D, C)
-    k: PackedF32,        // (G*D, C)
-    v: PackedF32,        // (G*D, C)
-    o: PackedF32,        // (C, H*D)
+    qkv: Linear,         // (H*D + 2*G*D, C): Q, K, V stacked
+    o: Linear,           // (C, H*D)
     ffn_norm: Vec<f32>,  // (C)
-    gate: PackedF32,     // (F, C)
-    up: PackedF32,       // (F, C)
-    down: PackedF32,     // (C, F)
+    gate_up: Linear,     // (2F, C): gate, up stacked
+    down: Linear,        // (C, F)
 }
 
 pub struct Llama {
     pub cfg: LlamaConfig,
-    embed: Vec<f32>, // (V, C)
+    embed: Table, // (V, C)
     layers: Vec<Layer>,
     norm: Vec<f32>, // (C)
-    head: PackedF32, // (V, C): output.weight, or the tied embeddings
+    head: Linear,   // (V, C): output.weight, or the tied embeddings
+}
+
+/// One [n, k] weight of the file in our format where its blocks hold one, else dequantized.
+fn stored(f: &GgufFile, name: &str, n: usize, k: usize) -> Result<Stored> {
+    let t = f.tensor(name)?;
+    if t.shape() != [n, k] {
+        bail!("{}: {name} is {:?}, expected [{n}, {k}]", f.path.display(), t.shape());
+    }
+    Ok(match (ours::int8_of(f, t), ours::int4_of(f, t)) {
+        (Some(w), _) => Stored::Int8(w),
+        (_, Some(w)) => Stored::Int4(w),
+        _ => Stored::F32 { w: f.dequantize(name)?, n },
+    })
 }
 
 impl Llama {
     pub fn from_gguf(f: &GgufFile) -> Result<Self> {
         let cfg = LlamaConfig::of(f)?;
         let (c, hd, gd, ff) = (cfg.c, cfg.h * cfg.d, cfg.g * cfg.d, cfg.f);
-        let tensor = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+        let vector = |name: &str| -> Result<Vec<f32>> {
             let t = f.tensor(name)?;
-            if t.shape() != shape {
-                bail!("{}: {name} is {:?}, expected {shape:?}", f.path.display(), t.shape());
+            if t.shape() != [c] {
+                bail!("{}: {name} is {:?}, expected [{c}]", f.path.display(), t.shape());
             }
             f.dequantize(name)
         };
-        let linear = |name: &str, n: usize, k: usize| Ok::<_, anyhow::Error>(PackedF32::pack(&tensor(name, &[n, k])?, n, k));
+        let linear = |parts: &[(&str, usize)], k: usize| -> Result<Linear> {
+            let stored = parts.iter().map(|&(name, n)| stored(f, name, n, k)).collect::<Result<_>>()?;
+            Linear::stack(stored, k).with_context(|| format!("{}: {}", f.path.display(), parts[0].0))
+        };
         let layers = (0..cfg.layers)
             .map(|i| {
                 let p = |leaf: &str| format!("blk.{i}.{leaf}.weight");
                 Ok(Layer {
-                    attn_norm: tensor(&p("attn_norm"), &[c])?,
-                    q: linear(&p("attn_q"), hd, c)?,
-                    k: linear(&p("attn_k"), gd, c)?,
-                    v: linear(&p("attn_v"), gd, c)?,
-                    o: linear(&p("attn_output"), c, hd)?,
-                    ffn_norm: tensor(&p("ffn_norm"), &[c])?,
-                    gate: linear(&p("ffn_gate"), ff, c)?,
-                    up: linear(&p("ffn_up"), ff, c)?,
-                    down: linear(&p("ffn_down"), c, ff)?,
+                    attn_norm: vector(&p("attn_norm"))?,
+                    qkv: linear(&[(&p("attn_q"), hd), (&p("attn_k"), gd), (&p("attn_v"), gd)], c)?,
+                    o: linear(&[(&p("attn_output"), c)], hd)?,
+                    ffn_norm: vector(&p("ffn_norm"))?,
+                    gate_up: linear(&[(&p("ffn_gate"), ff), (&p("ffn_up"), ff)], c)?,
+                    down: linear(&[(&p("ffn_down"), c)], ff)?,
                 })
             })
             .collect::<Result<_>>()
             .with_context(|| format!("loading {}", f.path.display()))?;
-        let embed = tensor("token_embd.weight", &[cfg.v, c])?;
+        let embed = stored(f, "token_embd.weight", cfg.v, c)?;
         let head = match f.tensor("output.weight") {
-            Ok(_) => linear("output.weight", cfg.v, c)?,
-            Err(_) => PackedF32::pack(&embed, cfg.v, c),
+            Ok(_) => linear(&[("output.weight", cfg.v)], c)?,
+            Err(_) => Linear::stack(vec![embed.clone()], c)?,
         };
-        Ok(Self { norm: tensor("output_norm.weight", &[c])?, cfg, embed, layers, head })
+        let embed = match embed {
+            Stored::Int8(w) => Table::Int8(w),
+            Stored::Int4(w) => Table::Int4(w),
+            Stored::F32 { w, .. } => Table::F32(F32Data::Owned(w)),
+        };
+        Ok(Self { norm: vector("output_norm.weight")?, cfg, embed, layers, head })
     }
 
     /// Logits (T, V) of one sequence from its start; `hidden`, when given, receives the embeddings and each layer's
@@ -121,33 +150,55 @@ impl Llama {
     /// `max_new` tokens; `on_token` sees each as it is chosen.
     pub fn greedy(&self, prompt: &[u32], max_new: usize, eos: Option<u32>, on_token: &mut dyn FnMut(u32)) -> Result<Vec<u32>> {
         let mut cache = KvCache::default();
-        let (mut out, mut logits) = (Vec::new(), self.extend(&mut cache, prompt, None)?);
+        let (mut out, mut logits) = (Vec::new(), self.next_logits(&mut cache, prompt)?);
         while out.len() < max_new {
-            let last = &logits[logits.len() - self.cfg.v..];
-            let next = last.iter().enumerate().fold(0, |b, (i, &x)| if x > last[b] { i } else { b }) as u32;
+            let next = logits.iter().enumerate().fold(0, |b, (i, &x)| if x > logits[b] { i } else { b }) as u32;
             out.push(next);
             on_token(next);
             if Some(next) == eos || out.len() == max_new {
                 break;
             }
-            logits = self.extend(&mut cache, &[next], None)?;
+            logits = self.next_logits(&mut cache, &[next])?;
         }
         Ok(out)
     }
 
     /// Runs the T tokens `ids` after the `cache.len` already in `cache`, appending their keys and values: logits
     /// (T, V) of the new tokens.
-    pub fn extend(&self, cache: &mut KvCache, ids: &[u32], mut hidden: Option<&mut Vec<Vec<f32>>>) -> Result<Vec<f32>> {
+    pub fn extend(&self, cache: &mut KvCache, ids: &[u32], hidden: Option<&mut Vec<Vec<f32>>>) -> Result<Vec<f32>> {
+        self.extend_tapped(cache, ids, hidden, false, &mut |_, _, _| {})
+    }
+
+    /// `extend` for generation: the logits (V) of the last new token only, so a prompt skips the head on the rest.
+    pub fn next_logits(&self, cache: &mut KvCache, ids: &[u32]) -> Result<Vec<f32>> {
+        self.extend_tapped(cache, ids, None, true, &mut |_, _, _| {})
+    }
+
+    /// `extend` (or `next_logits` when `last_only`), showing `tap` the input (T, K) of every Linear of every layer as
+    /// it runs: what calibration reads.
+    pub fn extend_tapped(
+        &self,
+        cache: &mut KvCache,
+        ids: &[u32],
+        mut hidden: Option<&mut Vec<Vec<f32>>>,
+        last_only: bool,
+        tap: &mut dyn FnMut(usize, Site, &[f32]),
+    ) -> Result<Vec<f32>> {
         let LlamaConfig { c, h, g, d, f: ff, v, .. } = self.cfg;
         let (t, past) = (ids.len(), cache.len);
+        if t == 0 {
+            bail!("no tokens to run: the prompt is empty");
+        }
         if cache.k.is_empty() {
             cache.k = vec![Vec::new(); self.layers.len()];
             cache.v = vec![Vec::new(); self.layers.len()];
         }
-        let mut x = Vec::with_capacity(t * c); // (T, C)
-        for &id in ids {
-            let row = self.embed.get(id as usize * c..(id as usize + 1) * c).with_context(|| format!("token id {id} is past the vocabulary of {v}"))?;
-            x.extend_from_slice(row);
+        let mut x = vec![0f32; t * c]; // (T, C)
+        for (row, &id) in x.chunks_exact_mut(c).zip(ids) {
+            if id as usize >= v {
+                bail!("token id {id} is past the vocabulary of {v}");
+            }
+            self.embed.row(id as usize, row);
         }
         let keep = |hidden: &mut Option<&mut Vec<Vec<f32>>>, x: &[f32]| {
             if let Some(hs) = hidden {
@@ -155,28 +206,40 @@ impl Llama {
             }
         };
         keep(&mut hidden, &x);
-        let (mut n, mut q, mut k, mut vv) = (vec![0f32; t * c], vec![0f32; t * h * d], vec![0f32; t * g * d], vec![0f32; t * g * d]);
-        let (mut att, mut gate, mut up) = (vec![0f32; t * h * d], vec![0f32; t * ff], vec![0f32; t * ff]);
+        let (hd, gd) = (h * d, g * d);
+        let mut n = vec![0f32; t * c];
+        let (mut qkv, mut q, mut k, mut vv) = (vec![0f32; t * (hd + 2 * gd)], vec![0f32; t * hd], vec![0f32; t * gd], vec![0f32; t * gd]);
+        let (mut att, mut gate_up, mut act) = (vec![0f32; t * hd], vec![0f32; t * 2 * ff], vec![0f32; t * ff]);
         let mut residual = vec![0f32; t * c]; // x before each block: the GEMM adds it while writing x
+        let mut qa = QuantActs::new();
         let (cos, sin) = rope_tables(past, t, d, self.cfg.rope_base);
         for (i, l) in self.layers.iter().enumerate() {
             rms_norm(&x, &l.attn_norm, self.cfg.eps, &mut n);
-            gemm_f32(&mut q, &n, t, &l.q, Epilogue::default());
-            gemm_f32(&mut k, &n, t, &l.k, Epilogue::default());
-            gemm_f32(&mut vv, &n, t, &l.v, Epilogue::default());
+            tap(i, Site::Qkv, &n);
+            l.qkv.forward(&n, t, &mut qkv, &mut qa, false, None);
+            for (r, row) in qkv.chunks_exact(hd + 2 * gd).enumerate() {
+                q[r * hd..][..hd].copy_from_slice(&row[..hd]);
+                k[r * gd..][..gd].copy_from_slice(&row[hd..hd + gd]);
+                vv[r * gd..][..gd].copy_from_slice(&row[hd + gd..]);
+            }
             rope(&mut q, d, &cos, &sin);
             rope(&mut k, d, &cos, &sin);
             cache.k[i].extend_from_slice(&k);
             cache.v[i].extend_from_slice(&vv);
             causal_attention(&q, &cache.k[i], &cache.v[i], past, h, g, d, &mut att);
+            tap(i, Site::O, &att);
             residual.copy_from_slice(&x);
-            gemm_f32(&mut x, &att, t, &l.o, Epilogue { residual: Some(&residual), ..Epilogue::default() });
+            l.o.forward(&att, t, &mut x, &mut qa, false, Some(&residual));
             rms_norm(&x, &l.ffn_norm, self.cfg.eps, &mut n);
-            gemm_f32(&mut gate, &n, t, &l.gate, Epilogue::default());
-            gemm_f32(&mut up, &n, t, &l.up, Epilogue::default());
-            gate.iter_mut().zip(&up).for_each(|(g, u)| *g = *g / (1.0 + (-*g).exp()) * u); // SwiGLU: silu(gate) up
+            tap(i, Site::GateUp, &n);
+            l.gate_up.forward(&n, t, &mut gate_up, &mut qa, false, None);
+            for (a, gu) in act.chunks_exact_mut(ff).zip(gate_up.chunks_exact(2 * ff)) {
+                let (gate, up) = gu.split_at(ff);
+                a.iter_mut().zip(gate).zip(up).for_each(|((a, &g), &u)| *a = g / (1.0 + (-g).exp()) * u); // SwiGLU: silu(gate) up
+            }
+            tap(i, Site::Down, &act);
             residual.copy_from_slice(&x);
-            gemm_f32(&mut x, &gate, t, &l.down, Epilogue { residual: Some(&residual), ..Epilogue::default() });
+            l.down.forward(&act, t, &mut x, &mut qa, false, Some(&residual));
             if i + 1 < self.layers.len() {
                 keep(&mut hidden, &x);
             }
@@ -184,9 +247,16 @@ impl Llama {
         cache.len += t;
         rms_norm(&x, &self.norm, self.cfg.eps, &mut n);
         keep(&mut hidden, &n);
-        let mut logits = vec![0f32; t * v];
-        gemm_f32(&mut logits, &n, t, &self.head, Epilogue::default());
+        let rows = if last_only { 1 } else { t };
+        let mut logits = vec![0f32; rows * v];
+        self.head.forward(&n[(t - rows) * c..], rows, &mut logits, &mut qa, false, None);
         Ok(logits)
+    }
+
+    /// Bytes of the weights in memory: the Linears as packed, the embedding table, the norms.
+    pub fn bytes(&self) -> usize {
+        let norms = (self.layers.len() * 2 + 1) * self.cfg.c * 4;
+        norms + self.embed.bytes() + self.head.bytes() + self.layers.iter().map(|l| l.qkv.bytes() + l.o.bytes() + l.gate_up.bytes() + l.down.bytes()).sum::<usize>()
     }
 }
 

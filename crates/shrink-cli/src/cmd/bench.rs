@@ -1,11 +1,13 @@
 use anyhow::Result;
-use shrink_eval::bench;
+use shrink_eval::{bench, decoder_bench};
 
 use crate::args::positive;
 
 /// Latency (median, p90), sequences per second, peak RSS, weights in memory and load time of a model on the runtime.
+/// A decoder (.gguf file) reports prompt and generation tokens/s instead, as llama-bench does (--pp / --tg).
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  shrink --threads 1 bench out/minilm-int8 --batch 1 --seq 128 --runs 50")]
+#[command(after_help = "Examples:\n  shrink --threads 1 bench out/minilm-int8 --batch 1 --seq 128 --runs 50\n  \
+    shrink --threads 2 bench out/smollm2-int8.gguf --pp 128 --tg 64 --runs 5")]
 pub struct Args {
     model: String,
     #[arg(long, default_value_t = 1, value_parser = positive())]
@@ -16,12 +18,26 @@ pub struct Args {
     runs: usize,
     #[arg(long, default_value_t = 5)]
     warmup: usize,
+    /// Decoders: prompt tokens run in one pass from an empty cache.
+    #[arg(long, default_value_t = 128, value_parser = positive())]
+    pp: usize,
+    /// Decoders: tokens generated one at a time from an empty cache.
+    #[arg(long, default_value_t = 64, value_parser = positive())]
+    tg: usize,
     #[arg(long)]
     json: bool,
 }
 
 impl Args {
     pub fn run(self, threads: usize) -> Result<()> {
+        if self.model.ends_with(".gguf") {
+            let r = decoder_bench::bench_decoder(self.model.as_ref(), self.pp, self.tg, self.runs, self.warmup, threads)?;
+            match self.json {
+                true => println!("{}", serde_json::to_string(&r)?),
+                false => print!("{}", decoder_bench::render(&r)),
+            }
+            return Ok(());
+        }
         let r = bench::bench_model(&self.model, self.batch, self.seq, self.runs, self.warmup, threads)?;
         if self.json {
             println!("{}", serde_json::to_string(&r)?);

@@ -1,17 +1,23 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{bail, Result};
+use shrink_compress::decoder;
 use shrink_compress::quantize::job::{self, Job};
+use shrink_compress::quantize::EmbeddingStorage;
 
 use crate::args::{OutArgs, QuantArgs};
 
-/// Quantize a model folder for the runtime; the output is an HF-style folder every shrink command loads.
+/// Quantize a model folder for the runtime; the output is an HF-style folder every shrink command loads. A decoder
+/// given as a .gguf file (int8-dynamic or int4 in groups of 32, rounded to nearest; embeddings int8 unless
+/// --embeddings says otherwise) is written as a .gguf file that llama.cpp runs too.
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
     shrink quantize assets/models/all-MiniLM-L6-v2 --scheme int8-dynamic --out out/minilm-int8\n  \
     shrink quantize out/bbc-classifier-128 --scheme int8-static --observer entropy --calib assets/data/bbc/train.jsonl --out out/cls-static\n  \
     shrink quantize out/bbc-classifier-128 --scheme int4 --group 32 --gptq --embeddings int4 --calib assets/data/bbc/train.jsonl --out out/cls-int4\n  \
-    shrink quantize out/bbc-classifier-128 --scheme int4 --max-drop 0.5 --calib assets/data/bbc/train.jsonl --out out/cls-mixed")]
+    shrink quantize out/bbc-classifier-128 --scheme int4 --max-drop 0.5 --calib assets/data/bbc/train.jsonl --out out/cls-mixed\n  \
+    shrink quantize assets/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf --scheme int4 --gptq --smooth-alpha 0.5 \\\n      \
+    --calib ../shared/data/wikitext-2/valid.txt --out out/smollm2-int4.gguf")]
 pub struct Args {
     model: String,
     #[command(flatten)]
@@ -32,6 +38,10 @@ pub struct Args {
     /// folder written uses the first.
     #[arg(long, default_value_t = 1)]
     calib_repeats: usize,
+    /// Decoders: tokens of the --calib text (plain text, e.g. wikitext-2 valid) run for SmoothQuant and GPTQ, in
+    /// windows of --max-len (default 512).
+    #[arg(long, default_value_t = 8192)]
+    calib_tokens: usize,
     /// Write the search / spread report here as JSON (the lineage step: parameters, and the search and spread under metrics).
     #[arg(long)]
     report: Option<PathBuf>,
@@ -39,6 +49,9 @@ pub struct Args {
 
 impl Args {
     pub fn run(self, threads: usize) -> Result<()> {
+        if self.model.ends_with(".gguf") {
+            return self.decoder();
+        }
         let out = self.out.dir(&[&self.model])?;
         let job = Job {
             opts: self.q.options(),
@@ -60,6 +73,31 @@ impl Args {
             r.bytes_out as f64 / 1e6,
             r.bytes_in as f64 / r.bytes_out as f64,
             out.path().display()
+        );
+        Ok(())
+    }
+
+    fn decoder(self) -> Result<()> {
+        let out = &self.out.out;
+        if self.max_drop.is_some() {
+            bail!("--max-drop: mixed precision is built for encoders so far");
+        }
+        if out.extension().is_none_or(|e| e != "gguf") {
+            bail!("{}: a decoder is written as one .gguf file; name --out FILE.gguf", out.display());
+        }
+        if out.exists() && !self.out.force {
+            bail!("{}: exists; pass --force to replace it", out.display());
+        }
+        let mut opts = self.q.options();
+        opts.embeddings = self.q.embeddings.unwrap_or(EmbeddingStorage::Int8);
+        let calib = self.q.calib.as_deref().map(|path| decoder::Calib { path, tokens: self.calib_tokens, ctx: self.q.max_len.unwrap_or(512) });
+        let r = decoder::quantize_gguf(Path::new(&self.model), out, &opts, calib.as_ref())?;
+        eprintln!(
+            "quantized {} tensors: {:.1} MB -> {:.1} MB of tensors; wrote {}",
+            r.quantized,
+            r.bytes_in as f64 / 1e6,
+            r.bytes_out as f64 / 1e6,
+            out.display()
         );
         Ok(())
     }

@@ -10,6 +10,8 @@
 pub mod blocks;
 pub mod kquants;
 pub mod tokenizer;
+pub mod write;
+pub mod ours;
 mod value;
 
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Result};
 
-use super::grid::{rtn, unrounded, Grid, Quantized};
+use super::grid::{f16_round, rtn, unrounded, Grid, Quantized};
 use super::leaf;
 use crate::tensors::{OwnedTensor, TensorFile};
 
@@ -21,6 +21,11 @@ impl Int8Weight {
     /// Round to nearest with one scale per row, max |w| / 127 (an all-zero row gets scale 0). w (N, K), finite.
     pub fn encode(w: &[f32], n: usize, k: usize) -> Self {
         Self::from_rounded(rtn(w, n, k, &Self::GRID, &unrounded), n, k)
+    }
+
+    /// As `encode`, the scales rounded to f16 first (what GGUF's Q8_0 blocks store, `gguf::ours`).
+    pub fn encode_f16(w: &[f32], n: usize, k: usize) -> Self {
+        Self::from_rounded(rtn(w, n, k, &Self::GRID, &f16_round), n, k)
     }
 
     /// One scale for the whole tensor, max |w| / 127, stored once per row.
