@@ -12,7 +12,7 @@ TORCH_VERSION="${TORCH_VERSION:-2.15.0}"
 
 check() {
     "$PY" - <<'EOF'
-import torch, transformers, safetensors, numpy, onnx, onnxruntime, gguf
+import torch, transformers, safetensors, numpy, onnx, onnxruntime, gguf, accelerate
 x = torch.randn(3)
 assert torch.isfinite(x @ x)  # a real CPU kernel runs
 print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
@@ -51,6 +51,8 @@ EOF
 "${PIP[@]}" "${TORCH_REQS[@]}"
 # None of these depends on torch, so pip does not go back for triton.
 "${PIP[@]}" transformers safetensors numpy onnx onnxruntime gguf
+# transformers wants accelerate to read a GGUF file; it depends on torch, so --no-deps (its other needs are here).
+"${PIP[@]}" --no-deps accelerate psutil
 
 check
 touch "$STAMP"

@@ -35,6 +35,12 @@ pub fn peak_rss_mb() -> f64 {
     hwm.map_or_else(max_rss_mb, |kib| kib / 1024.0)
 }
 
+/// Restarts `VmHWM` from the current RSS (Linux's clear_refs 5), so a later `peak_rss_mb` is the peak since; where
+/// that is not possible the peak stays the process's.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 /// Where there is no /proc: the kernel's accounting, KiB on Linux and the BSDs.
 fn max_rss_mb() -> f64 {
     // SAFETY: getrusage only writes the struct we pass.

@@ -20,13 +20,15 @@ pub struct Decoder {
 impl Decoder {
     pub fn open(path: &Path) -> Result<Self> {
         let file = GgufFile::open(path)?;
-        Ok(Self {
+        let d = Self {
             path: path.to_path_buf(),
             tok: tokenizer(&file)?,
             llama: Llama::from_gguf(&file)?,
             eos: file.uint("tokenizer.ggml.eos_token_id").ok().map(|v| v as u32),
             weight_bytes: file.tensors.iter().map(|t| t.len as u64).sum(),
-        })
+        };
+        shrink_io::process::release_freed_memory();
+        Ok(d)
     }
 
     /// Token ids of `text` as is: no special tokens added (this tokenizer adds no BOS).

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use shrink_runtime::llama::KvCache;
 
-use crate::bench::peak_rss_mb;
+use crate::bench::{peak_rss_mb, reset_peak_rss};
 use crate::decoder::Decoder;
 
 #[derive(Debug, Serialize)]
@@ -24,6 +24,8 @@ pub struct DecoderBench {
     pub pp_runs_ms: Vec<f64>,
     pub tg_runs_ms: Vec<f64>,
     pub load_ms: f64,
+    /// Peak RSS while loading, and while running (where the peak can be reset; else the whole process's).
+    pub load_peak_rss_mb: f64,
     pub peak_rss_mb: f64,
     /// The weights as the runtime holds them (packed Linears, tables, norms).
     pub weights_mb: f64,
@@ -57,6 +59,9 @@ pub fn bench_decoder(path: &Path, pp: usize, tg: usize, runs: usize, warmup: usi
         let start = Instant::now();
         let d = Decoder::open(path)?;
         let load_ms = start.elapsed().as_secs_f64() * 1e3;
+        // The load's peak apart; from here the peak is the runs' (weights, cache and buffers).
+        let load_peak_rss_mb = peak_rss_mb();
+        reset_peak_rss();
         let (llama, runs) = (&d.llama, runs.max(1));
         let (prompt, gen) = (ids(llama.cfg.v, pp), ids(llama.cfg.v, tg));
         let (mut pp_runs_ms, mut tg_runs_ms) = (Vec::new(), Vec::new());
@@ -89,6 +94,7 @@ pub fn bench_decoder(path: &Path, pp: usize, tg: usize, runs: usize, warmup: usi
             pp_runs_ms,
             tg_runs_ms,
             load_ms,
+            load_peak_rss_mb,
             peak_rss_mb: peak_rss_mb(),
             weights_mb: llama.bytes() as f64 / 1e6,
             kv_cache_mb: kv as f64 / 1e6,
@@ -100,9 +106,9 @@ pub fn bench_decoder(path: &Path, pp: usize, tg: usize, runs: usize, warmup: usi
 pub fn render(r: &DecoderBench) -> String {
     format!(
         "model      {}\nshape      pp{} / tg{}, {} thread(s), {} runs\nprompt     {:.1} tokens/s (median)\n\
-         generation {:.1} tokens/s (median)\nload       {:.1} ms\nmemory     peak RSS {:.1} MB; weights in memory {:.1} MB, \
-         KV cache {:.1} MB (file {:.1} MB)\n",
-        r.model, r.pp, r.tg, r.threads, r.runs, r.pp_tokens_per_s, r.tg_tokens_per_s, r.load_ms, r.peak_rss_mb, r.weights_mb,
-        r.kv_cache_mb, r.file_mb
+         generation {:.1} tokens/s (median)\nload       {:.1} ms, peak RSS {:.1} MB\nmemory     peak RSS {:.1} MB while running; \
+         weights in memory {:.1} MB, KV cache {:.1} MB (file {:.1} MB)\n",
+        r.model, r.pp, r.tg, r.threads, r.runs, r.pp_tokens_per_s, r.tg_tokens_per_s, r.load_ms, r.load_peak_rss_mb, r.peak_rss_mb,
+        r.weights_mb, r.kv_cache_mb, r.file_mb
     )
 }

@@ -42,6 +42,16 @@ fn keep_freed_memory() {
     }
 }
 
+/// Returns the heap's free pages to the system. `keep_freed_memory` keeps them for steady-state work; a loader
+/// calls this once its temporaries are gone, so they do not stay resident beside the model.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only hands free heap pages back to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use std::hint::black_box;

@@ -30,7 +30,6 @@ pub struct Linear {
 }
 
 /// A bias-free weight already in memory (a GGUF file's), for `Linear::stack`.
-#[derive(Clone)]
 pub enum Stored {
     F32 { w: Vec<f32>, n: usize }, // (N, K)
     Int8(Int8Weight),
@@ -148,6 +147,16 @@ impl Linear {
 
     pub fn n(&self) -> usize {
         self.bias.len()
+    }
+
+    /// Output `j`'s weights (K), decoded: a tied embedding table reads its rows from the head this way.
+    pub fn weight_row(&self, j: usize, out: &mut [f32]) {
+        match &self.weight {
+            Weight::F32(p) => p.column(j, out),
+            Weight::Int8(p) => p.column(j, out),
+            Weight::Int4(p) => p.column(j, out),
+            Weight::Sparse(p) => p.column(j, out),
+        }
     }
 
     /// Multiplies outputs `rows` (weight rows and bias) by `s`.

@@ -13,6 +13,7 @@
 use anyhow::{bail, Context, Result};
 use shrink_format::gguf::{ours, GgufFile};
 use shrink_format::F32Data;
+use rayon::prelude::*;
 use shrink_kernels::qgemm::QuantActs;
 
 use crate::linear::{Linear, Stored};
@@ -79,7 +80,7 @@ struct Layer {
 
 pub struct Llama {
     pub cfg: LlamaConfig,
-    embed: Table, // (V, C)
+    embed: Option<Table>, // (V, C); None: tied, its rows read from the head
     layers: Vec<Layer>,
     norm: Vec<f32>, // (C)
     head: Linear,   // (V, C): output.weight, or the tied embeddings
@@ -91,11 +92,13 @@ fn stored(f: &GgufFile, name: &str, n: usize, k: usize) -> Result<Stored> {
     if t.shape() != [n, k] {
         bail!("{}: {name} is {:?}, expected [{n}, {k}]", f.path.display(), t.shape());
     }
-    Ok(match (ours::int8_of(f, t), ours::int4_of(f, t)) {
+    let w = match (ours::int8_of(f, t), ours::int4_of(f, t)) {
         (Some(w), _) => Stored::Int8(w),
         (_, Some(w)) => Stored::Int4(w),
         _ => Stored::F32 { w: f.dequantize(name)?, n },
-    })
+    };
+    f.release(t);
+    Ok(w)
 }
 
 impl Llama {
@@ -113,6 +116,20 @@ impl Llama {
             let stored = parts.iter().map(|&(name, n)| stored(f, name, n, k)).collect::<Result<_>>()?;
             Linear::stack(stored, k).with_context(|| format!("{}: {}", f.path.display(), parts[0].0))
         };
+        let embed = stored(f, "token_embd.weight", cfg.v, c)?;
+        // Tied: one copy, the head's, whose packed rows the lookup decodes. The largest tensors go first, so their
+        // temporaries are freed before the layers take their memory: the load peaks near the model's size.
+        let (embed, head) = match f.tensor("output.weight") {
+            Err(_) => (None, Linear::stack(vec![embed], c)?),
+            Ok(_) => (
+                Some(match embed {
+                    Stored::Int8(w) => Table::Int8(w),
+                    Stored::Int4(w) => Table::Int4(w),
+                    Stored::F32 { w, .. } => Table::F32(F32Data::Owned(w)),
+                }),
+                linear(&[("output.weight", cfg.v)], c)?,
+            ),
+        };
         let layers = (0..cfg.layers)
             .map(|i| {
                 let p = |leaf: &str| format!("blk.{i}.{leaf}.weight");
@@ -127,16 +144,6 @@ impl Llama {
             })
             .collect::<Result<_>>()
             .with_context(|| format!("loading {}", f.path.display()))?;
-        let embed = stored(f, "token_embd.weight", cfg.v, c)?;
-        let head = match f.tensor("output.weight") {
-            Ok(_) => linear(&[("output.weight", cfg.v)], c)?,
-            Err(_) => Linear::stack(vec![embed.clone()], c)?,
-        };
-        let embed = match embed {
-            Stored::Int8(w) => Table::Int8(w),
-            Stored::Int4(w) => Table::Int4(w),
-            Stored::F32 { w, .. } => Table::F32(F32Data::Owned(w)),
-        };
         Ok(Self { norm: vector("output_norm.weight")?, cfg, embed, layers, head })
     }
 
@@ -198,7 +205,10 @@ impl Llama {
             if id as usize >= v {
                 bail!("token id {id} is past the vocabulary of {v}");
             }
-            self.embed.row(id as usize, row);
+            match &self.embed {
+                Some(table) => table.row(id as usize, row),
+                None => self.head.weight_row(id as usize, row),
+            }
         }
         let keep = |hidden: &mut Option<&mut Vec<Vec<f32>>>, x: &[f32]| {
             if let Some(hs) = hidden {
@@ -256,7 +266,7 @@ impl Llama {
     /// Bytes of the weights in memory: the Linears as packed, the embedding table, the norms.
     pub fn bytes(&self) -> usize {
         let norms = (self.layers.len() * 2 + 1) * self.cfg.c * 4;
-        norms + self.embed.bytes() + self.head.bytes() + self.layers.iter().map(|l| l.qkv.bytes() + l.o.bytes() + l.gate_up.bytes() + l.down.bytes()).sum::<usize>()
+        norms + self.embed.as_ref().map_or(0, Table::bytes) + self.head.bytes() + self.layers.iter().map(|l| l.qkv.bytes() + l.o.bytes() + l.gate_up.bytes() + l.down.bytes()).sum::<usize>()
     }
 }
 
@@ -301,31 +311,55 @@ fn rope(x: &mut [f32], d: usize, cos: &[f32], sin: &[f32]) {
 }
 
 /// softmax(q k^T / sqrt(D)) v per query head, the new token i (position past + i) seeing the cache's keys up to its
-/// own; query head j reads key/value head j / (H / G). q (T, H*D), k and v (past + T, G*D), out (T, H*D).
+/// own; query head j reads key/value head j / (H / G). q (T, H*D), k and v (past + T, G*D), out (T, H*D). Query
+/// rows run in parallel when there are enough of them (a prompt); a decode step's one row stays on this thread, as
+/// it takes less time than waking a worker.
 #[allow(clippy::too_many_arguments)]
 fn causal_attention(q: &[f32], k: &[f32], v: &[f32], past: usize, h: usize, g: usize, d: usize, out: &mut [f32]) {
-    let (t, scale) = (q.len() / (h * d), 1.0 / (d as f32).sqrt());
-    let mut p = vec![0f32; past + t];
+    const PARALLEL_MIN_ROWS: usize = 16;
+    let t = q.len() / (h * d);
+    let row = |(i, o): (usize, &mut [f32])| attend_row(&q[i * h * d..][..h * d], k, v, past + i + 1, h, g, d, o);
+    if t >= PARALLEL_MIN_ROWS && rayon::current_num_threads() > 1 {
+        out.par_chunks_mut(h * d).enumerate().for_each(row);
+    } else {
+        out.chunks_mut(h * d).enumerate().for_each(row);
+    }
+}
+
+/// One query row (H*D) over the first `seen` keys and values: out (H*D).
+#[allow(clippy::too_many_arguments)]
+fn attend_row(q: &[f32], k: &[f32], v: &[f32], seen: usize, h: usize, g: usize, d: usize, out: &mut [f32]) {
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut p = vec![0f32; seen];
     for head in 0..h {
-        let kv = head / (h / g);
-        for i in 0..t {
-            let seen = past + i + 1;
-            let qi = &q[(i * h + head) * d..][..d];
-            for (j, s) in p[..seen].iter_mut().enumerate() {
-                *s = qi.iter().zip(&k[(j * g + kv) * d..][..d]).map(|(a, b)| a * b).sum::<f32>() * scale;
-            }
-            let max = p[..seen].iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            p[..seen].iter_mut().for_each(|s| {
-                *s = (*s - max).exp();
-                sum += *s;
-            });
-            let (o, inv) = (&mut out[(i * h + head) * d..][..d], 1.0 / sum);
-            o.fill(0.0);
-            for (j, &pj) in p[..seen].iter().enumerate() {
-                let pj = pj * inv;
-                o.iter_mut().zip(&v[(j * g + kv) * d..][..d]).for_each(|(o, &vv)| *o += pj * vv);
-            }
+        let (kv, qh) = (head / (h / g), &q[head * d..][..d]);
+        for (j, s) in p.iter_mut().enumerate() {
+            *s = dot(qh, &k[(j * g + kv) * d..][..d]) * scale;
+        }
+        let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        p.iter_mut().for_each(|s| {
+            *s = (*s - max).exp();
+            sum += *s;
+        });
+        let (o, inv) = (&mut out[head * d..][..d], 1.0 / sum);
+        o.fill(0.0);
+        for (j, &pj) in p.iter().enumerate() {
+            let pj = pj * inv;
+            o.iter_mut().zip(&v[(j * g + kv) * d..][..d]).for_each(|(o, &vv)| *o += pj * vv);
         }
     }
+}
+
+/// Sum of a * b in 8 independent lanes, which the compiler turns into vector FMAs (one running sum would not be).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ac.zip(bc) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }

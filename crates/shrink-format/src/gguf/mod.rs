@@ -91,6 +91,15 @@ impl GgufFile {
         &self.map[t.start..t.start + t.len]
     }
 
+    /// Drops the mapped pages of a tensor from memory (read from the file again if touched): a loader that has copied
+    /// it calls this, so loading peaks at about the model once, not the model plus the file.
+    pub fn release(&self, t: &TensorInfo) {
+        #[cfg(unix)]
+        // SAFETY: the map is private and read-only, so dropped pages come back from the file unchanged; failure
+        // only leaves them resident.
+        let _ = unsafe { self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, t.start, t.len) };
+    }
+
     /// Rows `rows` of a tensor (a row is `dims[0]` values), dequantized: the embedding rows of some tokens without
     /// decoding the whole table.
     pub fn dequantize_rows(&self, name: &str, rows: &[usize]) -> Result<Vec<f32>> {

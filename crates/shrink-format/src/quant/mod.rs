@@ -20,7 +20,10 @@ pub use sparse::SparseWeight;
 
 /// Row blocks stacked along N: each block's two per-row arrays (values, scales) appended in order.
 fn stack_rows<A, B>(parts: impl IntoIterator<Item = (Vec<A>, Vec<B>)>) -> (Vec<A>, Vec<B>) {
-    parts.into_iter().fold((Vec::new(), Vec::new()), |(mut a, mut b), (pa, pb)| {
+    // The first part moves: one part (a Linear of one tensor) is not copied.
+    let mut parts = parts.into_iter();
+    let first = parts.next().unwrap_or_default();
+    parts.fold(first, |(mut a, mut b), (pa, pb)| {
         a.extend(pa);
         b.extend(pb);
         (a, b)

@@ -42,6 +42,15 @@ impl PackedI8 {
         Self { n, k, kq, data, colsum, scale: padded_scale }
     }
 
+    /// Output column `j`'s K weights, decoded (scale * q): a tied embedding table's row read back from its head.
+    pub fn column(&self, j: usize, out: &mut [f32]) {
+        assert!(j < self.n && out.len() == self.k, "column {j} of {} x {} into {}", self.n, self.k, out.len());
+        let (p, c) = (j / PANEL, j % PANEL);
+        for (kk, o) in out.iter_mut().enumerate() {
+            *o = self.scale[j] * self.data[p * self.kq + kk / 4].0[4 * c + kk % 4] as i8 as f32;
+        }
+    }
+
     pub fn n(&self) -> usize {
         self.n
     }
@@ -114,6 +123,18 @@ impl PackedI4 {
             }
         }
         Self { n, k, group, data, scale16, colsum16 }
+    }
+
+    /// Output column `j`'s K weights, decoded (s * q): a tied embedding table's row read back from its head.
+    pub fn column(&self, j: usize, out: &mut [f32]) {
+        assert!(j < self.n && out.len() == self.k, "column {j} of {} x {} into {}", self.n, self.k, out.len());
+        let (p, c, kc, groups) = (j / PANEL, j % PANEL, self.k / 8, self.k / self.group);
+        for (kk, o) in out.iter_mut().enumerate() {
+            let byte = self.data[p * kc + kk / 8].0[4 * c + kk % 4];
+            // The nibble into a byte's high half, shifted back: sign-extended q.
+            let q = if kk % 8 < 4 { (byte << 4) as i8 >> 4 } else { byte as i8 >> 4 };
+            *o = self.scale16[(p * groups + kk / self.group) * PANEL + c] * 16.0 * q as f32;
+        }
     }
 
     pub fn n(&self) -> usize {

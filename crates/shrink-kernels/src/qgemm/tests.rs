@@ -357,3 +357,20 @@ fn single_thread_calls_do_not_allocate() {
         assert_eq!(ALLOCS.with(|c| c.get()), before, "heap allocations in single-thread calls");
     });
 }
+
+#[test]
+fn a_column_reads_back_as_the_format_decodes_it() {
+    let (n, k) = (37, 64);
+    let w = gaussian(n * k, 31);
+    let i8w = Int8Weight::encode(&w, n, k);
+    let i4w = Int4Weight::encode(&w, n, k, 32).unwrap();
+    let (p8, p4) = (PackedI8::pack(&i8w.q, &i8w.scale, n, k), PackedI4::pack(&i4w.values(), &i4w.scale, n, k, 32));
+    let (d8, d4) = (i8w.decode(), i4w.decode());
+    let mut col = vec![f32::NAN; k];
+    for j in [0, 1, 15, 16, 36] {
+        p8.column(j, &mut col);
+        assert_eq!(col, d8[j * k..][..k], "int8 column {j}");
+        p4.column(j, &mut col);
+        assert_eq!(col, d4[j * k..][..k], "int4 column {j}");
+    }
+}

@@ -138,6 +138,14 @@ impl PackedF32 {
         }
     }
 
+    /// Output column `j`'s K weights into `out`: a tied embedding table's row read back from its head.
+    pub fn column(&self, j: usize, out: &mut [f32]) {
+        assert!(j < self.n && out.len() == self.k, "column {j} of {} x {} into {}", self.n, self.k, out.len());
+        let (nr, k) = (self.geometry().nr, self.k);
+        let panel = &self.values()[j / nr * k * nr..][..k * nr];
+        out.iter_mut().zip(panel.iter().skip(j % nr).step_by(nr)).for_each(|(o, &v)| *o = v);
+    }
+
     pub fn n(&self) -> usize {
         self.n
     }

@@ -69,3 +69,19 @@ pub(crate) fn strided_and_transposed(ops: &Ops) {
         }
     }
 }
+
+#[test]
+fn a_column_reads_back_as_packed() {
+    let (n, k) = (50, 37);
+    let w = rand_vec(n * k, 5);
+    for ops in crate::ops::available() {
+        for (narrow, mut packed) in packings(ops) {
+            packed.repack(&w, n, k, k, 1);
+            let mut col = vec![f32::NAN; k];
+            for j in [0, 1, 15, 16, 47, 49] {
+                packed.column(j, &mut col);
+                assert_eq!(col, w[j * k..][..k], "{:?} narrow {narrow}: column {j}", ops.isa);
+            }
+        }
+    }
+}

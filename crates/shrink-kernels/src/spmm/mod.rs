@@ -43,6 +43,14 @@ impl SparseF32 {
         s
     }
 
+    /// Output `j`'s K weights, zeros included (the dense row `from_dense` took).
+    pub fn column(&self, j: usize, out: &mut [f32]) {
+        assert!(j < self.n && out.len() == self.k, "column {j} of {} x {} into {}", self.n, self.k, out.len());
+        out.fill(0.0);
+        let (a, b) = (self.row_start[j] as usize, self.row_start[j + 1] as usize);
+        self.col[a..b].iter().zip(&self.val[a..b]).for_each(|(&c, &v)| out[c as usize] = v);
+    }
+
     /// From CSR parts as stored on disk: the number of entries of each row, their columns and values. The error
     /// says what is inconsistent.
     pub fn from_csr(n: usize, k: usize, row_nnz: &[u16], col: &[u16], val: &[f32]) -> Result<Self, String> {
