@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # shrink vs llama.cpp (and PyTorch fp32) on SmolLM2-135M: sets up both venvs, builds shrink, makes shrink's int8
-# (SmoothQuant alpha 0.7) and int4 (GPTQ + SmoothQuant alpha 0.7) files from the Q4_1 weights, calibrated on 8192
-# tokens of WikiText-2 valid, then runs bench/llama_compare.py (arguments go to it, e.g. --rounds 3 --no-torch).
+# (SmoothQuant alpha 0.7) and int4 (GPTQ in activation order + SmoothQuant alpha 0.7) files from the Q4_1 weights,
+# calibrated on 8192 tokens of WikiText-2 valid, then runs bench/llama_compare.py (arguments go to it, e.g. --rounds 3 --no-torch).
 # ~15 min on 2 cores once the venvs exist.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -15,6 +15,6 @@ valid=../shared/data/wikitext-2/valid.txt
 mkdir -p out
 [[ -f out/smollm2-int8.gguf ]] || target/release/shrink quantize "$base" --scheme int8-dynamic --smooth-alpha 0.7 \
     --calib "$valid" --out out/smollm2-int8.gguf
-[[ -f out/smollm2-int4.gguf ]] || target/release/shrink quantize "$base" --scheme int4 --gptq --smooth-alpha 0.7 \
+[[ -f out/smollm2-int4.gguf ]] || target/release/shrink quantize "$base" --scheme int4 --gptq --act-order --smooth-alpha 0.7 \
     --calib "$valid" --out out/smollm2-int4.gguf
 exec bench/.venv-llama/bin/python bench/llama_compare.py --int8 out/smollm2-int8.gguf --int4 out/smollm2-int4.gguf "$@"
