@@ -318,19 +318,21 @@ fn rope(x: &mut [f32], d: usize, cos: &[f32], sin: &[f32]) {
 fn causal_attention(q: &[f32], k: &[f32], v: &[f32], past: usize, h: usize, g: usize, d: usize, out: &mut [f32]) {
     const PARALLEL_MIN_ROWS: usize = 16;
     let t = q.len() / (h * d);
-    let row = |(i, o): (usize, &mut [f32])| attend_row(&q[i * h * d..][..h * d], k, v, past + i + 1, h, g, d, o);
+    // p: one row's scores (past + T at most), allocated once per task.
+    let row = |p: &mut Vec<f32>, (i, o): (usize, &mut [f32])| attend_row(&q[i * h * d..][..h * d], k, v, past + i + 1, h, g, d, p, o);
     if t >= PARALLEL_MIN_ROWS && rayon::current_num_threads() > 1 {
-        out.par_chunks_mut(h * d).enumerate().for_each(row);
+        out.par_chunks_mut(h * d).enumerate().for_each_init(|| Vec::with_capacity(past + t), row);
     } else {
-        out.chunks_mut(h * d).enumerate().for_each(row);
+        let mut p = Vec::with_capacity(past + t);
+        out.chunks_mut(h * d).enumerate().for_each(|r| row(&mut p, r));
     }
 }
 
-/// One query row (H*D) over the first `seen` keys and values: out (H*D).
+/// One query row (H*D) over the first `seen` keys and values: out (H*D); `p` holds the scores.
 #[allow(clippy::too_many_arguments)]
-fn attend_row(q: &[f32], k: &[f32], v: &[f32], seen: usize, h: usize, g: usize, d: usize, out: &mut [f32]) {
+fn attend_row(q: &[f32], k: &[f32], v: &[f32], seen: usize, h: usize, g: usize, d: usize, p: &mut Vec<f32>, out: &mut [f32]) {
     let scale = 1.0 / (d as f32).sqrt();
-    let mut p = vec![0f32; seen];
+    p.resize(seen, 0.0);
     for head in 0..h {
         let (kv, qh) = (head / (h / g), &q[head * d..][..d]);
         for (j, s) in p.iter_mut().enumerate() {

@@ -6,7 +6,8 @@ use shrink_eval::generate;
 
 use crate::args::positive;
 
-/// Greedy text from a Llama-family GGUF file (fp32 on the runtime), streamed; prompt and generation speeds on stderr.
+/// Greedy text from a Llama-family GGUF file on the runtime (int8 / int4 where `shrink quantize` wrote it, else
+/// fp32), streamed; prompt and generation speeds on stderr.
 #[derive(clap::Args)]
 #[command(after_help = "Example:\n  shrink generate assets/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf --prompt \"The capital of France is\" --max-new 32")]
 pub struct Args {

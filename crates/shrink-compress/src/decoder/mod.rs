@@ -120,6 +120,7 @@ fn quantize_file(f: &GgufFile, out: &Path, opts: &Options, stats: Option<&Stats>
     let cfg = LlamaConfig::of(f)?;
     // Each layer's Linears and norms, smoothed and quantized: ggml type and bytes by tensor name.
     let mut done: HashMap<String, (u32, Vec<u8>)> = HashMap::new();
+    let mut quantized = 0;
     let bar = events::bar(cfg.layers, "quantize");
     for layer in 0..cfg.layers {
         let name = |leaf: &str| format!("blk.{layer}.{leaf}.weight");
@@ -140,6 +141,7 @@ fn quantize_file(f: &GgufFile, out: &Path, opts: &Options, stats: Option<&Stats>
             });
             let what = format!("{}: {}", input.display(), name(leaf));
             done.insert(name(leaf), encode_linear(&t[leaf], n, k, int4, h.as_ref(), opts, &what)?);
+            quantized += 1;
         }
         if !inv.is_empty() {
             for leaf in NORMS {
@@ -153,9 +155,9 @@ fn quantize_file(f: &GgufFile, out: &Path, opts: &Options, stats: Option<&Stats>
         if let Ok(info) = f.tensor(table) {
             let (k, n) = (info.dims[0] as usize, info.dims[1] as usize);
             done.insert(table.into(), encode(&f.dequantize(table)?, n, k, opts.embeddings, &format!("{}: {table}", input.display()))?);
+            quantized += 1;
         }
     }
-    let quantized = done.len() - if stats.is_some() && opts.smooth_alpha.is_some() { NORMS.len() * cfg.layers } else { 0 };
     let tensors: Vec<Tensor> = f
         .tensors
         .iter()
