@@ -106,3 +106,30 @@ fn a_killed_run_resumes_to_the_same_model() {
     let leftovers: Vec<_> = std::fs::read_dir(out.join("stages")).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().starts_with(".shrink-tmp")).collect();
     assert!(leftovers.is_empty(), "temp folders of the killed stage are swept: {leftovers:?}");
 }
+
+/// An `attention` stage in a recipe: a fine-tuned fixture converted to sliding-window attention with a longer
+/// position table, fine-tuned at the new length and quantized; the result says so and scores on the runtime.
+#[test]
+fn an_attention_stage_converts_between_the_others() {
+    let f = Fixture::new(Family::Bert, 5).unwrap();
+    let (m, d) = (s(&f.model), s(&f.train));
+    let text = format!(
+        "model = \"{m}\"\n\
+         [[stage]]\ncommand = \"finetune\"\ndata = \"{d}\"\nmax_len = 32\nepochs = 1\nlr = 1e-3\n\
+         [[stage]]\ncommand = \"attention\"\nto = \"sliding\"\nwindow = 4\nglobal = \"cls\"\nmax_len = 256\n\
+         [[stage]]\ncommand = \"finetune\"\ndata = \"{d}\"\nmax_len = 48\nepochs = 1\nlr = 1e-3\n\
+         [[stage]]\ncommand = \"quantize\"\nscheme = \"int8-dynamic\"\n"
+    );
+    let (path, out) = (f.scratch.join("long.toml"), f.scratch.join("long"));
+    std::fs::write(&path, text).unwrap();
+    assert_eq!(run(&path, &out), [false, false, false, false]);
+    let model = out.join("model");
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    let stages: Vec<&str> = cfg["shrink_lineage"].as_array().unwrap().iter().map(|st| st["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["finetune", "attention", "finetune", "quantize"]);
+    assert!(cfg["shrink_attention"].as_array().unwrap().iter().all(|k| k["kind"] == "sliding" && k["window"] == 4 && k["global"] == 1), "{cfg}");
+    assert!(cfg["max_position_embeddings"].as_u64().unwrap() >= 256);
+    let r: serde_json::Value = serde_json::from_str(&ok(&["eval", s(&model), "--task", "classify", "--data", s(&f.test), "--max-len", "48", "--json"])).unwrap();
+    assert!(r["accuracy"].as_f64().unwrap().is_finite());
+    assert_eq!(run(&path, &out), [true, true, true, true], "a rerun reuses every stage");
+}

@@ -18,8 +18,14 @@ pub struct BenchReport {
     pub p90_ms: f64,
     pub seqs_per_s: f64,
     pub load_ms: f64,
-    /// Peak resident set of this process (weights, buffers, and the mapped pages touched).
+    /// Peak resident set of this process (weights, buffers, and the mapped pages touched): the larger of the next two.
     pub peak_rss_mb: f64,
+    /// Peak while loading, and peak while running the forward passes (from the RSS after loading).
+    pub load_peak_rss_mb: f64,
+    pub run_peak_rss_mb: f64,
+    /// Resident after loading, before the first forward pass: run_peak - loaded is what the passes added (buffers,
+    /// kernel staging, attention scratch), the memory that grows with B x T.
+    pub loaded_rss_mb: f64,
     /// Packed weights and tables the engine holds (a mapped table counts).
     pub weights_mb: f64,
     pub file_mb: f64,
@@ -29,10 +35,17 @@ pub struct BenchReport {
 /// Peak RSS so far of this process image: `VmHWM`, which exec resets. `ru_maxrss` would not do: Linux carries it
 /// over fork and exec, so a bench started by a trainer reported the trainer's peak.
 pub fn peak_rss_mb() -> f64 {
-    let hwm = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
-        s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-    });
-    hwm.map_or_else(max_rss_mb, |kib| kib / 1024.0)
+    status_kib("VmHWM:").map_or_else(max_rss_mb, |kib| kib / 1024.0)
+}
+
+/// Resident set now (`VmRSS`); 0 where there is no /proc.
+pub fn rss_mb() -> f64 {
+    status_kib("VmRSS:").map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn status_kib(field: &str) -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
 }
 
 /// Restarts `VmHWM` from the current RSS (Linux's clear_refs 5), so a later `peak_rss_mb` is the peak since; where
@@ -79,6 +92,8 @@ pub fn bench(dir: &Path, load: impl FnOnce() -> Result<Engine>, b: usize, t: usi
     let start = Instant::now();
     let mut engine = load()?;
     let load_ms = start.elapsed().as_secs_f64() * 1e3;
+    let (load_peak_rss_mb, loaded_rss_mb) = (peak_rss_mb(), rss_mb());
+    reset_peak_rss();
     // Checks B x T and its memory before the ids of that many tokens exist.
     engine.reserve(b, t).context("--batch / --seq")?;
     let ids = batch_ids(engine.config.vocab_size, b, t);
@@ -111,7 +126,10 @@ pub fn bench(dir: &Path, load: impl FnOnce() -> Result<Engine>, b: usize, t: usi
         p90_ms,
         seqs_per_s: b as f64 / (median_ms / 1e3),
         load_ms,
-        peak_rss_mb: peak_rss_mb(),
+        peak_rss_mb: load_peak_rss_mb.max(peak_rss_mb()),
+        load_peak_rss_mb,
+        run_peak_rss_mb: peak_rss_mb(),
+        loaded_rss_mb,
         weights_mb: engine.weight_bytes() as f64 / 1e6,
         file_mb,
         runs_ms,
@@ -121,8 +139,9 @@ pub fn bench(dir: &Path, load: impl FnOnce() -> Result<Engine>, b: usize, t: usi
 pub fn render(r: &BenchReport) -> String {
     format!(
         "model      {}\nshape      batch {} x {} tokens, {} thread(s), {} runs\nlatency    median {:.2} ms, p90 {:.2} ms\n\
-         throughput {:.1} sequences/s\nload       {:.1} ms\nmemory     peak RSS {:.1} MB, weights in memory {:.1} MB (file {:.1} MB)\n",
-        r.model, r.batch, r.seq, r.threads, r.runs, r.median_ms, r.p90_ms, r.seqs_per_s, r.load_ms, r.peak_rss_mb,
-        r.weights_mb, r.file_mb
+         throughput {:.1} sequences/s\nload       {:.1} ms\nmemory     peak RSS {:.1} MB (loading {:.1}, running {:.1}: {:.1} above the {:.1} after loading), \
+         weights in memory {:.1} MB (file {:.1} MB)\n",
+        r.model, r.batch, r.seq, r.threads, r.runs, r.median_ms, r.p90_ms, r.seqs_per_s, r.load_ms, r.peak_rss_mb, r.load_peak_rss_mb,
+        r.run_peak_rss_mb, r.run_peak_rss_mb - r.loaded_rss_mb, r.loaded_rss_mb, r.weights_mb, r.file_mb
     )
 }

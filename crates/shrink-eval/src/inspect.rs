@@ -168,12 +168,14 @@ pub fn inspect(dir: &Path, seq: usize) -> Result<Report> {
     }
     comps.retain(|(_, s)| s.params > 0);
     let (t, c) = (seq as u64, cfg.hidden_size as u64);
-    // Q, K, V, output (C x A each), FFN up and down (C x F), scores Q·Kᵀ and context P·V (T x T x A each); pruned
-    // layers have their own A = H_l·D and F_l. Checked: a config's widths are whatever its file says.
+    // Q, K, V, output (C x A each), FFN up and down (C x F), then attention's two products in the layer's variant
+    // (T x T x A each for full attention); pruned layers have their own A = H_l·D and F_l. Checked: a config's
+    // widths are whatever its file says.
     let product = |xs: &[u64]| xs.iter().try_fold(1u64, |acc, &x| acc.checked_mul(x));
     let layer = |l: usize| {
         let (a, f) = (cfg.attention_width(l) as u64, cfg.ffn(l) as u64);
-        let terms = [product(&[8, t, c, a])?, product(&[4, t, c, f])?, product(&[4, t, t, a])?];
+        let heads = product(&[2, cfg.heads(l) as u64, cfg.attention(l).head_macs(t, cfg.head_dim() as u64)?])?;
+        let terms = [product(&[8, t, c, a])?, product(&[4, t, c, f])?, heads];
         terms.iter().try_fold(0u64, |acc, &x| acc.checked_add(x))
     };
     let labels = cfg.labels().filter(|_| file.contains("classifier.weight")).map_or(0, |l| l.len() as u64);

@@ -125,6 +125,13 @@ pub fn export(model: &Path, out: &Path, opts: &Options) -> Result<Exported> {
         bail!("--outputs names {} twice", o.name());
     }
     let cfg = Config::load(&model.join(CONFIG_FILE))?;
+    if let Some(l) = (0..cfg.num_hidden_layers).find(|&l| cfg.attention(l) != shrink_format::schema::Attention::Full) {
+        bail!(
+            "{}: layer {l} computes {} attention; the ONNX export writes full attention only (run it on shrink's runtime)",
+            model.display(),
+            cfg.attention(l).label()
+        );
+    }
     let file = TensorFile::open(&model.join(WEIGHTS_FILE))?;
     let quantized: Vec<_> = cfg.quantization.iter().flat_map(|q| q.layers.values()).filter(|f| f.acts != Acts::F32).collect();
     let form = match opts.int8 {

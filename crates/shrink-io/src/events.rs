@@ -42,6 +42,22 @@ pub fn emit(e: Event) {
     }
 }
 
+/// Set while a recipe or trial runs a command as one of its stages: the command's JSON report would land in the
+/// middle of the run's own stdout, so `report` leaves it out (the stage's folder and lineage hold what it says).
+static IN_STAGE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn set_in_stage(on: bool) {
+    IN_STAGE.store(on, Ordering::Relaxed);
+}
+
+/// A command's result as one JSON line on stdout, unless the command runs as a stage of a recipe.
+pub fn report(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    if !IN_STAGE.load(Ordering::Relaxed) {
+        println!("{}", serde_json::to_string(value)?);
+    }
+    Ok(())
+}
+
 pub fn note(line: impl Into<String>) {
     emit(Event::Note(line.into()));
 }

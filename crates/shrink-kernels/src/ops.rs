@@ -54,10 +54,12 @@ macro_rules! loops {
 loops!(
     gelu: activation::gelu,
     gelu_backward: activation::gelu_backward,
+    elu_plus_one: activation::elu_plus_one,
     layer_norm_rows: activation::layer_norm_rows,
     softmax_row_backward: activation::softmax_row_backward,
     softmax_row: activation::softmax::softmax_row,
     softmax_rows_unnormalized: activation::softmax::softmax_rows_unnormalized,
+    softmax_rows_online: activation::softmax::softmax_rows_online,
     softmax_rows_bf16: activation::softmax::softmax_rows_bf16,
     epilogue_row: epilogue::epilogue_row,
     convert: bf16::convert,

@@ -11,6 +11,7 @@ macro_rules! kernel_tests {
             $crate::kernel_tests!(@tests $level;
                 sgemm_matches_reference => $crate::sgemm::tests::matches_reference,
                 sgemm_strided_and_transposed => $crate::sgemm::tests::strided_and_transposed,
+                sgemm_blocks_match_reference => $crate::sgemm::tests::blocks_match_reference,
                 qgemm_quantize_matches_generic => $crate::qgemm::tests::quantize_matches_generic,
                 qgemm_i8_bit_exact => $crate::qgemm::tests::i8_matches_reference,
                 qgemm_i4_bit_exact => $crate::qgemm::tests::i4_matches_reference,
@@ -19,6 +20,7 @@ macro_rules! kernel_tests {
                 spmm_matches_reference => $crate::spmm::tests::matches_reference,
                 activation_within_budgets => $crate::activation::tests::matches_reference,
                 softmax_bf16_within_budgets => $crate::activation::tests::softmax_bf16_matches_f64,
+                softmax_online_within_budget => $crate::activation::tests::softmax_online_matches_f64,
                 bf16_packing_and_gemm => $crate::bf16::tests::matches_reference,
                 dropout_bit_exact => $crate::dropout::tests::matches_reference,
             );

@@ -84,7 +84,10 @@ fn weight(m: Module) -> String {
     format!("{}.weight", arch::name(m))
 }
 
-/// Additive attention bias from a (B, T) 0/1 mask: 0 for tokens, a large negative for padding. (B, T)
+/// The additive attention bias of a key a query may not see (padding, outside a band); the runtime uses the same.
+pub const MASKED: f32 = -1e9;
+
+/// Additive attention bias from a (B, T) 0/1 mask: 0 for tokens, `MASKED` for padding. (B, T)
 pub fn mask_bias(mask: &Tensor) -> candle_core::Result<Tensor> {
-    (mask.to_dtype(DType::F32)? - 1.0)? * 1e9
+    (mask.to_dtype(DType::F32)? - 1.0)? * -(MASKED as f64)
 }

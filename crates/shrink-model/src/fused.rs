@@ -171,7 +171,7 @@ impl CustomOp3 for ResidualLayerNormOp {
 /// out = dropout(softmax(q k^T * scale + bias)) v, one (batch, head) at a time so the T x T scores live only in a
 /// per-thread scratch buffer. Backward recomputes them (as flash attention does) and regenerates the mask.
 /// q, k, v: (B, H, T, D), bias: (B, T) -> (B, H, T, D)
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64, drop: Option<DropMask>) -> Result<Tensor> {
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64, drop: Option<DropMask>, band: Option<Band>) -> Result<Tensor> {
     let (b, heads, t, d) = q.dims4()?;
     if t == 0 || d == 0 {
         bail!("attention: q {:?} has no tokens or no head width", q.dims());
@@ -180,7 +180,29 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64, 
         bail!("attention: bias {:?} does not match (B, T) = ({b}, {t})", bias.dims());
     }
     let bias = bias.flatten_all()?.to_vec1::<f32>()?;
-    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, AttentionOp { bias, heads, scale: scale as f32, drop })
+    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, AttentionOp { bias, heads, scale: scale as f32, drop, band })
+}
+
+/// Sliding-window attention's mask: query i sees key j when |i - j| <= `window`, or either is one of the first
+/// `global` tokens.
+#[derive(Clone, Copy, Debug)]
+pub struct Band {
+    pub window: usize,
+    pub global: usize,
+}
+
+impl Band {
+    /// Sets the scores of keys row i may not see so that they get the padding mask's weight (exp underflows to 0),
+    /// before the softmax that scales them by `scale`. Their probabilities are then 0, so no gradient flows there.
+    fn mask_row(&self, i: usize, scores: &mut [f32], scale: f32) {
+        if i < self.global {
+            return;
+        }
+        let masked = crate::embeddings::MASKED / scale;
+        let (lo, hi) = (i.saturating_sub(self.window), (i + self.window + 1).min(scores.len()));
+        scores[self.global.min(lo)..lo].fill(masked);
+        scores[hi..].fill(masked);
+    }
 }
 
 struct AttentionOp {
@@ -188,6 +210,7 @@ struct AttentionOp {
     heads: usize,
     scale: f32,
     drop: Option<DropMask>,
+    band: Option<Band>,
 }
 
 impl AttentionOp {
@@ -196,7 +219,10 @@ impl AttentionOp {
         let d = q.len() / t;
         matmul_serial(scores, Mat::row_major(q, t, d), Mat::row_major(k, t, d).t(), false); // (T, T)
         let bias = &self.bias[(bh / self.heads) * t..][..t];
-        for (s, row) in scores.chunks(t).zip(p.chunks_mut(t)) {
+        for (i, (s, row)) in scores.chunks_mut(t).zip(p.chunks_mut(t)).enumerate() {
+            if let Some(band) = &self.band {
+                band.mask_row(i, s, self.scale);
+            }
             activation::softmax_row(s, bias, self.scale, row);
         }
     }
@@ -571,15 +597,21 @@ mod tests {
                 Some(m) => Tensor::from_vec((0..b * h * t * t).map(|i| m.factor(i)).collect::<Vec<_>>(), (b, h, t, t), &dev).unwrap(),
                 None => Tensor::ones((b, h, t, t), candle_core::DType::F32, &dev).unwrap(),
             };
-            let fused = attention(&q, &k, &v, &bias, scale, drop).unwrap();
-            let scores = (q.matmul(&k.t().unwrap()).unwrap() * scale).unwrap().broadcast_add(&bias4).unwrap();
-            let reference = ops::softmax(&scores).unwrap().mul(&keep).unwrap().matmul(&v).unwrap();
-            assert!(max_diff(&fused, &reference) < FUSED_TOL * 2.0);
-            let gf = (fused * &up).unwrap().sum_all().unwrap().backward().unwrap();
-            let gr = (reference * &up).unwrap().sum_all().unwrap().backward().unwrap();
-            for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
-                let diff = max_diff(gf.get(x).unwrap(), gr.get(x).unwrap());
-                assert!(diff < FUSED_TOL * 10.0, "d{name} (dropout {}): {diff}", drop.is_some());
+            for band in [None, Some(Band { window: 2, global: 0 }), Some(Band { window: 1, global: 1 })] {
+                let fused = attention(&q, &k, &v, &bias, scale, drop.clone(), band).unwrap();
+                // The band as an additive (T, T) mask on the plain-op path.
+                let allowed = |i: usize, j: usize| band.is_none_or(|b| i.abs_diff(j) <= b.window || i < b.global || j < b.global);
+                let band_bias: Vec<f32> = (0..t * t).map(|x| if allowed(x / t, x % t) { 0.0 } else { crate::embeddings::MASKED }).collect();
+                let band_bias = Tensor::from_vec(band_bias, (1, 1, t, t), &dev).unwrap();
+                let scores = (q.matmul(&k.t().unwrap()).unwrap() * scale).unwrap().broadcast_add(&bias4).unwrap().broadcast_add(&band_bias).unwrap();
+                let reference = ops::softmax(&scores).unwrap().mul(&keep).unwrap().matmul(&v).unwrap();
+                assert!(max_diff(&fused, &reference) < FUSED_TOL * 2.0, "{band:?}");
+                let gf = (fused * &up).unwrap().sum_all().unwrap().backward().unwrap();
+                let gr = (reference * &up).unwrap().sum_all().unwrap().backward().unwrap();
+                for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+                    let diff = max_diff(gf.get(x).unwrap(), gr.get(x).unwrap());
+                    assert!(diff < FUSED_TOL * 10.0, "d{name} (dropout {}, {band:?}): {diff}", drop.is_some());
+                }
             }
         }
     }

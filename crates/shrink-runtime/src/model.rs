@@ -12,13 +12,10 @@ use shrink_format::quant::{Format, TableFormat};
 use shrink_format::{Config, TensorFile};
 use shrink_kernels::qgemm::QuantActs;
 
-use crate::attention::{self, Precision, Scratch, Shape, QUERY_BLOCK};
+use crate::attention::{self, Kind, Precision, Scratch, Shape, MASKED};
 use crate::embeddings::Embeddings;
 use crate::linear::Linear;
 use crate::norm::LayerNorm;
-
-/// Added to attention scores of padding keys (the training model uses the same).
-const MASKED: f32 = -1e9;
 
 /// One encoder layer; pruned layers have their own H_l heads (A_l = H_l * D) and FFN width F_l.
 pub struct Layer {
@@ -29,6 +26,7 @@ pub struct Layer {
     out: Linear,   // F -> C
     ln2: LayerNorm,
     heads: usize,  // H_l
+    attention: Kind,
 }
 
 pub struct Model {
@@ -140,8 +138,12 @@ impl Model {
                 };
                 let norm = |part| LayerNorm::load(file, &arch::layer(l, part), c, eps);
                 let mut qkv = load(Site::Qkv)?;
-                // Attention's 1/sqrt(D) folded into the query rows: exact for int8 and int4 (it scales the scales).
-                qkv.scale_rows(0..cfg.attention_width(l), 1.0 / (d as f32).sqrt());
+                // Softmax attention's 1/sqrt(D) folded into the query rows: exact for int8 and int4 (it scales the
+                // scales). Linear attention's feature map takes Q unscaled.
+                let attention = cfg.attention(l);
+                if !matches!(attention, Kind::Linear { .. }) {
+                    qkv.scale_rows(0..cfg.attention_width(l), 1.0 / (d as f32).sqrt());
+                }
                 Ok(Layer {
                     qkv,
                     attn_out: load(Site::AttnOut)?,
@@ -150,6 +152,7 @@ impl Model {
                     out: load(Site::Out)?,
                     ln2: norm(Part::OutNorm)?,
                     heads: cfg.heads(l),
+                    attention,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -180,8 +183,7 @@ impl Model {
         // Grown inside the kernels: u8 activations (rows padded to 16) and the sparse kernel's f32 copy, M x widest
         // K; per thread, attention's block of scores and outputs and one head's K and V packed (padded panels).
         let staging = m.checked_add(16)?.checked_mul(c.max(a).max(wide))?.checked_mul(1 + 4)?;
-        let block = QUERY_BLOCK.min(t);
-        let scratch = block.checked_mul(t.checked_add(d)?.checked_add(1)?)?.checked_add(t.checked_add(64)?.checked_mul(2 * (d + 64))?)?;
+        let scratch = self.layers.iter().map(|l| attention::scratch_floats(l.attention, t, d)).try_fold(0, |m, s| Some(m.max(s?)))?;
         let bytes = floats
             .checked_mul(4)?
             .checked_add(b)?
@@ -232,7 +234,7 @@ impl Model {
             let ctx = &mut ctx[..m * a]; // (M, A)
             see(Site::Qkv, &x[..m * c], c);
             layer.qkv.forward(&x[..m * c], m, qkv, qa, false, None);
-            attention::attention(qkv, bias, &padded[..b], &shape, self.attention, ctx, &mut attn[..threads]);
+            attention::attention(qkv, bias, &padded[..b], &shape, layer.attention, self.attention, ctx, &mut attn[..threads]);
             see(Site::AttnOut, ctx, a);
             layer.attn_out.forward(ctx, m, &mut y[..m * c], qa, false, Some(&x[..m * c]));
             layer.ln1.forward(&mut y[..m * c]);

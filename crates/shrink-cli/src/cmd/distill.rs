@@ -99,7 +99,7 @@ impl Args {
         };
         let r = distill::distill(&self.teacher, &self.data, &out, &o)?;
         eprintln!("saved {} (epoch {}, dev {:?}, trained in {:.0} s)", out.path().display(), r.best_epoch, r.dev_score, r.train_seconds);
-        println!("{}", serde_json::to_string(&r)?);
+        shrink_io::events::report(&r)?;
         Ok(())
     }
 }

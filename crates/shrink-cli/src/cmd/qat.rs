@@ -72,7 +72,7 @@ impl Args {
             r.dev_score,
             r.train_seconds
         );
-        println!("{}", serde_json::to_string(&r)?);
+        shrink_io::events::report(&r)?;
         Ok(())
     }
 }

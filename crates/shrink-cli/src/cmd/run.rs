@@ -64,5 +64,8 @@ pub fn run_stage(stage: &Stage, args: &[String], input: &Path, output: &Path, th
     }
     argv.extend(args.iter().cloned());
     argv.extend(["--out".into(), output.display().to_string()]);
-    crate::run_args(&argv, threads)
+    shrink_io::events::set_in_stage(true);
+    let r = crate::run_args(&argv, threads);
+    shrink_io::events::set_in_stage(false);
+    r
 }

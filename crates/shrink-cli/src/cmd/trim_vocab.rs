@@ -48,7 +48,7 @@ impl Args {
             r.positions_after,
             out.path().display()
         );
-        println!("{}", serde_json::to_string(&r)?);
+        shrink_io::events::report(&r)?;
         Ok(())
     }
 }

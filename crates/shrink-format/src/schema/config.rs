@@ -9,7 +9,7 @@ use serde::{de, ser, Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::arch::{self, Arch, Part, Positions};
-use crate::schema::{QuantSection, Step};
+use crate::schema::{Attention, PositionExtension, QuantSection, Step};
 
 /// Mirrors the Hugging Face `BertConfig` fields we use; unknown fields are kept so a saved config round-trips.
 /// Other families' configs are read through their `arch` row into these fields (DistilBERT's `dim` is
@@ -33,6 +33,12 @@ pub struct Config {
     /// FFN width per layer after structured pruning (absent: `intermediate_size` everywhere).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer_intermediate_sizes: Option<Vec<usize>>,
+    /// Attention per layer (absent: full everywhere); `shrink attention` writes it.
+    #[serde(default, rename = "shrink_attention", skip_serializing_if = "Option::is_none")]
+    pub layer_attention: Option<Vec<Attention>>,
+    /// Set when the position table was lengthened past what the checkpoint learned.
+    #[serde(default, rename = "shrink_positions", skip_serializing_if = "Option::is_none")]
+    pub position_extension: Option<PositionExtension>,
     #[serde(default = "default_act")]
     pub hidden_act: String,
     #[serde(default = "default_dropout")]
@@ -195,6 +201,14 @@ impl Config {
                 bail!("{name}[{l}] = {} exceeds num_attention_heads {max}", list[l]);
             }
         }
+        if let Some(list) = &self.layer_attention {
+            if list.len() != self.num_hidden_layers {
+                bail!("shrink_attention has {} entries but num_hidden_layers is {}", list.len(), self.num_hidden_layers);
+            }
+            for (l, a) in list.iter().enumerate() {
+                a.validate(l)?;
+            }
+        }
         // A number past f32's range parses as inf, which a folder writer would save as null; dropouts are
         // probabilities.
         for (name, p) in [
@@ -257,6 +271,16 @@ impl Config {
     /// A_l = H_l * D: width of layer `l`'s Q, K, V and of the attention context.
     pub fn attention_width(&self, l: usize) -> usize {
         self.heads(l) * self.head_dim()
+    }
+
+    /// Layer `l`'s attention (full without a `shrink_attention` list).
+    pub fn attention(&self, l: usize) -> Attention {
+        self.layer_attention.as_ref().map_or(Attention::Full, |v| v[l])
+    }
+
+    /// Whether any layer computes something other than full attention.
+    pub fn has_efficient_attention(&self) -> bool {
+        self.layer_attention.as_ref().is_some_and(|v| v.iter().any(|a| *a != Attention::Full))
     }
 
     /// F_l: FFN width of layer `l`.
@@ -322,6 +346,16 @@ mod tests {
             let err = format!("{:#}", Config::parse(&minimal(extra)).unwrap_err());
             assert!(err.contains(want), "{extra}: {err}");
         }
+        for (extra, want) in [
+            (r#", "shrink_attention": [{"kind": "full"}, {"kind": "full"}]"#, "shrink_attention has 2 entries but num_hidden_layers is 1"),
+            (r#", "shrink_attention": [{"kind": "sliding", "window": 0}]"#, "shrink_attention[0]: window 0"),
+        ] {
+            let err = format!("{:#}", Config::parse(&minimal(extra)).unwrap_err());
+            assert!(err.contains(want), "{extra}: {err}");
+        }
+        let cfg = Config::parse(&minimal(r#", "shrink_attention": [{"kind": "linear", "feature_map": "elu"}]"#)).unwrap();
+        assert!(cfg.has_efficient_attention() && matches!(cfg.attention(0), crate::schema::Attention::Linear { .. }));
+        assert_eq!(Config::parse(&serde_json::to_string(&cfg).unwrap()).unwrap(), cfg);
         let cfg = Config::parse(&minimal(r#", "layer_norm_eps": 1e-7, "hidden_dropout_prob": 1"#)).unwrap();
         assert_eq!(Config::parse(&serde_json::to_string(&cfg).unwrap()).unwrap(), cfg);
         // f32 fields are written as they read, not widened (0.10000000149011612).

@@ -1,4 +1,4 @@
-//! Elementwise and row kernels of the transformer block: exact GELU and its gradient, LayerNorm rows, and masked
+//! Elementwise and row kernels of the transformer block: exact GELU and its gradient, elu + 1, LayerNorm rows, and masked
 //! softmax rows (`softmax.rs`). Each is one plain loop body built per level (`multiversion!`); the generic build is
 //! the reference the others are tested against, with `reference.rs`'s f64 forms behind it.
 
@@ -15,13 +15,25 @@ pub(crate) mod x86 {
     pub(crate) mod avx512bf16;
 }
 
-pub use softmax::{softmax_row, softmax_row_on, softmax_rows_bf16, softmax_rows_bf16_on, softmax_rows_unnormalized, softmax_rows_unnormalized_on};
+pub use softmax::{
+    softmax_row, softmax_row_on, softmax_rows_bf16, softmax_rows_bf16_on, softmax_rows_online, softmax_rows_online_on, softmax_rows_unnormalized,
+    softmax_rows_unnormalized_on,
+};
 
 multiversion!(
     /// y = GELU(x), exact (erf) form.
     pub gelu, gelu_on; (x: &[f32], y: &mut [f32]) {
         y.copy_from_slice(x);
         math::gelu_slice(y);
+    }
+);
+
+multiversion!(
+    /// x = elu(x) + 1 in place: linear attention's feature map (positive, so its normaliser never vanishes).
+    pub elu_plus_one, elu_plus_one_on; (x: &mut [f32]) {
+        for v in x.iter_mut() {
+            *v = if *v > 0.0 { *v + 1.0 } else { math::exp(*v) };
+        }
     }
 );
 

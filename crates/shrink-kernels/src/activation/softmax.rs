@@ -77,8 +77,14 @@ fn max_rows<const R: usize>(y: &[f32], t: usize) -> [f32; R] {
 /// `exp_sum` of R rows of `t` at once (`y` is R x t), interleaved so R chains run in parallel.
 #[inline(always)]
 fn exp_sum_rows<const R: usize>(y: &mut [f32], t: usize) -> [f32; R] {
-    let full = t / LANES * LANES;
     let max = max_rows::<R>(y, t);
+    exp_sum_rows_at(y, t, max)
+}
+
+/// R rows of `y` (R x t) = exp(row - max[r]), and each row's sum.
+#[inline(always)]
+fn exp_sum_rows_at<const R: usize>(y: &mut [f32], t: usize, max: [f32; R]) -> [f32; R] {
+    let full = t / LANES * LANES;
     let mut acc = [[0f32; LANES]; R];
     for c0 in (0..full).step_by(LANES) {
         for (r, a) in acc.iter_mut().enumerate() {
@@ -96,6 +102,48 @@ fn exp_sum_rows<const R: usize>(y: &mut [f32], t: usize) -> [f32; R] {
             *v
         }).sum();
         *o = tree(acc[r], |a, b| a + b) + tail;
+    }
+    out
+}
+
+multiversion!(
+    /// One key block of online (flash-style) softmax, in place, for every row of `y` (rows of `t`; `max.len()` rows;
+    /// `bias` as in `softmax_rows_unnormalized`). Each row's running `max` takes the block's, the row becomes
+    /// exp(row - max), `alpha` gets exp(old max - new max), the factor that the sums and outputs of earlier blocks
+    /// need, and `sums` = sums * alpha + this block's sum. Start with max = -inf and sums = 0 (alpha is then 0).
+    pub softmax_rows_online, softmax_rows_online_on; (y: &mut [f32], t: usize, bias: &[f32], max: &mut [f32], sums: &mut [f32], alpha: &mut [f32]) {
+        let rows = max.len();
+        if t == 0 {
+            alpha[..rows].fill(1.0);
+            return;
+        }
+        add_row_bias(y, t, rows, bias);
+        let quads = rows / ROWS * ROWS;
+        for r0 in (0..quads).step_by(ROWS) {
+            let block = &mut y[r0 * t..(r0 + ROWS) * t];
+            let m = rescale::<ROWS>(max_rows::<ROWS>(block, t), &mut max[r0..], &mut sums[r0..], &mut alpha[r0..]);
+            for (s, v) in sums[r0..].iter_mut().zip(exp_sum_rows_at::<ROWS>(block, t, m)) {
+                *s += v;
+            }
+        }
+        for r in quads..rows {
+            let row = &mut y[r * t..(r + 1) * t];
+            let m = rescale::<1>(max_rows::<1>(row, t), &mut max[r..], &mut sums[r..], &mut alpha[r..]);
+            sums[r] += exp_sum_rows_at::<1>(row, t, m)[0];
+        }
+    }
+);
+
+/// R running maxima raised to their block's (`block`), exp(old - new) into `alpha`, the sums scaled by it; returns
+/// the new maxima.
+#[inline(always)]
+fn rescale<const R: usize>(block: [f32; R], max: &mut [f32], sums: &mut [f32], alpha: &mut [f32]) -> [f32; R] {
+    let mut out = [0f32; R];
+    for r in 0..R {
+        let m = max[r].max(block[r]);
+        alpha[r] = if max[r] == f32::NEG_INFINITY { 0.0 } else { math::exp(max[r] - m) };
+        sums[r] *= alpha[r];
+        (max[r], out[r]) = (m, m);
     }
     out
 }

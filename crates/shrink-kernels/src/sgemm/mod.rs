@@ -150,6 +150,11 @@ impl PackedF32 {
         self.n
     }
 
+    /// NR: columns per panel; `gemm_f32_block` takes column ranges that start on one.
+    pub fn panel_width(&self) -> usize {
+        self.geometry().nr
+    }
+
     pub fn k(&self) -> usize {
         self.k
     }
@@ -191,28 +196,60 @@ pub fn gemm_f32_ex(out: &mut [f32], ldc: usize, x: &[f32], lda: usize, m: usize,
     let o = Out { ptr: out.as_mut_ptr(), ld: ldc };
     if threads == 1 {
         // SAFETY: shapes checked above; this call owns all panels.
-        unsafe { run(o, x, lda, m, w, &ep, 0..panels) };
+        unsafe { run(o, x, lda, m, w, &ep, 0..panels, n, 0..k, false) };
         return;
     }
     use rayon::prelude::*;
     (0..threads).into_par_iter().for_each(|t| {
         let span = panels * t / threads..panels * (t + 1) / threads;
         // SAFETY: panel ranges are disjoint, so the written columns are.
-        unsafe { run(o, x, lda, m, w, &ep, span) };
+        unsafe { run(o, x, lda, m, w, &ep, span, n, 0..k, false) };
     });
 }
 
-/// Loops MC row blocks, KC depth blocks, the given panels, then MR-row tiles; the epilogue runs on each finished tile
-/// while it is still in cache.
-unsafe fn run(out: Out, x: &[f32], lda: usize, m: usize, w: &PackedF32, ep: &Epilogue, panels: Range<usize>) {
+/// out (m x cols.len()) = x (m x depth.len()) · W[cols, depth]ᵀ for one block of a packed matrix, added to what
+/// `out` holds when `accumulate`: attention's key blocks, scores against a range of K's columns (`cols`, starting on a
+/// panel boundary: a multiple of `panel_width`) and context from a range of Vᵀ's depth. x's column 0 is depth
+/// `depth.start`; output column 0 is column `cols.start`. One thread, no epilogue.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_f32_block(
+    out: &mut [f32], ldc: usize, x: &[f32], lda: usize, m: usize, w: &PackedF32, cols: Range<usize>, depth: Range<usize>, accumulate: bool,
+) {
+    let (n, k) = (cols.len(), depth.len());
+    assert!(cols.end <= w.n && depth.end <= w.k, "block {cols:?} x {depth:?} outside {} x {}", w.n, w.k);
+    assert!(cols.start % w.panel_width() == 0, "block columns start at {}, not on a panel of {}", cols.start, w.panel_width());
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            out.chunks_mut(ldc).take(m).for_each(|r| r[..n].fill(0.0));
+        }
+        return;
+    }
+    assert!(lda >= k && x.len() >= (m - 1) * lda + k, "input too short for {m} x {k} at stride {lda}");
+    assert!(ldc >= n && out.len() >= (m - 1) * ldc + n, "output too short for {m} x {n} at stride {ldc}");
+    let o = Out { ptr: out.as_mut_ptr().wrapping_sub(cols.start), ld: ldc };
+    let nr = w.panel_width();
+    // SAFETY: shapes checked above; columns cols.start.. land at out's column 0 (the kernel adds p * NR).
+    unsafe { run(o, x, lda, m, w, &Epilogue::default(), cols.start / nr..cols.end.div_ceil(nr), cols.end, depth, accumulate) };
+}
+
+/// Loops MC row blocks, KC depth blocks of `depth` (x's column 0 is `depth.start`), the given panels (their columns
+/// clipped at `n`), then MR-row tiles, adding to `out` from the first depth block when `accumulate`; the epilogue runs on each
+/// finished tile while it is still in cache.
+#[allow(clippy::too_many_arguments)]
+unsafe fn run(
+    out: Out, x: &[f32], lda: usize, m: usize, w: &PackedF32, ep: &Epilogue, panels: Range<usize>, n: usize, depth: Range<usize>, accumulate: bool,
+) {
     let Geometry { mr, nr, kc } = w.geometry();
-    let (n, k) = (w.n, w.k);
+    let k = w.k;
     let kernel = w.kernel.run;
     for m0 in (0..m).step_by(MC) {
         let m1 = (m0 + MC).min(m);
-        for k0 in (0..k).step_by(kc) {
-            let kb = kc.min(k - k0);
-            let last = k0 + kb == k;
+        for k0 in depth.clone().step_by(kc) {
+            let kb = kc.min(depth.end - k0);
+            let last = k0 + kb == depth.end;
             // Each row tile prefetches its share of the sliver after this one (the next panel's, or the next depth
             // block's first) into L2: the first tile of a panel then reads L2, not L3 (fp32 forward -12%).
             let share = (kb * nr).div_ceil((m1 - m0).div_ceil(mr)).next_multiple_of(16);
@@ -225,12 +262,12 @@ unsafe fn run(out: Out, x: &[f32], lda: usize, m: usize, w: &PackedF32, ep: &Epi
                 };
                 for i0 in (m0..m1).step_by(mr) {
                     let rows = mr.min(m1 - i0);
-                    let c = out.ptr.add(i0 * out.ld + j0);
+                    let c = out.ptr.wrapping_add(i0 * out.ld + j0);
                     let ahead = next.wrapping_add((i0 - m0) / mr * share);
                     let ep = (last && !ep.is_identity()).then_some((ep, i0, j0, n));
-                    let tile = Tile { c, ldc: out.ld, rows, cols, accumulate: k0 > 0, ep };
+                    let tile = Tile { c, ldc: out.ld, rows, cols, accumulate: accumulate || k0 > depth.start, ep };
                     // SAFETY: the kernel came from a table of this CPU; the tile lies inside x, w and out.
-                    kernel(x.as_ptr().add(i0 * lda + k0), lda, b, kb, ahead, &tile);
+                    kernel(x.as_ptr().add(i0 * lda + k0 - depth.start), lda, b, kb, ahead, &tile);
                 }
             }
         }

@@ -70,6 +70,45 @@ pub(crate) fn strided_and_transposed(ops: &Ops) {
     }
 }
 
+/// `gemm_f32_block` against the reference on the sub-matrix: column blocks from each panel boundary (ending inside a
+/// panel or at N), depth blocks anywhere (longer than KC too), stored at a stride and added to what is there.
+pub(crate) fn blocks_match_reference(ops: &Ops) {
+    let level = ops.isa;
+    let (m, k, n) = (21, 700, 83);
+    let (x, w) = (rand_vec(m * k, 8), rand_vec(n * k, 9));
+    for (narrow, mut packed) in packings(ops) {
+        packed.repack(&w, n, k, k, 1);
+        let nr = packed.panel_width();
+        for (cols, depth) in [(0..n, 0..k), (nr..n, 5..9), (0..nr.min(n) - 3, 300..700), (nr..(3 * nr).min(n), 1..k - 1), (0..1, 0..1)] {
+            let (bn, bk, ldc) = (cols.len(), depth.len(), cols.len() + 3);
+            let sub_w: Vec<f32> = cols.clone().flat_map(|j| w[j * k..][depth.clone()].to_vec()).collect();
+            let sub_x: Vec<f32> = (0..m).flat_map(|i| x[i * k..][depth.clone()].to_vec()).collect();
+            let mut want = vec![0f32; m * bn];
+            gemm_f32_ref(&mut want, &sub_x, m, &sub_w, bn, bk, Epilogue::default());
+            for accumulate in [false, true] {
+                let mut got = vec![0.5f32; m * ldc];
+                gemm_f32_block(&mut got, ldc, &sub_x, bk, m, &packed, cols.clone(), depth.clone(), accumulate);
+                for i in 0..m {
+                    for j in 0..bn {
+                        let base = if accumulate { 0.5 } else { 0.0 };
+                        let (g, e) = (got[i * ldc + j], want[i * bn + j] + base);
+                        assert!((g - e).abs() <= 1e-4 * (1.0 + e.abs()), "{level:?} narrow {narrow} {cols:?}x{depth:?} acc {accumulate} ({i},{j}): {g} vs {e}");
+                    }
+                    assert!(got[i * ldc + bn..(i + 1) * ldc].iter().all(|&v| v == 0.5), "{level:?}: wrote past the block");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_block_off_a_panel_boundary_is_refused() {
+    let packed = PackedF32::pack(&rand_vec(40 * 8, 1), 40, 8);
+    let mut out = vec![0f32; 40];
+    let r = std::panic::catch_unwind(move || gemm_f32_block(&mut out, 39, &[0.0; 8], 8, 1, &packed, 1..40, 0..8, false));
+    assert!(r.is_err(), "a block starting at column 1 ran");
+}
+
 #[test]
 fn a_column_reads_back_as_packed() {
     let (n, k) = (50, 37);

@@ -53,7 +53,8 @@ impl Cost {
                 let score = self.passes(256, compute, true);
                 (OVERHEAD_S + score + self.passes(self.train_rows, compute, false) + epochs * train * out, out)
             }
-            "trim-vocab" => (OVERHEAD_S, compute),
+            // Copies or relabels weights; the compute of the layers it converts changes with T (not modelled).
+            "trim-vocab" | "attention" => (OVERHEAD_S, compute),
             "quantize" => {
                 let calib = if s.params.contains_key("calib") { self.passes(256, compute, false) } else { 0.0 };
                 let gptq = if s.params.contains_key("gptq") { 10.0 * compute } else { 0.0 };
