@@ -115,6 +115,7 @@ pub fn bench(dir: &Path, load: impl FnOnce() -> Result<Engine>, b: usize, t: usi
     sorted.sort_by(f64::total_cmp);
     let median_ms = sorted[sorted.len() / 2];
     let p90_ms = sorted[(sorted.len() * 9 / 10).min(sorted.len() - 1)];
+    let run_peak_rss_mb = peak_rss_mb();
     let file_mb = std::fs::metadata(dir.join(shrink_format::folder::WEIGHTS_FILE)).map_or(0.0, |m| m.len() as f64 / 1e6);
     Ok(BenchReport {
         model: dir.display().to_string(),
@@ -126,9 +127,9 @@ pub fn bench(dir: &Path, load: impl FnOnce() -> Result<Engine>, b: usize, t: usi
         p90_ms,
         seqs_per_s: b as f64 / (median_ms / 1e3),
         load_ms,
-        peak_rss_mb: load_peak_rss_mb.max(peak_rss_mb()),
+        peak_rss_mb: load_peak_rss_mb.max(run_peak_rss_mb),
         load_peak_rss_mb,
-        run_peak_rss_mb: peak_rss_mb(),
+        run_peak_rss_mb,
         loaded_rss_mb,
         weights_mb: engine.weight_bytes() as f64 / 1e6,
         file_mb,
