@@ -2,7 +2,9 @@
 
 Each (T, variant, precision) is timed in a fresh `shrink --threads 1 bench` process (so its peak RSS is its own),
 interleaved over rounds; medians of the rounds. The speed-up over full attention is set against the bound the
-matmul FLOPs give at that T. Writes bench/results/attention_curve.{json,md,svg}. Run by bench/run-attention-curve.sh.
+matmul FLOPs give at that T. With --torch PYTHON, PyTorch's full attention (BertModel, SDPA, fp32, 1 thread) on the
+same weights runs in the same rounds (bench/attention_torch.py, a fresh process per point too) as the peer.
+Writes bench/results/attention_curve.{json,md,svg}. Run by bench/run-attention-curve.sh.
 """
 
 import argparse
@@ -15,7 +17,8 @@ import statistics
 import subprocess
 
 SHRINK = "target/release/shrink"
-COLOURS = {"full": "#c0392b", "sliding": "#2471a3", "linear": "#229954"}
+COLOURS = {"full": "#c0392b", "sliding": "#2471a3", "linear": "#229954", "hedgehog": "#8e44ad", "torch": "#7f8c8d"}
+LABELS = {"linear": "linear (elu + 1)", "hedgehog": "linear (Hedgehog)", "torch": "PyTorch SDPA full"}
 
 
 def cpu_name():
@@ -29,11 +32,19 @@ def bench(model, t, runs):
     return json.loads(r.stdout)
 
 
+def bench_torch(python, model, t, runs):
+    cmd = [python, "bench/attention_torch.py", "--model", model, "--t", str(t), "--runs", str(runs)]
+    r = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def macs_per_token(cfg, kind, t):
     """Matmul multiply-adds per token and layer: projections and FFN, then attention's two products."""
     c, f = cfg["hidden_size"], cfg["intermediate_size"]
     d = c // cfg["num_attention_heads"]
     proj = 4 * c * c + 2 * c * f
+    if kind["kind"] == "linear" and kind.get("feature_map") == "hedgehog":
+        return proj + 6 * c * d + 2 * c  # 2D features: φ(K)ᵀV, φ(Q)·S and the normaliser, plus the two D x D maps
     if kind["kind"] == "linear":
         return proj + 2 * c * d + c  # φ(K)ᵀV and φ(Q)·S, plus the normaliser
     keys = t
@@ -73,6 +84,8 @@ def svg_plot(rows, ts, variants, precisions):
                     parts.append(f'<line x1="{x0 + pad - 5}" y1="{ty(v):.1f}" x2="{x0 + w - 10}" y2="{ty(v):.1f}" stroke="#eee"/>')
         for v in variants:
             for p in precisions:
+                if v == "torch" and p != "fp32":
+                    continue
                 pts = [(tx(r["t"]), ty(r[key])) for r in rows if r["variant"] == v and r["precision"] == p and r[key] > 0]
                 dash = ' stroke-dasharray="5,3"' if p != "fp32" else ""
                 path = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
@@ -80,10 +93,10 @@ def svg_plot(rows, ts, variants, precisions):
                 parts += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{COLOURS[v]}"/>' for x, y in pts]
     legend = []
     for i, v in enumerate(variants):
-        legend.append(f'<line x1="{70 + i * 120}" y1="{h + 12}" x2="{95 + i * 120}" y2="{h + 12}" stroke="{COLOURS[v]}" stroke-width="2"/>')
-        legend.append(f'<text x="{100 + i * 120}" y="{h + 16}" font-size="11">{v}</text>')
+        legend.append(f'<line x1="{70 + i * 140}" y1="{h + 12}" x2="{95 + i * 140}" y2="{h + 12}" stroke="{COLOURS[v]}" stroke-width="2"/>')
+        legend.append(f'<text x="{100 + i * 140}" y="{h + 16}" font-size="11">{LABELS.get(v, v)}</text>')
     if len(precisions) > 1:
-        legend.append(f'<text x="{80 + len(variants) * 120}" y="{h + 16}" font-size="11">solid: {precisions[0]}, dashed: {", ".join(precisions[1:])}</text>')
+        legend.append(f'<text x="{80 + len(variants) * 140}" y="{h + 16}" font-size="11">solid: {precisions[0]}, dashed: {", ".join(precisions[1:])}</text>')
     body = "\n".join(parts + legend)
     return f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * w + 30}" height="{h + 30}" font-family="sans-serif">\n<rect width="100%" height="100%" fill="white"/>\n{body}\n</svg>\n'
 
@@ -95,9 +108,10 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--precisions", default="fp32,int8")
     ap.add_argument("--out", default="bench/results/attention_curve")
+    ap.add_argument("--torch", help="a Python with torch and transformers: PyTorch SDPA full attention as the peer")
     a = ap.parse_args()
     ts = [int(t) for t in a.ts.split(",")]
-    variants, precisions = ["full", "sliding", "linear"], a.precisions.split(",")
+    variants, precisions = ["full", "sliding", "linear", "hedgehog"], a.precisions.split(",")
     models = {(v, p): f"{a.work}/{v}" + ("" if p == "fp32" else f"-{p}") for v in variants for p in precisions}
     cfgs = {v: json.loads(pathlib.Path(f"{a.work}/{v}/config.json").read_text()) for v in variants}
     samples = {}
@@ -109,9 +123,15 @@ def main():
                     r = bench(models[(v, p)], t, runs)
                     samples.setdefault((t, v, p), []).append(r)
                     print(f"round {rnd + 1} T {t} {v} {p}: {r['median_ms']:.1f} ms, +{r['run_peak_rss_mb'] - r['loaded_rss_mb']:.1f} MB", flush=True)
+            if a.torch:
+                r = bench_torch(a.torch, models[("full", "fp32")], t, max(3, runs // 2))
+                samples.setdefault((t, "torch", "fp32"), []).append(r)
+                print(f"round {rnd + 1} T {t} torch sdpa fp32: {r['median_ms']:.1f} ms, +{r['run_peak_rss_mb'] - r['loaded_rss_mb']:.1f} MB", flush=True)
+    peer = [r for r in samples if r[1] == "torch"]
+    torch_version = samples[peer[0]][0]["torch"] if peer else None
     rows = []
     for (t, v, p), rs in sorted(samples.items()):
-        kind = (cfgs[v].get("shrink_attention") or [{"kind": "full"}])[0]
+        kind = (cfgs.get(v, {}).get("shrink_attention") or [{"kind": "full"}])[0]
         rows.append({
             "t": t, "variant": v, "precision": p, "attention": kind,
             "median_ms": statistics.median(r["median_ms"] for r in rs),
@@ -123,7 +143,7 @@ def main():
         })
     for r in rows:
         full = next(x for x in rows if x["t"] == r["t"] and x["precision"] == r["precision"] and x["variant"] == "full")
-        cfg = cfgs[r["variant"]]
+        cfg = cfgs["full"]
         r["speedup"] = full["median_ms"] / r["median_ms"]
         r["flop_bound"] = macs_per_token(cfg, {"kind": "full"}, r["t"]) / macs_per_token(cfg, r["attention"], r["t"])
         r["of_bound"] = r["speedup"] / r["flop_bound"]
@@ -131,10 +151,12 @@ def main():
         "cpu": cpu_name(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model": "all-MiniLM-L6-v2 (C 384, 6 layers, 12 heads of 32), positions copied to 4096", "threads": 1, "batch": 1,
         "rounds": a.rounds, "note": "fresh process per point; medians over rounds; added_mb = peak RSS while running - RSS after loading",
+        "peer": f"PyTorch {torch_version} BertModel, attn_implementation sdpa, fp32, 1 thread, no_grad" if peer else None,
     }
+    shown = variants + (["torch"] if peer else [])
     out = pathlib.Path(a.out)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    out.with_suffix(".svg").write_text(svg_plot(rows, ts, variants, precisions))
+    out.with_suffix(".svg").write_text(svg_plot(rows, ts, shown, precisions))
     md = [f"# Attention variants against T: latency and memory\n",
           f"{meta['model']}. Host: {meta['cpu']}, {meta['date']}. 1 thread, batch 1, {a.rounds} interleaved rounds, a fresh process per point. "
           "Bound: the speed-up over full attention that the matmul FLOPs allow at that T (projections, FFN and attention's products). "
@@ -142,8 +164,17 @@ def main():
           f"![latency and memory against T]({out.name}.svg)\n",
           "| precision | T | attention | median ms | speed-up vs full | FLOP bound | of bound | peak RSS MB | added by the forward MB |",
           "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in sorted(rows, key=lambda r: (r["precision"] != "fp32", r["precision"], r["t"], variants.index(r["variant"]))):
-        md.append(f"| {r['precision']} | {r['t']} | {r['variant']} | {r['median_ms']:.1f} | {r['speedup']:.2f}x | {r['flop_bound']:.2f}x | {r['of_bound']:.2f} | {r['peak_rss_mb']:.1f} | {r['added_mb']:.1f} |")
+    for r in sorted((r for r in rows if r["variant"] != "torch"), key=lambda r: (r["precision"] != "fp32", r["precision"], r["t"], variants.index(r["variant"]))):
+        md.append(f"| {r['precision']} | {r['t']} | {LABELS.get(r['variant'], r['variant'])} | {r['median_ms']:.1f} | {r['speedup']:.2f}x | {r['flop_bound']:.2f}x | {r['of_bound']:.2f} | {r['peak_rss_mb']:.1f} | {r['added_mb']:.1f} |")
+    if peer:
+        md += [f"\nThe peer in the same rounds: {meta['peer']}, on the same weights (full attention).\n",
+               "| T | PyTorch ms | shrink full fp32 ms | shrink full / PyTorch | shrink sliding fp32 / PyTorch | shrink linear fp32 / PyTorch | PyTorch added MB |",
+               "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        at = {(r["t"], r["variant"], r["precision"]): r for r in rows}
+        for t in ts:
+            tr = at[(t, "torch", "fp32")]
+            ratio = lambda v: at[(t, v, "fp32")]["median_ms"] / tr["median_ms"]
+            md.append(f"| {t} | {tr['median_ms']:.1f} | {at[(t, 'full', 'fp32')]['median_ms']:.1f} | {ratio('full'):.2f}x | {ratio('sliding'):.2f}x | {ratio('linear'):.2f}x | {tr['added_mb']:.1f} |")
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

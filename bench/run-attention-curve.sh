@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Speed and memory of full, sliding-128 (+[CLS]) and linear (elu + 1) attention at T = 128 .. 4096 on MiniLM
-# (positions copied to 4096), fp32 and int8, 1 thread (issue 19): builds shrink, converts the models once, runs
-# bench/attention_curve.py (~5 minutes). Arguments go to the script (e.g. --rounds 5 --precisions fp32).
+# Speed and memory of full, sliding-128 (+[CLS]) and linear (elu + 1, Hedgehog) attention at T = 128 .. 4096 on MiniLM
+# (positions copied to 4096), fp32 and int8, 1 thread (issue 19), with PyTorch's SDPA full attention on the same
+# weights as the peer (bench/setup-venv.sh makes its venv): builds shrink, converts the models once, runs
+# bench/attention_curve.py (~15 minutes). Arguments go to the script (e.g. --rounds 5 --precisions fp32).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -21,4 +22,6 @@ make() { # name flags...
 make full --to full
 make sliding --to sliding --window 128 --global cls
 make linear --to linear --feature-map elu
-exec python3 bench/attention_curve.py --work "$work" "$@"
+make hedgehog --to linear --feature-map hedgehog
+bench/setup-venv.sh
+exec python3 bench/attention_curve.py --work "$work" --torch bench/.venv/bin/python "$@"

@@ -2,7 +2,9 @@
 # Efficient attention on long BBC articles (issue 19): fine-tunes the full-attention MiniLM classifier at 512 tokens
 # (the reference), converts it to sliding-128 (+[CLS] global) and linear (elu + 1) at 512 and to sliding-128 at 1024
 # (positions copied Longformer-style), recovers each with a task fine-tune at its length, and evaluates all on the
-# BBC test split on the runtime. Results: bench/results/long_attention_quality.{json,md}. ~45 min on 2 cores.
+# BBC test split on the runtime. Linear attention also goes through attention transfer before its fine-tune, with
+# elu + 1 (query and key projections trained) and with Hedgehog's learned feature maps (maps trained).
+# Results: bench/results/long_attention_quality.{json,md}. ~100 min on 2 cores; finished steps are kept.
 # Then the speed / memory curve: bench/attention_curve.py.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,6 +21,8 @@ mkdir -p "$work" bench/results/long_attention
 
 run() { echo "+ $*" >&2; "$shrink" "$@"; }
 evaluate() { # name model max_len
+  local json="bench/results/long_attention/$1.json"
+  [[ -f "$json" && "$json" -nt "$2/config.json" ]] && return
   run eval "$2" --task classify --data "$data/test.jsonl" --max-len "$3" --json > "bench/results/long_attention/$1.json"
 }
 
@@ -38,6 +42,18 @@ convert sliding128-512 512 --to sliding --window 128 --global cls
 convert linear-512 512 --to linear --feature-map elu
 convert sliding128-1024 1024 --to sliding --window 128 --global cls --max-len 1024
 
+transfer() { # name max_len lr attention flags...: convert, attention transfer (1 epoch), then the task fine-tune
+  local name=$1 len=$2 lr=$3; shift 3
+  [[ -f "$work/$name-converted/config.json" ]] || run attention "$work/full-512" "$@" --out "$work/$name-converted" --force
+  evaluate "$name-unrecovered" "$work/$name-converted" "$len"
+  [[ -f "$work/$name-at/config.json" ]] || run attention-transfer "$work/$name-converted" --data "$data/train.jsonl" --max-len "$len" --lr "$lr" --epochs 1 --batch 8 --out "$work/$name-at" --force
+  evaluate "$name-transferred" "$work/$name-at" "$len"
+  [[ -f "$work/$name/config.json" ]] || run finetune "$work/$name-at" --data "$data/train.jsonl" --max-len "$len" --epochs "$recover" --out "$work/$name" --force
+  evaluate "$name" "$work/$name" "$len"
+}
+transfer hedgehog-512 512 3e-3 --to linear --feature-map hedgehog
+transfer linear-at-512 512 1e-4 --to linear --feature-map elu
+
 python3 - "$work" "$epochs" "$recover" <<'PY'
 import json, pathlib, sys, datetime, platform, subprocess
 work, epochs, recover = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -52,6 +68,11 @@ rows = [
     ("linear-512", "linear (elu + 1)", 512, f"+ {recover} epoch fine-tune at 512"),
     ("sliding128-1024-unrecovered", "sliding-128 + [CLS]", 1024, "positions copied to 1024, no training"),
     ("sliding128-1024", "sliding-128 + [CLS]", 1024, f"+ {recover} epoch fine-tune at 1024"),
+    ("linear-at-512-transferred", "linear (elu + 1)", 512, "converted, + 1 epoch attention transfer (Q, K)"),
+    ("linear-at-512", "linear (elu + 1)", 512, f"+ attention transfer, + {recover} epoch fine-tune at 512"),
+    ("hedgehog-512-unrecovered", "linear (Hedgehog)", 512, "converted (maps at the identity), no training"),
+    ("hedgehog-512-transferred", "linear (Hedgehog)", 512, "converted, + 1 epoch attention transfer (maps)"),
+    ("hedgehog-512", "linear (Hedgehog)", 512, f"+ attention transfer, + {recover} epoch fine-tune at 512"),
 ]
 out = []
 for name, kind, t, how in rows:

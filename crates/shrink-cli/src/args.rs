@@ -162,6 +162,10 @@ pub struct QuantArgs {
     /// SmoothQuant migration strength in [0, 1] (0.5 is the paper's default).
     #[arg(long)]
     pub smooth_alpha: Option<f32>,
+    /// Decoders: search each site's scales (AWQ: mean |x|^r / mean |w|^(1-r), SmoothQuant's max form, or none) by
+    /// its measured output error on the --calib text, instead of one --smooth-alpha.
+    #[arg(long)]
+    pub awq: bool,
     /// Round weights with GPTQ (calibration Hessian) instead of to nearest.
     #[arg(long)]
     pub gptq: bool,
@@ -193,6 +197,7 @@ impl QuantArgs {
         o.group = self.group;
         o.int4_acts = self.activations;
         o.smooth_alpha = self.smooth_alpha;
+        o.awq = self.awq;
         o.attention = self.attention;
         o.gptq = self.gptq.then_some(quantize::gptq::GptqOptions { damp: self.damp, act_order: self.act_order, ..Default::default() });
         o

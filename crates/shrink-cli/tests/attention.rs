@@ -58,6 +58,7 @@ fn converted_folders_agree_on_the_runtime_and_in_training_past_the_learned_posit
         ("full", &["--to", "full"][..]),
         ("sliding", &["--to", "sliding", "--window", "32", "--global", "cls"][..]),
         ("linear", &["--to", "linear", "--feature-map", "elu"][..]),
+        ("hedgehog", &["--to", "linear", "--feature-map", "hedgehog"][..]),
     ] {
         let out = tmp.path().join(name);
         let args: Vec<&str> = [&["attention", m.as_str()][..], flags, &["--max-len", "1024", "--out", out.to_str().unwrap()]].concat();
@@ -69,6 +70,10 @@ fn converted_folders_agree_on_the_runtime_and_in_training_past_the_learned_posit
         let kinds = cfg.get("shrink_attention").and_then(|v| v.as_array()).map(|v| v.iter().map(|k| k["kind"].as_str().unwrap().to_string()).collect::<Vec<_>>());
         match name {
             "full" => assert!(kinds.is_none(), "full everywhere writes no list: {kinds:?}"),
+            "hedgehog" => {
+                assert_eq!(kinds.unwrap(), vec!["linear"; 6]);
+                assert_eq!(cfg["shrink_attention"][3]["feature_map"], "hedgehog");
+            }
             _ => assert_eq!(kinds.unwrap(), vec![name; 6]),
         }
         assert_eq!(common::step(&cfg, "attention")["parameters"]["max_len"], 1024);
@@ -76,7 +81,7 @@ fn converted_folders_agree_on_the_runtime_and_in_training_past_the_learned_posit
     }
     // The variants compute different things (a kernel that ignored the band or the feature map would not).
     let apart = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-    assert!(apart(&hidden[0], &hidden[1]) > 1e-2 && apart(&hidden[0], &hidden[2]) > 1e-2);
+    assert!(apart(&hidden[0], &hidden[1]) > 1e-2 && apart(&hidden[0], &hidden[2]) > 1e-2 && apart(&hidden[2], &hidden[3]) > 1e-2);
 
     // Full attention with the copied table is the original model wherever the original runs.
     let engine = |dir: &Path| Engine::load(dir, Options { threads: 2, max_len: Some(512), ..Default::default() }).unwrap();
@@ -85,6 +90,65 @@ fn converted_folders_agree_on_the_runtime_and_in_training_past_the_learned_posit
         let d = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
         assert!(d <= SAME_BELOW_LEARNED, "the copied table changed a 512-token embedding by {d}");
     }
+}
+
+fn tensors(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    let tf = shrink_format::TensorFile::open(&dir.join("model.safetensors")).unwrap();
+    let mut names: Vec<String> = tf.names().map(str::to_string).collect();
+    names.sort();
+    names.into_iter().map(|n| (n.clone(), tf.f32(&n, tf.shape(&n).unwrap()).unwrap().into_owned())).collect()
+}
+
+/// Attention transfer on a Hedgehog conversion trains its feature maps and nothing else, lowers the transfer loss
+/// on held-out texts, and the learned maps (no longer the identity) run the same on the runtime as in candle, in
+/// fp32 and after int8 quantization. Requests it cannot serve fail clearly.
+#[test]
+fn attention_transfer_trains_the_feature_maps_and_the_runtime_follows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model();
+    let path = |n: &str| tmp.path().join(n).to_str().unwrap().to_string();
+    ok(&["attention", &m, "--to", "linear", "--feature-map", "hedgehog", "--max-len", "1024", "--out", &path("hh")]);
+    let data = asset("data/bbc/train.jsonl").display().to_string();
+    let train = ["--data", &data, "--limit", "48", "--max-len", "128", "--batch", "8", "--epochs", "1", "--lr", "1e-2"];
+    let report: serde_json::Value = serde_json::from_str(&ok(&[&["attention-transfer", &path("hh")][..], &train, &["--out", &path("hh-at")]].concat())).unwrap();
+    assert_eq!(report["train"], "maps");
+    let (before, after) = (report["dev_loss_before"].as_f64().unwrap(), report["dev_loss_after"].as_f64().unwrap());
+    assert!(after.is_finite() && after < before, "dev transfer loss {before} -> {after}");
+    let (old, new) = (tensors(&tmp.path().join("hh")), tensors(&tmp.path().join("hh-at")));
+    assert_eq!(old.iter().map(|t| &t.0).collect::<Vec<_>>(), new.iter().map(|t| &t.0).collect::<Vec<_>>());
+    let mut maps_moved = 0;
+    for ((name, a), (_, b)) in old.iter().zip(&new) {
+        match name.contains("feature_map") {
+            true => maps_moved += usize::from(a != b),
+            false => assert_eq!(a, b, "{name} changed, but only the feature maps train"),
+        }
+    }
+    assert_eq!(maps_moved, 6 * 4, "every layer's W and b of Q and K");
+    assert_eq!(common::step(&config(&tmp.path().join("hh-at")), "attention-transfer")["parameters"]["train"], "maps");
+    let texts = bodies(2);
+    runtime_matches_candle(&tmp.path().join("hh-at"), &texts, LONG);
+    // int8 keeps the maps in f32 beside its quantized Linears.
+    ok(&["quantize", &path("hh-at"), "--scheme", "int8-dynamic", "--out", &path("hh-int8")]);
+    let embed = |dir: &str| Engine::load(Path::new(dir), Options { threads: 2, max_len: Some(LONG), ..Default::default() }).unwrap().embed(&texts).unwrap();
+    for (a, b) in embed(&path("hh-at")).iter().zip(embed(&path("hh-int8"))) {
+        let dot = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f32>();
+        let cos = dot(a, &b) / (dot(a, a) * dot(&b, &b)).sqrt();
+        assert!(cos > 0.99, "int8 vs fp32 cosine {cos}");
+    }
+    // Pruned heads take their maps with them (the loaders check the (H', D, D) shapes).
+    ok(&["prune", &path("hh-at"), "--heads", "0.25", "--method", "l2", "--out", &path("hh-pruned")]);
+    let pruned = config(&tmp.path().join("hh-pruned"));
+    assert!(pruned["layer_heads"].as_array().is_some_and(|h| h.iter().any(|n| n.as_u64() < Some(12))), "{pruned}");
+    runtime_matches_candle(&tmp.path().join("hh-pruned"), &texts, LONG);
+    // Nothing converted; maps asked of layers without them; a teacher that is itself converted.
+    let err = fails(&[&["attention-transfer", &m][..], &train, &["--out", &path("x")]].concat());
+    assert!(err.contains("nothing to transfer"), "{err}");
+    ok(&["attention", &m, "--to", "linear", "--feature-map", "elu", "--out", &path("elu")]);
+    let err = fails(&[&["attention-transfer", &path("elu"), "--train", "maps"][..], &train, &["--out", &path("x")]].concat());
+    assert!(err.contains("have no learned feature map"), "{err}");
+    let err = fails(&[&["attention-transfer", &path("elu"), "--teacher", &path("hh")][..], &train, &["--out", &path("x")]].concat());
+    assert!(err.contains("the teacher must be the unconverted"), "{err}");
+    assert!(!tmp.path().join("x").exists());
 }
 
 #[test]

@@ -117,19 +117,22 @@ fn an_attention_stage_converts_between_the_others() {
         "model = \"{m}\"\n\
          [[stage]]\ncommand = \"finetune\"\ndata = \"{d}\"\nmax_len = 32\nepochs = 1\nlr = 1e-3\n\
          [[stage]]\ncommand = \"attention\"\nto = \"sliding\"\nwindow = 4\nglobal = \"cls\"\nmax_len = 256\n\
+         [[stage]]\ncommand = \"attention-transfer\"\ndata = \"{d}\"\nmax_len = 32\nepochs = 1\nlr = 1e-3\n\
          [[stage]]\ncommand = \"finetune\"\ndata = \"{d}\"\nmax_len = 48\nepochs = 1\nlr = 1e-3\n\
          [[stage]]\ncommand = \"quantize\"\nscheme = \"int8-dynamic\"\n"
     );
     let (path, out) = (f.scratch.join("long.toml"), f.scratch.join("long"));
     std::fs::write(&path, text).unwrap();
-    assert_eq!(run(&path, &out), [false, false, false, false]);
+    assert_eq!(run(&path, &out), [false; 5]);
     let model = out.join("model");
     let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
     let stages: Vec<&str> = cfg["shrink_lineage"].as_array().unwrap().iter().map(|st| st["stage"].as_str().unwrap()).collect();
-    assert_eq!(stages, ["finetune", "attention", "finetune", "quantize"]);
+    assert_eq!(stages, ["finetune", "attention", "attention-transfer", "finetune", "quantize"]);
+    let transfer = cfg["shrink_lineage"].as_array().unwrap().iter().find(|st| st["stage"] == "attention-transfer").unwrap();
+    assert_eq!(transfer["parameters"]["train"], "qk", "sliding layers have no maps: their Q and K train");
     assert!(cfg["shrink_attention"].as_array().unwrap().iter().all(|k| k["kind"] == "sliding" && k["window"] == 4 && k["global"] == 1), "{cfg}");
     assert!(cfg["max_position_embeddings"].as_u64().unwrap() >= 256);
     let r: serde_json::Value = serde_json::from_str(&ok(&["eval", s(&model), "--task", "classify", "--data", s(&f.test), "--max-len", "48", "--json"])).unwrap();
     assert!(r["accuracy"].as_f64().unwrap().is_finite());
-    assert_eq!(run(&path, &out), [true, true, true, true], "a rerun reuses every stage");
+    assert_eq!(run(&path, &out), [true; 5], "a rerun reuses every stage");
 }

@@ -9,7 +9,8 @@ use anyhow::{bail, Result};
 use candle_core::Tensor;
 use serde::Serialize;
 use shrink_format::folder::OutDir;
-use shrink_format::schema::{Attention, PositionExtension, Step};
+use shrink_format::schema::{Attention, FeatureMap, PositionExtension, Step};
+use shrink_model::attention::FeatureMapWeights;
 
 /// What `shrink attention` did.
 #[derive(Debug, Serialize)]
@@ -66,6 +67,18 @@ pub fn convert(model: &str, opts: &Options, out: &OutDir) -> Result<Report> {
             method: "copy".into(),
             note: format!("positions {learned} to {} are copies of positions 0 to {}; train at the new length before use", after - 1, learned - 1),
         });
+    }
+    // Learned maps start at W = I, b = 0; a layer already Hedgehog keeps its trained ones.
+    for (l, layer) in bert.layers.iter_mut().enumerate() {
+        let a = &mut layer.attention;
+        a.feature_maps = match kinds[l] {
+            Attention::Linear { feature_map: FeatureMap::Hedgehog } => match a.feature_maps.take() {
+                Some(m) => Some(m),
+                None => Some([FeatureMapWeights::identity(a.heads, a.head_dim)?, FeatureMapWeights::identity(a.heads, a.head_dim)?]),
+            },
+            _ => None,
+        };
+        a.kind = kinds[l];
     }
     let cfg = &mut bert.config;
     cfg.layer_attention = kinds.iter().any(|k| *k != Attention::Full).then(|| kinds.clone());

@@ -13,6 +13,11 @@ pub struct Decoder {
     pub llama: Llama,
     pub tok: Tokenizer,
     pub eos: Option<u32>,
+    pub bos: Option<u32>,
+    /// End of a chat turn when the file names one apart from EOS (`tokenizer.ggml.eot_token_id`).
+    pub eot: Option<u32>,
+    /// `tokenizer.chat_template`, when the file has one.
+    pub chat_template: Option<String>,
     /// Bytes of the file's tensors as stored (what the model weighs on disk).
     pub weight_bytes: u64,
 }
@@ -25,6 +30,9 @@ impl Decoder {
             tok: tokenizer(&file)?,
             llama: Llama::from_gguf(&file)?,
             eos: file.uint("tokenizer.ggml.eos_token_id").ok().map(|v| v as u32),
+            bos: file.uint("tokenizer.ggml.bos_token_id").ok().map(|v| v as u32),
+            eot: file.uint("tokenizer.ggml.eot_token_id").ok().map(|v| v as u32),
+            chat_template: file.string("tokenizer.chat_template").ok().map(str::to_string),
             weight_bytes: file.tensors.iter().map(|t| t.len as u64).sum(),
         };
         shrink_io::process::release_freed_memory();

@@ -1,13 +1,27 @@
-//! `shrink generate`: greedy text from a Llama-family GGUF file on the runtime, streamed as it is decoded, with
-//! prompt and generation speeds timed as llama.cpp reports them (time to the first token, then per token).
+//! `shrink generate`: text from a Llama-family GGUF file on the runtime, greedy or sampled (`sample.rs`), optionally
+//! as a chat turn through the file's own template, streamed as it is decoded, with prompt and generation speeds
+//! timed as llama.cpp reports them (time to the first token, then per token).
 
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 use serde::Serialize;
+pub use shrink_runtime::sample::Sampling;
+use shrink_runtime::sample::Sampler;
 
+use crate::chat::{self, Message};
 use crate::decoder::Decoder;
+
+pub struct Request<'a> {
+    pub prompt: &'a str,
+    /// Send the prompt as the user's turn through the file's chat template (with `system` first if given) and stop
+    /// at the end of the assistant's turn.
+    pub chat: bool,
+    pub system: Option<&'a str>,
+    pub max_new: usize,
+    pub sampling: Sampling,
+}
 
 #[derive(Debug, Serialize)]
 pub struct Generated {
@@ -30,17 +44,34 @@ impl Generated {
     }
 }
 
-/// Greedy continuation of `prompt` (no template applied), at most `max_new` tokens or up to the file's EOS token;
+/// The continuation `r` asks for, at most `r.max_new` tokens or up to the file's EOS (or end-of-turn) token;
 /// `on_text` receives each complete piece of text as soon as it decodes.
-pub fn generate(model: &Path, prompt: &str, max_new: usize, on_text: &mut dyn FnMut(&str)) -> Result<Generated> {
+pub fn generate(model: &Path, r: &Request, on_text: &mut dyn FnMut(&str)) -> Result<Generated> {
     let d = Decoder::open(model)?;
-    let ids = d.encode(prompt, &"the prompt")?;
-    let Decoder { llama, tok, eos, .. } = &d;
+    let mut sampler = Sampler::new(r.sampling)?;
+    let text = match r.chat {
+        false => r.prompt.to_string(),
+        true => {
+            let template = d.chat_template.as_deref().ok_or_else(|| anyhow!("{}: --chat, but the file has no tokenizer.chat_template", model.display()))?;
+            let special = |id: Option<u32>| id.and_then(|i| d.tok.id_to_token(i)).unwrap_or_default();
+            let mut messages: Vec<Message> = r.system.map(|s| Message::new("system", s)).into_iter().collect();
+            messages.push(Message::new("user", r.prompt));
+            chat::render(template, &messages, &special(d.bos), &special(d.eos)).map_err(|e| e.context(model.display().to_string()))?
+        }
+    };
+    let ids = d.encode(&text, &"the prompt")?;
+    let Decoder { llama, tok, eos, eot, .. } = &d;
+    let stops: Vec<u32> = [*eos, *eot].into_iter().flatten().collect();
     // `shown`: the tokens whose text is out. Byte-level BPE maps each token to its own bytes, so the rest decodes
     // alone; it can split a character across tokens, so text goes out only once it decodes whole.
-    let (start, mut first, mut new, mut shown) = (Instant::now(), None, Vec::new(), 0);
-    llama.greedy(&ids, max_new, *eos, &mut |id| {
+    // A chat reply's end-of-turn token is not part of its text.
+    let (start, mut first, mut new, mut shown, mut count) = (Instant::now(), None, Vec::new(), 0, 0);
+    llama.decode(&ids, r.max_new, &stops, &mut |logits| sampler.pick(logits), &mut |id| {
         first.get_or_insert_with(Instant::now);
+        count += 1;
+        if r.chat && stops.contains(&id) {
+            return;
+        }
         new.push(id);
         if let Ok(text) = tok.decode(&new[shown..], false) {
             if !text.is_empty() && !text.ends_with('\u{FFFD}') {
@@ -54,7 +85,7 @@ pub fn generate(model: &Path, prompt: &str, max_new: usize, on_text: &mut dyn Fn
     Ok(Generated {
         text: tok.decode(&new, false).map_err(|e| anyhow::anyhow!("cannot decode the output: {e}"))?,
         prompt_tokens: ids.len(),
-        new_tokens: new.len(),
+        new_tokens: count,
         prompt_ms: (first - start).as_secs_f64() * 1e3,
         generation_ms: (end - first).as_secs_f64() * 1e3,
     })

@@ -3,6 +3,7 @@
 //! `inspect_gguf` for llama.cpp files).
 
 pub mod bench;
+pub mod chat;
 pub mod decoder;
 pub mod decoder_bench;
 pub mod embed;

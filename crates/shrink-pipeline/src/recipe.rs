@@ -23,7 +23,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 /// The commands a stage can be: each reads one model folder and writes one.
-pub const COMMANDS: [&str; 8] = ["finetune", "distill", "prune", "sparsify", "qat", "quantize", "trim-vocab", "attention"];
+pub const COMMANDS: [&str; 9] = ["finetune", "distill", "prune", "sparsify", "qat", "quantize", "trim-vocab", "attention", "attention-transfer"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stage {

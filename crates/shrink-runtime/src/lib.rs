@@ -17,6 +17,7 @@ pub mod linear;
 pub mod llama;
 mod model;
 mod norm;
+pub mod sample;
 mod table;
 
 pub use engine::{check_threads, max_threads, Engine, NonFinite, Options, Prediction};

@@ -156,13 +156,21 @@ impl Llama {
     /// Greedy decoding: the prompt in one pass, then one token at a time on the cache, until `eos` (included) or
     /// `max_new` tokens; `on_token` sees each as it is chosen.
     pub fn greedy(&self, prompt: &[u32], max_new: usize, eos: Option<u32>, on_token: &mut dyn FnMut(u32)) -> Result<Vec<u32>> {
+        self.decode(prompt, max_new, eos.as_slice(), &mut crate::sample::argmax, on_token)
+    }
+
+    /// Decoding: the prompt in one pass, then one token at a time on the cache, each chosen by `pick` from the last
+    /// logits (V), until one of `stops` (included) or `max_new` tokens; `on_token` sees each as it is chosen.
+    pub fn decode(
+        &self, prompt: &[u32], max_new: usize, stops: &[u32], pick: &mut dyn FnMut(&[f32]) -> u32, on_token: &mut dyn FnMut(u32),
+    ) -> Result<Vec<u32>> {
         let mut cache = KvCache::default();
         let (mut out, mut logits) = (Vec::new(), self.next_logits(&mut cache, prompt)?);
         while out.len() < max_new {
-            let next = logits.iter().enumerate().fold(0, |b, (i, &x)| if x > logits[b] { i } else { b }) as u32;
+            let next = pick(&logits);
             out.push(next);
             on_token(next);
-            if Some(next) == eos || out.len() == max_new {
+            if stops.contains(&next) || out.len() == max_new {
                 break;
             }
             logits = self.next_logits(&mut cache, &[next])?;

@@ -12,7 +12,8 @@ use shrink_format::quant::{Format, TableFormat};
 use shrink_format::{Config, TensorFile};
 use shrink_kernels::qgemm::QuantActs;
 
-use crate::attention::{self, Kind, Precision, Scratch, Shape, MASKED};
+use crate::attention::{self, FeatureMaps, Kind, Precision, Scratch, Shape, MASKED};
+use shrink_format::schema::FeatureMap;
 use crate::embeddings::Embeddings;
 use crate::linear::Linear;
 use crate::norm::LayerNorm;
@@ -27,6 +28,8 @@ pub struct Layer {
     ln2: LayerNorm,
     heads: usize,  // H_l
     attention: Kind,
+    /// A Hedgehog layer's learned feature maps.
+    maps: Option<FeatureMaps>,
 }
 
 pub struct Model {
@@ -153,6 +156,10 @@ impl Model {
                     ln2: norm(Part::OutNorm)?,
                     heads: cfg.heads(l),
                     attention,
+                    maps: match attention {
+                        Kind::Linear { feature_map: FeatureMap::Hedgehog } => Some(FeatureMaps::load(file, l, cfg.heads(l), d)?),
+                        _ => None,
+                    },
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -234,7 +241,7 @@ impl Model {
             let ctx = &mut ctx[..m * a]; // (M, A)
             see(Site::Qkv, &x[..m * c], c);
             layer.qkv.forward(&x[..m * c], m, qkv, qa, false, None);
-            attention::attention(qkv, bias, &padded[..b], &shape, layer.attention, self.attention, ctx, &mut attn[..threads]);
+            attention::attention(qkv, bias, &padded[..b], &shape, layer.attention, layer.maps.as_ref(), self.attention, ctx, &mut attn[..threads]);
             see(Site::AttnOut, ctx, a);
             layer.attn_out.forward(ctx, m, &mut y[..m * c], qa, false, Some(&x[..m * c]));
             layer.ln1.forward(&mut y[..m * c]);

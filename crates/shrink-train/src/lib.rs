@@ -2,6 +2,7 @@
 //! teacher cache (`distill::teacher`), fine-tuning, distillation, QAT, unstructured (`sparsify`) and structured
 //! (`prune`) pruning.
 
+pub mod attention_transfer;
 pub mod distill;
 pub mod example;
 pub mod finetune;

@@ -9,6 +9,7 @@ use crate::args::OutArgs;
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  shrink attention out/bbc-cls --to sliding --window 128 --global cls --max-len 4096 --out out/bbc-cls-sliding\n  \
     shrink attention out/bbc-cls --to linear --feature-map elu --out out/bbc-cls-linear\n  \
+    shrink attention out/bbc-cls --to linear --feature-map hedgehog --out out/bbc-cls-hedgehog\n  \
     shrink attention out/bbc-cls --to full --max-len 4096 --out out/bbc-cls-4k")]
 pub struct Args {
     /// An fp32 model folder (convert before quantizing).
@@ -22,8 +23,9 @@ pub struct Args {
     /// sliding: tokens that attend to and from every token: cls (the first) or none.
     #[arg(long, value_parser = ["cls", "none"], default_value = "none")]
     global: String,
-    /// linear: the feature map φ.
-    #[arg(long, value_parser = ["elu"], default_value = "elu")]
+    /// linear: the feature map φ: elu (elu + 1) or hedgehog (learned per head, starting at the identity: train it
+    /// with `shrink attention-transfer`).
+    #[arg(long, value_parser = ["elu", "hedgehog"], default_value = "elu")]
     feature_map: String,
     /// Only these layers (comma-separated, from 0); all by default.
     #[arg(long, value_delimiter = ',')]
@@ -41,6 +43,7 @@ impl Args {
             ("sliding", Some(window)) => Attention::Sliding { window, global: usize::from(self.global == "cls") },
             ("sliding", None) => bail!("--to sliding needs --window (e.g. 128)"),
             (_, Some(_)) => bail!("--window applies to --to sliding only"),
+            ("linear", None) if self.feature_map == "hedgehog" => Attention::Linear { feature_map: FeatureMap::Hedgehog },
             ("linear", None) => Attention::Linear { feature_map: FeatureMap::Elu },
             _ => Attention::Full,
         };

@@ -1,6 +1,7 @@
 //! One file per subcommand: its flags and a `run` that hands them to one library call and prints the result.
 
 pub mod attention;
+pub mod attention_transfer;
 pub mod bench;
 pub mod compress;
 pub mod data;

@@ -9,7 +9,7 @@ use crate::args::{OutArgs, QuantArgs};
 
 /// Quantize a model folder for the runtime; the output is an HF-style folder every shrink command loads. A decoder
 /// given as a .gguf file (int8-dynamic or int4 in groups of 32, rounded to nearest or by --gptq, optionally after
-/// --smooth-alpha, both calibrated on --calib text; embeddings int8 unless --embeddings says otherwise) is written
+/// --smooth-alpha or --awq, calibrated on --calib text; embeddings int8 unless --embeddings says otherwise) is written
 /// as a .gguf file that llama.cpp runs too.
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
@@ -17,7 +17,7 @@ use crate::args::{OutArgs, QuantArgs};
     shrink quantize out/bbc-classifier-128 --scheme int8-static --observer entropy --calib assets/data/bbc/train.jsonl --out out/cls-static\n  \
     shrink quantize out/bbc-classifier-128 --scheme int4 --group 32 --gptq --embeddings int4 --calib assets/data/bbc/train.jsonl --out out/cls-int4\n  \
     shrink quantize out/bbc-classifier-128 --scheme int4 --max-drop 0.5 --calib assets/data/bbc/train.jsonl --out out/cls-mixed\n  \
-    shrink quantize assets/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf --scheme int4 --gptq --act-order --smooth-alpha 0.7 \\\n      \
+    shrink quantize assets/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf --scheme int4 --gptq --act-order --awq \\\n      \
     --calib ../shared/data/wikitext-2/valid.txt --out out/smollm2-int4.gguf")]
 pub struct Args {
     model: String,
@@ -93,6 +93,9 @@ impl Args {
         opts.embeddings = self.q.embeddings.unwrap_or(EmbeddingStorage::Int8);
         let calib = self.q.calib.as_deref().map(|path| decoder::Calib { path, tokens: self.calib_tokens, ctx: self.q.max_len.unwrap_or(512) });
         let r = decoder::quantize_gguf(Path::new(&self.model), out, &opts, calib.as_ref())?;
+        if !r.awq.is_empty() {
+            eprintln!("{}", decoder::describe(&r.awq));
+        }
         eprintln!(
             "quantized {} tensors: {:.1} MB -> {:.1} MB of tensors; wrote {}",
             r.quantized,

@@ -1,10 +1,12 @@
 //! `shrink quantize` on a Llama-family decoder in a GGUF file. Every Linear of the blocks becomes int8 (per row, f16
 //! scales) or int4 (groups of 32), rounded to nearest or by GPTQ, optionally after SmoothQuant (`calib`); the token
-//! embeddings (also the tied head) int8, int4, fp16 or fp32 rounded to nearest. The result is a GGUF file whose
+//! embeddings (also the tied head) int8, int4, fp16 or fp32 rounded to nearest. Instead of SmoothQuant's one strength,
+//! `awq` searches each site's scales on its measured output error. The result is a GGUF file whose
 //! Q8_0 / Q4_0 blocks hold our formats exactly (`shrink_format::gguf::ours`): llama.cpp runs it as it is, and the
 //! runtime reads it back as its int8 / int4 GEMMs. Every other tensor is copied (the norms rewritten when smoothing
 //! folds into them).
 
+mod awq;
 mod calib;
 
 use std::borrow::Cow;
@@ -23,6 +25,7 @@ use shrink_runtime::llama::{Llama, LlamaConfig, Site};
 
 use crate::quantize::gptq::{gptq, Hessian};
 use crate::quantize::{ActStorage, EmbeddingStorage, Options, Scheme};
+pub use awq::{describe, Choice};
 use calib::{calibrate, smooth, Stats, Tensors};
 
 /// ggml's F32 and F16 type ids.
@@ -56,6 +59,8 @@ pub struct Summary {
     pub quantized: usize,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// The AWQ search's choice per (layer, site), when asked.
+    pub awq: Vec<Choice>,
 }
 
 /// One (N, K) table in `storage`, rounded to nearest: its ggml type and bytes.
@@ -83,18 +88,21 @@ fn encode_linear(w: &[f32], n: usize, k: usize, int4: bool, h: Option<&Hessian>,
 }
 
 /// The calibration statistics of the input model (fp32 on the runtime) on `c`'s text.
-fn stats_of(f: &GgufFile, c: &Calib, hessians: bool) -> Result<Stats> {
+fn stats_of(f: &GgufFile, c: &Calib, opts: &Options) -> Result<Stats> {
     let text = std::fs::read_to_string(c.path).with_context(|| format!("{}: cannot read the calibration text", c.path.display()))?;
     let ids = tokenizer(f)?.encode(text, false).map_err(|e| anyhow::anyhow!("{}: cannot tokenize: {e}", c.path.display()))?;
     let ids = &ids.get_ids()[..ids.len().min(c.tokens)];
-    calibrate(&Llama::from_gguf(f)?, ids, c.ctx, hessians)
+    calibrate(&Llama::from_gguf(f)?, ids, c.ctx, opts.gptq.is_some(), if opts.awq { awq::SAMPLES } else { 0 })
 }
 
 /// Whether `opts` asks for int4 (else int8); an error for what a GGUF file cannot hold, or for calibration missing
 /// or unused.
 fn is_int4(opts: &Options, calibrated: bool) -> Result<bool> {
-    if (opts.gptq.is_some() || opts.smooth_alpha.is_some()) != calibrated {
-        bail!("--calib (a text file) goes with --gptq or --smooth-alpha, and they need it");
+    if (opts.gptq.is_some() || opts.smooth_alpha.is_some() || opts.awq) != calibrated {
+        bail!("--calib (a text file) goes with --gptq, --smooth-alpha or --awq, and they need it");
+    }
+    if opts.awq && opts.smooth_alpha.is_some() {
+        bail!("--awq searches each site's scales, --smooth-alpha fixes them: pass one");
     }
     Ok(match (opts.scheme, opts.group, opts.int4_acts) {
         (Scheme::Int8Dynamic, ..) => false,
@@ -109,7 +117,7 @@ fn is_int4(opts: &Options, calibrated: bool) -> Result<bool> {
 pub fn quantize_gguf(input: &Path, out: &Path, opts: &Options, calib: Option<&Calib>) -> Result<Summary> {
     is_int4(opts, calib.is_some())?;
     let f = GgufFile::open(input)?;
-    let stats = calib.map(|c| stats_of(&f, c, opts.gptq.is_some())).transpose()?;
+    let stats = calib.map(|c| stats_of(&f, c, opts)).transpose()?;
     quantize_file(&f, out, opts, stats.as_ref())
 }
 
@@ -120,7 +128,7 @@ fn quantize_file(f: &GgufFile, out: &Path, opts: &Options, stats: Option<&Stats>
     let cfg = LlamaConfig::of(f)?;
     // Each layer's Linears and norms, smoothed and quantized: ggml type and bytes by tensor name.
     let mut done: HashMap<String, (u32, Vec<u8>)> = HashMap::new();
-    let mut quantized = 0;
+    let (mut quantized, mut chosen) = (0, Vec::new());
     let bar = events::bar(cfg.layers, "quantize");
     for layer in 0..cfg.layers {
         let name = |leaf: &str| format!("blk.{layer}.{leaf}.weight");
@@ -129,6 +137,11 @@ fn quantize_file(f: &GgufFile, out: &Path, opts: &Options, stats: Option<&Stats>
             t.insert(leaf, f.dequantize(&name(leaf))?);
         }
         let inv = match (stats, opts.smooth_alpha) {
+            (Some(s), _) if opts.awq => {
+                let (inv, c) = awq::search(&cfg, layer, &mut t, s, int4).map_err(|e| anyhow::anyhow!("{}: AWQ: {e:#}", input.display()))?;
+                chosen.extend(c);
+                inv
+            }
             (Some(s), Some(alpha)) => smooth(&cfg, layer, &mut t, &s.amax, alpha),
             _ => HashMap::new(),
         };
@@ -181,6 +194,7 @@ fn quantize_file(f: &GgufFile, out: &Path, opts: &Options, stats: Option<&Stats>
         quantized,
         bytes_in: f.tensors.iter().map(|t| t.len as u64).sum(),
         bytes_out: tensors.iter().map(|t| t.data.len() as u64).sum(),
+        awq: chosen,
     })
 }
 

@@ -97,6 +97,8 @@ pub struct Options {
     pub group: usize,
     pub int4_acts: ActStorage,
     pub smooth_alpha: Option<f32>,
+    /// Decoders: search each site's scales (AWQ, `decoder::awq`) instead of one SmoothQuant strength.
+    pub awq: bool,
     pub gptq: Option<GptqOptions>,
     /// The folder's `attention`; None: bf16 when every Linear takes int8 activations, else fp32.
     pub attention: Option<AttentionPrecision>,
@@ -113,6 +115,7 @@ impl Options {
             group: 32,
             int4_acts: ActStorage::Int8,
             smooth_alpha: None,
+            awq: false,
             gptq: None,
             attention: None,
         }
@@ -138,6 +141,9 @@ impl Options {
         let f = self.format()?;
         if self.smooth_alpha.is_some_and(|a| !(0.0..=1.0).contains(&a)) {
             bail!("--smooth-alpha must be in [0, 1]");
+        }
+        if self.awq {
+            bail!("--awq: the scale search is built for decoders (a .gguf model) so far; encoders take --smooth-alpha");
         }
         if self.smooth_alpha.is_some() && f.acts == Acts::F32 {
             bail!("--smooth-alpha needs int8 activations; {} keeps them f32", f.name);
@@ -424,6 +430,7 @@ pub fn parameters(opts: &Options) -> serde_json::Value {
         "observer": opts.observer.name(),
         "symmetric_activations": opts.symmetric,
         "smooth_alpha": opts.smooth_alpha,
+        "awq": opts.awq,
         "gptq": opts.gptq.map(|g| json!({"damp": g.damp, "act_order": g.act_order, "block": g.block})),
         "attention": opts.attention.map(|a| a.name()),
     })

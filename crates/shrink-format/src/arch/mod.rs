@@ -183,6 +183,27 @@ pub fn layer(l: usize, part: Part) -> String {
     name(Module::Layer(l, part))
 }
 
+/// What a learned (Hedgehog) feature map of linear attention applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Query,
+    Key,
+}
+
+impl Side {
+    pub const ALL: [Side; 2] = [Side::Query, Side::Key];
+}
+
+/// Path of layer `l`'s learned feature map for `side`: `{path}.weight` (H, D, D) and `{path}.bias` (H, D). Only
+/// shrink writes these, so every family's folders spell them this one way, beside BERT's query and key.
+pub fn feature_map(l: usize, side: Side) -> String {
+    let which = match side {
+        Side::Query => "q",
+        Side::Key => "k",
+    };
+    format!("{}.{l}.attention.self.feature_map_{which}", bert::NAMES.layers)
+}
+
 /// A checkpoint's tensor name in the canonical spelling: any family's task prefix (`bert.`, `distilbert.`,
 /// `roberta.`) dropped, old `LayerNorm.gamma` / `beta` leaves renamed `weight` / `bias`, and another family's module
 /// path (`transformer.layer.0.attention.q_lin`) replaced by BERT's. Names of no known module (`classifier`,
@@ -288,9 +309,12 @@ mod tests {
             ("encoder.layer.3.attention.self.key.bias", "encoder.layer.3.attention.self.key.bias"),
             ("classifier.weight", "classifier.weight"),
             ("transformer.layer.x.ffn.lin1.weight", "transformer.layer.x.ffn.lin1.weight"),
+            // shrink's own feature maps are no module of any family's table: they pass through as written.
+            ("encoder.layer.4.attention.self.feature_map_k.weight", "encoder.layer.4.attention.self.feature_map_k.weight"),
         ] {
             assert_eq!(canonical(own), want, "{own}");
         }
+        assert_eq!(feature_map(4, Side::Key), "encoder.layer.4.attention.self.feature_map_k");
     }
 
     #[test]

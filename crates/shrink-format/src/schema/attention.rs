@@ -22,12 +22,26 @@ pub enum Attention {
     Linear { feature_map: FeatureMap },
 }
 
-/// φ of linear attention, applied to each head's D values.
+/// φ of linear attention, applied to each head's D values of Q and of K.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FeatureMap {
-    /// elu(x) + 1: positive, so the normaliser never vanishes.
+    /// elu(x) + 1: positive, so the normaliser never vanishes. D features.
     Elu,
+    /// Hedgehog (Zhang et al., 2024): y = x·W + b per head, then [softmax(y), softmax(-y)], 2D features. W (D x D)
+    /// and b are learned, one pair for Q and one for K per head (`arch::feature_map`), trained to mimic softmax
+    /// attention; they start at W = I, b = 0.
+    Hedgehog,
+}
+
+impl FeatureMap {
+    /// Features φ gives a head of `d` values.
+    pub fn features(self, d: usize) -> usize {
+        match self {
+            Self::Elu => d,
+            Self::Hedgehog => 2 * d,
+        }
+    }
 }
 
 impl Attention {
@@ -46,11 +60,13 @@ impl Attention {
             Self::Sliding { window, global: 0 } => format!("sliding-{window}"),
             Self::Sliding { window, global } => format!("sliding-{window}+{global}"),
             Self::Linear { feature_map: FeatureMap::Elu } => "linear-elu".into(),
+            Self::Linear { feature_map: FeatureMap::Hedgehog } => "linear-hedgehog".into(),
         }
     }
 
     /// Multiply-adds of one head's two products (scores and context, or linear attention's φ(K)ᵀV and φ(Q)·[S | z])
-    /// over T = `t` tokens at head width `d`: what inspect counts and the speed-up bounds come from.
+    /// over T = `t` tokens at head width `d` (Hedgehog's maps add their two D x D products per token): what inspect
+    /// counts and the speed-up bounds come from.
     pub fn head_macs(&self, t: u64, d: u64) -> Option<u64> {
         match *self {
             Self::Full => t.checked_mul(t)?.checked_mul(2 * d),
@@ -63,7 +79,11 @@ impl Attention {
                 })?;
                 pairs.checked_mul(2 * d)
             }
-            Self::Linear { .. } => t.checked_mul(d)?.checked_mul(2 * d + 1),
+            Self::Linear { feature_map } => {
+                let f = feature_map.features(d as usize) as u64;
+                let maps = if feature_map == FeatureMap::Hedgehog { 2 * d * d } else { 0 };
+                t.checked_mul(f * (2 * d + 1) + maps)
+            }
         }
     }
 
@@ -104,6 +124,7 @@ mod tests {
             (r#"{"kind":"sliding","window":128,"global":1}"#, Attention::Sliding { window: 128, global: 1 }),
             (r#"{"kind":"sliding","window":64}"#, Attention::Sliding { window: 64, global: 0 }),
             (r#"{"kind":"linear","feature_map":"elu"}"#, Attention::Linear { feature_map: FeatureMap::Elu }),
+            (r#"{"kind":"linear","feature_map":"hedgehog"}"#, Attention::Linear { feature_map: FeatureMap::Hedgehog }),
         ] {
             let a: Attention = serde_json::from_str(text).unwrap();
             assert_eq!(a, want, "{text}");

@@ -55,6 +55,8 @@ impl Cost {
             }
             // Copies or relabels weights; the compute of the layers it converts changes with T (not modelled).
             "trim-vocab" | "attention" => (OVERHEAD_S, compute),
+            // A teacher forward per batch, then a backward through the converted layers' attention only.
+            "attention-transfer" => (OVERHEAD_S + epochs * (self.passes(self.train_rows, compute, false) + 0.2 * train * compute), compute),
             "quantize" => {
                 let calib = if s.params.contains_key("calib") { self.passes(256, compute, false) } else { 0.0 };
                 let gptq = if s.params.contains_key("gptq") { 10.0 * compute } else { 0.0 };

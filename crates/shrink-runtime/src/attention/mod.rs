@@ -4,7 +4,8 @@
 //!   an online (flash-style) softmax over blocks of keys: scores of one query block against one key block at a time,
 //!   so memory is O(T) per thread. Sliding visits only the key blocks of its band (and the global tokens'), so its
 //!   time is O(T·w). Full attention in bf16 (`Precision::Bf16`) runs on AMX tiles where the CPU has them.
-//! - `linear` (`linear.rs`): φ(K)ᵀV and Σφ(K) per head, then φ(Q) against them: O(T·D²), no T x T anything.
+//! - `linear` (`linear.rs`): φ(K)ᵀV and Σφ(K) per head, then φ(Q) against them: O(T·D²), no T x T anything; φ is
+//!   elu + 1 or a layer's learned Hedgehog maps (`FeatureMaps`).
 //!
 //! Never B x H x T x T. `reference.rs` is the dense masked form every variant is tested against.
 
@@ -13,6 +14,7 @@ use shrink_kernels::sgemm::PackedF32;
 
 mod blocked;
 mod linear;
+pub use linear::FeatureMaps;
 #[cfg(test)]
 mod reference;
 #[cfg(test)]
@@ -36,10 +38,12 @@ pub struct Scratch {
     max: Vec<f32>,    // (query block): running row maxima of the online softmax
     alpha: Vec<f32>,  // (query block): exp(old max - new max), what earlier key blocks' outputs are rescaled by
     out: Vec<f32>,    // (query block, D)
-    // Linear attention: φ(K)ᵀ (D, T), φ(K)ᵀV with Σφ(K) beside it (D, D + 1), and that packed as a GEMM weight.
+    // Linear attention with F features: φ(K)ᵀ (F, T), φ(K)ᵀV with Σφ(K) beside it (F, D + 1), that packed as a GEMM
+    // weight, and a block of Q or K rows (query block, D) with their features (query block, F).
     phi: Vec<f32>,
     kv: Vec<f32>,
     kvz: PackedF32,
+    rows: Vec<f32>,
     // The bf16 path: K and V in AMX's pair layout, a block of Q (block16, D32) and of P (block16, T32), rows
     // padded to 16 and columns to 32 (D32, T32).
     kb: shrink_kernels::bf16::PackedBf16,
@@ -62,6 +66,7 @@ impl Scratch {
             phi: Vec::new(),
             kv: Vec::new(),
             kvz: PackedF32::empty_narrow(level),
+            rows: Vec::new(),
             kb: shrink_kernels::bf16::PackedBf16::new(),
             vb: shrink_kernels::bf16::PackedBf16::new(),
             q16: Vec::new(),
@@ -103,7 +108,10 @@ pub(crate) fn scratch_floats(kind: Kind, t: usize, d: usize) -> Option<usize> {
             let band = blocked::BAND_QUERY_BLOCK + 2 * window.min(t) + 64;
             blocked::QUERY_BLOCK * (blocked::KEY_BLOCK.min(t) + d + 4) + blocked::BAND_QUERY_BLOCK * band
         }
-        Kind::Linear { .. } => d.checked_mul(t)? + d * (d + 1) * 3 + blocked::QUERY_BLOCK * (2 * d + 1),
+        Kind::Linear { feature_map } => {
+            let f = feature_map.features(d);
+            f.checked_mul(t.max(blocked::QUERY_BLOCK))? + f * (d + 1) * 3 + blocked::QUERY_BLOCK * (2 * d + 2 * f + 3)
+        }
     };
     packed.checked_add(block)
 }
@@ -130,10 +138,12 @@ impl Ctx {
 /// (A = H·D, the layer's own head count: pruned layers have fewer). Q is already scaled by 1/sqrt(D) (folded into
 /// its weights at load) except for `linear`, whose feature map takes it as it is. mask_bias (B, T): 0 for real
 /// tokens, `MASKED` for padding; `padded[b]` says whether sequence b has any. One task per scratch.
-/// `Precision::Bf16` runs full attention in bf16 on AMX-BF16; everything else is f32.
+/// `Precision::Bf16` runs full attention in bf16 on AMX-BF16; everything else is f32. `maps`: the layer's learned
+/// feature maps, which a Hedgehog `linear` layer needs.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
-    qkv: &[f32], mask_bias: &[f32], padded: &[bool], s: &Shape, kind: Kind, precision: Precision, ctx: &mut [f32], scratch: &mut [Scratch],
+    qkv: &[f32], mask_bias: &[f32], padded: &[bool], s: &Shape, kind: Kind, maps: Option<&FeatureMaps>, precision: Precision, ctx: &mut [f32],
+    scratch: &mut [Scratch],
 ) {
     let (c, tasks) = (s.h * s.d, scratch.len().max(1));
     assert!(qkv.len() >= s.b * s.t * 3 * c && ctx.len() >= s.b * s.t * c && mask_bias.len() >= s.b * s.t);
@@ -153,7 +163,7 @@ pub fn attention(
                 _ if amx => blocked::head_amx(qkv, bias, s, bi, h, out, sc),
                 Kind::Full => blocked::head(qkv, bias, s, bi, h, None, false, out, sc),
                 Kind::Sliding { window, global } => blocked::head(qkv, bias, s, bi, h, Some((window, global)), false, out, sc),
-                Kind::Linear { .. } => linear::head(qkv, bias, s, bi, h, out, sc),
+                Kind::Linear { .. } => linear::head(qkv, bias, s, bi, h, maps, out, sc),
             }
         }
     };

@@ -11,12 +11,31 @@ fn sees(kind: Kind, i: usize, j: usize) -> bool {
     }
 }
 
-/// ctx (B*T, H*D) from qkv (B*T, 3·H·D) as `attention` takes it; `real` (B*T): false for padding keys.
-pub(super) fn attention(qkv: &[f32], real: &[bool], s: &Shape, kind: Kind) -> Vec<f32> {
+/// Hedgehog maps as plain arrays: W (H, D in, D out) and b (H, D), for Q then K.
+pub(super) struct Maps<'a> {
+    pub w: [&'a [f32]; 2],
+    pub b: [&'a [f32]; 2],
+}
+
+/// φ of one head's row `x` of `side` (0: Q, 1: K): elu + 1, or [softmax(y), softmax(-y)] with y = x·W_h + b_h.
+fn phi(x: &[f32], maps: Option<&Maps>, side: usize, h: usize) -> Vec<f64> {
+    let d = x.len();
+    let Some(m) = maps else { return x.iter().map(|&v| if v > 0.0 { v as f64 + 1.0 } else { (v as f64).exp() }).collect() };
+    let y: Vec<f64> = (0..d).map(|f| m.b[side][h * d + f] as f64 + (0..d).map(|e| x[e] as f64 * m.w[side][(h * d + e) * d + f] as f64).sum::<f64>()).collect();
+    let softmax = |sign: f64| -> Vec<f64> {
+        let e: Vec<f64> = y.iter().map(|v| (sign * v).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        e.iter().map(|v| v / sum).collect()
+    };
+    [softmax(1.0), softmax(-1.0)].concat()
+}
+
+/// ctx (B*T, H*D) from qkv (B*T, 3·H·D) as `attention` takes it; `real` (B*T): false for padding keys; `maps`: a
+/// Hedgehog layer's feature maps.
+pub(super) fn attention(qkv: &[f32], real: &[bool], s: &Shape, kind: Kind, maps: Option<&Maps>) -> Vec<f32> {
     let (t, d, c) = (s.t, s.d, s.h * s.d);
     let mut ctx = vec![0f32; s.b * t * c];
     let at = |bi: usize, i: usize, part: usize, h: usize| &qkv[(bi * t + i) * 3 * c + part * c + h * d..][..d];
-    let elu1 = |x: &[f32]| -> Vec<f64> { x.iter().map(|&v| if v > 0.0 { v as f64 + 1.0 } else { (v as f64).exp() }).collect() };
     for bi in 0..s.b {
         for h in 0..s.h {
             for i in 0..t {
@@ -24,8 +43,8 @@ pub(super) fn attention(qkv: &[f32], real: &[bool], s: &Shape, kind: Kind) -> Ve
                 // A weight per visible key: softmax of the scores, or φ(q)·φ(k) (normalised below either way).
                 let w: Vec<f64> = match kind {
                     Kind::Linear { .. } => {
-                        let q = elu1(at(bi, i, 0, h));
-                        keys.iter().map(|&j| q.iter().zip(elu1(at(bi, j, 1, h))).map(|(a, b)| a * b).sum()).collect()
+                        let q = phi(at(bi, i, 0, h), maps, 0, h);
+                        keys.iter().map(|&j| q.iter().zip(phi(at(bi, j, 1, h), maps, 1, h)).map(|(a, b)| a * b).sum()).collect()
                     }
                     _ => {
                         let q = at(bi, i, 0, h);

@@ -40,15 +40,38 @@ fn every_variant_matches_the_dense_masked_reference() {
     ];
     for (s, kind, pad) in cases {
         let (qkv, bias, real, padded) = inputs(&s, pad, 11);
-        let want = reference::attention(&qkv, &real, &s, kind);
+        let want = reference::attention(&qkv, &real, &s, kind, None);
         let vmax = qkv.iter().fold(0f32, |m, v| m.max(v.abs()));
         for tasks in [1, 2] {
             let mut scratch: Vec<Scratch> = (0..tasks).map(|_| Scratch::new()).collect();
             let mut ctx = vec![f32::NAN; s.b * s.t * s.h * s.d];
-            attention(&qkv, &bias, &padded, &s, kind, Precision::Fp32, &mut ctx, &mut scratch);
+            attention(&qkv, &bias, &padded, &s, kind, None, Precision::Fp32, &mut ctx, &mut scratch);
             let worst = ctx.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) / vmax;
             assert!(ctx.iter().all(|v| v.is_finite()), "{kind:?} t{}: non-finite context", s.t);
             assert!(worst <= F32_VS_REFERENCE_BUDGET, "{kind:?} b{} t{} h{} d{} pad {pad}, {tasks} tasks: {worst}", s.b, s.t, s.h, s.d);
+        }
+    }
+}
+
+/// Hedgehog maps at random weights (H heads of D) against the reference's, through query and key blocks and
+/// padding; T = 1 (one key) and T past two query blocks.
+#[test]
+fn hedgehog_feature_maps_match_the_dense_reference() {
+    let kind = Kind::Linear { feature_map: FeatureMap::Hedgehog };
+    for (s, pad) in [(Shape { b: 2, t: 150, h: 3, d: 32 }, 11), (Shape { b: 1, t: 1, h: 2, d: 16 }, 0), (Shape { b: 1, t: 70, h: 1, d: 64 }, 0)] {
+        let (qkv, bias, real, padded) = inputs(&s, pad, 5);
+        let (hd, dd) = (s.h * s.d, s.h * s.d * s.d);
+        let w: Vec<f32> = uniform(2 * dd, 8).iter().map(|v| v * 2.0 / (s.d as f32).sqrt()).collect();
+        let b = uniform(2 * hd, 9);
+        let maps = FeatureMaps::new([&w[..dd], &w[dd..]], [b[..hd].to_vec(), b[hd..].to_vec()], s.d);
+        let want = reference::attention(&qkv, &real, &s, kind, Some(&reference::Maps { w: [&w[..dd], &w[dd..]], b: [&b[..hd], &b[hd..]] }));
+        let vmax = qkv.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for tasks in [1, 2] {
+            let mut scratch: Vec<Scratch> = (0..tasks).map(|_| Scratch::new()).collect();
+            let mut ctx = vec![f32::NAN; s.b * s.t * hd];
+            attention(&qkv, &bias, &padded, &s, kind, Some(&maps), Precision::Fp32, &mut ctx, &mut scratch);
+            let worst = ctx.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) / vmax;
+            assert!(worst <= F32_VS_REFERENCE_BUDGET, "t{} d{} pad {pad}, {tasks} tasks: {worst}", s.t, s.d);
         }
     }
 }
@@ -59,7 +82,7 @@ fn a_band_as_wide_as_the_sequence_is_full_attention() {
     let (qkv, bias, _, padded) = inputs(&s, 6, 3);
     let run = |kind| {
         let mut ctx = vec![0f32; s.b * s.t * s.h * s.d];
-        attention(&qkv, &bias, &padded, &s, kind, Precision::Fp32, &mut ctx, &mut [Scratch::new()]);
+        attention(&qkv, &bias, &padded, &s, kind, None, Precision::Fp32, &mut ctx, &mut [Scratch::new()]);
         ctx
     };
     let (full, band) = (run(Kind::Full), run(Kind::Sliding { window: 199, global: 0 }));
@@ -83,8 +106,8 @@ fn run(qkv: &[f32], bias: &[f32], padded: &[bool], s: &Shape, how: &str) -> Vec<
     let mut ctx = vec![f32::NAN; s.b * s.t * c];
     let mut qkv = qkv.to_vec();
     match how {
-        "f32" => attention(&qkv, bias, padded, s, Kind::Full, Precision::Fp32, &mut ctx, &mut scratch),
-        "bf16" => attention(&qkv, bias, padded, s, Kind::Full, Precision::Bf16, &mut ctx, &mut scratch),
+        "f32" => attention(&qkv, bias, padded, s, Kind::Full, None, Precision::Fp32, &mut ctx, &mut scratch),
+        "bf16" => attention(&qkv, bias, padded, s, Kind::Full, None, Precision::Bf16, &mut ctx, &mut scratch),
         _ => {
             // The fallback's numbers: rounded inputs, rounded probabilities, f32 kernels.
             qkv.iter_mut().for_each(|v| *v = bf16::round(*v));

@@ -60,12 +60,19 @@ pub fn cut(model: &Bert, keep: &Keep) -> Result<Bert> {
         a.output = keep_cols(&src.attention.output, &rows)?; // (C, A')
         a.heads = heads.len();
         a.head_mask = None;
+        // A Hedgehog layer's maps are per head: the kept heads keep theirs.
+        let kept = indices(heads)?; // (H')
+        for m in a.feature_maps.iter_mut().flatten() {
+            m.weight = m.weight.index_select(&kept, 0)?; // (H', D, D)
+            m.bias = m.bias.index_select(&kept, 0)?; // (H', D)
+        }
         layer.intermediate = keep_rows(&src.intermediate, &ffn)?; // (F', C)
         layer.output = keep_cols(&src.output, &ffn)?; // (C, F')
         out.layers.push(layer);
     }
     let cfg = &mut out.config;
     cfg.num_hidden_layers = out.layers.len();
+    cfg.layer_attention = cfg.layer_attention.take().map(|kinds| keep.layers.iter().map(|&l| kinds[l]).collect());
     cfg.layer_heads = Some(out.layers.iter().map(|l| l.attention.heads).collect());
     cfg.layer_intermediate_sizes = Some(out.layers.iter().map(|l| l.intermediate.weight.dims()[0]).collect());
     cfg.validate()?;
