@@ -62,8 +62,8 @@ impl Sampler {
             self.cand.truncate(self.s.top_k);
         }
         self.cand.sort_unstable_by(by_prob);
-        let total: f32 = self.cand.iter().map(|c| c.0).sum();
         if self.s.top_p < 1.0 {
+            let total: f32 = self.cand.iter().map(|c| c.0).sum();
             // The smallest prefix whose mass reaches p; the token that crosses it stays in.
             let (mut mass, mut keep) = (0f32, self.cand.len());
             for (i, c) in self.cand.iter().enumerate() {

@@ -11,8 +11,8 @@ use crate::args::{choice, OutArgs, RowArgs, TrainArgs};
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
     shrink attention out/bbc-cls --to linear --feature-map hedgehog --out out/bbc-hedgehog\n  \
-    shrink attention-transfer out/bbc-hedgehog --data assets/data/bbc/long-train.jsonl --max-len 512 --lr 1e-3 --epochs 1 --out out/bbc-hedgehog-at\n  \
-    shrink finetune out/bbc-hedgehog-at --data assets/data/bbc/long-train.jsonl --max-len 512 --epochs 1 --out out/bbc-hedgehog-ft")]
+    shrink attention-transfer out/bbc-hedgehog --data assets/data/bbc/train.jsonl --max-len 512 --lr 1e-3 --epochs 1 --out out/bbc-hedgehog-at\n  \
+    shrink finetune out/bbc-hedgehog-at --data assets/data/bbc/train.jsonl --max-len 512 --epochs 1 --out out/bbc-hedgehog-ft")]
 pub struct Args {
     /// A folder `shrink attention` converted (fp32).
     model: String,

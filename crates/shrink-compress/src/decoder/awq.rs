@@ -17,7 +17,7 @@ use shrink_kernels::qgemm::QuantActs;
 use shrink_runtime::linear::{Linear, Stored};
 use shrink_runtime::llama::{LlamaConfig, Site};
 
-use super::calib::{linears, Folding, Stats, Tensors};
+use super::calib::{factors, linears, Folding, Stats, Tensors};
 
 /// Tokens whose inputs `calibrate` keeps per site for the search.
 pub const SAMPLES: usize = 512;
@@ -107,9 +107,10 @@ pub fn search(cfg: &LlamaConfig, layer: usize, t: &mut Tensors, stats: &Stats, i
         let unscaled = objective.error(&w, &fold.expand(site, &ones))?;
         let mut best = (unscaled, "none", 0.0, ones);
         for (family, stat, mean) in [("awq", &stats.amean, true), ("smoothquant", &stats.amax, false)] {
+            let (xs, ws) = fold.stats(site, t, &stat[&(layer, site)], mean);
             for i in 1..=RATIOS {
                 let ratio = i as f32 / RATIOS as f32;
-                let s = fold.factors(site, t, &stat[&(layer, site)], mean, ratio);
+                let s = factors(&xs, &ws, ratio);
                 let e = objective.error(&w, &fold.expand(site, &s))?;
                 if e < best.0 {
                     best = (e, family, ratio, s);

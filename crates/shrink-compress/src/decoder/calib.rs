@@ -77,7 +77,7 @@ fn column_stat(ws: &[&[f32]], k: usize, mean: bool) -> Vec<f32> {
 }
 
 /// SmoothQuant's factors x^α / w^(1-α); 1 where a channel never fired or its weights are all zero.
-fn factors(x: &[f32], w: &[f32], alpha: f32) -> Vec<f32> {
+pub fn factors(x: &[f32], w: &[f32], alpha: f32) -> Vec<f32> {
     x.iter().zip(w).map(|(&x, &w)| if x > 0.0 && w > 0.0 { (x.powf(alpha) / w.powf(1.0 - alpha)).clamp(1e-5, 1e5) } else { 1.0 }).collect()
 }
 
@@ -137,11 +137,11 @@ impl Folding {
         }
     }
 
-    /// SmoothQuant-form factors of a site at strength `alpha`, from the per-channel input statistic `x` and the
-    /// same statistic (max or mean |w|) of its weights' columns.
-    pub fn factors(&self, site: Site, t: &Tensors, x: &[f32], mean: bool, alpha: f32) -> Vec<f32> {
+    /// A site's per-channel input statistic `x` and the same statistic (max or mean |w|) of its weights' columns,
+    /// both reduced to the factors' shape: what `factors` takes.
+    pub fn stats(&self, site: Site, t: &Tensors, x: &[f32], mean: bool) -> (Vec<f32>, Vec<f32>) {
         let ws: Vec<&[f32]> = linears(site).iter().map(|n| t[n].as_slice()).collect();
-        factors(&self.reduce(site, x), &self.reduce(site, &column_stat(&ws, x.len(), mean)), alpha)
+        (self.reduce(site, x), self.reduce(site, &column_stat(&ws, x.len(), mean)))
     }
 
     /// Divides the site's input by `s` in the tensor that makes it and multiplies its Linears' columns by it: the
@@ -169,7 +169,13 @@ pub fn smooth(cfg: &LlamaConfig, layer: usize, t: &mut Tensors, amax: &HashMap<(
     let fold = Folding::new(cfg);
     let mut inv = HashMap::new();
     // The weights' maxima of each site are taken before any fold into them (V and up rows), as SmoothQuant does.
-    let s: Vec<(Site, Vec<f32>)> = [Site::Qkv, Site::GateUp, Site::Down, Site::O].into_iter().map(|site| (site, fold.factors(site, t, &amax[&(layer, site)], false, alpha))).collect();
+    let s: Vec<(Site, Vec<f32>)> = [Site::Qkv, Site::GateUp, Site::Down, Site::O]
+        .into_iter()
+        .map(|site| {
+            let (x, w) = fold.stats(site, t, &amax[&(layer, site)], false);
+            (site, factors(&x, &w, alpha))
+        })
+        .collect();
     for (site, s) in s {
         inv.insert(site, fold.fold(cfg, site, t, &s));
     }
