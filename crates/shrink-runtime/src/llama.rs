@@ -1,7 +1,7 @@
 //! Llama-family decoders read from a GGUF file: the causal forward of one sequence over a contiguous KV cache, for
 //! logits and every layer's hidden state, and greedy generation on it. Tensors whose Q8_0 / Q4_0 blocks hold our
 //! int8 / int4 formats (`shrink quantize` writes them; `shrink_format::gguf::ours`) run on the int8 / int4 GEMMs
-//! with int8 activations per token; every other tensor is dequantized once and runs in f32. Q, K and V run as one
+//! with int8 activations in blocks of 32 (`Linear::stack`); every other tensor is dequantized once and runs in f32. Q, K and V run as one
 //! GEMM, and so do the FFN's gate and up.
 //!
 //! Dimensions: T tokens, C hidden, H query heads, G key/value heads (H / G queries share one), D head width,

@@ -4,8 +4,8 @@
 //! (`calib.rs`), so the f32 function is unchanged; what changes is how the weights W·diag(s) and the activations
 //! x / s round. AWQ picks s = mean|x|^r / mean|w|^(1-r) with r from a grid, by the output error on calibration
 //! inputs. Here the candidates are that family, SmoothQuant's (max |x|, max |w|) and no scaling, and the error is
-//! measured by running the sampled inputs through the runtime's own int8 / int4 Linear, with its per-token int8
-//! activations: the one objective covers weight-only rounding (where AWQ helps int4) and activation outliers
+//! measured by running the sampled inputs through the runtime's own int8 / int4 Linear, with its int8
+//! activations in blocks of 32: the one objective covers weight-only rounding (where AWQ helps int4) and activation outliers
 //! (where SmoothQuant helps int8). Sites whose factors fold into another site's weights (down into up's rows, O
 //! into V's) are chosen first, so the later searches see the weights they will quantize.
 

@@ -17,6 +17,11 @@ pub struct QuantActs {
     pub(super) data: Vec<u8>,   // m rounded up to 16 x k_pad
     pub(super) scale: Vec<f32>, // m
     pub(super) zero: Vec<i32>,  // m, in 0..=255
+    /// K block of the scales (0: one per row). In blocks, block g of row r has scale / zero point at
+    /// gscale / gzero[g * m + r], group-major so that a microkernel reads a block's rows as it reads rows.
+    pub(super) group: usize,
+    pub(super) gscale: Vec<f32>, // K / group x m
+    pub(super) gzero: Vec<i32>,  // K / group x m
     /// f32 staging of the sparse kernel (the activations transposed), reused like the rest.
     pub transposed: Vec<f32>,
 }
@@ -48,6 +53,38 @@ impl QuantActs {
         self.quantize_on(ops::ops(), x, m, k, p)
     }
 
+    /// Quantizes x (m x k) with one scale and zero point per block of `group` values of a row (llama.cpp's Q8_0
+    /// activations are per 32): an outlier then coarsens its block only, not its whole token.
+    pub fn quantize_blocks(&mut self, x: &[f32], m: usize, k: usize, group: usize) {
+        self.quantize_blocks_on(ops::ops(), x, m, k, group)
+    }
+
+    /// `quantize_blocks` on the quantizer of `ops`.
+    pub fn quantize_blocks_on(&mut self, ops: &Ops, x: &[f32], m: usize, k: usize, group: usize) {
+        assert!(group > 0 && group.is_multiple_of(4) && k.is_multiple_of(group), "activations: K = {k} is not in blocks of {group}");
+        // Rows of K in blocks of `group` lie in memory as m K / group rows of `group`: quantize those as rows.
+        let blocks = k / group;
+        self.quantize_on(ops, x, m * blocks, group, ActQuant::default());
+        let need = m.next_multiple_of(TILE_ROWS) * k;
+        if self.data.len() < need {
+            self.data.resize(need, 0);
+        }
+        (self.m, self.k, self.k_pad, self.group) = (m, k, k, group);
+        self.gscale.resize(m * blocks, 0.0);
+        self.gzero.resize(m * blocks, 0);
+        for r in 0..m {
+            for g in 0..blocks {
+                self.gscale[g * m + r] = self.scale[r * blocks + g];
+                self.gzero[g * m + r] = self.zero[r * blocks + g];
+            }
+        }
+    }
+
+    /// The K block of the activation scales; 0 when they are per row.
+    pub fn group(&self) -> usize {
+        self.group
+    }
+
     /// `quantize_with` on the quantizer of `ops` (every level's gives the same bytes).
     pub fn quantize_on(&mut self, ops: &Ops, x: &[f32], m: usize, k: usize, p: ActQuant) {
         assert_eq!(x.len(), m * k, "activations: {m}x{k} needs {} values, has {}", m * k, x.len());
@@ -58,7 +95,7 @@ impl QuantActs {
             assert!(s > 0.0 && (0..=255).contains(&z), "activations: fixed scale {s} / zero point {z} out of range");
         }
         let k_pad = k.next_multiple_of(4);
-        (self.m, self.k, self.k_pad) = (m, k, k_pad);
+        (self.m, self.k, self.k_pad, self.group) = (m, k, k_pad, 0);
         // Grown, never shrunk: every byte of the m rows is written below, and the rows past m (to a whole tile
         // group) only feed sums that are never stored. A resize to each call's size re-zeroed the growth every
         // time calls alternated between K = 384 and 1536 (1% of an int8 forward in memset).
@@ -91,11 +128,22 @@ impl QuantActs {
         self.k
     }
 
+    /// (scale, zero point) of row r, column c.
+    pub(super) fn params(&self, r: usize, c: usize) -> (f32, i32) {
+        match self.group {
+            0 => (self.scale[r], self.zero[r]),
+            g => (self.gscale[c / g * self.m + r], self.gzero[c / g * self.m + r]),
+        }
+    }
+
     /// scale * (q - zero), m x k: for tests.
     pub fn dequantize(&self) -> Vec<f32> {
         let mut x = Vec::with_capacity(self.m * self.k);
         for (i, row) in self.data.chunks_exact(self.k_pad.max(1)).take(self.m).enumerate() {
-            x.extend(row[..self.k].iter().map(|&q| self.scale[i] * (q as i32 - self.zero[i]) as f32));
+            x.extend(row[..self.k].iter().enumerate().map(|(c, &q)| {
+                let (s, z) = self.params(i, c);
+                s * (q as i32 - z) as f32
+            }));
         }
         x
     }

@@ -65,6 +65,8 @@ const TILE_ROWS: usize = 16;
 
 /// `mr` rows of quantized activations for a microkernel: row r at `ptr + r * lda`, its zero point and scale at
 /// `zero + r`, `scale + r`.
+// `block_stride` is read by the kernels that take blocks in one call (x86 AVX-512).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[derive(Clone, Copy)]
 struct Rows {
     ptr: *const u8,
@@ -72,6 +74,9 @@ struct Rows {
     mr: usize,
     zero: *const i32,
     scale: *const f32,
+    /// Activations in K blocks, for a level with `Micro::BLOCKS`: block g's zero points and scales at
+    /// `zero + g * block_stride + r` (0: one per row).
+    block_stride: usize,
 }
 
 /// `np` int8 panels from `ptr`, `stride` chunks apart, each `kq` chunks long; their column sums and scales.
@@ -89,6 +94,10 @@ struct I8Panels {
     /// into L2 while it works on these.
     ahead: *const Chunk,
     ahead_len: usize,
+    /// K of an activation block (0: per row; else a multiple of 4), and the values from one block's column
+    /// sums at `colsum` to the next's.
+    group: usize,
+    block_stride: usize,
 }
 
 /// `np` int4 panels: chunks from `ptr` (`stride` apart), `groups` groups of `per_group` chunks; the 16 scales / 16
@@ -102,17 +111,19 @@ struct I4Panels {
     per_group: usize,
     scale: *const f32,
     colsum: *const i32,
+    /// Values from one panel's metadata to the next's: groups * 16, unless a call takes some of the groups.
+    meta_stride: usize,
 }
 
 impl I4Panels {
     #[inline(always)]
     unsafe fn scale(&self, v: usize, g: usize) -> *const f32 {
-        self.scale.add((v * self.groups + g) * PANEL)
+        self.scale.add(v * self.meta_stride + g * PANEL)
     }
 
     #[inline(always)]
     unsafe fn colsum(&self, v: usize, g: usize) -> *const i32 {
-        self.colsum.add((v * self.groups + g) * PANEL)
+        self.colsum.add(v * self.meta_stride + g * PANEL)
     }
 }
 
@@ -129,6 +140,9 @@ trait Micro {
     /// Largest tile (rows, panels) of each kernel; panels is 1 or 3 (a column block).
     const I8_TILE: (usize, usize);
     const I4_TILE: (usize, usize);
+    /// The kernels take activations in K blocks in one call (`Rows::block_stride`, `I8Panels::group`); else the
+    /// driver calls them block by block and adds the blocks' tiles.
+    const BLOCKS: bool = false;
     /// out[r][j] = (sum_k a[r, k] q[k, j] - zero[r] colsum[j]) as f32 * (scale_a[r] * scale_w[j]).
     unsafe fn i8(a: Rows, w: &I8Panels, out: &Out);
     /// out[r][j] = f * scale_a[r], f = fma over groups g in order (from 0) of
@@ -224,17 +238,25 @@ fn unit<M: Micro>(job: &Job, cb: usize, rb: usize) {
         let (j0, nc) = (p0 * PANEL, (np * PANEL).min(n - p0 * PANEL));
         for i0 in rows.clone().step_by(tile_rows) {
             let mr = tile_rows.min(rows.end - i0);
-            let rows = Rows {
-                ptr: a.data[i0 * a.k_pad..].as_ptr(),
-                lda: a.k_pad,
-                mr,
-                zero: a.zero[i0..].as_ptr(),
-                scale: a.scale[i0..].as_ptr(),
-            };
             // SAFETY: rows i0..i0+mr and panels p0..p0+np exist, and this unit alone writes output rows of
             // its row block x columns of its column block.
             unsafe {
                 let out = Out { ptr: job.out.0.add(i0 * n + j0), ld: n, nc };
+                if a.group > 0 && !M::BLOCKS {
+                    blocks::<M>(job, i0, mr, p0, np, &out);
+                } else {
+                let (zero, scale, block_stride) = match a.group {
+                    0 => (&a.zero, &a.scale, 0),
+                    _ => (&a.gzero, &a.gscale, a.m),
+                };
+                let rows = Rows {
+                    ptr: a.data[i0 * a.k_pad..].as_ptr(),
+                    lda: a.k_pad,
+                    mr,
+                    zero: zero[i0..].as_ptr(),
+                    scale: scale[i0..].as_ptr(),
+                    block_stride,
+                };
                 match job.w {
                     Weights::I8(w) => {
                         // The next column block (contiguous after these panels), a 1/R share per row block:
@@ -242,15 +264,18 @@ fn unit<M: Micro>(job: &Job, cb: usize, rb: usize) {
                         let next = ((p0 + np) * w.kq).min(w.data.len());
                         let len = if job.by_columns { (w.data.len() - next).min(BLOCK_PANELS * w.kq) } else { 0 };
                         let share = len * rb / job.row_blocks..len * (rb + 1) / job.row_blocks;
+                        let width = w.data.len() / w.kq.max(1) * PANEL;
                         let panels = I8Panels {
                             ptr: w.data.as_ptr().add(p0 * w.kq),
                             stride: w.kq,
                             np,
                             kq: w.kq,
-                            colsum: w.colsum.as_ptr().add(j0),
+                            colsum: if a.group > 0 { w.block_sum.as_ptr().add(j0) } else { w.colsum.as_ptr().add(j0) },
                             scale: w.scale.as_ptr().add(j0),
                             ahead: w.data.as_ptr().add(next + share.start),
                             ahead_len: share.len(),
+                            group: a.group,
+                            block_stride: width,
                         };
                         M::i8(rows, &panels, &out);
                     }
@@ -265,13 +290,74 @@ fn unit<M: Micro>(job: &Job, cb: usize, rb: usize) {
                             per_group: w.group / 8,
                             scale: w.scale16.as_ptr().add(meta),
                             colsum: w.colsum16.as_ptr().add(meta),
+                            meta_stride: groups * PANEL,
                         };
                         M::i4(rows, &panels, &out);
                     }
                 }
+                }
                 for r in 0..mr {
                     job.ep.apply_inline(std::slice::from_raw_parts_mut(out.ptr.add(r * n), nc), i0 + r, j0, n);
                 }
+            }
+        }
+    }
+}
+
+/// A tile on activations quantized in K blocks: the microkernel runs once per block (its rows' scales and zero
+/// points are that block's), and the blocks' f32 tiles add up in order; block 0 is stored, the others added.
+#[inline(always)]
+unsafe fn blocks<M: Micro>(job: &Job, i0: usize, mr: usize, p0: usize, np: usize, out: &Out) {
+    const WIDTH: usize = BLOCK_PANELS * PANEL;
+    let a = job.a;
+    let (group, m) = (a.group, a.m);
+    let mut tile = [0f32; ROW_BLOCK * WIDTH];
+    for g in 0..a.k / group {
+        let rows = Rows {
+            ptr: a.data.as_ptr().add(i0 * a.k_pad + g * group),
+            lda: a.k_pad,
+            mr,
+            zero: a.gzero.as_ptr().add(g * m + i0),
+            scale: a.gscale.as_ptr().add(g * m + i0),
+            block_stride: 0,
+        };
+        let to = if g == 0 { Out { ptr: out.ptr, ld: out.ld, nc: out.nc } } else { Out { ptr: tile.as_mut_ptr(), ld: WIDTH, nc: out.nc } };
+        match job.w {
+            Weights::I8(w) => {
+                let panels = I8Panels {
+                    ptr: w.data.as_ptr().add(p0 * w.kq + g * group / 4),
+                    stride: w.kq,
+                    np,
+                    kq: group / 4,
+                    colsum: w.block_sum.as_ptr().add(g * w.data.len() / w.kq.max(1) * PANEL + p0 * PANEL),
+                    scale: w.scale.as_ptr().add(p0 * PANEL),
+                    ahead: w.data.as_ptr(),
+                    ahead_len: 0,
+                    group: 0,
+                    block_stride: 0,
+                };
+                M::i8(rows, &panels, &to);
+            }
+            Weights::I4(w) => {
+                let groups = w.k / w.group;
+                let meta = p0 * groups * PANEL + g * PANEL;
+                let panels = I4Panels {
+                    ptr: w.data.as_ptr().add(p0 * (w.k / 8) + g * group / 8),
+                    stride: w.k / 8,
+                    np,
+                    groups: 1,
+                    per_group: group / 8,
+                    scale: w.scale16.as_ptr().add(meta),
+                    colsum: w.colsum16.as_ptr().add(meta),
+                    meta_stride: groups * PANEL,
+                };
+                M::i4(rows, &panels, &to);
+            }
+        }
+        if g > 0 {
+            for r in 0..mr {
+                let y = std::slice::from_raw_parts_mut(out.ptr.add(r * out.ld), out.nc);
+                y.iter_mut().zip(&tile[r * WIDTH..]).for_each(|(y, t)| *y += t);
             }
         }
     }
@@ -328,6 +414,7 @@ pub fn gemm_i8(out: &mut [f32], a: &QuantActs, w: &PackedI8, ep: Epilogue) {
 /// `gemm_i8` on the kernels of `ops`.
 pub fn gemm_i8_on(ops: &Ops, out: &mut [f32], a: &QuantActs, w: &PackedI8, ep: Epilogue) {
     check(out, a, w.k, w.n, &ep);
+    assert!(a.group == 0 || a.group == w.group, "activations in blocks of {} need the weights' sums per block (have {})", a.group, w.group);
     run(ops, out, a, Weights::I8(w), w.n, ep)
 }
 
@@ -340,6 +427,7 @@ pub fn gemm_i4(out: &mut [f32], a: &QuantActs, w: &PackedI4, ep: Epilogue) {
 /// `gemm_i4` on the kernels of `ops`.
 pub fn gemm_i4_on(ops: &Ops, out: &mut [f32], a: &QuantActs, w: &PackedI4, ep: Epilogue) {
     check(out, a, w.k, w.n, &ep);
+    assert!(a.group == 0 || a.group == w.group, "activations in blocks of {} need int4 groups of that size (have {})", a.group, w.group);
     run(ops, out, a, Weights::I4(w), w.n, ep)
 }
 

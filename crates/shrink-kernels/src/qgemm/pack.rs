@@ -13,9 +13,30 @@ pub struct PackedI8 {
     pub(super) data: Vec<Chunk>, // panels x kq
     pub(super) colsum: Vec<i32>, // panels * 16
     pub(super) scale: Vec<f32>,  // panels * 16
+    /// Column sums per K block of `group` for activations quantized in blocks (`with_block_sums`):
+    /// block_sum[g * panels * 16 + j]. Empty until asked for.
+    pub(super) group: usize,
+    pub(super) block_sum: Vec<i32>, // K / group x panels * 16
 }
 
 impl PackedI8 {
+    /// Adds the column sums per K block of `group`, which `gemm_i8` needs for activations quantized in such blocks.
+    pub fn with_block_sums(mut self, group: usize) -> Self {
+        assert!(group.is_multiple_of(4) && self.k.is_multiple_of(group), "int8 weight: K = {} is not in blocks of {group}", self.k);
+        // The kernels take a block's column sums as i16 (vpmaddwd).
+        assert!(group * 127 <= i16::MAX as usize, "int8 weight: blocks of {group} are above the {} the kernels take", i16::MAX / 127);
+        let width = self.data.len() / self.kq.max(1) * PANEL;
+        let mut sums = vec![0i32; self.k / group * width];
+        for j in 0..self.n {
+            let (p, c) = (j / PANEL, j % PANEL);
+            for kk in 0..self.k {
+                sums[kk / group * width + j] += self.data[p * self.kq + kk / 4].0[4 * c + kk % 4] as i8 as i32;
+            }
+        }
+        (self.group, self.block_sum) = (group, sums);
+        self
+    }
+
     /// Multiplies output columns `cols` by `s`, exactly: only their scales change (folds a constant into a layer).
     pub fn scale_columns(&mut self, cols: std::ops::Range<usize>, s: f32) {
         assert!(cols.end <= self.n, "columns {cols:?} outside {}", self.n);
@@ -39,7 +60,7 @@ impl PackedI8 {
             colsum[j] = row.iter().map(|&v| v as i32).sum();
             padded_scale[j] = scale[j];
         }
-        Self { n, k, kq, data, colsum, scale: padded_scale }
+        Self { n, k, kq, data, colsum, scale: padded_scale, group: 0, block_sum: Vec::new() }
     }
 
     /// Output column `j`'s K weights, decoded (scale * q): a tied embedding table's row read back from its head.
@@ -61,7 +82,7 @@ impl PackedI8 {
 
     /// Heap bytes held.
     pub fn bytes(&self) -> usize {
-        self.data.len() * 64 + self.colsum.len() * 4 + self.scale.len() * 4
+        self.data.len() * 64 + (self.colsum.len() + self.scale.len() + self.block_sum.len()) * 4
     }
 }
 

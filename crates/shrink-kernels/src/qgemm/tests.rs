@@ -86,6 +86,34 @@ fn activations_dequantize_within_half_a_step() {
     }
 }
 
+/// Each block of 32 from its own range: within half of its own step, and an outlier in one block leaves the
+/// other blocks of its row as fine as they would be alone.
+#[test]
+fn block_activations_dequantize_within_half_their_step() {
+    let (m, k) = (3, 96);
+    let mut x = acts(m, k, 21);
+    x[40] = 500.0; // row 0, block 1
+    let mut a = QuantActs::new();
+    a.quantize_blocks(&x, m, k, 32);
+    assert_eq!(a.group(), 32);
+    let got = a.dequantize();
+    for r in 0..m {
+        for b in 0..k / 32 {
+            let block = &x[r * k + 32 * b..r * k + 32 * b + 32];
+            let (lo, hi) = block.iter().fold((0f32, 0f32), |(l, h), &v| (l.min(v), h.max(v)));
+            let step = (hi - lo) / 255.0;
+            for (i, &v) in block.iter().enumerate() {
+                let e = (got[r * k + 32 * b + i] - v).abs();
+                assert!(e <= 0.5 * step * 1.001 + 1e-6, "row {r} block {b} value {i}: error {e}, step {step}");
+            }
+        }
+    }
+    let mut per_row = QuantActs::new();
+    per_row.quantize(&x, m, k);
+    let err = |d: &[f32], c: std::ops::Range<usize>| c.map(|i| (d[i] - x[i]).abs()).fold(0f32, f32::max);
+    assert!(err(&got, 0..32) * 50.0 < err(&per_row.dequantize(), 0..32), "block 0 of row 0 gained nothing from blocks");
+}
+
 #[test]
 fn fixed_and_column_scaled_activations() {
     let (m, k) = (7, 37);
@@ -129,18 +157,28 @@ fn assert_same(got: &[f32], want: &[f32], what: &str) {
 pub(crate) fn i8_matches_reference(ops: &Ops) {
     let isa = ops.isa;
     // AMX: m 22 and 59 end in tiles of 6 and 11 real rows (the other rows padding), 20 in a VNNI group of 4.
-    for (m, k, n) in shapes(&[1, 3, 17, 20, 22, 59, 128], &[1, 5, 33, 384, 1536], &[1, 7, 16, 33, 384]) {
+    // Block 0: one activation scale per row; 32: per block of 32 (decoders), where K allows.
+    let cases = shapes(&[1, 3, 17, 20, 22, 59, 128], &[1, 5, 33, 384, 1536], &[1, 7, 16, 33, 384]).into_iter().flat_map(|(m, k, n)| {
+        [0, 32].into_iter().filter(move |&b| k % 32 == 0 || b == 0).map(move |b| (m, k, n, b))
+    });
+    for (m, k, n, block) in cases {
         let mut a = QuantActs::new();
-        a.quantize(&acts(m, k, 7), m, k);
+        match block {
+            0 => a.quantize(&acts(m, k, 7), m, k),
+            b => a.quantize_blocks_on(ops, &acts(m, k, 7), m, k, b),
+        }
         let (q, s) = quantize_per_channel(&gaussian(n * k, 8), n, k);
-        let w = PackedI8::pack(&q, &s, n, k);
+        let w = match block {
+            0 => PackedI8::pack(&q, &s, n, k),
+            b => PackedI8::pack(&q, &s, n, k).with_block_sums(b),
+        };
         let (bias, residual) = (uniform(n, 9), uniform(m * n, 10));
         for (e, ep) in epilogues(&bias, &residual).into_iter().enumerate() {
             let mut want = vec![0.0; m * n];
             gemm_i8_ref(&mut want, &a, &q, &s, n, ep);
             let mut got = vec![f32::NAN; m * n];
             gemm_i8_on(ops, &mut got, &a, &w, ep);
-            assert_same(&got, &want, &format!("i8 {isa:?} {m}x{k}x{n} epilogue {e}"));
+            assert_same(&got, &want, &format!("i8 {isa:?} {m}x{k}x{n} blocks {block} epilogue {e}"));
         }
     }
 }
@@ -149,9 +187,12 @@ pub(crate) fn i4_matches_reference(ops: &Ops) {
     let isa = ops.isa;
     for group in INT4_GROUPS {
         let ks: Vec<usize> = [32, 64, 128, 384, 1536].into_iter().filter(|k| k % group == 0).collect();
-        for (m, k, n) in shapes(&[1, 3, 17, 128], &ks, &[1, 7, 16, 33, 384]) {
+        for ((m, k, n), blocks) in shapes(&[1, 3, 17, 128], &ks, &[1, 7, 16, 33, 384]).into_iter().flat_map(|c| [(c, false), (c, true)]) {
             let mut a = QuantActs::new();
-            a.quantize(&acts(m, k, 11), m, k);
+            match blocks {
+                false => a.quantize(&acts(m, k, 11), m, k),
+                true => a.quantize_blocks_on(ops, &acts(m, k, 11), m, k, group),
+            }
             let (q, s) = quantize_int4(&gaussian(n * k, 12), n, k, group);
             let w = PackedI4::pack(&q, &s, n, k, group);
             let (bias, residual) = (uniform(n, 13), uniform(m * n, 14));
@@ -160,7 +201,7 @@ pub(crate) fn i4_matches_reference(ops: &Ops) {
                 gemm_i4_ref(&mut want, &a, &q, &s, n, group, ep);
                 let mut got = vec![f32::NAN; m * n];
                 gemm_i4_on(ops, &mut got, &a, &w, ep);
-                assert_same(&got, &want, &format!("i4 g{group} {isa:?} {m}x{k}x{n} epilogue {e}"));
+                assert_same(&got, &want, &format!("i4 g{group} {isa:?} {m}x{k}x{n} blocks {blocks} epilogue {e}"));
             }
         }
     }

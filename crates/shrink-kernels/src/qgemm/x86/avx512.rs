@@ -51,6 +51,51 @@ unsafe fn i8_tile<const R: usize, const V: usize>(a: &Rows, w: &I8Panels, out: &
     }
 }
 
+/// i8_tile on activations in K blocks of `w.group`: per block, i32 sums, then (c - zero colsum) as f32 *
+/// (scale_a * scale_w) added to the f32 tile (block 0 stored), as the reference. Its f32 tile takes as many
+/// registers as the sums, so at most 4 x 3 tiles.
+#[inline(always)]
+unsafe fn i8_blocks<const R: usize, const V: usize>(a: &Rows, w: &I8Panels, out: &Out) {
+    let per = w.group / 4;
+    let mut f = [[_mm512_setzero_ps(); V]; R];
+    for g in 0..w.kq / per {
+        let (zero, scale, colsum) = (a.zero.add(g * a.block_stride), a.scale.add(g * a.block_stride), w.colsum.add(g * w.block_stride));
+        // Sums start at -zero * colsum: a block's column sums fit i16 (|.| <= 32 * 127 for blocks of 32), so one
+        // vpmaddwd of (-zero, 0) pairs, as the int4 kernel.
+        let mut c = [[_mm512_setzero_si512(); V]; R];
+        for (r, c) in c.iter_mut().enumerate() {
+            let negz = _mm512_set1_epi32((-*zero.add(r)) & 0xFFFF);
+            for (v, c) in c.iter_mut().enumerate() {
+                *c = _mm512_madd_epi16(negz, _mm512_loadu_si512(colsum.add(16 * v).cast()));
+            }
+        }
+        for t in g * per..(g + 1) * per {
+            let mut b = [_mm512_setzero_si512(); V];
+            for (v, b) in b.iter_mut().enumerate() {
+                *b = _mm512_load_si512(w.ptr.add(v * w.stride + t).cast());
+            }
+            for (r, c) in c.iter_mut().enumerate() {
+                let x = act4(a, r, 4 * t);
+                for (c, b) in c.iter_mut().zip(&b) {
+                    *c = _mm512_dpbusd_epi32(*c, x, *b);
+                }
+            }
+        }
+        for (r, (f, c)) in f.iter_mut().zip(&c).enumerate() {
+            let sa = _mm512_set1_ps(*scale.add(r));
+            for (v, (f, c)) in f.iter_mut().zip(c).enumerate() {
+                let part = _mm512_mul_ps(_mm512_cvtepi32_ps(*c), _mm512_mul_ps(sa, _mm512_loadu_ps(w.scale.add(16 * v))));
+                *f = if g == 0 { part } else { _mm512_add_ps(*f, part) };
+            }
+        }
+    }
+    for (r, f) in f.iter().enumerate() {
+        for (v, f) in f.iter().enumerate() {
+            store(out, r, v, *f);
+        }
+    }
+}
+
 /// Row r, panel v of an int8 tile from its i32 sums c: (c - zero[r] colsum) as f32 * (scale_a[r] * scale_w),
 /// stored. Shared with the AMX kernel, whose sums come from tiles.
 #[inline(always)]
@@ -71,8 +116,10 @@ unsafe fn i4_tile<const R: usize, const V: usize>(a: &Rows, w: &I4Panels, out: &
     let mut f = [[_mm512_setzero_ps(); V]; R];
     for g in 0..w.groups {
         let mut c = [[_mm512_setzero_si512(); V]; R];
+        // Activations in blocks (the int4 groups): this group's zero points and scales.
+        let (zero, scale) = (a.zero.add(g * a.block_stride), a.scale.add(g * a.block_stride));
         for (r, c) in c.iter_mut().enumerate() {
-            let negz = _mm512_set1_epi32((-*a.zero.add(r)) & 0xFFFF);
+            let negz = _mm512_set1_epi32((-*zero.add(r)) & 0xFFFF);
             for (v, c) in c.iter_mut().enumerate() {
                 *c = _mm512_madd_epi16(negz, _mm512_loadu_si512(w.colsum(v, g).cast()));
             }
@@ -93,16 +140,22 @@ unsafe fn i4_tile<const R: usize, const V: usize>(a: &Rows, w: &I4Panels, out: &
                 }
             }
         }
-        for (f, c) in f.iter_mut().zip(&c) {
+        for (r, (f, c)) in f.iter_mut().zip(&c).enumerate() {
             for (v, (f, c)) in f.iter_mut().zip(c).enumerate() {
-                *f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(*c), _mm512_loadu_ps(w.scale(v, g)), *f);
+                if a.block_stride == 0 {
+                    *f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(*c), _mm512_loadu_ps(w.scale(v, g)), *f);
+                } else {
+                    // The reference's steps: fma with 0 (one rounding), times the block's scale, then the sum.
+                    let part = _mm512_mul_ps(_mm512_fmadd_ps(_mm512_cvtepi32_ps(*c), _mm512_loadu_ps(w.scale(v, g)), _mm512_setzero_ps()), _mm512_set1_ps(*scale.add(r)));
+                    *f = if g == 0 { part } else { _mm512_add_ps(*f, part) };
+                }
             }
         }
     }
     for (r, f) in f.iter().enumerate() {
-        let sa = _mm512_set1_ps(*a.scale.add(r));
+        let y = |f: __m512| if a.block_stride == 0 { _mm512_mul_ps(f, _mm512_set1_ps(*a.scale.add(r))) } else { f };
         for (v, f) in f.iter().enumerate() {
-            store(out, r, v, _mm512_mul_ps(*f, sa));
+            store(out, r, v, y(*f));
         }
     }
 }
@@ -110,9 +163,18 @@ unsafe fn i4_tile<const R: usize, const V: usize>(a: &Rows, w: &I4Panels, out: &
 impl Micro for Vnni {
     const I8_TILE: (usize, usize) = (8, 3);
     const I4_TILE: (usize, usize) = (6, 3);
+    const BLOCKS: bool = true;
 
     #[inline(always)]
     unsafe fn i8(a: Rows, w: &I8Panels, out: &Out) {
+        if w.group > 0 {
+            for r0 in (0..a.mr).step_by(4) {
+                let rows = Rows { ptr: a.ptr.add(r0 * a.lda), mr: 4.min(a.mr - r0), zero: a.zero.add(r0), scale: a.scale.add(r0), ..a };
+                let out = Out { ptr: out.ptr.add(r0 * out.ld), ..*out };
+                shape!(i8_blocks, [], rows.mr, [1 2 3 4], w.np, [1 2 3], (&rows, w, &out))
+            }
+            return;
+        }
         shape!(i8_tile, [], a.mr, [1 2 3 4 5 6 7 8], w.np, [1 2 3], (&a, w, out))
     }
 
