@@ -155,8 +155,8 @@ pub struct QuantArgs {
     /// int4: weights per group of this many inputs (32, 64 or 128).
     #[arg(long, default_value_t = 32)]
     pub group: usize,
-    /// int4: activations int8 per token (int4 x int8 GEMM), static int8 (one calibrated scale per tensor, as
-    /// int8-static; needs --calib) or f32 (weight-only; int4 on disk, f32 at run time).
+    /// int4: activations int8 per token (int4 x int8 GEMM; a .gguf decoder's per block of 32), static int8 (one
+    /// calibrated scale per tensor, as int8-static; needs --calib) or f32 (weight-only; int4 on disk, f32 at run time).
     #[arg(long, value_parser = choice::<quantize::ActStorage>(), default_value = "int8")]
     pub activations: quantize::ActStorage,
     /// SmoothQuant migration strength in [0, 1] (0.5 is the paper's default).

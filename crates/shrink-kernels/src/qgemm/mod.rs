@@ -311,7 +311,9 @@ unsafe fn blocks<M: Micro>(job: &Job, i0: usize, mr: usize, p0: usize, np: usize
     const WIDTH: usize = BLOCK_PANELS * PANEL;
     let a = job.a;
     let (group, m) = (a.group, a.m);
-    let mut tile = [0f32; ROW_BLOCK * WIDTH];
+    // Not zeroed (9 KB per tile, on a decode step's every tile): the kernel stores the mr x nc values read below.
+    let mut tile = std::mem::MaybeUninit::<[f32; ROW_BLOCK * WIDTH]>::uninit();
+    let tile = tile.as_mut_ptr().cast::<f32>();
     for g in 0..a.k / group {
         let rows = Rows {
             ptr: a.data.as_ptr().add(i0 * a.k_pad + g * group),
@@ -321,7 +323,7 @@ unsafe fn blocks<M: Micro>(job: &Job, i0: usize, mr: usize, p0: usize, np: usize
             scale: a.gscale.as_ptr().add(g * m + i0),
             block_stride: 0,
         };
-        let to = if g == 0 { Out { ptr: out.ptr, ld: out.ld, nc: out.nc } } else { Out { ptr: tile.as_mut_ptr(), ld: WIDTH, nc: out.nc } };
+        let to = if g == 0 { Out { ptr: out.ptr, ld: out.ld, nc: out.nc } } else { Out { ptr: tile, ld: WIDTH, nc: out.nc } };
         match job.w {
             Weights::I8(w) => {
                 let panels = I8Panels {
@@ -357,7 +359,8 @@ unsafe fn blocks<M: Micro>(job: &Job, i0: usize, mr: usize, p0: usize, np: usize
         if g > 0 {
             for r in 0..mr {
                 let y = std::slice::from_raw_parts_mut(out.ptr.add(r * out.ld), out.nc);
-                y.iter_mut().zip(&tile[r * WIDTH..]).for_each(|(y, t)| *y += t);
+                let t = std::slice::from_raw_parts(tile.add(r * WIDTH), out.nc);
+                y.iter_mut().zip(t).for_each(|(y, t)| *y += t);
             }
         }
     }
