@@ -264,18 +264,17 @@ fn unit<M: Micro>(job: &Job, cb: usize, rb: usize) {
                         let next = ((p0 + np) * w.kq).min(w.data.len());
                         let len = if job.by_columns { (w.data.len() - next).min(BLOCK_PANELS * w.kq) } else { 0 };
                         let share = len * rb / job.row_blocks..len * (rb + 1) / job.row_blocks;
-                        let width = w.data.len() / w.kq.max(1) * PANEL;
                         let panels = I8Panels {
                             ptr: w.data.as_ptr().add(p0 * w.kq),
                             stride: w.kq,
                             np,
                             kq: w.kq,
-                            colsum: if a.group > 0 { w.block_sum.as_ptr().add(j0) } else { w.colsum.as_ptr().add(j0) },
+                            colsum: if a.group > 0 { w.block_sum.as_ptr().add(w.block_sum_at(p0, 0)) } else { w.colsum.as_ptr().add(j0) },
                             scale: w.scale.as_ptr().add(j0),
                             ahead: w.data.as_ptr().add(next + share.start),
                             ahead_len: share.len(),
                             group: a.group,
-                            block_stride: width,
+                            block_stride: pack::BLOCK_SUM_STRIDE,
                         };
                         M::i8(rows, &panels, &out);
                     }
@@ -331,7 +330,7 @@ unsafe fn blocks<M: Micro>(job: &Job, i0: usize, mr: usize, p0: usize, np: usize
                     stride: w.kq,
                     np,
                     kq: group / 4,
-                    colsum: w.block_sum.as_ptr().add(g * w.data.len() / w.kq.max(1) * PANEL + p0 * PANEL),
+                    colsum: w.block_sum.as_ptr().add(w.block_sum_at(p0, g)),
                     scale: w.scale.as_ptr().add(p0 * PANEL),
                     ahead: w.data.as_ptr(),
                     ahead_len: 0,

@@ -1,7 +1,10 @@
 //! Quantized weights (int8 per channel, int4 per K group; encoded by `shrink_format::quant`) packed into the
 //! kernels' 64-byte chunks.
 
-use super::{Chunk, MAX_K, PANEL};
+use super::{Chunk, BLOCK_PANELS, MAX_K, PANEL};
+
+/// Values from one K block's column sums to the next's, within a column block of `BLOCK_PANELS` panels.
+pub(super) const BLOCK_SUM_STRIDE: usize = BLOCK_PANELS * PANEL;
 
 /// Int8 weights packed for the kernels: panel p (columns 16p..16p+16) is kq = K_pad / 4 chunks, chunk (p, t) byte
 /// 4c + i = q[16p + c, 4t + i] (zero past N or K), so panel-major `data[p * kq + t]`. Plus the per-column sums of q
@@ -13,10 +16,13 @@ pub struct PackedI8 {
     pub(super) data: Vec<Chunk>, // panels x kq
     pub(super) colsum: Vec<i32>, // panels * 16
     pub(super) scale: Vec<f32>,  // panels * 16
-    /// Column sums per K block of `group` for activations quantized in blocks (`with_block_sums`):
-    /// block_sum[g * panels * 16 + j]. Empty until asked for.
+    /// Column sums per K block of `group` for activations quantized in blocks (`with_block_sums`), column block
+    /// by column block (the panels a work unit reads): panel p, block g at
+    /// `((p / BLOCK_PANELS) * blocks + g) * BLOCK_SUM_STRIDE + (p % BLOCK_PANELS) * 16`. A tile's sums then follow
+    /// its weights block by block. Laid out block-major (one row of N per block), they were strided cache misses:
+    /// int8 generation ran at 0.78x of per-token activations, 0.87x now. Empty until asked for.
     pub(super) group: usize,
-    pub(super) block_sum: Vec<i32>, // K / group x panels * 16
+    pub(super) block_sum: Vec<i32>, // column blocks x K / group x 48
 }
 
 impl PackedI8 {
@@ -25,16 +31,25 @@ impl PackedI8 {
         assert!(group.is_multiple_of(4) && self.k.is_multiple_of(group), "int8 weight: K = {} is not in blocks of {group}", self.k);
         // The kernels take a block's column sums as i16 (vpmaddwd).
         assert!(group * 127 <= i16::MAX as usize, "int8 weight: blocks of {group} are above the {} the kernels take", i16::MAX / 127);
-        let width = self.data.len() / self.kq.max(1) * PANEL;
-        let mut sums = vec![0i32; self.k / group * width];
-        for j in 0..self.n {
-            let (p, c) = (j / PANEL, j % PANEL);
-            for kk in 0..self.k {
-                sums[kk / group * width + j] += self.data[p * self.kq + kk / 4].0[4 * c + kk % 4] as i8 as i32;
+        let (panels, blocks) = (self.data.len() / self.kq.max(1), self.k / group);
+        let mut sums = vec![0i32; panels.div_ceil(BLOCK_PANELS) * blocks * BLOCK_SUM_STRIDE];
+        (self.group, self.block_sum) = (group, Vec::new());
+        for p in 0..panels {
+            for t in 0..self.k / 4 {
+                let at = self.block_sum_at(p, 4 * t / group);
+                for (c, q) in self.data[p * self.kq + t].0.chunks_exact(4).enumerate() {
+                    sums[at + c] += q.iter().map(|&v| v as i8 as i32).sum::<i32>();
+                }
             }
         }
-        (self.group, self.block_sum) = (group, sums);
+        self.block_sum = sums;
         self
+    }
+
+    /// Where panel p's column sums of K block g start in `block_sum`.
+    #[inline(always)]
+    pub(super) fn block_sum_at(&self, p: usize, g: usize) -> usize {
+        ((p / BLOCK_PANELS) * (self.k / self.group) + g) * BLOCK_SUM_STRIDE + (p % BLOCK_PANELS) * PANEL
     }
 
     /// Multiplies output columns `cols` by `s`, exactly: only their scales change (folds a constant into a layer).
