@@ -141,6 +141,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--int8", type=Path, required=True, help="shrink's int8 file (shrink quantize --scheme int8-dynamic)")
     ap.add_argument("--int4", type=Path, required=True, help="shrink's int4 file (shrink quantize --scheme int4)")
+    ap.add_argument("--mixed", type=Path, help="shrink's int4 file with int8 sites (--max-ppl-increase), set against Q4_K_M")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--pp", type=int, default=128)
@@ -159,6 +160,11 @@ def main():
     # Speed: (engine, file) sides, each run at every thread count in every round.
     sides = [("shrink", "shrink int8"), ("llama.cpp", "llama.cpp Q8_0"), ("llama.cpp", "shrink int8"),
              ("shrink", "shrink int4"), ("llama.cpp", "llama.cpp Q4_0"), ("llama.cpp", "shrink int4")]
+    pairs = [("shrink int8", "llama.cpp Q8_0"), ("shrink int4", "llama.cpp Q4_0")]
+    if a.mixed:
+        files["shrink int4 mixed"] = a.mixed
+        sides += [("shrink", "shrink int4 mixed"), ("llama.cpp", "llama.cpp Q4_K_M"), ("llama.cpp", "shrink int4 mixed")]
+        pairs.append(("shrink int4 mixed", "llama.cpp Q4_K_M"))
     torch_side = None if a.no_torch else TorchSide()
     if torch_side:
         sides.append(("torch fp32", "baseline Q4_1"))
@@ -186,7 +192,7 @@ def main():
                       "tg_tokens_per_s": a.tg / statistics.median(x[1] for x in v), "rounds": len(v)}
     ratios = []
     for t in threads:
-        for ours, peer in (("shrink int8", "llama.cpp Q8_0"), ("shrink int4", "llama.cpp Q4_0")):
+        for ours, peer in pairs:
             o, p = speed[f"shrink | {ours} | {t}"], speed[f"llama.cpp | {peer} | {t}"]
             ratios.append({"threads": t, "ours": ours, "peer": peer, "pp_ratio": o["pp_tokens_per_s"] / p["pp_tokens_per_s"],
                            "tg_ratio": o["tg_tokens_per_s"] / p["tg_tokens_per_s"]})
@@ -208,7 +214,7 @@ def main():
 
     # Peak RSS of a 512-token generation.
     memory = {}
-    for f in ("shrink int8", "shrink int4"):
+    for f in [f for f in files if f.startswith("shrink")]:
         r = shrink_bench(files[f], 2, 1, 512, runs=1, warmup=0)
         memory[f] = {k: r[k] for k in ("peak_rss_mb", "load_peak_rss_mb", "weights_mb", "kv_cache_mb", "file_mb")}
         memory[f]["budget_mb"] = r["weights_mb"] + r["kv_cache_mb"] + 30

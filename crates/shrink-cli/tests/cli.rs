@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use common::{asset, fails, model, ok, root, shrink_within};
+use common::{asset, fails, model, ok, root, shrink, shrink_within};
 
 /// Same budget as the model's golden tests: f32 vs PyTorch f32.
 const EMBED_TOL: f32 = 1e-4;
@@ -242,6 +242,50 @@ fn decoder_quantizes_to_a_gguf_file_that_tracks_the_baseline() {
     let err = fails(&["quantize", &model(), "--scheme", "int8-dynamic", "--awq", "--calib", calib.to_str().unwrap(), "--out", tmp.path().join("enc").to_str().unwrap()]);
     assert!(err.contains("--awq: the scale search is built for decoders"), "{err}");
     assert_eq!(std::fs::metadata(out).unwrap().len() as f64 / 1e6, mb, "a refused request leaves the old file");
+}
+
+#[test]
+fn decoder_mixed_precision_keeps_held_out_perplexity_within_its_budget() {
+    let gguf = asset("models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let (test, calib) = (root().join("../shared/data/wikitext-2/test.txt"), root().join("../shared/data/wikitext-2/valid.txt"));
+    let (gguf, test, calib) = (gguf.to_str().unwrap(), test.to_str().unwrap(), calib.to_str().unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let ppl = |f: &str| -> f64 {
+        let r: serde_json::Value = serde_json::from_str(&ok(&["eval", f, "--task", "perplexity", "--data", test, "--max-tokens", "2048", "--json"])).unwrap();
+        r["perplexity"].as_f64().unwrap()
+    };
+    let (int4, mixed) = (tmp.path().join("int4.gguf"), tmp.path().join("mixed.gguf"));
+    let (int4, mixed) = (int4.to_str().unwrap(), mixed.to_str().unwrap());
+    ok(&["quantize", gguf, "--scheme", "int4", "--out", int4]);
+    // Int4 rounded to nearest is +35% (4096 test tokens); a 10% budget on 1024 held-out tokens of valid.
+    let budget = ["--max-ppl-increase", "10", "--calib", calib, "--calib-tokens", "0", "--dev-tokens", "1024", "--max-len", "256"];
+    let out = shrink(&[&["quantize", gguf, "--scheme", "int4", "--out", mixed][..], &budget].concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let line = err.lines().find(|l| l.starts_with("mixed precision: ")).unwrap_or_else(|| panic!("no summary: {err}"));
+    let promoted: usize = line["mixed precision: ".len()..].split(' ').next().unwrap().parse().unwrap();
+    assert!(0 < promoted && promoted < 120 && line.contains(" of 120 sites int8"), "{line}");
+    let (base, p4, pm) = (ppl(gguf), ppl(int4), ppl(mixed));
+    // On the test text, which the search never saw, the budget holds with a margin for the change of text.
+    assert!(pm / base - 1.0 < 0.13 && p4 / base - 1.0 > 0.2, "baseline {base}, int4 {p4}, mixed {pm}: {line}");
+    let (m4, mm) = (std::fs::metadata(int4).unwrap().len(), std::fs::metadata(mixed).unwrap().len());
+    assert!(m4 < mm && mm < 130_000_000, "int4 {m4} bytes, mixed {mm}");
+    // Refused by name, writing nothing: a budget on int8, on an encoder, not a percentage, or without held-out text.
+    let refused = tmp.path().join("refused.gguf");
+    let r = refused.to_str().unwrap();
+    let err = fails(&[&["quantize", gguf, "--scheme", "int8-dynamic", "--out", r][..], &budget].concat());
+    assert!(err.contains("--max-ppl-increase promotes int4 sites to int8: pass --scheme int4"), "{err}");
+    let err = fails(&["quantize", &model(), "--scheme", "int4", "--max-ppl-increase", "1", "--out", tmp.path().join("enc").to_str().unwrap()]);
+    assert!(err.contains("--max-ppl-increase is a decoder's (.gguf) budget"), "{err}");
+    let err = fails(&["quantize", gguf, "--scheme", "int4", "--max-ppl-increase", "NaN", "--calib", calib, "--out", r]);
+    assert!(err.contains("--max-ppl-increase NaN: a percentage"), "{err}");
+    let err = fails(&["quantize", gguf, "--scheme", "int4", "--max-ppl-increase", "5", "--out", r]);
+    assert!(err.contains("--calib (a text file) goes with"), "{err}");
+    let err = fails(&["quantize", gguf, "--scheme", "int4", "--max-ppl-increase", "5", "--calib", calib, "--calib-tokens", "100000000", "--out", r]);
+    assert!(err.contains("valid.txt: ") && err.contains("--max-ppl-increase holds out 2048 after the 100000000 calibration tokens"), "{err}");
+    let err = fails(&["quantize", gguf, "--scheme", "int4", "--max-ppl-increase", "5", "--calib", calib, "--dev-tokens", "0", "--out", r]);
+    assert!(err.contains("--dev-tokens 0: a perplexity needs at least 2 tokens"), "{err}");
+    assert!(!refused.exists() && !tmp.path().join("enc").exists());
 }
 
 /// The subcommands a `--help` page lists under "Commands:" (clap's own `help` aside).

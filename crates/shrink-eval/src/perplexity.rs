@@ -13,6 +13,7 @@ use serde::Serialize;
 use shrink_io::events;
 
 use crate::decoder::Decoder;
+use shrink_runtime::llama::Llama;
 
 pub struct Job {
     pub model: PathBuf,
@@ -64,7 +65,7 @@ fn windows(n: usize, ctx: usize, stride: usize) -> Vec<Window> {
 }
 
 /// log softmax of one row of logits, in f64.
-fn log_softmax(row: &[f32]) -> Vec<f64> {
+pub fn log_softmax(row: &[f32]) -> Vec<f64> {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let lse = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
     row.iter().map(|&x| x as f64 - lse).collect()
@@ -72,6 +73,20 @@ fn log_softmax(row: &[f32]) -> Vec<f64> {
 
 fn argmax(row: &[f32]) -> usize {
     row.iter().enumerate().fold(0, |b, (i, &x)| if x > row[b] { i } else { b })
+}
+
+/// Perplexity of `llama` on `ids` in windows of `ctx` that do not overlap (the golden protocol, as `run` with
+/// stride = ctx), for searches that score models held in memory.
+pub fn perplexity_of(llama: &Llama, ids: &[u32], ctx: usize) -> Result<f64> {
+    let (v, mut nll, mut n) = (llama.cfg.v, 0f64, 0usize);
+    for w in windows(ids.len(), ctx, ctx) {
+        let logits = llama.forward(&ids[w.start..w.end], None)?; // (T, V)
+        for p in w.first..w.end {
+            nll -= log_softmax(&logits[(p - 1 - w.start) * v..][..v])[ids[p] as usize];
+            n += 1;
+        }
+    }
+    Ok((nll / n.max(1) as f64).exp())
 }
 
 pub fn run(job: &Job) -> Result<Report> {

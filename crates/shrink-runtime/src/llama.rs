@@ -271,6 +271,17 @@ impl Llama {
         Ok(logits)
     }
 
+    /// The Linear of `site` in layer `layer`: a mixed-precision search swaps versions in and out.
+    pub fn site_mut(&mut self, layer: usize, site: Site) -> &mut Linear {
+        let l = &mut self.layers[layer];
+        match site {
+            Site::Qkv => &mut l.qkv,
+            Site::O => &mut l.o,
+            Site::GateUp => &mut l.gate_up,
+            Site::Down => &mut l.down,
+        }
+    }
+
     /// Bytes of the weights in memory: the Linears as packed, the embedding table, the norms.
     pub fn bytes(&self) -> usize {
         let norms = (self.layers.len() * 2 + 1) * self.cfg.c * 4;

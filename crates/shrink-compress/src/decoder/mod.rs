@@ -8,6 +8,7 @@
 
 mod awq;
 mod calib;
+pub mod mixed;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use shrink_format::gguf::{type_info, GgufFile, Value};
 use shrink_format::quant::grid::f16_round;
 use shrink_format::quant::{Int4Weight, Int8Weight};
 use shrink_io::events;
+use shrink_runtime::linear::{Linear, Stored};
 use shrink_runtime::llama::{Llama, LlamaConfig, Site};
 
 use crate::quantize::gptq::{gptq, Hessian};
@@ -53,6 +55,13 @@ pub struct Calib<'a> {
     pub ctx: usize,
 }
 
+/// Mixed precision (`mixed`): int4 sites promoted to int8 until the perplexity on the `dev_tokens` of the
+/// calibration text after its calibration tokens is within `max_increase` percent of the fp32 model's.
+pub struct MixedBudget {
+    pub max_increase: f64,
+    pub dev_tokens: usize,
+}
+
 #[derive(Debug)]
 pub struct Summary {
     /// Tensors re-encoded: the Linears and the embedding tables (norms rewritten by smoothing aside).
@@ -61,6 +70,8 @@ pub struct Summary {
     pub bytes_out: u64,
     /// The AWQ search's choice per (layer, site), when asked.
     pub awq: Vec<Choice>,
+    /// The mixed-precision search, when asked.
+    pub mixed: Option<mixed::Outcome>,
 }
 
 /// One (N, K) table in `storage`, rounded to nearest: its ggml type and bytes.
@@ -87,19 +98,21 @@ fn encode_linear(w: &[f32], n: usize, k: usize, int4: bool, h: Option<&Hessian>,
     Ok(if int4 { (Q4_0, q4_0_of(&Int4Weight::from_rounded(r, n, k, 32), name)?) } else { (Q8_0, q8_0_of(&Int8Weight::from_rounded(r, n, k), name)?) })
 }
 
-/// The calibration statistics of the input model (fp32 on the runtime) on `c`'s text.
-fn stats_of(f: &GgufFile, c: &Calib, opts: &Options) -> Result<Stats> {
+/// The token ids of `c`'s text.
+fn calib_ids(f: &GgufFile, c: &Calib) -> Result<Vec<u32>> {
     let text = std::fs::read_to_string(c.path).with_context(|| format!("{}: cannot read the calibration text", c.path.display()))?;
     let ids = tokenizer(f)?.encode(text, false).map_err(|e| anyhow::anyhow!("{}: cannot tokenize: {e}", c.path.display()))?;
-    let ids = &ids.get_ids()[..ids.len().min(c.tokens)];
-    calibrate(&Llama::from_gguf(f)?, ids, c.ctx, opts.gptq.is_some(), if opts.awq { awq::SAMPLES } else { 0 })
+    Ok(ids.get_ids().to_vec())
 }
 
 /// Whether `opts` asks for int4 (else int8); an error for what a GGUF file cannot hold, or for calibration missing
 /// or unused.
-fn is_int4(opts: &Options, calibrated: bool) -> Result<bool> {
-    if (opts.gptq.is_some() || opts.smooth_alpha.is_some() || opts.awq) != calibrated {
-        bail!("--calib (a text file) goes with --gptq, --smooth-alpha or --awq, and they need it");
+fn is_int4(opts: &Options, calibrated: bool, mixed: bool) -> Result<bool> {
+    if (opts.gptq.is_some() || opts.smooth_alpha.is_some() || opts.awq || mixed) != calibrated {
+        bail!("--calib (a text file) goes with --gptq, --smooth-alpha, --awq or --max-ppl-increase, and they need it");
+    }
+    if mixed && opts.scheme != Scheme::Int4 {
+        bail!("--max-ppl-increase promotes int4 sites to int8: pass --scheme int4");
     }
     if opts.awq && opts.smooth_alpha.is_some() {
         bail!("--awq searches each site's scales, --smooth-alpha fixes them: pass one");
@@ -113,21 +126,42 @@ fn is_int4(opts: &Options, calibrated: bool) -> Result<bool> {
     })
 }
 
-/// Quantizes the decoder in `input` into the GGUF file `out`, calibrated on `calib` for SmoothQuant and GPTQ.
-pub fn quantize_gguf(input: &Path, out: &Path, opts: &Options, calib: Option<&Calib>) -> Result<Summary> {
-    is_int4(opts, calib.is_some())?;
+/// Quantizes the decoder in `input` into the GGUF file `out`, calibrated on `calib` for SmoothQuant and GPTQ, and
+/// mixed under `budget` when given.
+pub fn quantize_gguf(input: &Path, out: &Path, opts: &Options, calib: Option<&Calib>, budget: Option<&MixedBudget>) -> Result<Summary> {
+    is_int4(opts, calib.is_some(), budget.is_some())?;
     let f = GgufFile::open(input)?;
-    let stats = calib.map(|c| stats_of(&f, c, opts)).transpose()?;
-    quantize_file(&f, out, opts, stats.as_ref())
+    let Some(c) = calib else { return quantize_file(&f, out, opts, None, None) };
+    let ids = calib_ids(&f, c)?;
+    let (calib_ids, dev) = ids.split_at(ids.len().min(c.tokens));
+    let stats = (opts.gptq.is_some() || opts.smooth_alpha.is_some() || opts.awq)
+        .then(|| calibrate(&Llama::from_gguf(&f)?, calib_ids, c.ctx, opts.gptq.is_some(), if opts.awq { awq::SAMPLES } else { 0 }))
+        .transpose()?;
+    let budget = match budget {
+        None => None,
+        Some(b) if b.dev_tokens < 2 => bail!("--dev-tokens {}: a perplexity needs at least 2 tokens", b.dev_tokens),
+        Some(b) if dev.len() < b.dev_tokens => bail!(
+            "{}: {} tokens; --max-ppl-increase holds out {} after the {} calibration tokens (--dev-tokens, --calib-tokens)",
+            c.path.display(),
+            ids.len(),
+            b.dev_tokens,
+            c.tokens
+        ),
+        Some(b) => Some(mixed::Budget { max_increase: b.max_increase, dev: &dev[..b.dev_tokens], ctx: c.ctx }),
+    };
+    quantize_file(&f, out, opts, stats.as_ref(), budget.as_ref())
 }
 
-/// `quantize_gguf` with the calibration statistics at hand.
-fn quantize_file(f: &GgufFile, out: &Path, opts: &Options, stats: Option<&Stats>) -> Result<Summary> {
-    let int4 = is_int4(opts, stats.is_some())?;
+/// `quantize_gguf` with the calibration statistics and the held-out tokens at hand.
+fn quantize_file(f: &GgufFile, out: &Path, opts: &Options, stats: Option<&Stats>, budget: Option<&mixed::Budget>) -> Result<Summary> {
+    let int4 = is_int4(opts, stats.is_some() || budget.is_some(), budget.is_some())?;
     let input = f.path.as_path();
     let cfg = LlamaConfig::of(f)?;
     // Each layer's Linears and norms, smoothed and quantized: ggml type and bytes by tensor name.
     let mut done: HashMap<String, (u32, Vec<u8>)> = HashMap::new();
+    // With a budget, each Linear's int8 version too (round to nearest: int8 with activations in blocks is within
+    // 0.1% of fp32 on SmolLM2).
+    let mut int8: HashMap<String, Int8Weight> = HashMap::new();
     let (mut quantized, mut chosen) = (0, Vec::new());
     let bar = events::bar(cfg.layers, "quantize");
     for layer in 0..cfg.layers {
@@ -154,6 +188,9 @@ fn quantize_file(f: &GgufFile, out: &Path, opts: &Options, stats: Option<&Stats>
             });
             let what = format!("{}: {}", input.display(), name(leaf));
             done.insert(name(leaf), encode_linear(&t[leaf], n, k, int4, h.as_ref(), opts, &what)?);
+            if budget.is_some() {
+                int8.insert(name(leaf), Int8Weight::encode_f16(&t[leaf], n, k));
+            }
             quantized += 1;
         }
         if !inv.is_empty() {
@@ -171,31 +208,73 @@ fn quantize_file(f: &GgufFile, out: &Path, opts: &Options, stats: Option<&Stats>
             quantized += 1;
         }
     }
-    let tensors: Vec<Tensor> = f
-        .tensors
-        .iter()
-        .map(|t| {
-            let (id, data) = match done.remove(&t.name) {
-                Some((id, b)) => (id, Cow::Owned(b)),
-                None => (t.kind.id, Cow::Borrowed(f.bytes(t))),
-            };
-            let kind = if id == Q8_0 || id == Q4_0 { kind(id) } else { type_info(id).expect("F32, F16 and the input's types are in the table") };
-            Tensor { name: t.name.clone(), dims: t.dims.clone(), kind, data }
-        })
-        .collect();
     let ftype = if int4 { FTYPE_Q4_0 } else { FTYPE_Q8_0 };
     let mut metadata = f.metadata.clone();
     match metadata.iter_mut().find(|(k, _)| k == "general.file_type") {
         Some((_, v)) => *v = Value::U32(ftype),
         None => metadata.push(("general.file_type".into(), Value::U32(ftype))),
     }
+    let mixed = match budget {
+        None => None,
+        Some(b) => {
+            let outcome = mix(f, out, &metadata, &done, &int8, &cfg, b)?;
+            for &(layer, site) in &outcome.promoted {
+                for leaf in LINEARS.iter().filter(|l| l.1 == site).map(|l| l.0) {
+                    let name = format!("blk.{layer}.{leaf}.weight");
+                    done.insert(name.clone(), (Q8_0, q8_0_of(&int8[&name], &format!("{}: {name}", input.display()))?));
+                }
+            }
+            Some(outcome)
+        }
+    };
+    let tensors = tensors_of(f, &done);
     write(out, input, &metadata, &tensors)?;
     Ok(Summary {
         quantized,
         bytes_in: f.tensors.iter().map(|t| t.len as u64).sum(),
         bytes_out: tensors.iter().map(|t| t.data.len() as u64).sum(),
         awq: chosen,
+        mixed,
     })
+}
+
+/// The file's tensors in order, those in `done` re-encoded.
+fn tensors_of<'a>(f: &'a GgufFile, done: &'a HashMap<String, (u32, Vec<u8>)>) -> Vec<Tensor<'a>> {
+    f.tensors
+        .iter()
+        .map(|t| {
+            let (id, data) = match done.get(&t.name) {
+                Some((id, b)) => (*id, Cow::Borrowed(b.as_slice())),
+                None => (t.kind.id, Cow::Borrowed(f.bytes(t))),
+            };
+            let kind = if id == Q8_0 || id == Q4_0 { kind(id) } else { type_info(id).expect("F32, F16 and the input's types are in the table") };
+            Tensor { name: t.name.clone(), dims: t.dims.clone(), kind, data }
+        })
+        .collect()
+}
+
+/// The mixed-precision search on the all-int4 encoding `done`: the runtime loads it from a temporary file beside
+/// `out` (removed after), each site's int8 version is stacked as the loader stacks it.
+fn mix(
+    f: &GgufFile, out: &Path, metadata: &[(String, Value)], done: &HashMap<String, (u32, Vec<u8>)>, int8: &HashMap<String, Int8Weight>,
+    cfg: &LlamaConfig, b: &mixed::Budget,
+) -> Result<mixed::Outcome> {
+    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new().suffix(".gguf").tempfile_in(dir).with_context(|| format!("{}: cannot create a temporary file", dir.display()))?;
+    write(tmp.path(), &f.path, metadata, &tensors_of(f, done))?;
+    let mut model = Llama::from_gguf(&GgufFile::open(tmp.path())?)?;
+    let fp32 = Llama::from_gguf(f)?;
+    let mut alternates = Vec::new();
+    for layer in 0..cfg.layers {
+        for site in [Site::Qkv, Site::O, Site::GateUp, Site::Down] {
+            let parts: Vec<&Int8Weight> = LINEARS.iter().filter(|l| l.1 == site).map(|l| &int8[&format!("blk.{layer}.{}.weight", l.0)]).collect();
+            let (k, n) = (parts[0].k, parts.iter().map(|w| w.n).sum::<usize>());
+            let linear = Linear::stack(parts.into_iter().map(|w| Stored::Int8(w.clone())).collect(), k)?;
+            // Q8_0 holds 34 bytes per 32 values, Q4_0 18.
+            alternates.push(mixed::Alternate { layer, site, linear, extra_bytes: n * k / 32 * 16 });
+        }
+    }
+    mixed::search(&fp32, &mut model, alternates, b).with_context(|| format!("{}: mixed precision", f.path.display()))
 }
 
 #[cfg(test)]

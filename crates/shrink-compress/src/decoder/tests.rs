@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use shrink_format::gguf::ours::{int4_of, int8_of};
 
 use super::*;
+use shrink_eval::perplexity::perplexity_of;
 use crate::quantize::gptq::GptqOptions;
 
 const LAYERS: usize = 2;
@@ -150,7 +151,7 @@ fn quantized_err(dir: &Path, opts: &Options, hessians: Option<bool>) -> (f64, Gg
     let samples = if opts.awq { awq::SAMPLES } else { 0 };
     let stats = hessians.map(|h| calibrate(&Llama::from_gguf(&input).unwrap(), &ids(), 16, h, samples).unwrap());
     let out = dir.join("q.gguf");
-    let r = quantize_file(&input, &out, opts, stats.as_ref()).unwrap();
+    let r = quantize_file(&input, &out, opts, stats.as_ref(), None).unwrap();
     assert_eq!(r.quantized, LAYERS * 7 + 1, "every Linear and the embeddings");
     assert!(r.bytes_out < r.bytes_in / 3, "{} -> {} bytes", r.bytes_in, r.bytes_out);
     (rel_err(&logits(&out), &logits(&input.path)), GgufFile::open(&out).unwrap())
@@ -201,7 +202,7 @@ fn bad_requests_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let input = tiny(dir.path());
     let out = dir.path().join("q.gguf");
-    let err = |opts: &Options, calib: Option<&Calib>, out: &Path| quantize_gguf(&input, out, opts, calib).unwrap_err().to_string();
+    let err = |opts: &Options, calib: Option<&Calib>, out: &Path| quantize_gguf(&input, out, opts, calib, None).unwrap_err().to_string();
     let mut o = Options::new(Scheme::Int4);
     o.group = 64;
     assert!(err(&o, None, &out).contains("--group 64: a GGUF file holds int4 in groups of 32"));
@@ -211,16 +212,71 @@ fn bad_requests_are_refused_by_name() {
     assert!(err(&o, None, &out).contains("--calib (a text file) goes with --gptq"));
     let mut both = Options::new(Scheme::Int8Dynamic);
     (both.awq, both.smooth_alpha) = (true, Some(0.5));
-    assert!(err(&both, None, &out).contains("--calib (a text file) goes with --gptq, --smooth-alpha or --awq"));
+    assert!(err(&both, None, &out).contains("--calib (a text file) goes with --gptq, --smooth-alpha, --awq or --max-ppl-increase"));
     let calib = Calib { path: Path::new("no/such.txt"), tokens: 64, ctx: 16 };
     assert!(err(&both, Some(&calib), &out).contains("--awq searches each site's scales, --smooth-alpha fixes them"));
-    assert!(format!("{:#}", quantize_gguf(&input, &out, &o, Some(&calib)).unwrap_err()).contains("no/such.txt: cannot read the calibration text"));
+    assert!(format!("{:#}", quantize_gguf(&input, &out, &o, Some(&calib), None).unwrap_err()).contains("no/such.txt: cannot read the calibration text"));
     let o = Options::new(Scheme::Int8Dynamic);
     assert!(err(&o, None, &input).contains("is the input file"));
     let gpt2 = dir.path().join("gpt2.gguf");
     write_f32(&gpt2, &meta("gpt2"), &random_tensors());
-    let e = format!("{:#}", quantize_gguf(&gpt2, &out, &o, None).unwrap_err());
+    let e = format!("{:#}", quantize_gguf(&gpt2, &out, &o, None, None).unwrap_err());
     assert!(e.contains("gpt2.gguf: architecture \"gpt2\"; the decoder reads llama"), "{e}");
     assert!(!out.exists(), "a refused request writes nothing");
     assert_eq!(GgufFile::open(&input).unwrap().tensors.len(), random_tensors().len(), "the input is untouched");
+}
+
+#[test]
+fn a_perplexity_budget_promotes_sites_to_int8_until_the_held_out_text_is_within_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = GgufFile::open(&tiny(dir.path())).unwrap();
+    // Text the fp32 model wrote (sampled at temperature 1): quantization can only make it less likely.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut pick = |logits: &[f32]| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let p: Vec<f64> = shrink_eval::perplexity::log_softmax(logits).iter().map(|l| l.exp()).collect();
+        let mut u = (state >> 11) as f64 / (1u64 << 53) as f64;
+        p.iter().position(|&p| {
+            u -= p;
+            u < 0.0
+        }).unwrap_or(p.len() - 1) as u32
+    };
+    let mut dev = vec![1];
+    dev.extend(Llama::from_gguf(&input).unwrap().decode(&[1], 255, &[], &mut pick, &mut |_| {}).unwrap());
+    let mut opts = Options::new(Scheme::Int4);
+    opts.embeddings = EmbeddingStorage::Int8;
+    let out = dir.path().join("mixed.gguf");
+    let run = |max_increase: f64| {
+        let b = mixed::Budget { max_increase, dev: &dev, ctx: 32 };
+        quantize_file(&input, &out, &opts, None, Some(&b))
+    };
+    // A budget int4 alone meets: nothing promoted.
+    let all4 = run(1e6).unwrap();
+    let loose = all4.mixed.unwrap();
+    assert!(loose.promoted.is_empty() && loose.chosen == loose.int4, "{loose:?}");
+    let increase = (loose.int4 / loose.fp32 - 1.0) * 100.0;
+    assert!(increase > 0.5, "int4 costs this model {increase}%: the test needs room below it");
+    // Half int4's increase: some sites, not all, and the file written holds them and measures what was reported.
+    let r = run(increase / 2.0).unwrap();
+    let m = r.mixed.unwrap();
+    eprintln!("fp32 {:.4}, int4 {:.4}, {} of {} sites int8: {:.4}", m.fp32, m.int4, m.promoted.len(), m.sites, m.chosen);
+    assert_eq!(m.sites, LAYERS * 4);
+    assert!(!m.promoted.is_empty() && m.promoted.len() < m.sites, "{:?}", m.promoted);
+    assert!(m.chosen <= m.fp32 * (1.0 + increase / 200.0), "{} over the budget of {}", m.chosen, m.fp32);
+    let f = GgufFile::open(&out).unwrap();
+    let ppl = perplexity_of(&Llama::from_gguf(&f).unwrap(), &dev, 32).unwrap();
+    assert_eq!(ppl, m.chosen, "the file measures what the search reported");
+    let is8 = |l: usize, leaf: &str| int8_of(&f, f.tensor(&format!("blk.{l}.{leaf}.weight")).unwrap()).is_some();
+    for (l, site) in &m.promoted {
+        assert!(LINEARS.iter().filter(|x| x.1 == *site).all(|x| is8(*l, x.0)), "layer {l} {site:?} is int8");
+    }
+    assert!(r.bytes_out > all4.bytes_out, "promotion costs bytes");
+    // Refused: a budget on int8.
+    let mut o8 = Options::new(Scheme::Int8Dynamic);
+    o8.embeddings = EmbeddingStorage::Int8;
+    let b = mixed::Budget { max_increase: 1.0, dev: &dev, ctx: 32 };
+    let e = quantize_file(&input, &out, &o8, None, Some(&b)).unwrap_err().to_string();
+    assert!(e.contains("--max-ppl-increase promotes int4 sites to int8: pass --scheme int4"), "{e}");
 }
