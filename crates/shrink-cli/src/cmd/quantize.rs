@@ -9,8 +9,9 @@ use crate::args::{OutArgs, QuantArgs};
 
 /// Quantize a model folder for the runtime; the output is an HF-style folder every shrink command loads. A decoder
 /// given as a .gguf file (int8-dynamic or int4 in groups of 32, rounded to nearest or by --gptq, optionally after
-/// --smooth-alpha or --awq, calibrated on --calib text; embeddings int8 unless --embeddings says otherwise) is written
-/// as a .gguf file that llama.cpp runs too.
+/// --smooth-alpha or --awq, calibrated on --calib text; embeddings int8 unless --embeddings says otherwise; int4
+/// mixed with int8 sites within a perplexity budget by --max-ppl-increase) is written as a .gguf file that
+/// llama.cpp runs too.
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
     shrink quantize assets/models/all-MiniLM-L6-v2 --scheme int8-dynamic --out out/minilm-int8\n  \

@@ -245,60 +245,72 @@ fn unit<M: Micro>(job: &Job, cb: usize, rb: usize) {
                 if a.group > 0 && !M::BLOCKS {
                     blocks::<M>(job, i0, mr, p0, np, &out);
                 } else {
-                let (zero, scale, block_stride) = match a.group {
-                    0 => (&a.zero, &a.scale, 0),
-                    _ => (&a.gzero, &a.gscale, a.m),
-                };
-                let rows = Rows {
-                    ptr: a.data[i0 * a.k_pad..].as_ptr(),
-                    lda: a.k_pad,
-                    mr,
-                    zero: zero[i0..].as_ptr(),
-                    scale: scale[i0..].as_ptr(),
-                    block_stride,
-                };
-                match job.w {
-                    Weights::I8(w) => {
-                        // The next column block (contiguous after these panels), a 1/R share per row block:
-                        // the R units of this column block together bring all of it into L2.
-                        let next = ((p0 + np) * w.kq).min(w.data.len());
-                        let len = if job.by_columns { (w.data.len() - next).min(BLOCK_PANELS * w.kq) } else { 0 };
-                        let share = len * rb / job.row_blocks..len * (rb + 1) / job.row_blocks;
-                        let panels = I8Panels {
-                            ptr: w.data.as_ptr().add(p0 * w.kq),
-                            stride: w.kq,
-                            np,
-                            kq: w.kq,
-                            colsum: if a.group > 0 { w.block_sum.as_ptr().add(w.block_sum_at(p0, 0)) } else { w.colsum.as_ptr().add(j0) },
-                            scale: w.scale.as_ptr().add(j0),
-                            ahead: w.data.as_ptr().add(next + share.start),
-                            ahead_len: share.len(),
-                            group: a.group,
-                            block_stride: pack::BLOCK_SUM_STRIDE,
-                        };
-                        M::i8(rows, &panels, &out);
-                    }
-                    Weights::I4(w) => {
-                        let (kc, groups) = (w.k / 8, w.k / w.group);
-                        let meta = p0 * groups * PANEL;
-                        let panels = I4Panels {
-                            ptr: w.data.as_ptr().add(p0 * kc),
-                            stride: kc,
-                            np,
-                            groups,
-                            per_group: w.group / 8,
-                            scale: w.scale16.as_ptr().add(meta),
-                            colsum: w.colsum16.as_ptr().add(meta),
-                            meta_stride: groups * PANEL,
-                        };
-                        M::i4(rows, &panels, &out);
-                    }
-                }
+                    whole::<M>(job, rb, i0, mr, p0, np, &out);
                 }
                 for r in 0..mr {
                     job.ep.apply_inline(std::slice::from_raw_parts_mut(out.ptr.add(r * n), nc), i0 + r, j0, n);
                 }
             }
+        }
+    }
+}
+
+/// A tile in one microkernel call over all of K (activations per row, or in blocks at a level that takes them).
+#[inline(always)]
+unsafe fn whole<M: Micro>(job: &Job, rb: usize, i0: usize, mr: usize, p0: usize, np: usize, out: &Out) {
+    let a = job.a;
+    let (zero, scale, block_stride) = match a.group {
+        0 => (&a.zero, &a.scale, 0),
+        _ => (&a.gzero, &a.gscale, a.m),
+    };
+    let rows = Rows { ptr: a.data[i0 * a.k_pad..].as_ptr(), lda: a.k_pad, mr, zero: zero[i0..].as_ptr(), scale: scale[i0..].as_ptr(), block_stride };
+    match job.w {
+        Weights::I8(w) => {
+            // The next column block (contiguous after these panels), a 1/R share per row block: the R units of
+            // this column block together bring all of it into L2.
+            let next = ((p0 + np) * w.kq).min(w.data.len());
+            let len = if job.by_columns { (w.data.len() - next).min(BLOCK_PANELS * w.kq) } else { 0 };
+            let share = len * rb / job.row_blocks..len * (rb + 1) / job.row_blocks;
+            let colsum = if a.group > 0 { w.block_sum.as_ptr().add(w.block_sum_at(p0, 0)) } else { w.colsum.as_ptr().add(p0 * PANEL) };
+            let panels = I8Panels {
+                ahead: w.data.as_ptr().add(next + share.start),
+                ahead_len: share.len(),
+                group: a.group,
+                block_stride: pack::BLOCK_SUM_STRIDE,
+                ..w.panels(p0, np, 0, w.kq, colsum)
+            };
+            M::i8(rows, &panels, out);
+        }
+        Weights::I4(w) => M::i4(rows, &w.panels(p0, np, 0, w.k / w.group), out),
+    }
+}
+
+impl PackedI8 {
+    /// Panels p0..p0+np over K chunks t0..t0+kq, subtracting the column sums at `colsum`; activations per row,
+    /// nothing to prefetch.
+    #[inline(always)]
+    unsafe fn panels(&self, p0: usize, np: usize, t0: usize, kq: usize, colsum: *const i32) -> I8Panels {
+        let ptr = self.data.as_ptr().add(p0 * self.kq + t0);
+        let scale = self.scale.as_ptr().add(p0 * PANEL);
+        I8Panels { ptr, stride: self.kq, np, kq, colsum, scale, ahead: ptr, ahead_len: 0, group: 0, block_stride: 0 }
+    }
+}
+
+impl PackedI4 {
+    /// Panels p0..p0+np over K groups g0..g0+groups.
+    #[inline(always)]
+    unsafe fn panels(&self, p0: usize, np: usize, g0: usize, groups: usize) -> I4Panels {
+        let (kc, all) = (self.k / 8, self.k / self.group);
+        let meta = p0 * all * PANEL + g0 * PANEL;
+        I4Panels {
+            ptr: self.data.as_ptr().add(p0 * kc + g0 * self.group / 8),
+            stride: kc,
+            np,
+            groups,
+            per_group: self.group / 8,
+            scale: self.scale16.as_ptr().add(meta),
+            colsum: self.colsum16.as_ptr().add(meta),
+            meta_stride: all * PANEL,
         }
     }
 }
@@ -324,36 +336,8 @@ unsafe fn blocks<M: Micro>(job: &Job, i0: usize, mr: usize, p0: usize, np: usize
         };
         let to = if g == 0 { Out { ptr: out.ptr, ld: out.ld, nc: out.nc } } else { Out { ptr: tile, ld: WIDTH, nc: out.nc } };
         match job.w {
-            Weights::I8(w) => {
-                let panels = I8Panels {
-                    ptr: w.data.as_ptr().add(p0 * w.kq + g * group / 4),
-                    stride: w.kq,
-                    np,
-                    kq: group / 4,
-                    colsum: w.block_sum.as_ptr().add(w.block_sum_at(p0, g)),
-                    scale: w.scale.as_ptr().add(p0 * PANEL),
-                    ahead: w.data.as_ptr(),
-                    ahead_len: 0,
-                    group: 0,
-                    block_stride: 0,
-                };
-                M::i8(rows, &panels, &to);
-            }
-            Weights::I4(w) => {
-                let groups = w.k / w.group;
-                let meta = p0 * groups * PANEL + g * PANEL;
-                let panels = I4Panels {
-                    ptr: w.data.as_ptr().add(p0 * (w.k / 8) + g * group / 8),
-                    stride: w.k / 8,
-                    np,
-                    groups: 1,
-                    per_group: group / 8,
-                    scale: w.scale16.as_ptr().add(meta),
-                    colsum: w.colsum16.as_ptr().add(meta),
-                    meta_stride: groups * PANEL,
-                };
-                M::i4(rows, &panels, &to);
-            }
+            Weights::I8(w) => M::i8(rows, &w.panels(p0, np, g * group / 4, group / 4, w.block_sum.as_ptr().add(w.block_sum_at(p0, g))), &to),
+            Weights::I4(w) => M::i4(rows, &w.panels(p0, np, g, 1), &to),
         }
         if g > 0 {
             for r in 0..mr {
