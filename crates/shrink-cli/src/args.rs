@@ -22,6 +22,12 @@ pub fn positive() -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::new().range(1..)
 }
 
+/// Decoders' `--kv`: how the KV cache stores keys and values.
+pub fn kv_format(s: &str) -> Result<shrink_eval::decoder::KvFormat, String> {
+    use shrink_eval::decoder::KvFormat;
+    KvFormat::parse(s).ok_or_else(|| format!("'{s}': one of {}", KvFormat::NAMES.join(", ")))
+}
+
 /// Where a command writes its model folder: `--out` and `--force`.
 #[derive(clap::Args)]
 pub struct OutArgs {

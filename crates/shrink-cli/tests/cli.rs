@@ -213,6 +213,13 @@ fn decoder_quantizes_to_a_gguf_file_that_tracks_the_baseline() {
     assert_eq!(b["kv_cache_mb"].as_f64().unwrap(), (30 * 2 * 3 * 64 * 4 * 16) as f64 / 1e6, "{b}");
     let w = b["weights_mb"].as_f64().unwrap();
     assert!(w < 180.0, "the int8 model holds {w} MB of weights in memory");
+    // An int8 KV cache: D bytes and one f32 scale per token, head and K or V; perplexity within 0.5% of f32's.
+    let b: serde_json::Value = serde_json::from_str(&ok(&["--threads", "1", "bench", out, "--pp", "16", "--tg", "8", "--runs", "1", "--warmup", "0", "--kv", "int8", "--json"])).unwrap();
+    assert_eq!(b["kv_cache_mb"].as_f64().unwrap(), (30 * 2 * 3 * (64 + 4) * 16) as f64 / 1e6, "{b}");
+    let r8: serde_json::Value = serde_json::from_str(&ok(&["eval", out, "--task", "perplexity", "--data", test, "--max-tokens", "1024", "--kv", "int8", "--json"])).unwrap();
+    let kv8 = r8["perplexity"].as_f64().unwrap();
+    assert!(kv8 != ppl && (kv8 / ppl - 1.0).abs() < 0.005, "int8 KV {kv8} against f32 KV {ppl}");
+    assert!(fails(&["eval", out, "--task", "perplexity", "--data", test, "--kv", "int4"]).contains("'int4': one of f32, int8"));
     // int4 rounded to nearest against the AWQ search: measured 37.2 and 31.3 on 4096 tokens (the baseline 27.6).
     let calib = root().join("../shared/data/wikitext-2/valid.txt");
     let int4 = |name: &str, awq: bool| {

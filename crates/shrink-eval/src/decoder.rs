@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
 use shrink_format::gguf::{tokenizer::tokenizer, GgufFile};
+pub use shrink_runtime::llama::KvFormat;
 use shrink_runtime::llama::Llama;
 use tokenizers::Tokenizer;
 

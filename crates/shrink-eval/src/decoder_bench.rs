@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use shrink_runtime::llama::KvCache;
+use shrink_runtime::llama::{KvCache, KvFormat};
 
 use crate::bench::{peak_rss_mb, reset_peak_rss};
 use crate::decoder::Decoder;
@@ -53,7 +53,7 @@ fn median(v: &[f64]) -> f64 {
     s[s.len() / 2]
 }
 
-pub fn bench_decoder(path: &Path, pp: usize, tg: usize, runs: usize, warmup: usize, threads: usize) -> Result<DecoderBench> {
+pub fn bench_decoder(path: &Path, pp: usize, tg: usize, runs: usize, warmup: usize, threads: usize, kv: KvFormat) -> Result<DecoderBench> {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("cannot start worker threads")?;
     pool.install(|| {
         let start = Instant::now();
@@ -64,16 +64,19 @@ pub fn bench_decoder(path: &Path, pp: usize, tg: usize, runs: usize, warmup: usi
         reset_peak_rss();
         let (llama, runs) = (&d.llama, runs.max(1));
         let (prompt, gen) = (ids(llama.cfg.v, pp), ids(llama.cfg.v, tg));
-        let (mut pp_runs_ms, mut tg_runs_ms) = (Vec::new(), Vec::new());
+        let (mut pp_runs_ms, mut tg_runs_ms, mut kv_bytes) = (Vec::new(), Vec::new(), 0);
         let bar = shrink_io::events::bar(warmup + runs, "bench");
         for run in 0..warmup + runs {
             let s = Instant::now();
-            llama.next_logits(&mut KvCache::default(), &prompt)?;
+            let mut cache = KvCache::new(kv);
+            llama.next_logits(&mut cache, &prompt)?;
             let pp_ms = s.elapsed().as_secs_f64() * 1e3;
-            let (mut cache, s) = (KvCache::default(), Instant::now());
+            kv_bytes = kv_bytes.max(cache.bytes());
+            let (mut cache, s) = (KvCache::new(kv), Instant::now());
             for &id in &gen {
                 llama.next_logits(&mut cache, &[id])?;
             }
+            kv_bytes = kv_bytes.max(cache.bytes());
             if run >= warmup {
                 pp_runs_ms.push(pp_ms);
                 tg_runs_ms.push(s.elapsed().as_secs_f64() * 1e3);
@@ -81,8 +84,6 @@ pub fn bench_decoder(path: &Path, pp: usize, tg: usize, runs: usize, warmup: usi
             bar.inc(1);
         }
         bar.finish_and_clear();
-        let cfg = &llama.cfg;
-        let kv = cfg.layers * 2 * cfg.g * cfg.d * 4 * pp.max(tg);
         Ok(DecoderBench {
             model: path.display().to_string(),
             threads,
@@ -97,7 +98,7 @@ pub fn bench_decoder(path: &Path, pp: usize, tg: usize, runs: usize, warmup: usi
             load_peak_rss_mb,
             peak_rss_mb: peak_rss_mb(),
             weights_mb: llama.bytes() as f64 / 1e6,
-            kv_cache_mb: kv as f64 / 1e6,
+            kv_cache_mb: kv_bytes as f64 / 1e6,
             file_mb: std::fs::metadata(path).map_or(0.0, |m| m.len() as f64 / 1e6),
         })
     })

@@ -21,6 +21,8 @@ pub struct Request<'a> {
     pub system: Option<&'a str>,
     pub max_new: usize,
     pub sampling: Sampling,
+    /// The KV cache's format.
+    pub kv: shrink_runtime::llama::KvFormat,
 }
 
 #[derive(Debug, Serialize)]
@@ -47,7 +49,8 @@ impl Generated {
 /// The continuation `r` asks for, at most `r.max_new` tokens or up to the file's EOS (or end-of-turn) token;
 /// `on_text` receives each complete piece of text as soon as it decodes.
 pub fn generate(model: &Path, r: &Request, on_text: &mut dyn FnMut(&str)) -> Result<Generated> {
-    let d = Decoder::open(model)?;
+    let mut d = Decoder::open(model)?;
+    d.llama.kv = r.kv;
     let mut sampler = Sampler::new(r.sampling)?;
     let text = match r.chat {
         false => r.prompt.to_string(),

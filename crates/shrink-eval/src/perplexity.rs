@@ -13,7 +13,7 @@ use serde::Serialize;
 use shrink_io::events;
 
 use crate::decoder::Decoder;
-use shrink_runtime::llama::Llama;
+use shrink_runtime::llama::{KvFormat, Llama};
 
 pub struct Job {
     pub model: PathBuf,
@@ -22,6 +22,8 @@ pub struct Job {
     pub stride: usize,
     pub max_tokens: Option<usize>,
     pub compare: Option<PathBuf>,
+    /// The model's KV cache (the base's stays f32).
+    pub kv: KvFormat,
 }
 
 #[derive(Debug, Serialize)]
@@ -93,7 +95,8 @@ pub fn run(job: &Job) -> Result<Report> {
     if job.ctx < 2 || job.stride == 0 || job.stride > job.ctx {
         bail!("--ctx {} --stride {}: need ctx >= 2 and 1 <= stride <= ctx", job.ctx, job.stride);
     }
-    let model = Decoder::open(&job.model)?;
+    let mut model = Decoder::open(&job.model)?;
+    model.llama.kv = job.kv;
     let base = job.compare.as_deref().map(Decoder::open).transpose()?;
     if let Some(b) = &base {
         if b.llama.cfg.v != model.llama.cfg.v {

@@ -14,6 +14,7 @@ mod embeddings;
 mod engine;
 pub mod error;
 pub mod linear;
+mod kv;
 pub mod llama;
 mod model;
 mod norm;

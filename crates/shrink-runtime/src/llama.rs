@@ -13,9 +13,9 @@
 use anyhow::{bail, Context, Result};
 use shrink_format::gguf::{ours, GgufFile};
 use shrink_format::F32Data;
-use rayon::prelude::*;
 use shrink_kernels::qgemm::QuantActs;
 
+pub use crate::kv::{KvCache, KvFormat};
 use crate::linear::{Linear, Stored};
 use crate::table::Table;
 
@@ -84,6 +84,8 @@ pub struct Llama {
     layers: Vec<Layer>,
     norm: Vec<f32>, // (C)
     head: Linear,   // (V, C): output.weight, or the tied embeddings
+    /// The format of the caches `forward` and `decode` make (f32 unless set).
+    pub kv: KvFormat,
 }
 
 /// One [n, k] weight of the file in our format where its blocks hold one, else dequantized.
@@ -144,13 +146,13 @@ impl Llama {
             })
             .collect::<Result<_>>()
             .with_context(|| format!("loading {}", f.path.display()))?;
-        Ok(Self { norm: vector("output_norm.weight")?, cfg, embed, layers, head })
+        Ok(Self { norm: vector("output_norm.weight")?, cfg, embed, layers, head, kv: KvFormat::F32 })
     }
 
     /// Logits (T, V) of one sequence from its start; `hidden`, when given, receives the embeddings and each layer's
     /// output (the last after the final norm, as transformers reports them), each (T, C).
     pub fn forward(&self, ids: &[u32], hidden: Option<&mut Vec<Vec<f32>>>) -> Result<Vec<f32>> {
-        self.extend(&mut KvCache::default(), ids, hidden)
+        self.extend(&mut KvCache::new(self.kv), ids, hidden)
     }
 
     /// Greedy decoding: the prompt in one pass, then one token at a time on the cache, until `eos` (included) or
@@ -164,7 +166,7 @@ impl Llama {
     pub fn decode(
         &self, prompt: &[u32], max_new: usize, stops: &[u32], pick: &mut dyn FnMut(&[f32]) -> u32, on_token: &mut dyn FnMut(u32),
     ) -> Result<Vec<u32>> {
-        let mut cache = KvCache::default();
+        let mut cache = KvCache::new(self.kv);
         let (mut out, mut logits) = (Vec::new(), self.next_logits(&mut cache, prompt)?);
         while out.len() < max_new {
             let next = pick(&logits);
@@ -204,10 +206,6 @@ impl Llama {
         if t == 0 {
             bail!("no tokens to run: the prompt is empty");
         }
-        if cache.k.is_empty() {
-            cache.k = vec![Vec::new(); self.layers.len()];
-            cache.v = vec![Vec::new(); self.layers.len()];
-        }
         let mut x = vec![0f32; t * c]; // (T, C)
         for (row, &id) in x.chunks_exact_mut(c).zip(ids) {
             if id as usize >= v {
@@ -242,9 +240,8 @@ impl Llama {
             }
             rope(&mut q, d, &cos, &sin);
             rope(&mut k, d, &cos, &sin);
-            cache.k[i].extend_from_slice(&k);
-            cache.v[i].extend_from_slice(&vv);
-            causal_attention(&q, &cache.k[i], &cache.v[i], past, h, g, d, &mut att);
+            cache.push(self.layers.len(), i, &k, &vv, d);
+            cache.attend(i, &q, past, (h, g, d), &mut att);
             tap(i, Site::O, &att);
             residual.copy_from_slice(&x);
             l.o.forward(&att, t, &mut x, &mut qa, false, Some(&residual));
@@ -289,14 +286,6 @@ impl Llama {
     }
 }
 
-/// Keys and values of the tokens run so far, per layer (len, G*D) each, after RoPE: contiguous, grown per call.
-#[derive(Default)]
-pub struct KvCache {
-    pub len: usize,
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
-}
-
 /// x / sqrt(mean(x^2) + eps) * w, per row of C.
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let c = w.len();
@@ -327,60 +316,4 @@ fn rope(x: &mut [f32], d: usize, cos: &[f32], sin: &[f32]) {
             }
         }
     }
-}
-
-/// softmax(q k^T / sqrt(D)) v per query head, the new token i (position past + i) seeing the cache's keys up to its
-/// own; query head j reads key/value head j / (H / G). q (T, H*D), k and v (past + T, G*D), out (T, H*D). Query
-/// rows run in parallel when there are enough of them (a prompt); a decode step's one row stays on this thread, as
-/// it takes less time than waking a worker.
-#[allow(clippy::too_many_arguments)]
-fn causal_attention(q: &[f32], k: &[f32], v: &[f32], past: usize, h: usize, g: usize, d: usize, out: &mut [f32]) {
-    const PARALLEL_MIN_ROWS: usize = 16;
-    let t = q.len() / (h * d);
-    // p: one row's scores (past + T at most), allocated once per task.
-    let row = |p: &mut Vec<f32>, (i, o): (usize, &mut [f32])| attend_row(&q[i * h * d..][..h * d], k, v, past + i + 1, h, g, d, p, o);
-    if t >= PARALLEL_MIN_ROWS && rayon::current_num_threads() > 1 {
-        out.par_chunks_mut(h * d).enumerate().for_each_init(|| Vec::with_capacity(past + t), row);
-    } else {
-        let mut p = Vec::with_capacity(past + t);
-        out.chunks_mut(h * d).enumerate().for_each(|r| row(&mut p, r));
-    }
-}
-
-/// One query row (H*D) over the first `seen` keys and values: out (H*D); `p` holds the scores.
-#[allow(clippy::too_many_arguments)]
-fn attend_row(q: &[f32], k: &[f32], v: &[f32], seen: usize, h: usize, g: usize, d: usize, p: &mut Vec<f32>, out: &mut [f32]) {
-    let scale = 1.0 / (d as f32).sqrt();
-    p.resize(seen, 0.0);
-    for head in 0..h {
-        let (kv, qh) = (head / (h / g), &q[head * d..][..d]);
-        for (j, s) in p.iter_mut().enumerate() {
-            *s = dot(qh, &k[(j * g + kv) * d..][..d]) * scale;
-        }
-        let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0f32;
-        p.iter_mut().for_each(|s| {
-            *s = (*s - max).exp();
-            sum += *s;
-        });
-        let (o, inv) = (&mut out[head * d..][..d], 1.0 / sum);
-        o.fill(0.0);
-        for (j, &pj) in p.iter().enumerate() {
-            let pj = pj * inv;
-            o.iter_mut().zip(&v[(j * g + kv) * d..][..d]).for_each(|(o, &vv)| *o += pj * vv);
-        }
-    }
-}
-
-/// Sum of a * b in 8 independent lanes, which the compiler turns into vector FMAs (one running sum would not be).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ac.zip(bc) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }

@@ -1,13 +1,16 @@
 use anyhow::Result;
 use shrink_eval::{bench, decoder_bench};
 
-use crate::args::positive;
+use shrink_eval::decoder::KvFormat;
+
+use crate::args::{kv_format, positive};
 
 /// Latency (median, p90), sequences per second, peak RSS, weights in memory and load time of a model on the runtime.
 /// A decoder (.gguf file) reports prompt and generation tokens/s instead, as llama-bench does (--pp / --tg).
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  shrink --threads 1 bench out/minilm-int8 --batch 1 --seq 128 --runs 50\n  \
-    shrink --threads 2 bench out/smollm2-int8.gguf --pp 128 --tg 64 --runs 5")]
+    shrink --threads 2 bench out/smollm2-int8.gguf --pp 128 --tg 64 --runs 5\n  \
+    shrink --threads 2 bench out/smollm2-int8.gguf --pp 512 --tg 512 --kv int8")]
 pub struct Args {
     model: String,
     #[arg(long, default_value_t = 1, value_parser = positive())]
@@ -24,6 +27,9 @@ pub struct Args {
     /// Decoders: tokens generated one at a time from an empty cache.
     #[arg(long, default_value_t = 64, value_parser = positive())]
     tg: usize,
+    /// Decoders: the KV cache's keys and values in f32, or int8 with one scale per head and token.
+    #[arg(long, default_value = "f32", value_parser = kv_format)]
+    kv: KvFormat,
     #[arg(long)]
     json: bool,
 }
@@ -31,7 +37,7 @@ pub struct Args {
 impl Args {
     pub fn run(self, threads: usize) -> Result<()> {
         if self.model.ends_with(".gguf") {
-            let r = decoder_bench::bench_decoder(self.model.as_ref(), self.pp, self.tg, self.runs, self.warmup, threads)?;
+            let r = decoder_bench::bench_decoder(self.model.as_ref(), self.pp, self.tg, self.runs, self.warmup, threads, self.kv)?;
             match self.json {
                 true => println!("{}", serde_json::to_string(&r)?),
                 false => print!("{}", decoder_bench::render(&r)),

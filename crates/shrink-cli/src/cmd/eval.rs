@@ -5,7 +5,9 @@ use shrink_eval::evaluate::{self, Job};
 use shrink_eval::perplexity;
 use shrink_eval::task::Task;
 
-use crate::args::{choice, positive, FieldArgs};
+use shrink_eval::decoder::KvFormat;
+
+use crate::args::{choice, kv_format, positive, FieldArgs};
 
 /// Evaluate a model on a task: retrieval (query field ranks all docs by cosine), classify, or a decoder's perplexity
 /// on a text file.
@@ -44,13 +46,16 @@ pub struct Args {
     /// perplexity, `kl_divergence` (mean KL(base || model) per token, nats) and `same_top1`.
     #[arg(long)]
     compare: Option<String>,
+    /// Perplexity: the KV cache's keys and values in f32, or int8 with one scale per head and token.
+    #[arg(long, default_value = "f32", value_parser = kv_format)]
+    kv: KvFormat,
 }
 
 impl Args {
     pub fn run(self, threads: usize) -> Result<()> {
-        let Self { model, task, data, fields, max_len, batch, json, compare, ctx, stride, max_tokens } = self;
+        let Self { model, task, data, fields, max_len, batch, json, compare, ctx, stride, max_tokens, kv } = self;
         if task == Task::Perplexity {
-            let job = perplexity::Job { model: model.into(), data, ctx, stride: stride.unwrap_or(ctx), max_tokens, compare: compare.map(Into::into) };
+            let job = perplexity::Job { model: model.into(), data, ctx, stride: stride.unwrap_or(ctx), max_tokens, compare: compare.map(Into::into), kv };
             return print(&serde_json::to_value(perplexity::run(&job)?)?, json);
         }
         let outcome = evaluate::run(&Job { model, task, data, fields: fields.fields(), max_len, batch, compare, threads })?;

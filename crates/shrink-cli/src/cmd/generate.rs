@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use shrink_eval::generate::{self, Request, Sampling};
 
-use crate::args::positive;
+use shrink_eval::decoder::KvFormat;
+
+use crate::args::{kv_format, positive};
 
 /// Text from a Llama-family GGUF file on the runtime (int8 / int4 where `shrink quantize` wrote it, else fp32),
 /// greedy or sampled (seeded), optionally as a chat turn through the file's template; streamed, with prompt and
@@ -40,13 +42,16 @@ pub struct Args {
     /// Seeds the draws: the same seed gives the same text.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// The KV cache's keys and values in f32, or int8 with one scale per head and token (a quarter of the memory).
+    #[arg(long, default_value = "f32", value_parser = kv_format)]
+    kv: KvFormat,
 }
 
 impl Args {
     pub fn run(self) -> Result<()> {
         let mut out = std::io::stdout();
         let sampling = Sampling { temperature: self.temperature, top_k: self.top_k, top_p: self.top_p, seed: self.seed };
-        let r = Request { prompt: &self.prompt, chat: self.chat, system: self.system.as_deref(), max_new: self.max_new, sampling };
+        let r = Request { prompt: &self.prompt, chat: self.chat, system: self.system.as_deref(), max_new: self.max_new, sampling, kv: self.kv };
         let g = generate::generate(&self.model, &r, &mut |text| {
             let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
         })?;
