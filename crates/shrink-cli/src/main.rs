@@ -46,6 +46,7 @@ enum Command {
     Trial(cmd::trial::Args),
     Report(cmd::report::Args),
     Generate(cmd::generate::Args),
+    Convert(cmd::convert::Args),
 }
 
 fn main() {
@@ -67,6 +68,7 @@ fn run(cmd: Command, threads: usize) -> Result<()> {
         Command::Qat(c) => c.run(),
         Command::Sparsify(c) => c.run(threads),
         Command::Quantize(c) => c.run(threads),
+        Command::Convert(c) => c.run(),
         Command::Sensitivity(c) => c.run(threads),
         Command::Importance(c) => c.run(),
         Command::Prune(c) => c.run(threads),

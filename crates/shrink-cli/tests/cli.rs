@@ -252,6 +252,44 @@ fn decoder_quantizes_to_a_gguf_file_that_tracks_the_baseline() {
 }
 
 #[test]
+fn convert_writes_an_hf_folder_that_runs_as_the_gguf_file() {
+    let gguf = asset("models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let test = root().join("../shared/data/wikitext-2/test.txt");
+    let (gguf, test) = (gguf.to_str().unwrap(), test.to_str().unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("hf");
+    let d = dir.to_str().unwrap();
+    ok(&["convert", gguf, "--out", d]);
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!((cfg["model_type"].as_str(), cfg["num_key_value_heads"].as_u64(), cfg["rms_norm_eps"].as_f64()), (Some("llama"), Some(3), Some(1e-5)), "{cfg}");
+    assert_eq!(cfg["tie_word_embeddings"], true);
+    let tc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer_config.json")).unwrap()).unwrap();
+    assert!(tc["chat_template"].as_str().unwrap().contains("im_start"), "{tc}");
+    // The folder is the same model, bit for bit: the same tokens and the same perplexity.
+    let ppl = |m: &str| -> serde_json::Value {
+        serde_json::from_str(&ok(&["eval", m, "--task", "perplexity", "--data", test, "--max-tokens", "1024", "--json"])).unwrap()
+    };
+    let (a, b) = (ppl(gguf), ppl(d));
+    assert_eq!((a["perplexity"].as_f64(), a["tokens_scored"].as_u64()), (b["perplexity"].as_f64(), b["tokens_scored"].as_u64()), "{a} vs {b}");
+    let gen = |m: &str| ok(&["generate", m, "--prompt", "The capital of France is", "--max-new", "8"]);
+    assert_eq!(gen(gguf), gen(d));
+    let chat = |m: &str| ok(&["generate", m, "--chat", "--prompt", "What is 2 + 2?", "--max-new", "8"]);
+    assert_eq!(chat(gguf), chat(d));
+    let b: serde_json::Value = serde_json::from_str(&ok(&["--threads", "1", "bench", d, "--pp", "8", "--tg", "4", "--runs", "1", "--warmup", "0", "--json"])).unwrap();
+    assert!(b["tg_tokens_per_s"].as_f64().unwrap() > 0.0, "{b}");
+    // Refused by name: not a .gguf, an existing folder, a folder whose config is not llama.
+    assert!(fails(&["convert", d, "--out", tmp.path().join("x").to_str().unwrap()]).contains("convert reads a .gguf file"));
+    assert!(fails(&["convert", gguf, "--out", d]).contains("--force"));
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    std::fs::write(bad.join("config.json"), r#"{"model_type": "llama", "hidden_size": 64}"#).unwrap();
+    let err = fails(&["quantize", d, "--scheme", "int8-dynamic", "--out", tmp.path().join("q").to_str().unwrap()]);
+    assert!(err.contains("an HF Llama folder; decoders are quantized from a .gguf file so far"), "{err}");
+    let err = fails(&["generate", bad.to_str().unwrap(), "--prompt", "x"]);
+    assert!(err.contains("bad/config.json: num_attention_heads is missing"), "{err}");
+}
+
+#[test]
 fn decoder_mixed_precision_keeps_held_out_perplexity_within_its_budget() {
     let gguf = asset("models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf");
     let (test, calib) = (root().join("../shared/data/wikitext-2/test.txt"), root().join("../shared/data/wikitext-2/valid.txt"));

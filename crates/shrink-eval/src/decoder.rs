@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
+use shrink_format::arch::llama::HfConfig;
+use shrink_format::folder::{TOKENIZER_FILE, WEIGHTS_FILE};
 use shrink_format::gguf::{tokenizer::tokenizer, GgufFile};
 pub use shrink_runtime::llama::KvFormat;
 use shrink_runtime::llama::Llama;
@@ -24,7 +26,11 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// A .gguf file, or an HF Llama folder (`Llama::from_hf`, its tokenizer.json and tokenizer_config.json).
     pub fn open(path: &Path) -> Result<Self> {
+        if HfConfig::is_folder(path) {
+            return Self::open_hf(path);
+        }
         let file = GgufFile::open(path)?;
         let d = Self {
             path: path.to_path_buf(),
@@ -38,6 +44,31 @@ impl Decoder {
         };
         shrink_io::process::release_freed_memory();
         Ok(d)
+    }
+
+    fn open_hf(dir: &Path) -> Result<Self> {
+        let cfg = HfConfig::read(dir)?;
+        let tok_path = dir.join(TOKENIZER_FILE);
+        let tok = Tokenizer::from_file(&tok_path).map_err(|e| anyhow!("{}: cannot read the tokenizer: {e}", tok_path.display()))?;
+        let tc: Option<serde_json::Value> = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
+        let token = |key: &str| tc.as_ref().and_then(|c| c[key].as_str()).and_then(|t| tok.token_to_id(t));
+        let d = Self {
+            path: dir.to_path_buf(),
+            llama: Llama::from_hf(dir)?,
+            eos: cfg.eos.map(|v| v as u32).or_else(|| token("eos_token")),
+            bos: cfg.bos.map(|v| v as u32).or_else(|| token("bos_token")),
+            eot: None,
+            chat_template: tc.as_ref().and_then(|c| c["chat_template"].as_str()).map(str::to_string),
+            weight_bytes: std::fs::metadata(dir.join(WEIGHTS_FILE)).map_or(0, |m| m.len()),
+            tok,
+        };
+        shrink_io::process::release_freed_memory();
+        Ok(d)
+    }
+
+    /// Whether `path` is a model this loads: a .gguf file or an HF Llama folder.
+    pub fn is_decoder(path: &Path) -> bool {
+        path.extension().is_some_and(|e| e == "gguf") || HfConfig::is_folder(path)
     }
 
     /// Token ids of `text` as is: no special tokens added (this tokenizer adds no BOS).

@@ -8,6 +8,7 @@
 pub mod check;
 pub mod encoder;
 pub mod graph;
+pub mod hf_llama;
 pub mod linear;
 pub mod proto;
 

@@ -11,7 +11,11 @@
 //! rotates (2i, 2i + 1); attention scores equal HF's rotate-half ones, since Q and K are permuted alike.
 
 use anyhow::{bail, Context, Result};
+use std::path::Path;
+
+use shrink_format::arch::llama::{self as llama_names, HfConfig};
 use shrink_format::gguf::{ours, GgufFile};
+use shrink_format::tensors::TensorFile;
 use shrink_format::F32Data;
 use shrink_kernels::qgemm::QuantActs;
 
@@ -34,28 +38,7 @@ pub struct LlamaConfig {
 
 impl LlamaConfig {
     pub fn of(f: &GgufFile) -> Result<Self> {
-        let arch = f.string("general.architecture")?;
-        if arch != "llama" {
-            bail!("{}: architecture {arch:?}; the decoder reads llama", f.path.display());
-        }
-        let n = |k: &str| f.uint(&format!("llama.{k}")).map(|v| v as usize);
-        let (c, h) = (n("embedding_length")?, n("attention.head_count")?);
-        let g = n("attention.head_count_kv").unwrap_or(h);
-        if h == 0 || g == 0 || c % h != 0 || h % g != 0 {
-            bail!("{}: {h} heads, {g} key/value heads and width {c} do not divide", f.path.display());
-        }
-        let v = f.tensor("token_embd.weight")?.shape()[0];
-        Ok(Self {
-            layers: n("block_count")?,
-            c,
-            h,
-            g,
-            d: c / h,
-            f: n("feed_forward_length")?,
-            v,
-            eps: f.float("llama.attention.layer_norm_rms_epsilon")? as f32,
-            rope_base: f.float("llama.rope.freq_base").unwrap_or(10000.0) as f32,
-        })
+        Ok(Self::of_hf(&HfConfig::of_gguf(f)?))
     }
 }
 
@@ -88,42 +71,117 @@ pub struct Llama {
     pub kv: KvFormat,
 }
 
-/// One [n, k] weight of the file in our format where its blocks hold one, else dequantized.
-fn stored(f: &GgufFile, name: &str, n: usize, k: usize) -> Result<Stored> {
-    let t = f.tensor(name)?;
-    if t.shape() != [n, k] {
-        bail!("{}: {name} is {:?}, expected [{n}, {k}]", f.path.display(), t.shape());
+/// Where a model's tensors come from, by their GGUF names.
+trait Source {
+    fn what(&self) -> String;
+    fn has(&self, name: &str) -> bool;
+    /// A (len) vector.
+    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>>;
+    /// An [n, k] weight, in our int8 / int4 format where the file holds one.
+    fn stored(&self, name: &str, n: usize, k: usize) -> Result<Stored>;
+}
+
+impl Source for GgufFile {
+    fn what(&self) -> String {
+        self.path.display().to_string()
     }
-    let w = match (ours::int8_of(f, t), ours::int4_of(f, t)) {
-        (Some(w), _) => Stored::Int8(w),
-        (_, Some(w)) => Stored::Int4(w),
-        _ => Stored::F32 { w: f.dequantize(name)?, n },
-    };
-    f.release(t);
-    Ok(w)
+
+    fn has(&self, name: &str) -> bool {
+        self.tensor(name).is_ok()
+    }
+
+    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
+        let t = self.tensor(name)?;
+        if t.shape() != [len] {
+            bail!("{}: {name} is {:?}, expected [{len}]", self.path.display(), t.shape());
+        }
+        self.dequantize(name)
+    }
+
+    fn stored(&self, name: &str, n: usize, k: usize) -> Result<Stored> {
+        let t = self.tensor(name)?;
+        if t.shape() != [n, k] {
+            bail!("{}: {name} is {:?}, expected [{n}, {k}]", self.path.display(), t.shape());
+        }
+        let w = match (ours::int8_of(self, t), ours::int4_of(self, t)) {
+            (Some(w), _) => Stored::Int8(w),
+            (_, Some(w)) => Stored::Int4(w),
+            _ => Stored::F32 { w: self.dequantize(name)?, n },
+        };
+        self.release(t);
+        Ok(w)
+    }
+}
+
+/// An HF Llama folder's model.safetensors, read by GGUF names; Q and K rows into GGUF's RoPE order.
+struct HfSource {
+    file: TensorFile,
+    heads: usize,
+    kv_heads: usize,
+}
+
+impl HfSource {
+    fn name(&self, gguf: &str) -> Result<String> {
+        llama_names::hf_name(gguf).with_context(|| format!("{}: no transformers name for {gguf}", self.file.file.display()))
+    }
+}
+
+impl Source for HfSource {
+    fn what(&self) -> String {
+        self.file.file.display().to_string()
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.name(name).is_ok_and(|n| self.file.contains(&n))
+    }
+
+    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
+        Ok(self.file.f32(&self.name(name)?, &[len])?.into_owned())
+    }
+
+    fn stored(&self, name: &str, n: usize, k: usize) -> Result<Stored> {
+        let w = self.file.f32(&self.name(name)?, &[n, k])?;
+        let w = match name.rsplit('.').nth(1) {
+            Some("attn_q") => llama_names::pairs_adjacent(&w, self.heads, k),
+            Some("attn_k") => llama_names::pairs_adjacent(&w, self.kv_heads, k),
+            _ => w.into_owned(),
+        };
+        Ok(Stored::F32 { w, n })
+    }
+}
+
+impl LlamaConfig {
+    fn of_hf(c: &HfConfig) -> Self {
+        let d = c.hidden / c.heads;
+        Self { layers: c.layers, c: c.hidden, h: c.heads, g: c.kv_heads, d, f: c.ffn, v: c.vocab, eps: c.eps as f32, rope_base: c.rope_theta as f32 }
+    }
 }
 
 impl Llama {
     pub fn from_gguf(f: &GgufFile) -> Result<Self> {
-        let cfg = LlamaConfig::of(f)?;
+        Self::build(LlamaConfig::of(f)?, f)
+    }
+
+    /// An HF Llama folder: config.json and model.safetensors (f32, f16 or bf16), as transformers saves them.
+    pub fn from_hf(dir: &Path) -> Result<Self> {
+        let cfg = HfConfig::read(dir)?;
+        let file = TensorFile::open(&dir.join("model.safetensors"))?;
+        let src = HfSource { file, heads: cfg.heads, kv_heads: cfg.kv_heads };
+        Self::build(LlamaConfig::of_hf(&cfg), &src)
+    }
+
+    fn build(cfg: LlamaConfig, f: &dyn Source) -> Result<Self> {
         let (c, hd, gd, ff) = (cfg.c, cfg.h * cfg.d, cfg.g * cfg.d, cfg.f);
-        let vector = |name: &str| -> Result<Vec<f32>> {
-            let t = f.tensor(name)?;
-            if t.shape() != [c] {
-                bail!("{}: {name} is {:?}, expected [{c}]", f.path.display(), t.shape());
-            }
-            f.dequantize(name)
-        };
         let linear = |parts: &[(&str, usize)], k: usize| -> Result<Linear> {
-            let stored = parts.iter().map(|&(name, n)| stored(f, name, n, k)).collect::<Result<_>>()?;
-            Linear::stack(stored, k).with_context(|| format!("{}: {}", f.path.display(), parts[0].0))
+            let stored = parts.iter().map(|&(name, n)| f.stored(name, n, k)).collect::<Result<_>>()?;
+            Linear::stack(stored, k).with_context(|| format!("{}: {}", f.what(), parts[0].0))
         };
-        let embed = stored(f, "token_embd.weight", cfg.v, c)?;
+        let embed = f.stored("token_embd.weight", cfg.v, c)?;
         // Tied: one copy, the head's, whose packed rows the lookup decodes. The largest tensors go first, so their
         // temporaries are freed before the layers take their memory: the load peaks near the model's size.
-        let (embed, head) = match f.tensor("output.weight") {
-            Err(_) => (None, Linear::stack(vec![embed], c)?),
-            Ok(_) => (
+        let (embed, head) = match f.has("output.weight") {
+            false => (None, Linear::stack(vec![embed], c)?),
+            true => (
                 Some(match embed {
                     Stored::Int8(w) => Table::Int8(w),
                     Stored::Int4(w) => Table::Int4(w),
@@ -136,17 +194,17 @@ impl Llama {
             .map(|i| {
                 let p = |leaf: &str| format!("blk.{i}.{leaf}.weight");
                 Ok(Layer {
-                    attn_norm: vector(&p("attn_norm"))?,
+                    attn_norm: f.vector(&p("attn_norm"), c)?,
                     qkv: linear(&[(&p("attn_q"), hd), (&p("attn_k"), gd), (&p("attn_v"), gd)], c)?,
                     o: linear(&[(&p("attn_output"), c)], hd)?,
-                    ffn_norm: vector(&p("ffn_norm"))?,
+                    ffn_norm: f.vector(&p("ffn_norm"), c)?,
                     gate_up: linear(&[(&p("ffn_gate"), ff), (&p("ffn_up"), ff)], c)?,
                     down: linear(&[(&p("ffn_down"), c)], ff)?,
                 })
             })
             .collect::<Result<_>>()
-            .with_context(|| format!("loading {}", f.path.display()))?;
-        Ok(Self { norm: vector("output_norm.weight")?, cfg, embed, layers, head, kv: KvFormat::F32 })
+            .with_context(|| format!("loading {}", f.what()))?;
+        Ok(Self { norm: f.vector("output_norm.weight", c)?, cfg, embed, layers, head, kv: KvFormat::F32 })
     }
 
     /// Logits (T, V) of one sequence from its start; `hidden`, when given, receives the embeddings and each layer's

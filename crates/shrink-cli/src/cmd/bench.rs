@@ -36,7 +36,7 @@ pub struct Args {
 
 impl Args {
     pub fn run(self, threads: usize) -> Result<()> {
-        if self.model.ends_with(".gguf") {
+        if shrink_eval::decoder::Decoder::is_decoder(self.model.as_ref()) {
             let r = decoder_bench::bench_decoder(self.model.as_ref(), self.pp, self.tg, self.runs, self.warmup, threads, self.kv)?;
             match self.json {
                 true => println!("{}", serde_json::to_string(&r)?),

@@ -4,6 +4,7 @@ pub mod attention;
 pub mod attention_transfer;
 pub mod bench;
 pub mod compress;
+pub mod convert;
 pub mod data;
 pub mod distill;
 pub mod embed;

@@ -67,6 +67,9 @@ impl Args {
         if self.max_ppl_increase.is_some() {
             bail!("--max-ppl-increase is a decoder's (.gguf) budget; an encoder's is --max-drop");
         }
+        if shrink_format::arch::llama::HfConfig::is_folder(self.model.as_ref()) {
+            bail!("{}: an HF Llama folder; decoders are quantized from a .gguf file so far (llama.cpp's convert_hf_to_gguf.py writes one)", self.model);
+        }
         let out = self.out.dir(&[&self.model])?;
         let job = Job {
             opts: self.q.options(),

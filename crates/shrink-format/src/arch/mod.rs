@@ -15,6 +15,7 @@
 
 pub mod bert;
 pub mod distilbert;
+pub mod llama;
 pub mod roberta;
 
 use anyhow::{bail, Result};
