@@ -213,6 +213,10 @@ fn decoder_quantizes_to_a_gguf_file_that_tracks_the_baseline() {
     assert_eq!(b["kv_cache_mb"].as_f64().unwrap(), (30 * 2 * 3 * 64 * 4 * 16) as f64 / 1e6, "{b}");
     let w = b["weights_mb"].as_f64().unwrap();
     assert!(w < 180.0, "the int8 model holds {w} MB of weights in memory");
+    // Decode steps split over 2 threads (where `tune_decode_threads` measures that faster) give the same text.
+    let gen = |threads: &str| ok(&["--threads", threads, "generate", out, "--prompt", "The capital of France is", "--max-new", "16"]);
+    assert_eq!(gen("1"), gen("2"));
+    assert!(b["decode_split"] == false, "one thread never splits: {b}");
     // An int8 KV cache: D bytes and one f32 scale per token, head and K or V; perplexity within 0.5% of f32's.
     let b: serde_json::Value = serde_json::from_str(&ok(&["--threads", "1", "bench", out, "--pp", "16", "--tg", "8", "--runs", "1", "--warmup", "0", "--kv", "int8", "--json"])).unwrap();
     assert_eq!(b["kv_cache_mb"].as_f64().unwrap(), (30 * 2 * 3 * (64 + 4) * 16) as f64 / 1e6, "{b}");

@@ -32,6 +32,8 @@ pub struct DecoderBench {
     /// The f32 keys and values of the longest sequence run (max(pp, tg) tokens).
     pub kv_cache_mb: f64,
     pub file_mb: f64,
+    /// Whether a decode step's GEMVs run split over the threads (`Llama::tune_decode_threads`, measured at load).
+    pub decode_split: bool,
 }
 
 /// In-vocabulary ids; timing does not depend on which.
@@ -59,6 +61,7 @@ pub fn bench_decoder(path: &Path, pp: usize, tg: usize, runs: usize, warmup: usi
         let start = Instant::now();
         let d = Decoder::open(path)?;
         let load_ms = start.elapsed().as_secs_f64() * 1e3;
+        let decode_split = d.llama.tune_decode_threads()?;
         // The load's peak apart; from here the peak is the runs' (weights, cache and buffers).
         let load_peak_rss_mb = peak_rss_mb();
         reset_peak_rss();
@@ -100,6 +103,7 @@ pub fn bench_decoder(path: &Path, pp: usize, tg: usize, runs: usize, warmup: usi
             weights_mb: llama.bytes() as f64 / 1e6,
             kv_cache_mb: kv_bytes as f64 / 1e6,
             file_mb: std::fs::metadata(path).map_or(0.0, |m| m.len() as f64 / 1e6),
+            decode_split,
         })
     })
 }
@@ -107,9 +111,11 @@ pub fn bench_decoder(path: &Path, pp: usize, tg: usize, runs: usize, warmup: usi
 pub fn render(r: &DecoderBench) -> String {
     format!(
         "model      {}\nshape      pp{} / tg{}, {} thread(s), {} runs\nprompt     {:.1} tokens/s (median)\n\
-         generation {:.1} tokens/s (median)\nload       {:.1} ms, peak RSS {:.1} MB\nmemory     peak RSS {:.1} MB while running; \
+         generation {:.1} tokens/s (median), decode GEMVs {}\nload       {:.1} ms, peak RSS {:.1} MB\nmemory     peak RSS {:.1} MB while running; \
          weights in memory {:.1} MB, KV cache {:.1} MB (file {:.1} MB)\n",
-        r.model, r.pp, r.tg, r.threads, r.runs, r.pp_tokens_per_s, r.tg_tokens_per_s, r.load_ms, r.load_peak_rss_mb, r.peak_rss_mb,
+        r.model, r.pp, r.tg, r.threads, r.runs, r.pp_tokens_per_s, r.tg_tokens_per_s,
+        if r.decode_split { "split over the threads (faster here)" } else { "on one thread" },
+        r.load_ms, r.load_peak_rss_mb, r.peak_rss_mb,
         r.weights_mb, r.kv_cache_mb, r.file_mb
     )
 }

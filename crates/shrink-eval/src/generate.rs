@@ -51,6 +51,7 @@ impl Generated {
 pub fn generate(model: &Path, r: &Request, on_text: &mut dyn FnMut(&str)) -> Result<Generated> {
     let mut d = Decoder::open(model)?;
     d.llama.kv = r.kv;
+    d.llama.tune_decode_threads()?;
     let mut sampler = Sampler::new(r.sampling)?;
     let text = match r.chat {
         false => r.prompt.to_string(),

@@ -326,6 +326,37 @@ impl Llama {
         Ok(logits)
     }
 
+    /// Whether a decode step's GEMVs (M = 1, under `PARALLEL_MIN_MACS`) run faster split over the current pool's
+    /// threads on this machine: times decode steps both ways, interleaved, and keeps the faster for the process.
+    /// Split was slower on the AMX Xeons (waking a worker outweighed a GEMV's share) and 1.2-1.3x faster at 2
+    /// threads on a Zen 5; the outputs are the same either way. Returns whether it splits.
+    pub fn tune_decode_threads(&self) -> Result<bool> {
+        use shrink_kernels::qgemm::{set_parallel_min_macs, PARALLEL_MIN_MACS};
+        if rayon::current_num_threads() < 2 {
+            return Ok(false);
+        }
+        // Every Linear of a step, in both settings, `STEPS` tokens per turn, `TURNS` turns each.
+        const STEPS: usize = 4;
+        const TURNS: usize = 3;
+        let (mut serial, mut split) = (Vec::new(), Vec::new());
+        for turn in 0..2 * TURNS {
+            let splits = turn % 2 == 1;
+            set_parallel_min_macs(if splits { 1 << 16 } else { PARALLEL_MIN_MACS });
+            let mut cache = KvCache::new(self.kv);
+            self.next_logits(&mut cache, &[0])?;
+            let start = std::time::Instant::now();
+            for t in 0..STEPS {
+                self.next_logits(&mut cache, &[t as u32 + 1])?;
+            }
+            (if splits { &mut split } else { &mut serial }).push(start.elapsed());
+        }
+        serial.sort();
+        split.sort();
+        let splits = split[TURNS / 2] < serial[TURNS / 2];
+        set_parallel_min_macs(if splits { 1 << 16 } else { PARALLEL_MIN_MACS });
+        Ok(splits)
+    }
+
     /// The Linear of `site` in layer `layer`: a mixed-precision search swaps versions in and out.
     pub fn site_mut(&mut self, layer: usize, site: Site) -> &mut Linear {
         let l = &mut self.layers[layer];

@@ -51,8 +51,16 @@ pub const MAX_K: usize = 32_768;
 const ROW_BLOCK: usize = 48;
 const _: () = assert!(ROW_BLOCK.is_multiple_of(TILE_ROWS));
 const BLOCK_PANELS: usize = 3;
-/// Multiply-adds below which a product runs on the calling thread.
-const PARALLEL_MIN_MACS: usize = 1 << 21;
+/// Multiply-adds below which a product runs on the calling thread, unless a caller measured otherwise on this
+/// machine (`set_parallel_min_macs`).
+pub const PARALLEL_MIN_MACS: usize = 1 << 21;
+static PARALLEL_MIN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(PARALLEL_MIN_MACS);
+
+/// Sets the multiply-adds from which `gemm_i8` / `gemm_i4` split a product over the pool's threads (outputs are
+/// the same either way; only the speed changes).
+pub fn set_parallel_min_macs(macs: usize) {
+    PARALLEL_MIN.store(macs, std::sync::atomic::Ordering::Relaxed)
+}
 
 /// 64 bytes, 64-aligned, so a zmm load of a chunk never splits a cache line.
 #[derive(Clone, Copy)]
@@ -379,7 +387,7 @@ fn run(ops: &Ops, out: &mut [f32], a: &QuantActs, w: Weights, n: usize, ep: Epil
     // SAFETY (both calls): a table's kernels run on this CPU; units write disjoint blocks.
     // A small product (a decode step's Linear: M = 1, well under a megabyte of weights) runs in the time a worker
     // takes to wake: splitting it made 2-thread generation slower than 1-thread.
-    if rayon::current_num_threads() > 1 && count > 1 && a.m * n * a.k >= PARALLEL_MIN_MACS {
+    if rayon::current_num_threads() > 1 && count > 1 && a.m * n * a.k >= PARALLEL_MIN.load(std::sync::atomic::Ordering::Relaxed) {
         // Tasks of a few consecutive units: fewer tile configurations, and still enough tasks to balance.
         const PER_TASK: usize = 4;
         (0..count.div_ceil(PER_TASK))

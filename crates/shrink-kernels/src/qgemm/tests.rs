@@ -329,6 +329,30 @@ pub(crate) fn threads_match_single_thread(ops: &Ops) {
     let (one, two, isa) = (run(1), run(2), ops.isa);
     assert_same(&two.0, &one.0, &format!("i8 {isa:?} 2 threads"));
     assert_same(&two.1, &one.1, &format!("i4 {isa:?} 2 threads"));
+    // A decode step's GEMV (one row, activations in blocks of 32), split as `set_parallel_min_macs` allows where
+    // that measures faster. The threshold is process-wide; results never depend on it, only speed.
+    let (k, n) = (576, 1536);
+    let mut a = QuantActs::new();
+    a.quantize_blocks_on(ops, &acts(1, k, 21), 1, k, 32);
+    let w = gaussian(n * k, 22);
+    let (q8, s8) = quantize_per_channel(&w, n, k);
+    let (q4, s4) = quantize_int4(&w, n, k, 32);
+    let (w8, w4) = (PackedI8::pack(&q8, &s8, n, k).with_block_sums(32), PackedI4::pack(&q4, &s4, n, k, 32));
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let (mut y8, mut y4) = (vec![0.0; n], vec![0.0; n]);
+            gemm_i8_on(ops, &mut y8, &a, &w8, Epilogue::default());
+            gemm_i4_on(ops, &mut y4, &a, &w4, Epilogue::default());
+            (y8, y4)
+        })
+    };
+    let one = run(1);
+    super::set_parallel_min_macs(1 << 16);
+    let two = run(2);
+    super::set_parallel_min_macs(super::PARALLEL_MIN_MACS);
+    assert_same(&two.0, &one.0, &format!("i8 {isa:?} decode GEMV split"));
+    assert_same(&two.1, &one.1, &format!("i4 {isa:?} decode GEMV split"));
 }
 
 /// Every level's row quantizer gives the generic one's bytes, scales and zero points (dynamic, column-scaled and
