@@ -63,8 +63,9 @@ fn kl(model: &Llama, window: &[u32], base: &[Vec<f32>]) -> Result<f64> {
     Ok(total / base.len() as f64)
 }
 
-/// Promotes the fewest sites of `model` (all int4) to their `alternates` that keep its perplexity on `b.dev`
-/// within the budget of `fp32`'s; `model` is left with them in. An error when even every site in int8 is over.
+/// Finds the fewest sites of `model` (all int4) whose int8 `alternates` keep its perplexity on `b.dev` within the
+/// budget of `fp32`'s; the caller writes them (`model` keeps the last mix measured). An error when even every site
+/// in int8 is over.
 pub fn search(fp32: &Llama, model: &mut Llama, mut alternates: Vec<Alternate>, b: &Budget) -> Result<Outcome> {
     let base_ppl = perplexity_of(fp32, b.dev, b.ctx)?;
     let target = base_ppl * (1.0 + b.max_increase / 100.0);
@@ -128,7 +129,6 @@ pub fn search(fp32: &Llama, model: &mut Llama, mut alternates: Vec<Alternate>, b
         bar.inc(1);
     }
     bar.finish_and_clear();
-    measure(hi)?;
     let promoted = order[..hi].iter().map(|&i| (gains[i].layer, gains[i].site)).collect();
     let gains = order.iter().map(|&i| gains[i].clone()).collect();
     Ok(Outcome { promoted, gains, ..none(chosen) })
