@@ -269,6 +269,10 @@ fn convert_writes_an_hf_folder_that_runs_as_the_gguf_file() {
     assert_eq!(cfg["tie_word_embeddings"], true);
     let tc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer_config.json")).unwrap()).unwrap();
     assert!(tc["chat_template"].as_str().unwrap().contains("im_start"), "{tc}");
+    // transformers' stop ids: the file's EOS, which is SmolLM2's end of turn (<|im_end|>) too.
+    let gc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("generation_config.json")).unwrap()).unwrap();
+    let eos = shrink_format::gguf::GgufFile::open(Path::new(gguf)).unwrap().uint("tokenizer.ggml.eos_token_id").unwrap();
+    assert_eq!(gc["eos_token_id"], serde_json::json!([eos]), "{gc}");
     // The folder is the same model, bit for bit: the same tokens and the same perplexity.
     let ppl = |m: &str| -> serde_json::Value {
         serde_json::from_str(&ok(&["eval", m, "--task", "perplexity", "--data", test, "--max-tokens", "1024", "--json"])).unwrap()

@@ -31,6 +31,7 @@ impl Decoder {
         if HfConfig::is_folder(path) {
             return Self::open_hf(path);
         }
+        let path = &shrink_format::gguf::file_of(path).unwrap_or_else(|| path.to_path_buf());
         let file = GgufFile::open(path)?;
         let d = Self {
             path: path.to_path_buf(),
@@ -52,12 +53,20 @@ impl Decoder {
         let tok = Tokenizer::from_file(&tok_path).map_err(|e| anyhow!("{}: cannot read the tokenizer: {e}", tok_path.display()))?;
         let tc: Option<serde_json::Value> = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
         let token = |key: &str| tc.as_ref().and_then(|c| c[key].as_str()).and_then(|t| tok.token_to_id(t));
+        let eos = cfg.eos.map(|v| v as u32).or_else(|| token("eos_token"));
+        // transformers stops at every id of generation_config.json's eos_token_id (a number or a list): the one
+        // that is not the EOS is the end of turn.
+        let gen: Option<serde_json::Value> = std::fs::read_to_string(dir.join(shrink_format::folder::GENERATION_FILE)).ok().and_then(|t| serde_json::from_str(&t).ok());
+        let stops: Vec<u32> = gen.map_or(vec![], |g| match &g["eos_token_id"] {
+            serde_json::Value::Array(v) => v.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),
+            v => v.as_u64().map(|x| x as u32).into_iter().collect(),
+        });
         let d = Self {
             path: dir.to_path_buf(),
             llama: Llama::from_hf(dir)?,
-            eos: cfg.eos.map(|v| v as u32).or_else(|| token("eos_token")),
+            eot: stops.iter().copied().find(|&t| Some(t) != eos),
+            eos,
             bos: cfg.bos.map(|v| v as u32).or_else(|| token("bos_token")),
-            eot: None,
             chat_template: tc.as_ref().and_then(|c| c["chat_template"].as_str()).map(str::to_string),
             weight_bytes: std::fs::metadata(dir.join(WEIGHTS_FILE)).map_or(0, |m| m.len()),
             tok,
@@ -66,9 +75,10 @@ impl Decoder {
         Ok(d)
     }
 
-    /// Whether `path` is a model this loads: a .gguf file or an HF Llama folder.
+    /// Whether `path` is a model this loads: a .gguf file (alone, or as a stage folder's one file) or an HF Llama
+    /// folder.
     pub fn is_decoder(path: &Path) -> bool {
-        path.extension().is_some_and(|e| e == "gguf") || HfConfig::is_folder(path)
+        shrink_format::gguf::file_of(path).is_some() || HfConfig::is_folder(path)
     }
 
     /// Token ids of `text` as is: no special tokens added (this tokenizer adds no BOS).

@@ -1,6 +1,6 @@
 //! `shrink convert`: a Llama GGUF file as an HF Llama folder, as transformers saves one: config.json,
 //! model.safetensors (f32: every tensor dequantized), tokenizer.json rebuilt from the file's metadata and
-//! tokenizer_config.json with its chat template. Names and the row order of Q and K come from
+//! tokenizer_config.json with its chat template, generation_config.json with the stop ids. Names and the row order of Q and K come from
 //! `shrink_format::arch::llama`; the runtime reads the folder back as the same model.
 
 use std::path::Path;
@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde_json::json;
 use shrink_format::arch::llama::{halves_apart, hf_name, HfConfig};
-use shrink_format::folder::{write_atomic, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
+use shrink_format::folder::{write_atomic, CONFIG_FILE, GENERATION_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
 use shrink_format::gguf::{tokenizer::tokenizer, GgufFile};
 use shrink_format::tensors::{serialize, OwnedTensor};
 use shrink_format::outdir::OutDir;
@@ -51,12 +51,17 @@ pub fn gguf_to_hf(input: &Path, out: &OutDir) -> Result<Converted> {
         "chat_template": f.string("tokenizer.chat_template").ok(),
         "model_max_length": f.uint("llama.context_length").ok(),
     });
+    // generate stops at the chat template's end of turn too: transformers reads every stop id from here.
+    let mut stops: Vec<u64> = cfg.eos.into_iter().collect();
+    stops.extend(f.uint("tokenizer.ggml.eot_token_id").ok().filter(|t| !stops.contains(t)));
+    let generation_config = json!({ "bos_token_id": cfg.bos, "eos_token_id": stops });
     out.write(|dir| {
         write_atomic(&dir.join(WEIGHTS_FILE), &weights)?;
         write_atomic(&dir.join(CONFIG_FILE), serde_json::to_string_pretty(&cfg.to_json())?.as_bytes())?;
         let tok_json = tok.to_string(false).map_err(|e| anyhow::anyhow!("{}: cannot write the tokenizer: {e}", input.display()))?;
         write_atomic(&dir.join(TOKENIZER_FILE), tok_json.as_bytes())?;
-        write_atomic(&dir.join("tokenizer_config.json"), serde_json::to_string_pretty(&tokenizer_config)?.as_bytes())
+        write_atomic(&dir.join("tokenizer_config.json"), serde_json::to_string_pretty(&tokenizer_config)?.as_bytes())?;
+        write_atomic(&dir.join(GENERATION_FILE), serde_json::to_string_pretty(&generation_config)?.as_bytes())
     })?;
     Ok(Converted { tensors: count, bytes })
 }

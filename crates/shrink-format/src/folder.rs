@@ -8,9 +8,17 @@ use anyhow::{Context, Result};
 pub use crate::outdir::OutDir;
 
 pub const CONFIG_FILE: &str = "config.json";
+
+/// Whether `dir` holds a finished model: a config.json (written last), or a decoder's one .gguf file (written
+/// atomically).
+pub fn holds_model(dir: &Path) -> bool {
+    dir.join(CONFIG_FILE).is_file() || dir.join(crate::gguf::FOLDER_FILE).is_file()
+}
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 /// Files copied along when a model folder is written, so the output is self-contained.
+/// A decoder folder's stop ids, as transformers saves them.
+pub const GENERATION_FILE: &str = "generation_config.json";
 pub const TOKENIZER_COMPANIONS: [&str; 4] = ["tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"];
 
 /// Writes `bytes` to `path` through a temp file in the same folder and a rename, so a failure leaves no partial file.

@@ -11,7 +11,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::folder::{CONFIG_FILE, TOKENIZER_COMPANIONS, WEIGHTS_FILE};
+use crate::folder::{CONFIG_FILE, GENERATION_FILE, TOKENIZER_COMPANIONS, WEIGHTS_FILE};
 
 const TMP_PREFIX: &str = ".shrink-tmp-";
 /// Temp folders of shrink versions before the pid was in the name; swept once this old.
@@ -84,7 +84,7 @@ impl OutDir {
         for entry in entries {
             let entry = entry.with_context(|| format!("--out {shown}: cannot list the folder"))?;
             let name = entry.file_name();
-            let known = name.to_str().is_some_and(|n| n == CONFIG_FILE || n == WEIGHTS_FILE || TOKENIZER_COMPANIONS.contains(&n));
+            let known = name.to_str().is_some_and(|n| n == CONFIG_FILE || n == WEIGHTS_FILE || n == GENERATION_FILE || TOKENIZER_COMPANIONS.contains(&n));
             if !known || !entry.file_type().is_ok_and(|t| t.is_file()) {
                 bail!(
                     "--out {shown}: is not empty and not a model folder written by shrink (it holds {:?}); nothing was \

@@ -9,7 +9,8 @@ use anyhow::Result;
 use shrink_format::schema::lineage::{file_hash, folder_hash, hash_parts};
 
 pub fn stage_key(command: &str, args: &[String], input: &Path) -> Result<String> {
-    let input = folder_hash(input)?;
+    // A decoder's first input is its .gguf file.
+    let input = if input.is_file() { file_hash(input)? } else { folder_hash(input)? };
     let files = args.iter().filter(|a| Path::new(a).is_file()).map(|a| file_hash(Path::new(a))).collect::<Result<Vec<_>>>()?;
     let mut parts: Vec<&[u8]> = vec![env!("CARGO_PKG_VERSION").as_bytes(), command.as_bytes(), input.as_bytes()];
     parts.extend(args.iter().map(|a| a.as_bytes()));

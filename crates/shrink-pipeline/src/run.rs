@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use shrink_format::folder::{write_atomic, CONFIG_FILE};
+use shrink_format::folder::{holds_model, write_atomic};
 use shrink_io::events;
 
 use crate::cache::stage_key;
@@ -59,7 +59,7 @@ pub fn plan(recipe: &Recipe, model: &Path, out: &Path) -> Result<Vec<Planned>> {
     for (i, s) in recipe.stages.iter().enumerate() {
         let args = s.args(&recipe.dir);
         let done = match &input {
-            Some(inp) => Some(place(&stages_dir, i, s, &args, inp)?.1).filter(|d| d.join(CONFIG_FILE).is_file()),
+            Some(inp) => Some(place(&stages_dir, i, s, &args, inp)?.1).filter(|d| holds_model(d)),
             None => None,
         };
         input = done.clone();
@@ -82,13 +82,13 @@ pub fn run_stages(stages: &[Stage], recipe_dir: &Path, model: &Path, stages_dir:
         let args = s.args(recipe_dir);
         let (key, dir) = place(stages_dir, i, s, &args, &input)?;
         let start = Instant::now();
-        let cached = dir.join(CONFIG_FILE).is_file();
+        let cached = holds_model(&dir);
         if cached {
             events::note(format!("stage {}/{n} {}: done before, reusing {}", i + 1, s.command, dir.display()));
         } else {
             events::note(format!("stage {}/{n} {} {}", i + 1, s.command, args.join(" ")));
             stage(s, &args, &input, &dir).with_context(|| format!("stage {}/{n} ({})", i + 1, s.command))?;
-            if !dir.join(CONFIG_FILE).is_file() {
+            if !holds_model(&dir) {
                 bail!("stage {}/{n} ({}) wrote no model folder at {}", i + 1, s.command, dir.display());
             }
         }

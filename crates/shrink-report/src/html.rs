@@ -10,13 +10,14 @@ use crate::tables::{self, Table};
 pub fn headline(r: &Report) -> String {
     let (Some(t), Some(c)) = (tables::teacher(r), tables::chosen(r)) else { return "No model was measured.".into() };
     let test = match (&t.test, &c.test) {
-        (Some(a), Some(b)) => format!(", test {} {} vs {} ({:+.2} points)", r.metric, tables::pct(b.score), tables::pct(a.score), (b.score - a.score) * 100.0),
+        (Some(a), Some(b)) => format!(", test {} {} vs {} ({})", r.metric, tables::score(r, b.score), tables::score(r, a.score), tables::change(r, a.score, b.score)),
         _ => String::new(),
     };
     format!(
-        "Objective {}, budget {} points on dev: chosen {} ({} {}, {} epochs): {} MB ({:.3}x the teacher), {:.2} ms ({:.3}x) at {}x{} on {} thread(s), dev {} {} vs {}{test}. {} trials in {:.0} s{}. Measured on {}.",
+        "Objective {}, budget {} {} on dev: chosen {} ({} {}, {} epochs): {} MB ({:.3}x the teacher), {:.2} ms ({:.3}x) {} on {} thread(s), dev {} {} vs {}{test}. {} trials in {:.0} s{}. Measured on {}.",
         r.objective,
         r.max_drop_points,
+        tables::budget_unit(r),
         c.id,
         c.structure,
         c.variant,
@@ -25,12 +26,11 @@ pub fn headline(r: &Report) -> String {
         c.file_bytes as f64 / t.file_bytes as f64,
         c.latency_ms,
         c.latency_ms / t.latency_ms,
-        r.batch,
-        r.seq,
+        tables::latency_at(r),
         r.latency_threads,
         r.metric,
-        tables::pct(c.dev.score),
-        tables::pct(t.dev.score),
+        tables::score(r, c.dev.score),
+        tables::score(r, t.dev.score),
         r.trials.len(),
         r.time.spent_s,
         if r.time.out_of_time { " (the time budget ran out)" } else { "" },
@@ -59,10 +59,10 @@ fn points(r: &Report, x: impl Fn(&crate::schema::Trial) -> f64, front: &[String]
         .iter()
         .map(|t| Point {
             x: x(t),
-            y: t.dev.score * 100.0,
+            y: tables::plotted(r, t.dev.score),
             mark: if t.id == r.chosen { Mark::Chosen } else if t.id == r.teacher { Mark::Teacher } else { Mark::Trial },
             front: front.contains(&t.id),
-            label: format!("{} {} {} e{}: {} {:.2}, {} MB, {:.2} ms", t.id, t.structure, t.variant, t.epochs, r.metric, t.dev.score * 100.0, tables::mb(t.file_bytes), t.latency_ms),
+            label: format!("{} {} {} e{}: {} {:.2}, {} MB, {:.2} ms", t.id, t.structure, t.variant, t.epochs, r.metric, tables::plotted(r, t.dev.score), tables::mb(t.file_bytes), t.latency_ms),
         })
         .collect()
 }
@@ -73,10 +73,10 @@ pub fn render(r: &Report) -> String {
     s.push_str("</style></head><body>");
     let _ = write!(s, "<h1>shrink compress: {} ({})</h1><p id=\"headline\">{}</p>", esc(&r.task), esc(&r.metric), esc(&headline(r)));
     table(&mut s, &tables::summary(r));
-    let y = format!("dev {} (%)", r.metric);
+    let y = if r.metric == "perplexity" { "dev perplexity".to_string() } else { format!("dev {} (%)", r.metric) };
     s.push_str("<h2>Pareto fronts (dev)</h2><div class=\"charts\">");
     s.push_str(&svg::scatter("pareto-size", "score against size", "MB on disk", &y, &points(r, |t| t.file_bytes as f64 / 1e6, &r.front_size)));
-    let lat = format!("ms at {}x{}, {} thread(s)", r.batch, r.seq, r.latency_threads);
+    let lat = format!("ms {}, {} thread(s)", tables::latency_at(r), r.latency_threads);
     s.push_str(&svg::scatter("pareto-latency", "score against latency", &lat, &y, &points(r, |t| t.latency_ms, &r.front_latency)));
     s.push_str("</div>");
     table(&mut s, &tables::stages(r));

@@ -13,22 +13,62 @@ pub fn mb(bytes: u64) -> String {
     format!("{:.2}", bytes as f64 / 1e6)
 }
 
-pub fn pct(x: f64) -> String {
-    format!("{:.2}", x * 100.0)
+fn is_perplexity(r: &Report) -> bool {
+    r.metric == "perplexity"
 }
 
-/// The second metric beside the searched one: macro F1 (classify) or recall@10 (retrieval).
-pub fn second(r: &Report) -> (&'static str, &'static str) {
-    if r.metric == "accuracy" {
-        ("macro_f1", "macro F1")
+/// A score as plotted and printed: percent for the fractions (accuracy, MRR@10), perplexity as it is.
+pub fn plotted(r: &Report, x: f64) -> f64 {
+    if is_perplexity(r) {
+        x
     } else {
-        ("recall@10", "recall@10")
+        x * 100.0
+    }
+}
+
+pub fn score(r: &Report, x: f64) -> String {
+    format!("{:.2}", plotted(r, x))
+}
+
+/// What `max_drop_points` counts.
+pub fn budget_unit(r: &Report) -> &'static str {
+    if is_perplexity(r) {
+        "% more perplexity"
+    } else {
+        "points"
+    }
+}
+
+/// What the latency is: a forward at batch x seq, or a decoder's generated token after a seq-token prompt.
+pub fn latency_at(r: &Report) -> String {
+    match is_perplexity(r) {
+        true => format!("per generated token after a {}-token prompt", r.seq),
+        false => format!("at {}x{}", r.batch, r.seq),
+    }
+}
+
+/// `x` against the teacher's `base`, in the budget's unit.
+pub fn change(r: &Report, base: f64, x: f64) -> String {
+    if is_perplexity(r) {
+        format!("{:+.2}% perplexity", (x / base - 1.0) * 100.0)
+    } else {
+        format!("{:+.2} points", (x - base) * 100.0)
+    }
+}
+
+/// The second metric beside the searched one: macro F1 (classify), recall@10 (retrieval), or the mean NLL
+/// (perplexity).
+pub fn second(r: &Report) -> (&'static str, &'static str) {
+    match r.metric.as_str() {
+        "accuracy" => ("macro_f1", "macro F1"),
+        "perplexity" => ("nll", "NLL per token"),
+        _ => ("recall@10", "recall@10"),
     }
 }
 
 fn metric_cell(r: &Report, s: &Scores) -> [String; 2] {
     let (key, _) = second(r);
-    [pct(s.score), s.metrics.get(key).and_then(|v| v.as_f64()).map_or("-".into(), |v| format!("{v:.4}"))]
+    [score(r, s.score), s.metrics.get(key).and_then(|v| v.as_f64()).map_or("-".into(), |v| format!("{v:.4}"))]
 }
 
 pub fn teacher(r: &Report) -> Option<&Trial> {
@@ -89,7 +129,7 @@ pub fn trials(r: &Report) -> Table {
                 t.structure.clone(),
                 t.epochs.to_string(),
                 t.variant.clone(),
-                pct(t.dev.score),
+                score(r, t.dev.score),
                 mb(t.file_bytes),
                 format!("{:.2}", t.latency_ms),
                 format!("{:.0}", t.peak_rss_mb),

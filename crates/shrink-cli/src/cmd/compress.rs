@@ -13,10 +13,14 @@ use crate::args::choice;
 /// post-training formats that kept the teacher within the budget; every candidate is a real folder measured on
 /// dev and on the runtime. The chosen model is scored once on --test and copied to OUT/model, with
 /// report.html / report.md / report.json and recipe.toml beside it. Run again with the same flags to resume.
+/// A decoder (.gguf, --task perplexity) has no structures to train yet: its trials are int8, int4 (GPTQ + AWQ)
+/// and mixed int4/int8 at two shares of the budget, and --max-drop is percent of perplexity added.
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
     shrink compress assets/models/all-MiniLM-L6-v2 --task classify --data assets/data/bbc/train.jsonl --dev-fraction 0.1 \\\n    \
     --test assets/data/bbc/test.jsonl --max-drop 1.0 --objective size --time-budget 45m --out out/compress-bbc\n  \
+    shrink compress assets/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf --task perplexity \\\n    \
+    --data ../shared/data/wikitext-2/valid.txt --test ../shared/data/wikitext-2/test.txt --max-drop 5 --out out/compress-smollm2\n  \
     shrink compress ... --dry-run      (the plan with estimated times; runs nothing)\n\
     OUT holds plan.json (the trials, each runnable as `shrink trial OUT/plan.json ID`), trials/ (results),\n\
     stages/ (every model folder, shared by trials), artifacts/ (sensitivity, head importance), model/ (the result).")]
@@ -26,7 +30,8 @@ pub struct Args {
     model: String,
     #[arg(long, value_parser = choice::<Task>(), default_value = "classify")]
     task: Task,
-    /// Training rows (JSONL: text and label for classify; title and body for retrieval).
+    /// Training rows (JSONL: text and label for classify; title and body for retrieval; plain text, the
+    /// calibration text, for perplexity).
     #[arg(long)]
     data: PathBuf,
     /// Dev rows the search ranks on (default: --dev-fraction of --data, seeded, never trained on).
@@ -37,12 +42,14 @@ pub struct Args {
     /// Held-out rows: only the chosen model and the teacher are scored on them, once, after the search.
     #[arg(long)]
     test: Option<PathBuf>,
-    /// Points (percent) of accuracy, or of MRR@10 for retrieval, the result may lose against the teacher on dev.
+    /// Points (percent) of accuracy, or of MRR@10 for retrieval, the result may lose against the teacher on dev;
+    /// for perplexity, percent it may add.
     #[arg(long, default_value_t = 1.0)]
     max_drop: f64,
     #[arg(long, value_parser = choice::<Objective>(), default_value = "size")]
     objective: Objective,
-    /// Latency (and peak RSS) measured at BATCHxSEQ; SEQ is also the fine-tuning length.
+    /// Latency (and peak RSS) measured at BATCHxSEQ; SEQ is also the fine-tuning length. A decoder's latency is
+    /// per generated token after a SEQ-token prompt.
     #[arg(long, default_value = "1x128")]
     latency_at: String,
     #[arg(long, default_value_t = 1)]
@@ -97,8 +104,14 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 
 impl Args {
     pub fn run(self, threads: usize) -> Result<()> {
-        if self.task == Task::Perplexity {
-            bail!("--task perplexity: the search runs on encoders (classify, retrieval) so far; decoders are measured with `shrink eval --task perplexity`");
+        let decoder = shrink_eval::decoder::Decoder::is_decoder(self.model.as_ref());
+        match (self.task == Task::Perplexity, decoder) {
+            (true, false) => bail!("{}: --task perplexity searches a decoder (a .gguf file); this is not one", self.model),
+            (false, true) => bail!("{}: a decoder; its search is --task perplexity (with plain text as --data)", self.model),
+            _ => {}
+        }
+        if shrink_format::arch::llama::HfConfig::is_folder(self.model.as_ref()) {
+            bail!("{}: an HF Llama folder; decoders are searched from a .gguf file so far (quantize reads .gguf)", self.model);
         }
         let (batch, seq) = self
             .latency_at
@@ -118,7 +131,10 @@ impl Args {
             }
         }
         let layout = Layout { out: out.clone() };
-        let model = absolute(&shrink_io::model::resolve_model(&self.model)?)?;
+        let model = match decoder {
+            true => absolute(Path::new(&self.model))?,
+            false => absolute(&shrink_io::model::resolve_model(&self.model)?)?,
+        };
         for p in [Some(&self.data), self.dev.as_ref(), self.test.as_ref()].into_iter().flatten() {
             if !p.is_file() {
                 bail!("{}: no such data file", p.display());
@@ -131,7 +147,7 @@ impl Args {
         // A dry run writes nothing into OUT: its split (only counted) goes to a temp folder.
         let scratch = tempfile::tempdir().context("cannot create a temp folder")?;
         let split_in = if self.dry_run && !out.join("plan.json").exists() { Layout { out: scratch.path().to_path_buf() } } else { layout.clone() };
-        let (train, dev) = shrink_pipeline::search::split(&data, dev.as_deref(), self.dev_fraction, self.seed, &split_in)?;
+        let (train, dev) = shrink_pipeline::search::split(self.task, &data, dev.as_deref(), self.dev_fraction, self.seed, &split_in)?;
         let finetune = shrink_pipeline::search::needs_finetune(self.task, &model, &train)?;
         if !finetune && self.task == Task::Classify && self.dev.is_none() {
             eprintln!("note: {} already classifies these labels; if it was trained on {}, the dev split carved from it is not held out (pass --dev)", model.display(), data.display());

@@ -61,8 +61,8 @@ pub struct Args {
 
 impl Args {
     pub fn run(self, threads: usize) -> Result<()> {
-        if self.model.ends_with(".gguf") {
-            return self.decoder();
+        if let Some(gguf) = shrink_format::gguf::file_of(self.model.as_ref()) {
+            return self.decoder(&gguf);
         }
         if self.max_ppl_increase.is_some() {
             bail!("--max-ppl-increase is a decoder's (.gguf) budget; an encoder's is --max-drop");
@@ -95,7 +95,7 @@ impl Args {
         Ok(())
     }
 
-    fn decoder(self) -> Result<()> {
+    fn decoder(self, input: &Path) -> Result<()> {
         let out = &self.out.out;
         if self.max_drop.is_some() {
             bail!("--max-drop is an encoder's accuracy budget; a decoder's is --max-ppl-increase");
@@ -113,7 +113,7 @@ impl Args {
             bail!("--max-ppl-increase {p}: a percentage, 0 or more");
         }
         let budget = self.max_ppl_increase.map(|max_increase| decoder::MixedBudget { max_increase, dev_tokens: self.dev_tokens });
-        let r = decoder::quantize_gguf(Path::new(&self.model), out, &opts, calib.as_ref(), budget.as_ref())?;
+        let r = decoder::quantize_gguf(input, out, &opts, calib.as_ref(), budget.as_ref())?;
         if !r.awq.is_empty() {
             eprintln!("{}", decoder::describe(&r.awq));
         }

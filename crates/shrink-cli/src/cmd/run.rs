@@ -1,6 +1,6 @@
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use shrink_pipeline::{Recipe, Stage};
 
 /// Runs a recipe (TOML): its stages in order, each reading the folder the one before wrote, with the same flags as
@@ -16,7 +16,8 @@ pub struct Args {
     /// The recipe (TOML): `model = "..."` and one `[[stage]]` table per stage, `command = "prune"` plus that
     /// command's flags as keys (`calib_samples = 64`; `true` for a bare flag), paths relative to the recipe.
     recipe: PathBuf,
-    /// The model to start from (a folder or hub id); default: the recipe's `model`, relative to the recipe.
+    /// The model to start from (a folder, a hub id, or a decoder's .gguf file); default: the recipe's `model`,
+    /// relative to the recipe.
     #[arg(long)]
     model: Option<String>,
     /// The run's folder; running again into it reuses the stages already done.
@@ -36,7 +37,11 @@ impl Args {
             (None, Some(m)) => m.clone(),
             (None, None) => bail!("{}: no model = \"...\" in the recipe: pass --model", self.recipe.display()),
         };
-        let model = shrink_io::model::resolve_model(&model)?;
+        // A decoder starts from its .gguf file.
+        let model = match shrink_format::gguf::file_of(Path::new(&model)) {
+            Some(_) => PathBuf::from(&model),
+            None => shrink_io::model::resolve_model(&model)?,
+        };
         if self.dry_run {
             for (i, p) in shrink_pipeline::plan(&recipe, &model, &self.out)?.into_iter().enumerate() {
                 let state = p.done.map_or("to run".to_string(), |d| format!("done: {}", d.display()));
@@ -55,6 +60,7 @@ impl Args {
 /// Runs one stage of a recipe or trial in this process, as its command: input as the command takes it (distill's
 /// `--teacher`, qat's `--model`, else the first argument), output as `--out`.
 pub fn run_stage(stage: &Stage, args: &[String], input: &Path, output: &Path, threads: usize) -> Result<()> {
+    let decoder = shrink_format::gguf::file_of(input).is_some();
     let input = input.display().to_string();
     let mut argv = vec![stage.command.clone()];
     match stage.command.as_str() {
@@ -63,6 +69,14 @@ pub fn run_stage(stage: &Stage, args: &[String], input: &Path, output: &Path, th
         _ => argv.push(input),
     }
     argv.extend(args.iter().cloned());
+    // A decoder stage writes its one .gguf file into the stage's folder (`file_of` reads it back from there).
+    let output = match decoder {
+        true => {
+            std::fs::create_dir_all(output).with_context(|| format!("{}: cannot create", output.display()))?;
+            output.join(shrink_format::gguf::FOLDER_FILE)
+        }
+        false => output.to_path_buf(),
+    };
     argv.extend(["--out".into(), output.display().to_string()]);
     shrink_io::events::set_in_stage(true);
     let r = crate::run_args(&argv, threads);

@@ -24,6 +24,17 @@ pub use value::Value;
 use value::Cursor;
 
 const MAGIC: &[u8; 4] = b"GGUF";
+
+/// A decoder stage's folder (a `shrink run` or `shrink compress` stage) holds its model as this one file.
+pub const FOLDER_FILE: &str = "model.gguf";
+
+/// The GGUF file `path` names: itself, or the `FOLDER_FILE` of a stage folder.
+pub fn file_of(path: &Path) -> Option<PathBuf> {
+    match path.is_dir() {
+        true => Some(path.join(FOLDER_FILE)).filter(|f| f.is_file()),
+        false => Some(path.to_path_buf()).filter(|p| p.extension().is_some_and(|e| e == "gguf")),
+    }
+}
 const DEFAULT_ALIGNMENT: u64 = 32;
 
 /// One tensor's entry: `dims` fastest-varying first (ggml's ne), so a [out, in] Linear is `[in, out]`.

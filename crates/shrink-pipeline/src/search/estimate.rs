@@ -20,7 +20,19 @@ pub struct Cost {
     pub arch: Arch,
     /// Measured / predicted seconds of training on this machine, once a training stage has been timed (1 before).
     pub train_scale: f64,
+    /// A decoder's search: `teacher_ms` is per generated token, and the rows are tokens of the texts.
+    pub decoder: bool,
 }
+
+/// A decoder runs a prompt this many times faster per token than it generates (SmolLM2 on Zen 5: pp128 1197,
+/// tg64 162 tokens/s).
+const PREFILL_SPEEDUP: f64 = 7.0;
+/// GPTQ + AWQ seconds per layer of SmolLM2's shape (576 x 1536 FFN; measured 210 s for 30 layers on 2 threads).
+const GPTQ_S_PER_LAYER: f64 = 7.0;
+/// Calibration tokens a decoder's quantize runs (its --calib-tokens default) and held-out tokens its mixed search
+/// scores (--dev-tokens).
+const CALIB_TOKENS: f64 = 8192.0;
+const MIXED_DEV_TOKENS: f64 = 2048.0;
 
 impl Cost {
     /// Seconds of `rows` passes of a model with `compute` x the teacher's, training when `train`.
@@ -33,8 +45,26 @@ impl Cost {
         s.params.get(k).and_then(|v| v.as_integer().map(|i| i as f64).or(v.as_float())).unwrap_or(default)
     }
 
+    /// Seconds of running `tokens` through the decoder as prompts.
+    fn prefill(&self, tokens: f64) -> f64 {
+        tokens * self.teacher_ms / 1000.0 / PREFILL_SPEEDUP / (self.threads.max(1) as f64).powf(0.6)
+    }
+
+    /// A decoder's quantize: calibration, GPTQ and AWQ per layer, and the mixed search's perplexity passes (one
+    /// short window per site, then about 8 of bisection).
+    fn decoder_quantize(&self, s: &Stage) -> f64 {
+        let calib = if s.params.contains_key("calib") { self.prefill(CALIB_TOKENS) } else { 0.0 };
+        let shape = (self.arch.hidden * self.arch.ffn) as f64 / (576.0 * 1536.0);
+        let gptq = if s.params.contains_key("gptq") { GPTQ_S_PER_LAYER * shape * self.arch.layers as f64 } else { 0.0 };
+        let mixed = if s.params.contains_key("max-ppl-increase") { self.prefill(MIXED_DEV_TOKENS * (self.arch.layers as f64 / 2.0 + 8.0)) } else { 0.0 };
+        OVERHEAD_S + calib + gptq + mixed
+    }
+
     /// `s` run on a model of `compute` x the teacher's; returns (seconds, compute of its output).
     pub fn stage(&self, s: &Stage, compute: f64) -> (f64, f64) {
+        if self.decoder {
+            return (self.decoder_quantize(s), compute);
+        }
         let epochs = Self::int(s, "epochs", 1.0);
         let train = self.passes(self.train_rows, 1.0, true) * self.train_scale;
         match s.command.as_str() {
@@ -78,6 +108,10 @@ impl Cost {
 
     /// Measuring a model of `compute`: dev scored, then timed (20 runs and warm-up).
     pub fn measure(&self, compute: f64) -> f64 {
+        if self.decoder {
+            // Perplexity on dev, then 6 runs of a 128-token prompt and 64 generated tokens.
+            return 2.0 * OVERHEAD_S + self.prefill(self.dev_rows as f64) + 6.0 * (self.prefill(128.0) + 64.0 * self.teacher_ms / 1000.0);
+        }
         2.0 * OVERHEAD_S + self.passes(self.dev_rows, compute, false) + 25.0 * self.teacher_ms * compute / 1000.0
     }
 }

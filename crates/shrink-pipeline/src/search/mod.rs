@@ -38,13 +38,29 @@ pub fn lines(path: &Path) -> Result<Vec<String>> {
     Ok(v)
 }
 
-/// The training and dev files: `dev` as given, or a seeded `dev_fraction` of `data` carved into OUT/data/.
-pub fn split(data: &Path, dev: Option<&Path>, dev_fraction: f64, seed: u64, layout: &Layout) -> Result<(PathBuf, PathBuf)> {
+/// The training and dev files: `dev` as given, or a seeded `dev_fraction` of `data` carved into OUT/data/. A
+/// decoder's text (`task` perplexity) is cut, not shuffled: dev is its last lines, so both stay running text.
+pub fn split(task: Task, data: &Path, dev: Option<&Path>, dev_fraction: f64, seed: u64, layout: &Layout) -> Result<(PathBuf, PathBuf)> {
     if let Some(dev) = dev {
         return Ok((data.to_path_buf(), dev.to_path_buf()));
     }
     if !(dev_fraction > 0.0 && dev_fraction < 1.0) {
         bail!("--dev-fraction {dev_fraction}: must be between 0 and 1 (or pass --dev)");
+    }
+    if task == Task::Perplexity {
+        let text = shrink_format::folder::read_regular(data, "text")?;
+        let rows: Vec<&str> = text.split_inclusive('\n').collect();
+        let n_dev = (rows.len() as f64 * dev_fraction).round() as usize;
+        if n_dev < 10 || rows.len() - n_dev < 10 {
+            bail!("{}: {} lines; --dev-fraction {dev_fraction} leaves {n_dev} for dev: both parts need at least 10", data.display(), rows.len());
+        }
+        let dir = layout.data();
+        std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+        let (train, dev) = (dir.join("train.txt"), dir.join("dev.txt"));
+        let cut = rows.len() - n_dev;
+        write_atomic(&dev, rows[cut..].concat().as_bytes())?;
+        write_atomic(&train, rows[..cut].concat().as_bytes())?;
+        return Ok((train, dev));
     }
     let rows = shrink_io::data::shuffled(lines(data)?, seed);
     let n_dev = (rows.len() as f64 * dev_fraction).round() as usize;
@@ -84,14 +100,13 @@ fn cost(sh: &dyn Shrink, st: &State, arch: &Arch) -> Result<Cost> {
     let s = &st.plan.settings;
     let teacher_ms = match st.teacher() {
         Some(t) if s.latency_threads == 1 && s.batch == 1 => t.dev.latency_ms,
-        _ => {
-            let argv: Vec<String> = ["--threads", "1", "bench", &s.model.display().to_string(), "--batch", "1", "--seq", &s.seq.to_string(), "--runs", "3", "--warmup", "1", "--json"].map(String::from).into();
-            let out = sh.output(&argv)?;
-            let v: serde_json::Value = serde_json::from_str(out.trim()).with_context(|| format!("shrink bench printed {out:?}"))?;
-            v["median_ms"].as_f64().context("shrink bench reported no median_ms")?
-        }
+        _ => trial::bench(sh, &Settings { batch: 1, ..s.clone() }, &s.model, 1, 3)?.0,
     };
-    let mut c = Cost { teacher_ms, threads: s.threads, train_rows: s.train_rows, dev_rows: s.dev_rows, arch: arch.clone(), train_scale: 1.0 };
+    let decoder = s.task == Task::Perplexity;
+    // A decoder's rows are tokens: about 4 bytes of English text each.
+    let tokens = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len() as usize / 4);
+    let (train_rows, dev_rows) = if decoder { (tokens(&s.train), tokens(&s.dev)) } else { (s.train_rows, s.dev_rows) };
+    let mut c = Cost { teacher_ms, threads: s.threads, train_rows, dev_rows, arch: arch.clone(), train_scale: 1.0, decoder };
     // The teacher's fine-tuning, when this search ran it, says how fast training is here.
     if let (true, Some(t)) = (s.finetune, st.teacher()) {
         if let (Some(spec), Some(run)) = (st.plan.trials.iter().find(|x| x.id == t.id).and_then(|x| x.stages.first()), t.stages.first().filter(|r| !r.cached)) {
@@ -142,11 +157,11 @@ pub fn dry_run(settings: Settings, layout: &Layout, sh: &dyn Shrink) -> Result<S
         out += &format!("round {} {} {:<22} {:<24} ~{:>5.0} s{done}\n", t.round, t.id, t.structure, t.variant, t.estimate_s);
         total += t.estimate_s;
     }
-    out += &format!(
-        "rounds 0-1: ~{:.0} min; then successive halving (the better half of the structures, twice the epochs) while time is left; budget {}\n",
-        total / 60.0,
-        settings.time_budget_s.map_or("none".into(), |b| format!("{:.0} min", b / 60.0))
-    );
+    let budget = settings.time_budget_s.map_or("none".into(), |b| format!("{:.0} min", b / 60.0));
+    out += &match all.is_empty() {
+        true => format!("round 0 is the whole search (no structures to train): ~{:.0} min; budget {budget}\n", total / 60.0),
+        false => format!("rounds 0-1: ~{:.0} min; then successive halving (the better half of the structures, twice the epochs) while time is left; budget {budget}\n", total / 60.0),
+    };
     Ok(out)
 }
 
@@ -191,6 +206,10 @@ pub fn compress(settings: Settings, layout: &Layout, sh: &dyn Shrink, exec: &dyn
 
 /// The derived artifacts every report shows: per-site sensitivity (int4) and head importance of the teacher.
 fn derived(layout: &Layout, sh: &dyn Shrink, s: &Settings, teacher: &Path) -> Result<()> {
+    // A decoder's sites are ranked inside its mixed-precision quantize stage.
+    if s.task == Task::Perplexity {
+        return Ok(());
+    }
     let (t, task) = (teacher.display().to_string(), shrink_format::choice::Choice::name(s.task).to_string());
     let (dev, train) = (s.dev.display().to_string(), s.train.display().to_string());
     events::note("measuring per-site sensitivity of the teacher (int4, one site at a time)");

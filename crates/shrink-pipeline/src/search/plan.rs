@@ -38,7 +38,7 @@ pub struct Settings {
     pub dev_rows: usize,
     /// Held out: only the chosen model and the teacher are scored on it, after the search.
     pub test: Option<PathBuf>,
-    /// Points (percent of the metric) the chosen model may lose against the teacher on dev.
+    /// What the chosen model may lose against the teacher on dev (`drop`).
     pub max_drop: f64,
     pub objective: Objective,
     /// Latency and memory are measured at batch x seq on this many threads.
@@ -58,6 +58,23 @@ impl Settings {
             Task::Classify => "accuracy",
             Task::Retrieval => "mrr@10",
             Task::Perplexity => "perplexity",
+        }
+    }
+
+    /// `score` with higher better: perplexity is negated.
+    pub fn quality(&self, score: f64) -> f64 {
+        match self.task {
+            Task::Perplexity => -score,
+            _ => score,
+        }
+    }
+
+    /// What `score` loses against the teacher's, in the unit of `max_drop`: points of accuracy or MRR@10, or
+    /// percent of perplexity added.
+    pub fn drop(&self, teacher: f64, score: f64) -> f64 {
+        match self.task {
+            Task::Perplexity => (score / teacher - 1.0) * 100.0,
+            _ => (teacher - score) * 100.0,
         }
     }
 }

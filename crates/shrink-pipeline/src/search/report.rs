@@ -1,7 +1,7 @@
 //! After the search: the chosen model copied to OUT/model with its recipe, each stage of its recipe measured, the
 //! teacher and each stage scored once on the held-out split, and report.json / .md / .html written into OUT.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use shrink_format::folder::write_atomic;
@@ -22,23 +22,35 @@ fn test_scores(sh: &dyn Shrink, s: &Settings, dir: &Path) -> Result<Option<rs::S
     s.test.as_ref().map(|t| score(sh, s, dir, t).map(|(v, m)| scores(v, &m))).transpose()
 }
 
-/// Ids on the front of score against `x`: each one scores higher than every trial with a smaller `x`.
-fn front(results: &[&TrialResult], x: impl Fn(&TrialResult) -> f64) -> Vec<String> {
+/// Ids on the front of score against `x`: each one scores better than every trial with a smaller `x`.
+fn front(s: &Settings, results: &[&TrialResult], x: impl Fn(&TrialResult) -> f64) -> Vec<String> {
+    let q = |r: &TrialResult| s.quality(r.dev.score);
     let mut v: Vec<&&TrialResult> = results.iter().collect();
-    v.sort_by(|a, b| x(a).total_cmp(&x(b)).then(b.dev.score.total_cmp(&a.dev.score)));
+    v.sort_by(|a, b| x(a).total_cmp(&x(b)).then(q(b).total_cmp(&q(a))));
     let mut best = f64::NEG_INFINITY;
     v.into_iter()
         .filter(|r| {
-            let keep = r.dev.score > best;
-            best = best.max(r.dev.score);
+            let keep = q(r) > best;
+            best = best.max(q(r));
             keep
         })
         .map(|r| r.id.clone())
         .collect()
 }
 
-/// The format and bits of each quantized Linear of the model in `dir`, from its config.json.
+/// The format and bits of each quantized Linear of the model in `dir`, from its config.json (a decoder's: each
+/// layer weight's GGUF type, with its bits per weight rounded down).
 fn bits(dir: &Path) -> Result<Vec<rs::LayerBits>> {
+    if let Some(gguf) = shrink_format::gguf::file_of(dir) {
+        let f = shrink_format::gguf::GgufFile::open(&gguf)?;
+        let layer = |t: &&shrink_format::gguf::TensorInfo| t.name.starts_with("blk.") && t.name.ends_with(".weight") && t.dims.len() == 2;
+        return Ok(f
+            .tensors
+            .iter()
+            .filter(layer)
+            .map(|t| rs::LayerBits { name: t.name.clone(), format: t.kind.name.to_string(), bits: (t.kind.block_bytes * 8 / t.kind.block_elems) as u32 })
+            .collect());
+    }
     let path = dir.join("config.json");
     let c: serde_json::Value = serde_json::from_str(&shrink_format::folder::read_regular(&path, "model config")?)?;
     let Some(layers) = c["quantization"]["layers"].as_object() else { return Ok(vec![]) };
@@ -64,15 +76,22 @@ fn count(path: &Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |t| t.lines().filter(|l| !l.trim().is_empty()).count())
 }
 
-/// Copies the folder `from` to `to` whole: into a staging folder beside it, then renamed over the old copy.
+/// Copies the folder `from` to `to` whole: into a staging folder beside it, then renamed over the old copy. A
+/// decoder's .gguf file becomes the folder's one file.
 fn copy_model(from: &Path, to: &Path) -> Result<()> {
     let parent = to.parent().unwrap_or(Path::new("."));
     let tmp = shrink_format::outdir::staging_dir(parent)?;
-    for e in std::fs::read_dir(from).with_context(|| format!("{}: cannot list", from.display()))? {
-        let e = e?;
-        if e.metadata()?.is_file() {
-            std::fs::copy(e.path(), tmp.path().join(e.file_name())).with_context(|| format!("{}: cannot copy", e.path().display()))?;
-        }
+    let files: Vec<(PathBuf, PathBuf)> = match from.is_file() {
+        true => vec![(from.to_path_buf(), tmp.path().join(shrink_format::gguf::FOLDER_FILE))],
+        false => std::fs::read_dir(from)
+            .with_context(|| format!("{}: cannot list", from.display()))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.metadata().is_ok_and(|m| m.is_file()))
+            .map(|e| (e.path(), tmp.path().join(e.file_name())))
+            .collect(),
+    };
+    for (src, dest) in files {
+        std::fs::copy(&src, dest).with_context(|| format!("{}: cannot copy", src.display()))?;
     }
     if to.exists() {
         std::fs::remove_dir_all(to).with_context(|| format!("{}: cannot replace the previous result", to.display()))?;
@@ -178,8 +197,8 @@ pub fn finish(st: &State, sh: &dyn Shrink, out_of_time: bool) -> Result<Outcome>
         chosen: chosen.id.clone(),
         trials,
         failed,
-        front_size: front(&results, |r| r.dev.file_bytes as f64),
-        front_latency: front(&results, |r| r.dev.latency_ms),
+        front_size: front(s, &results, |r| r.dev.file_bytes as f64),
+        front_latency: front(s, &results, |r| r.dev.latency_ms),
         stages,
         sensitivity,
         head_importance,

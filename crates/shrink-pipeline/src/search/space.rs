@@ -24,6 +24,10 @@ pub struct Arch {
 
 impl Arch {
     pub fn read(model: &Path) -> Result<Self> {
+        if let Some(gguf) = shrink_format::gguf::file_of(model) {
+            let c = shrink_format::arch::llama::HfConfig::of_gguf(&shrink_format::gguf::GgufFile::open(&gguf)?)?;
+            return Ok(Self { layers: c.layers, hidden: c.hidden, heads: c.heads, ffn: c.ffn, labels: None });
+        }
         let path = model.join("config.json");
         let text = shrink_format::folder::read_regular(&path, "model config")?;
         let c: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
@@ -103,6 +107,10 @@ impl Structure {
     pub fn all(task: Task, a: &Arch) -> Vec<Structure> {
         let half = (a.layers / 2).max(1);
         let mut v = Vec::new();
+        // Decoders have no trainable model yet (no candle decoder): their search is the teacher's formats alone.
+        if task == Task::Perplexity {
+            return v;
+        }
         if task == Task::Classify {
             for (h, f) in [(0.25, 0.25), (0.5, 0.5), (0.5, 0.75), (0.75, 0.75)] {
                 v.push(Self::Prune { heads: h, ffn: f, layers: 0 });
@@ -145,6 +153,8 @@ pub enum Variant {
     Int4 { group: usize, min_count: usize },
     /// int4 g32 with the sites that cost most promoted to int8 until the dev drop is at most half the budget.
     Mixed,
+    /// `Mixed` to nine tenths of the budget: smaller, and likelier to miss it on dev (only decoders try it).
+    MixedNear,
 }
 
 impl Variant {
@@ -161,11 +171,14 @@ impl Variant {
         Self::Int4Untrimmed,
     ];
 
+    /// A decoder's variants (GPTQ and AWQ on every int4 one), in trial order.
+    pub const DECODER: [Variant; 5] = [Self::Fp32, Self::Int8Dynamic, Self::Int4 { group: 32, min_count: 2 }, Self::Mixed, Self::MixedNear];
+
     /// Whether its format can store every Linear of `st`: an int4 group must divide each input width.
     pub fn fits(self, st: &Structure, a: &Arch) -> bool {
         match self {
             Self::Int4 { group, .. } => st.width_step(a) % group == 0,
-            Self::Int4Untrimmed | Self::Mixed => st.width_step(a) % 32 == 0,
+            Self::Int4Untrimmed | Self::Mixed | Self::MixedNear => st.width_step(a) % 32 == 0,
             _ => true,
         }
     }
@@ -190,6 +203,7 @@ impl Variant {
             Self::Int4 { group, .. } => format!("int4-g{group}"),
             Self::Int4Untrimmed => "int4-g32".into(),
             Self::Mixed => "mixed-int4/int8".into(),
+            Self::MixedNear => "mixed-int4/int8-near".into(),
         };
         match self.trim().filter(|_| task == Task::Classify) {
             None => format,
@@ -200,6 +214,9 @@ impl Variant {
 
     /// Stages after the structure.
     pub fn stages(self, s: &Settings) -> Vec<Stage> {
+        if s.task == Task::Perplexity {
+            return self.decoder_stages(s);
+        }
         let train = || toml::Value::String(s.train.display().to_string());
         let dev = || toml::Value::String(s.dev.display().to_string());
         let mut v = Vec::new();
@@ -233,13 +250,14 @@ impl Variant {
             }
             Self::Int4 { group, .. } => Some(calib(group, "int4")),
             Self::Int4Untrimmed => Some(calib(32, "int4")),
-            Self::Mixed => {
+            Self::Mixed | Self::MixedNear => {
+                let share = if self == Self::Mixed { 0.5 } else { 0.9 };
                 let mut f = calib(32, "int4");
                 // quantize's own search measures on rows of its --calib file: half of dev calibrates, half ranks.
                 f[3] = ("calib", dev());
                 f[4] = ("calib-samples", samples(s.dev_rows / 2));
                 let rank = toml::Value::Integer((s.dev_rows - s.dev_rows.min(256).min(s.dev_rows / 2)) as i64);
-                f.extend([("max-drop", (s.max_drop / 2.0).into()), ("fallback", "int8".into()), ("dev-samples", rank)]);
+                f.extend([("max-drop", (s.max_drop * share).into()), ("fallback", "int8".into()), ("dev-samples", rank)]);
                 Some(f)
             }
         };
@@ -247,6 +265,27 @@ impl Variant {
             v.push(Stage::new("quantize", &flags));
         }
         v
+    }
+
+    /// A decoder's quantize stage, calibrated on the training text (mixed: its held-out tokens follow the
+    /// calibration ones there, so dev stays unseen).
+    fn decoder_stages(self, s: &Settings) -> Vec<Stage> {
+        let int4 = || -> Vec<(&str, toml::Value)> {
+            vec![("scheme", "int4".into()), ("gptq", true.into()), ("act-order", true.into()), ("awq", true.into()), ("calib", s.train.display().to_string().into())]
+        };
+        let mixed = |share: f64| {
+            let mut f = int4();
+            f.push(("max-ppl-increase", (s.max_drop * share).into()));
+            f
+        };
+        let flags = match self {
+            Self::Int8Dynamic => vec![("scheme", "int8-dynamic".into())],
+            Self::Int4 { .. } => int4(),
+            Self::Mixed => mixed(0.5),
+            Self::MixedNear => mixed(0.9),
+            _ => return vec![],
+        };
+        vec![Stage::new("quantize", &flags)]
     }
 }
 

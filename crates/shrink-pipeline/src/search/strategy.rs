@@ -76,9 +76,10 @@ impl State {
         self.plan.trials.iter().find(|t| t.structure == "teacher" && t.variant == "fp32").and_then(|t| self.results.get(&t.id))
     }
 
-    /// Within the budget on dev: at most `max_drop` points below the teacher.
+    /// Within the budget on dev: a drop against the teacher of at most `max_drop`.
     pub fn passes(&self, r: &TrialResult) -> bool {
-        self.teacher().is_some_and(|t| (t.dev.score - r.dev.score) * 100.0 <= self.plan.settings.max_drop + 1e-9)
+        let s = &self.plan.settings;
+        self.teacher().is_some_and(|t| s.drop(t.dev.score, r.dev.score) <= s.max_drop + 1e-9)
     }
 
     /// What the objective minimises, relative to the teacher.
@@ -96,7 +97,8 @@ impl State {
     /// The best model within the budget: the objective's least, then the higher score, then the earlier trial.
     pub fn best(&self) -> Option<&TrialResult> {
         let mut ok: Vec<&TrialResult> = self.results.values().filter(|r| self.passes(r)).collect();
-        ok.sort_by(|a, b| self.objective(a).total_cmp(&self.objective(b)).then(b.dev.score.total_cmp(&a.dev.score)).then(a.id.cmp(&b.id)));
+        let q = |r: &TrialResult| self.plan.settings.quality(r.dev.score);
+        ok.sort_by(|a, b| self.objective(a).total_cmp(&self.objective(b)).then(q(b).total_cmp(&q(a))).then(a.id.cmp(&b.id)));
         ok.first().copied()
     }
 }
@@ -148,7 +150,11 @@ fn spec(plan: &Plan, cost: &Cost, round: usize, structure: &Structure, epochs: u
 /// Round 0: the teacher and each post-training variant of it.
 pub fn round0(plan: &mut Plan, cost: &Cost) {
     // Variants that come to the same stages (retrieval trims nothing) are one trial: `Plan::push`.
-    for v in [Variant::Fp32, Variant::Trim].into_iter().chain(Variant::QUANTIZED) {
+    let variants: Vec<Variant> = match plan.settings.task {
+        shrink_eval::task::Task::Perplexity => Variant::DECODER.into(),
+        _ => [Variant::Fp32, Variant::Trim].into_iter().chain(Variant::QUANTIZED).collect(),
+    };
+    for v in variants {
         let t = spec(plan, cost, 0, &Structure::Teacher, 0, v);
         plan.push(t);
     }
@@ -208,7 +214,7 @@ pub fn ranked(st: &State, round: usize) -> Vec<(String, usize)> {
                 let o = st.objective(r);
                 e.0 = Some(e.0.map_or(o, |x: f64| x.min(o)));
             }
-            e.1 = e.1.max(r.dev.score);
+            e.1 = e.1.max(st.plan.settings.quality(r.dev.score));
         }
     }
     let mut v: Vec<(&str, (Option<f64>, f64, usize))> = by.into_iter().filter(|(_, e)| e.1.is_finite()).collect();
@@ -345,7 +351,7 @@ mod tests {
 
     fn cost() -> Cost {
         let arch = Arch { layers: 6, hidden: 384, heads: 12, ffn: 1536, labels: None };
-        Cost { teacher_ms: 30.0, threads: 2, train_rows: 1600, dev_rows: 178, arch, train_scale: 1.0 }
+        Cost { teacher_ms: 30.0, threads: 2, train_rows: 1600, dev_rows: 178, arch, train_scale: 1.0, decoder: false }
     }
 
     fn state(budget: Option<f64>) -> (tempfile::TempDir, State) {
@@ -480,6 +486,27 @@ mod tests {
         let (_d, mut st) = state(Some(20.0));
         done(&mut st, "t000", 0.97, 90.0);
         assert!(!next_round(&mut st, &cost(), &all), "no time left: no round 1");
+    }
+
+    #[test]
+    fn a_decoder_passes_on_perplexity_added_and_has_no_structures() {
+        let s = Settings { task: Task::Perplexity, finetune: false, max_drop: 5.0, ..settings(None) };
+        let mut plan = Plan::new(s.clone());
+        round0(&mut plan, &Cost { decoder: true, ..cost() });
+        let variants: Vec<&str> = plan.trials.iter().map(|t| t.variant.as_str()).collect();
+        assert_eq!(variants, ["fp32", "int8", "int4-g32", "mixed-int4/int8", "mixed-int4/int8-near"]);
+        let budget = |t: &TrialSpec| t.stages[0].params.get("max-ppl-increase").and_then(|v| v.as_float());
+        assert_eq!((budget(&plan.trials[3]), budget(&plan.trials[4])), (Some(2.5), Some(4.5)));
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = State { layout: Layout { out: dir.path().to_path_buf() }, plan, results: BTreeMap::new(), failures: BTreeMap::new(), artifact_s: 0.0 };
+        // Lower is better: +4% passes a 5% budget, +6% does not; the smaller passing trial wins.
+        done(&mut st, "t000", 20.0, 100.0);
+        done(&mut st, "t001", 20.1, 50.0);
+        done(&mut st, "t002", 21.2, 25.0);
+        done(&mut st, "t003", 20.8, 35.0);
+        assert!(!st.passes(&st.results["t002"]) && st.passes(&st.results["t003"]));
+        assert_eq!(st.best().unwrap().id, "t003");
+        assert!(!next_round(&mut st, &Cost { decoder: true, ..cost() }, &Structure::all(Task::Perplexity, &cost().arch)), "round 0 is the whole search");
     }
 
     #[test]

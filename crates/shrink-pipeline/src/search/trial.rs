@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use shrink_eval::task::Task;
 use shrink_format::folder::write_atomic;
 
 use crate::run::{run_stages, RunStage, StageRun};
@@ -29,8 +30,11 @@ pub struct Measured {
     pub peak_rss_mb: f64,
 }
 
-/// Bytes of every file in `dir`.
+/// Bytes of every file in `dir` (of the file, for a decoder's .gguf).
 pub fn folder_bytes(dir: &Path) -> Result<u64> {
+    if dir.is_file() {
+        return Ok(std::fs::metadata(dir)?.len());
+    }
     let mut n = 0;
     for e in std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))? {
         let m = e?.metadata()?;
@@ -54,17 +58,35 @@ pub fn score(sh: &dyn Shrink, s: &Settings, dir: &Path, data: &Path) -> Result<(
     }
 }
 
+/// `shrink bench` of `model` at the plan's shape on `threads`: (latency ms, peak RSS MB). An encoder's latency
+/// is the median forward at batch x seq; a decoder's the median generated token after a seq-token prompt.
+pub fn bench(sh: &dyn Shrink, s: &Settings, model: &Path, threads: usize, runs: usize) -> Result<(f64, f64)> {
+    let (b, t, threads, n) = (s.batch.to_string(), s.seq.to_string(), threads.to_string(), runs.to_string());
+    let model = model.display().to_string();
+    let shape: [&str; 4] = match s.task {
+        Task::Perplexity => ["--pp", &t, "--tg", "64"],
+        _ => ["--batch", &b, "--seq", &t],
+    };
+    let mut argv: Vec<String> = ["--threads", &threads, "bench", &model].map(String::from).into();
+    argv.extend(shape.map(String::from));
+    argv.extend(["--runs", &n, "--warmup", "1", "--json"].map(String::from));
+    let out = sh.output(&argv)?;
+    let v: serde_json::Value = serde_json::from_str(out.trim()).with_context(|| format!("shrink bench printed {out:?}"))?;
+    let num = |k: &str| v[k].as_f64().filter(|v| v.is_finite() && *v > 0.0).with_context(|| format!("shrink bench reported no {k} ({out})"));
+    let ms = match s.task {
+        Task::Perplexity => 1000.0 / num("tg_tokens_per_s")?,
+        _ => num("median_ms")?,
+    };
+    Ok((ms, num("peak_rss_mb")?))
+}
+
 /// `dir` measured on `data` (dev for trials) and on the runtime (`shrink bench` at the plan's shape).
 pub fn measure(sh: &dyn Shrink, s: &Settings, dir: &Path, data: &Path) -> Result<Measured> {
     let (score, metrics) = score(sh, s, dir, data)?;
-    let (b, t, threads) = (s.batch.to_string(), s.seq.to_string(), s.latency_threads.to_string());
-    let argv: Vec<String> = ["--threads", &threads, "bench", &dir.display().to_string(), "--batch", &b, "--seq", &t, "--runs", "20", "--warmup", "3", "--json"]
-        .map(String::from)
-        .into();
-    let out = sh.output(&argv)?;
-    let bench: serde_json::Value = serde_json::from_str(out.trim()).with_context(|| format!("shrink bench printed {out:?}"))?;
-    let num = |k: &str| bench[k].as_f64().filter(|v| v.is_finite()).with_context(|| format!("shrink bench reported no {k} ({out})"));
-    Ok(Measured { score, metrics, file_bytes: folder_bytes(dir)?, latency_ms: num("median_ms")?, peak_rss_mb: num("peak_rss_mb")? })
+    // A decoder's run generates 64 tokens: fewer runs take as long.
+    let runs = if s.task == Task::Perplexity { 5 } else { 20 };
+    let (latency_ms, peak_rss_mb) = bench(sh, s, dir, s.latency_threads, runs)?;
+    Ok(Measured { score, metrics, file_bytes: folder_bytes(dir)?, latency_ms, peak_rss_mb })
 }
 
 /// What a trial produced.
