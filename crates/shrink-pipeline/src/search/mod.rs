@@ -100,7 +100,7 @@ fn cost(sh: &dyn Shrink, st: &State, arch: &Arch) -> Result<Cost> {
     let s = &st.plan.settings;
     let teacher_ms = match st.teacher() {
         Some(t) if s.latency_threads == 1 && s.batch == 1 => t.dev.latency_ms,
-        _ => trial::bench(sh, &Settings { batch: 1, ..s.clone() }, &s.model, 1, 3)?.0,
+        _ => trial::bench(sh, &Settings { batch: 1, ..s.clone() }, &s.model, 1, (3, 1))?.0,
     };
     let decoder = s.task == Task::Perplexity;
     // A decoder's rows are tokens: about 4 bytes of English text each.

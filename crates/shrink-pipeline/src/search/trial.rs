@@ -60,8 +60,9 @@ pub fn score(sh: &dyn Shrink, s: &Settings, dir: &Path, data: &Path) -> Result<(
 
 /// `shrink bench` of `model` at the plan's shape on `threads`: (latency ms, peak RSS MB). An encoder's latency
 /// is the median forward at batch x seq; a decoder's the median generated token after a seq-token prompt.
-pub fn bench(sh: &dyn Shrink, s: &Settings, model: &Path, threads: usize, runs: usize) -> Result<(f64, f64)> {
-    let (b, t, threads, n) = (s.batch.to_string(), s.seq.to_string(), threads.to_string(), runs.to_string());
+pub fn bench(sh: &dyn Shrink, s: &Settings, model: &Path, threads: usize, (runs, warmup): (usize, usize)) -> Result<(f64, f64)> {
+    let (b, t, threads) = (s.batch.to_string(), s.seq.to_string(), threads.to_string());
+    let (n, w) = (runs.to_string(), warmup.to_string());
     let model = model.display().to_string();
     let shape: [&str; 4] = match s.task {
         Task::Perplexity => ["--pp", &t, "--tg", "64"],
@@ -69,7 +70,7 @@ pub fn bench(sh: &dyn Shrink, s: &Settings, model: &Path, threads: usize, runs: 
     };
     let mut argv: Vec<String> = ["--threads", &threads, "bench", &model].map(String::from).into();
     argv.extend(shape.map(String::from));
-    argv.extend(["--runs", &n, "--warmup", "1", "--json"].map(String::from));
+    argv.extend(["--runs", &n, "--warmup", &w, "--json"].map(String::from));
     let out = sh.output(&argv)?;
     let v: serde_json::Value = serde_json::from_str(out.trim()).with_context(|| format!("shrink bench printed {out:?}"))?;
     let num = |k: &str| v[k].as_f64().filter(|v| v.is_finite() && *v > 0.0).with_context(|| format!("shrink bench reported no {k} ({out})"));
@@ -84,7 +85,7 @@ pub fn bench(sh: &dyn Shrink, s: &Settings, model: &Path, threads: usize, runs: 
 pub fn measure(sh: &dyn Shrink, s: &Settings, dir: &Path, data: &Path) -> Result<Measured> {
     let (score, metrics) = score(sh, s, dir, data)?;
     // A decoder's run generates 64 tokens: fewer runs take as long.
-    let runs = if s.task == Task::Perplexity { 5 } else { 20 };
+    let runs = if s.task == Task::Perplexity { (5, 1) } else { (20, 3) };
     let (latency_ms, peak_rss_mb) = bench(sh, s, dir, s.latency_threads, runs)?;
     Ok(Measured { score, metrics, file_bytes: folder_bytes(dir)?, latency_ms, peak_rss_mb })
 }
