@@ -60,6 +60,13 @@ fn a_decoder_search_picks_the_smallest_format_within_the_perplexity_budget() {
     let test = head(&wikitext.join("test.txt"), 10_000, &dir.path().join("test.txt"));
     let out = dir.path().join("search");
     let argv = ["--threads", "2", "compress", s(&gguf), "--task", "perplexity", "--data", s(&data), "--dev-fraction", "0.15", "--test", s(&test), "--max-drop", "5", "--latency-at", "1x32", "--out", s(&out)];
+    // --dry-run: the plan, estimated, and nothing written.
+    let mut dry = argv.to_vec();
+    dry.push("--dry-run");
+    let plan = ok(&dry);
+    assert_eq!(plan.lines().filter(|l| l.starts_with("round 0 t0")).count(), 5, "{plan}");
+    assert!(plan.contains("per generated token after a 32-token prompt") && plan.contains("round 0 is the whole search"), "{plan}");
+    assert!(!out.exists());
     let printed: serde_json::Value = serde_json::from_str(&ok(&argv)).unwrap();
 
     // Dev is the last lines of --data, train the rest: running text, not shuffled.

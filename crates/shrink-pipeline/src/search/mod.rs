@@ -150,7 +150,11 @@ pub fn dry_run(settings: Settings, layout: &Layout, sh: &dyn Shrink) -> Result<S
             sketch.push(t);
         }
     }
-    let mut out = format!("estimates from the checkpoint's latency ({:.1} ms at 1x{} on 1 thread) and {} training threads; nothing is run\n", cost.teacher_ms, settings.seq, settings.threads);
+    let shape = match cost.decoder {
+        true => format!("per generated token after a {}-token prompt", settings.seq),
+        false => format!("at 1x{}", settings.seq),
+    };
+    let mut out = format!("estimates from the checkpoint's latency ({:.1} ms {shape} on 1 thread) and {} training threads; nothing is run\n", cost.teacher_ms, settings.threads);
     let mut total = 0.0;
     for t in &sketch.trials {
         let done = trial::result(layout, &t.id)?.map_or(String::new(), |r| format!(" done: {:.0} s measured, {} {:.4}", r.seconds, settings.metric(), r.dev.score));
