@@ -122,5 +122,5 @@ fn a_decoder_search_picks_the_smallest_format_within_the_perplexity_budget() {
     assert!(err.contains("--task perplexity searches a decoder"), "{err}");
     let short = head(&data, 3000, &dir.path().join("short.txt"));
     let err = fails(&["compress", s(&gguf), "--task", "perplexity", "--data", s(&short), "--dev-fraction", "0.01", "--out", s(&dir.path().join("z"))]);
-    assert!(err.contains("short.txt") && err.contains("for dev: both parts need at least 10"), "{err}");
+    assert!(err.contains("short.txt") && err.contains("for dev: both splits need at least 10"), "{err}");
 }

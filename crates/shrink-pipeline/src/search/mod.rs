@@ -47,31 +47,25 @@ pub fn split(task: Task, data: &Path, dev: Option<&Path>, dev_fraction: f64, see
     if !(dev_fraction > 0.0 && dev_fraction < 1.0) {
         bail!("--dev-fraction {dev_fraction}: must be between 0 and 1 (or pass --dev)");
     }
-    if task == Task::Perplexity {
-        let text = shrink_format::folder::read_regular(data, "text")?;
-        let rows: Vec<&str> = text.split_inclusive('\n').collect();
-        let n_dev = (rows.len() as f64 * dev_fraction).round() as usize;
-        if n_dev < 10 || rows.len() - n_dev < 10 {
-            bail!("{}: {} lines; --dev-fraction {dev_fraction} leaves {n_dev} for dev: both parts need at least 10", data.display(), rows.len());
-        }
-        let dir = layout.data();
-        std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-        let (train, dev) = (dir.join("train.txt"), dir.join("dev.txt"));
-        let cut = rows.len() - n_dev;
-        write_atomic(&dev, rows[cut..].concat().as_bytes())?;
-        write_atomic(&train, rows[..cut].concat().as_bytes())?;
-        return Ok((train, dev));
-    }
-    let rows = shrink_io::data::shuffled(lines(data)?, seed);
+    // A decoder's text keeps its line ends and its order (dev last); JSONL rows are shuffled (dev first).
+    let text = task == Task::Perplexity;
+    let rows: Vec<String> = match text {
+        true => shrink_format::folder::read_regular(data, "text")?.split_inclusive('\n').map(String::from).collect(),
+        false => shrink_io::data::shuffled(lines(data)?, seed),
+    };
     let n_dev = (rows.len() as f64 * dev_fraction).round() as usize;
     if n_dev < 10 || rows.len() - n_dev < 10 {
         bail!("{}: {} rows; --dev-fraction {dev_fraction} leaves {n_dev} for dev: both splits need at least 10", data.display(), rows.len());
     }
+    let cut = if text { rows.len() - n_dev } else { n_dev };
+    let (first, second) = rows.split_at(cut);
+    let (train_rows, dev_rows, ext) = if text { (first, second, "txt") } else { (second, first, "jsonl") };
+    let join = |r: &[String]| if text { r.concat() } else { r.join("\n") + "\n" };
     let dir = layout.data();
     std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    let (train, dev) = (dir.join("train.jsonl"), dir.join("dev.jsonl"));
-    write_atomic(&dev, (rows[..n_dev].join("\n") + "\n").as_bytes())?;
-    write_atomic(&train, (rows[n_dev..].join("\n") + "\n").as_bytes())?;
+    let (train, dev) = (dir.join(format!("train.{ext}")), dir.join(format!("dev.{ext}")));
+    write_atomic(&dev, join(dev_rows).as_bytes())?;
+    write_atomic(&train, join(train_rows).as_bytes())?;
     Ok((train, dev))
 }
 
