@@ -20,7 +20,7 @@ use crate::args::choice;
     shrink compress assets/models/all-MiniLM-L6-v2 --task classify --data assets/data/bbc/train.jsonl --dev-fraction 0.1 \\\n    \
     --test assets/data/bbc/test.jsonl --max-drop 1.0 --objective size --time-budget 45m --out out/compress-bbc\n  \
     shrink compress assets/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf --task perplexity \\\n    \
-    --data ../shared/data/wikitext-2/valid.txt --test ../shared/data/wikitext-2/test.txt --max-drop 5 --out out/compress-smollm2\n  \
+    --data ../shared/data/wikitext-2/valid.txt --test ../shared/data/wikitext-2/test.txt --max-drop 5 --objective latency --out out/compress-smollm2\n  \
     shrink compress ... --dry-run      (the plan with estimated times; runs nothing)\n\
     OUT holds plan.json (the trials, each runnable as `shrink trial OUT/plan.json ID`), trials/ (results),\n\
     stages/ (every model folder, shared by trials), artifacts/ (sensitivity, head importance), model/ (the result).")]
