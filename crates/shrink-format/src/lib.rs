@@ -9,6 +9,7 @@ pub mod error;
 pub mod folder;
 pub mod gguf;
 pub mod jsonl;
+pub mod onnx;
 pub mod outdir;
 pub mod quant;
 pub mod schema;

@@ -11,14 +11,18 @@ pub use shrink_format::folder::{write_atomic, write_model_dir, OutDir, CONFIG_FI
 use shrink_format::tensors::{self, OwnedTensor};
 use shrink_format::TensorFile;
 
-/// A local folder, or a hub id `org/name` fetched through the hub cache.
+/// A local folder, a `.onnx` file (imported once into shrink's cache: `shrink_format::onnx::cached`), or a hub id
+/// `org/name` fetched through the hub cache.
 pub fn resolve_model(spec: &str) -> Result<PathBuf> {
     let path = Path::new(spec);
     if path.is_dir() {
         return Ok(path.to_path_buf());
     }
+    if path.is_file() && shrink_format::onnx::is_onnx(path) {
+        return shrink_format::onnx::cached(path);
+    }
     if path.exists() {
-        bail!("{spec}: expected a model folder (config.json + model.safetensors + tokenizer.json), found a file");
+        bail!("{spec}: expected a model folder (config.json + model.safetensors + tokenizer.json) or a .onnx file, found a file");
     }
     // `org/name` whose `org` is not a local folder; anything else is a local path that does not exist.
     let parent_is_local = path.parent().is_some_and(|p| p.as_os_str().is_empty() || p.is_dir());

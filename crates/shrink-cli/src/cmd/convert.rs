@@ -2,14 +2,22 @@ use anyhow::{bail, Result};
 
 use crate::args::OutArgs;
 
-/// A Llama-family GGUF file as an HF Llama folder (config.json, model.safetensors in f32, tokenizer.json and
+/// A model file as a model folder.
+///
+/// A Llama-family .gguf becomes an HF Llama folder (config.json, model.safetensors in f32, tokenizer.json and
 /// tokenizer_config.json with the chat template), as transformers saves one: every tensor dequantized, named and
 /// ordered as transformers expects. generate, eval and bench read the folder as they read the file.
+///
+/// A BERT-family .onnx (BERT, DistilBERT, RoBERTa; fp32, fp16, weight-only int8 or QDQ) becomes a shrink encoder
+/// folder in f32: each parameter found by the checkpoint name the exporter kept, dequantized as the graph does, and
+/// the tokenizer files beside the .onnx copied along. Every command also takes the .onnx directly where it takes a
+/// folder (imported once into shrink's cache).
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  shrink convert assets/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf --out out/smollm2-hf\n  \
-    shrink eval out/smollm2-hf --task perplexity --data ../shared/data/wikitext-2/test.txt --max-tokens 4096")]
+#[command(after_help = "Examples:\n  shrink convert assets/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf --out out/smollm2-hf\n  \
+    shrink eval out/smollm2-hf --task perplexity --data ../shared/data/wikitext-2/test.txt --max-tokens 4096\n  \
+    shrink convert assets/models/onnx/minilm-l6-int8/model.onnx --out out/minilm-from-onnx")]
 pub struct Args {
-    /// A .gguf file of a llama-architecture model.
+    /// A .gguf file of a llama-architecture model, or a .onnx file of a BERT-family encoder.
     model: String,
     #[command(flatten)]
     out: OutArgs,
@@ -17,8 +25,19 @@ pub struct Args {
 
 impl Args {
     pub fn run(self) -> Result<()> {
+        let path = std::path::Path::new(&self.model);
+        if shrink_format::onnx::is_onnx(path) {
+            let out = self.out.dir(&[&self.model])?;
+            let r = shrink_format::onnx::import(path, &out)?;
+            for n in &r.notes {
+                eprintln!("note: {n}");
+            }
+            let head = if r.classifier { " and its classifier" } else { "" };
+            eprintln!("wrote a {:?} encoder of {} layers{head}: {} tensors in f32 ({:.1} MB) to {}", r.arch, r.layers, r.tensors, r.bytes as f64 / 1e6, out.path().display());
+            return Ok(());
+        }
         if !self.model.ends_with(".gguf") {
-            bail!("{}: convert reads a .gguf file", self.model);
+            bail!("{}: convert reads a .gguf or a .onnx file", self.model);
         }
         let out = self.out.dir(&[&self.model])?;
         let r = shrink_export::hf_llama::gguf_to_hf(self.model.as_ref(), &out)?;

@@ -1,5 +1,5 @@
-//! The subset of onnx.proto (IR version 10) that an exported encoder uses, as prost messages: prost does the
-//! encoding and decoding. Field numbers are onnx.proto's; unknown fields of files read back are skipped by prost.
+//! The subset of onnx.proto (IR version 10) that an exported encoder uses and the importer reads, as prost
+//! messages: prost does the encoding and decoding. Field numbers are onnx.proto's; unknown fields of files read back are skipped by prost.
 
 use prost::Message;
 
@@ -11,6 +11,8 @@ pub mod dtype {
     pub const INT32: i32 = 6;
     pub const INT64: i32 = 7;
     pub const FLOAT16: i32 = 10;
+    pub const DOUBLE: i32 = 11;
+    pub const BFLOAT16: i32 = 16;
 }
 
 /// `AttributeProto.AttributeType` values used here.

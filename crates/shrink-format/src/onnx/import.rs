@@ -1,0 +1,396 @@
+//! A BERT-family encoder in an ONNX file, back into a model folder: each parameter found by the checkpoint name
+//! the exporter kept, through the architecture table, and written under shrink's canonical names.
+//!
+//! torch.onnx.export keeps the names of what it stores as-is (embeddings, LayerNorms, biases) under the module path
+//! it traced (`model.0.auto_model.` for a sentence-transformers wrapper), and stores each Linear's weight transposed
+//! under an anonymous name (`onnx::MatMul_470`). So a Linear is found from its bias: a MatMul (or Gemm) whose
+//! weight is constant and whose output an Add of a named `{module}.bias` reads. Weights the graph dequantizes
+//! (`Cast(int8) * scale`, `DequantizeLinear`, QDQ) are read as the f32 values it computes (`values.rs`). What cannot
+//! be mapped this way (fused com.microsoft ops, graphs with no names at all) is refused by name.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use prost::Message;
+use serde_json::json;
+
+use super::proto::{GraphProto, ModelProto, NodeProto};
+use super::values::{attr, Consts, Value};
+use crate::arch::{self, Arch, Module, Part};
+use crate::folder::{open_regular, write_model_dir, OutDir};
+use crate::schema::lineage::{file_hash, Input, Step};
+use crate::tensors::{serialize, OwnedTensor};
+use crate::Config;
+
+/// What an import found.
+#[derive(Debug)]
+pub struct Imported {
+    pub arch: Arch,
+    pub layers: usize,
+    pub tensors: usize,
+    /// f32 bytes written.
+    pub bytes: usize,
+    /// Whether the graph's classifier came along (only shrink's own mean-pooled head does).
+    pub classifier: bool,
+    /// Things the user should know (a head left behind, a default taken).
+    pub notes: Vec<String>,
+}
+
+/// Ops an unfused encoder graph uses; any other is a graph this importer would misread.
+const OPS: &[&str] = &[
+    "Abs", "Add", "And", "Cast", "CastLike", "Clip", "Concat", "Constant", "ConstantOfShape", "CumSum", "DequantizeLinear", "Div", "Equal",
+    "Erf", "Exp", "Expand", "Flatten", "Gather", "GatherElements", "GatherND", "Gelu", "Gemm", "Greater", "GreaterOrEqual", "Identity",
+    "IsInf", "IsNaN", "LayerNormalization", "Less", "LessOrEqual", "MatMul", "Max", "Min", "Mul", "Neg", "Not", "Or", "Pow",
+    "QuantizeLinear", "Range", "Reciprocal", "ReduceL2", "ReduceMax", "ReduceMean", "ReduceSum", "Reshape", "ScatterND", "Shape", "Sign",
+    "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Tanh", "Tile", "Transpose", "Trilu", "Unsqueeze", "Where",
+];
+
+const WORD: &str = "embeddings.word_embeddings.weight";
+const CLASSIFIER: &str = "classifier";
+
+/// Reads and decodes an ONNX file.
+pub fn read_model(file: &Path) -> Result<ModelProto> {
+    let mut bytes = Vec::new();
+    open_regular(file, "ONNX model")?.read_to_end(&mut bytes).with_context(|| format!("{}: cannot read", file.display()))?;
+    let model = ModelProto::decode(&bytes[..]).map_err(|e| anyhow!("{}: not an ONNX model (protobuf: {e})", file.display()))?;
+    if model.graph.is_none() {
+        bail!("{}: an ONNX model with no graph", file.display());
+    }
+    Ok(model)
+}
+
+/// Imports `file` into the folder `out` (config.json, model.safetensors in f32, and the tokenizer files found
+/// beside `file`).
+pub fn import(file: &Path, out: &OutDir) -> Result<Imported> {
+    let model = read_model(file)?;
+    let graph = model.graph.as_ref().expect("checked by read_model");
+    check_ops(file, graph)?;
+    let consts = Consts::new(file, graph);
+    let found = Found::collect(file, graph, &consts)?;
+    let mut notes = Vec::new();
+    let arch = if found.spelled.iter().any(|n| n.contains("transformer.layer.")) {
+        Arch::DistilBert
+    } else if graph.node.iter().any(|n| n.op_type == "CumSum") || found.prefix.contains("roberta") {
+        // RoBERTa numbers positions by a cumulative sum over the mask, after the padding id.
+        Arch::Roberta
+    } else {
+        Arch::Bert
+    };
+    let get = |name: &str| found.values.get(name).ok_or_else(|| anyhow!("{}: no tensor for {name} in the graph (looked for `{}{name}`, or a MatMul whose bias it is)", file.display(), found.prefix));
+    let weight = |m: Module| format!("{}.weight", arch::name(m));
+    let bias = |m: Module| format!("{}.bias", arch::name(m));
+    let word = get(&weight(Module::Word))?;
+    let [v, c] = word.dims[..] else { bail!("{}: {} has shape {:?}, expected (V, C)", file.display(), weight(Module::Word), word.dims) };
+    let layers = found.layers;
+    if layers == 0 {
+        bail!("{}: no encoder layer found (no tensor named under {}encoder.layer.N or transformer.layer.N)", file.display(), found.prefix);
+    }
+    let d = head_dim(file, graph, &consts, c)?;
+
+    // Every tensor the table has for this family, with its shape; the classifier comes after.
+    let mut want: Vec<(String, Vec<usize>)> = Vec::new();
+    let table = |name: &str| get(name).map(|t| t.dims.clone());
+    want.push((weight(Module::Word), vec![v, c]));
+    let p = table(&weight(Module::Position))?.first().copied().unwrap_or(0);
+    want.push((weight(Module::Position), vec![p, c]));
+    let types = match arch.spec().names.token_type {
+        Some(_) => {
+            let n = table(&weight(Module::TokenType))?.first().copied().unwrap_or(0);
+            want.push((weight(Module::TokenType), vec![n, c]));
+            n
+        }
+        None => 0,
+    };
+    for name in [weight(Module::EmbedNorm), bias(Module::EmbedNorm)] {
+        want.push((name, vec![c]));
+    }
+    let (mut heads, mut ffn) = (Vec::new(), Vec::new());
+    for l in 0..layers {
+        let rows = |part: Part| table(&weight(Module::Layer(l, part))).map(|d| d.first().copied().unwrap_or(0));
+        let (a, f) = (rows(Part::Query)?, rows(Part::FfnIn)?);
+        if a == 0 || a % d != 0 {
+            bail!("{}: layer {l}'s query has {a} rows, not a whole number of heads of size {d}", file.display());
+        }
+        heads.push(a / d);
+        ffn.push(f);
+        for part in Part::ALL {
+            let m = Module::Layer(l, part);
+            let (w, b) = match part {
+                Part::Query | Part::Key | Part::Value => (vec![a, c], a),
+                Part::AttnOut => (vec![c, a], c),
+                Part::FfnIn => (vec![f, c], f),
+                Part::FfnOut => (vec![c, f], c),
+                Part::AttnNorm | Part::OutNorm => (vec![c], c),
+            };
+            want.push((weight(m), w));
+            want.push((bias(m), vec![b]));
+        }
+    }
+    let labels = labels(&model);
+    let has_head = found.values.contains_key(&format!("{CLASSIFIER}.weight"));
+    let classifier = match (&labels, has_head) {
+        (Some(l), true) => {
+            want.push((format!("{CLASSIFIER}.weight"), vec![l.len(), c]));
+            want.push((format!("{CLASSIFIER}.bias"), vec![l.len()]));
+            true
+        }
+        (None, true) => {
+            notes.push("the graph's classifier was left out: without shrink's id2label metadata its pooling is unknown".into());
+            false
+        }
+        _ => false,
+    };
+
+    let mut tensors = Vec::with_capacity(want.len());
+    let mut bytes = 0;
+    for (name, shape) in &want {
+        let t = get(name)?;
+        if &t.dims != shape {
+            bail!("{}: {name} has shape {:?}, expected {shape:?}", file.display(), t.dims);
+        }
+        let values = t.f32();
+        if let Some(i) = values.iter().position(|x| !x.is_finite()) {
+            bail!("{}: {name} holds a non-finite value ({} at index {i})", file.display(), values[i]);
+        }
+        bytes += values.len() * 4;
+        tensors.push(OwnedTensor::f32(name.clone(), shape.clone(), &values));
+    }
+
+    let heads_all = c / d;
+    let f_max = ffn.iter().copied().max().unwrap_or(0);
+    let eps = graph.node.iter().find(|n| n.op_type == "LayerNormalization").map(|n| attr(n, "epsilon").map_or(1e-5, |a| a.f));
+    // The graph's f32, widened through its shortest decimal (1e-12, not 9.99999996e-13).
+    let eps = eps.map(|e| e.to_string().parse::<f64>().unwrap_or(e as f64));
+    let eps = eps.unwrap_or_else(|| {
+        notes.push("no LayerNormalization node (a decomposed LayerNorm): layer_norm_eps taken as 1e-12, BERT's".into());
+        1e-12
+    });
+    let mut map = json!({
+        "model_type": arch.spec().model_types[0],
+        "vocab_size": v,
+        "hidden_size": c,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads_all,
+        "intermediate_size": f_max,
+        "hidden_act": "gelu",
+        "max_position_embeddings": p,
+        "type_vocab_size": types,
+        "layer_norm_eps": eps,
+        "pad_token_id": if arch == Arch::Roberta { 1 } else { 0 },
+        "position_embedding_type": "absolute",
+    });
+    let obj = map.as_object_mut().expect("an object");
+    if heads.iter().any(|&h| h != heads_all) {
+        obj.insert("layer_heads".into(), json!(heads));
+    }
+    if ffn.iter().any(|&f| f != f_max) {
+        obj.insert("layer_intermediate_sizes".into(), json!(ffn));
+    }
+    if let (true, Some(l)) = (classifier, &labels) {
+        obj.insert("id2label".into(), json!(l.iter().enumerate().map(|(i, n)| (i.to_string(), n.clone())).collect::<BTreeMap<_, _>>()));
+        obj.insert("label2id".into(), json!(l.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect::<BTreeMap<_, _>>()));
+        obj.insert("shrink".into(), json!({"pooling": "mean", "head": "classifier"}));
+    }
+    let opset = model.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map_or(0, |o| o.version);
+    let step = Step {
+        stage: "import".into(),
+        shrink: env!("CARGO_PKG_VERSION").into(),
+        input: Input { path: file.display().to_string(), hash: file_hash(file)? },
+        parameters: json!({"format": "onnx", "opset": opset, "producer": format!("{} {}", model.producer_name, model.producer_version).trim()}),
+        metrics: serde_json::Map::new(),
+    };
+    obj.insert("shrink_lineage".into(), json!([step]));
+    arch.write_config(obj);
+    let cfg = Config::parse(&map.to_string()).with_context(|| format!("{}: the config read from the graph", file.display()))?;
+    let config = serde_json::to_string_pretty(&cfg)?;
+    let n = tensors.len();
+    let weights = serialize(tensors)?;
+    let beside = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    write_model_dir(out, &config, &weights, beside)?;
+    Ok(Imported { arch, layers, tensors: n, bytes, classifier, notes })
+}
+
+/// Refuses a graph with ops outside `OPS` (fused attention, MatMulInteger, ...), naming them.
+fn check_ops(file: &Path, graph: &GraphProto) -> Result<()> {
+    let odd: BTreeSet<String> = graph
+        .node
+        .iter()
+        .filter(|n| !(n.domain.is_empty() || n.domain == "ai.onnx") || !OPS.contains(&n.op_type.as_str()))
+        .map(|n| if n.domain.is_empty() { n.op_type.clone() } else { format!("{} ({})", n.op_type, n.domain) })
+        .collect();
+    if !odd.is_empty() {
+        bail!(
+            "{}: the graph uses {}, which shrink does not import; it reads unfused float, weight-only int8 and QDQ encoder graphs \
+             (export without ONNX Runtime's graph optimisations or quantize_dynamic)",
+            file.display(),
+            odd.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The parameters found, by canonical name.
+struct Found {
+    /// What the exporter put before the checkpoint names (`model.0.auto_model.`).
+    prefix: String,
+    /// The names as the graph spelled them, after the prefix.
+    spelled: Vec<String>,
+    values: HashMap<String, Value>,
+    layers: usize,
+}
+
+impl Found {
+    fn collect(file: &Path, graph: &GraphProto, consts: &Consts) -> Result<Self> {
+        let names: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).chain(graph.node.iter().flat_map(|n| n.output.iter().map(String::as_str))).collect();
+        let prefix = names.iter().find_map(|n| n.strip_suffix(WORD)).ok_or_else(|| {
+            anyhow!(
+                "{}: no tensor is named ...{WORD}: shrink maps a graph's weights by the checkpoint names torch.onnx.export keeps, \
+                 and this graph does not carry them",
+                file.display()
+            )
+        })?;
+        let spelled: Vec<String> = names.iter().filter_map(|n| n.strip_prefix(prefix)).map(String::from).collect();
+        // Graph value name for each known canonical name.
+        let mut by_name: HashMap<String, &str> = HashMap::new();
+        for (graph_name, s) in names.iter().filter(|n| n.starts_with(prefix)).zip(&spelled) {
+            let canon = arch::canonical(s);
+            // A Linear's weight is read through its MatMul, whose orientation is known; under its own name it
+            // may be stored either way round (shrink's export keeps the name on the (K, N) copy).
+            if known(&canon) && !is_linear_weight(&canon) {
+                by_name.entry(canon).or_insert(graph_name);
+            }
+        }
+        let mut values = HashMap::new();
+        for (canon, graph_name) in &by_name {
+            if let Some(v) = consts.eval(graph_name)? {
+                values.insert(canon.clone(), v);
+            }
+        }
+        // Linears: a constant weight found through the bias its output gets.
+        let readers = readers(graph);
+        let mut unplaced = 0;
+        for node in graph.node.iter().filter(|n| n.op_type == "MatMul" || n.op_type == "Gemm") {
+            let (w, bias) = match node.op_type.as_str() {
+                "Gemm" => (node.input.get(1), node.input.get(2).map(String::as_str)),
+                _ => {
+                    let out = node.output.first().map(String::as_str).unwrap_or_default();
+                    let add = readers.get(out).into_iter().flatten().find(|n| n.op_type == "Add");
+                    (node.input.get(1), add.and_then(|a| a.input.iter().map(String::as_str).find(|i| *i != out)))
+                }
+            };
+            let Some(w) = w else { continue };
+            let target = bias.and_then(|b| b.strip_prefix(prefix)).map(arch::canonical).and_then(|b| b.strip_suffix(".bias").map(|m| format!("{m}.weight")));
+            let target = target.filter(|t| known(t));
+            let Some(target) = target else {
+                // Attention's MatMuls read no constant; a constant weight with no named bias cannot be placed.
+                if consts.eval(w)?.is_some() {
+                    unplaced += 1;
+                }
+                continue;
+            };
+            if values.contains_key(&target) {
+                continue;
+            }
+            let Some(mut value) = consts.eval(w)? else { continue };
+            if value.dims.len() != 2 {
+                bail!("{}: {target} is a MatMul weight of shape {:?}, expected 2-D", file.display(), value.dims);
+            }
+            let trans_b = node.op_type == "Gemm" && attr(node, "transB").is_some_and(|a| a.i != 0);
+            if !trans_b {
+                value = transposed(value);
+            }
+            values.insert(target, value);
+        }
+        let layers = values.keys().filter_map(|n| n.strip_prefix("encoder.layer.")?.split('.').next()?.parse::<usize>().ok()).max().map_or(0, |l| l + 1);
+        if unplaced > 0 && (0..layers).any(|l| !values.contains_key(&format!("{}.weight", arch::layer(l, Part::Query)))) {
+            bail!(
+                "{}: {unplaced} MatMul weights carry no checkpoint name (neither their own nor a named bias after them), so they cannot be \
+                 placed in the architecture",
+                file.display()
+            );
+        }
+        Ok(Self { prefix: prefix.to_string(), spelled, values, layers })
+    }
+}
+
+/// Whether a canonical name is one the table (or shrink's classifier) has.
+fn known(canon: &str) -> bool {
+    let Some((module, leaf)) = canon.rsplit_once('.') else { return false };
+    if leaf != "weight" && leaf != "bias" {
+        return false;
+    }
+    let embed = [Module::Word, Module::Position, Module::TokenType, Module::EmbedNorm].into_iter().any(|m| arch::name(m) == module);
+    let layer = module.strip_prefix("encoder.layer.").and_then(|r| r.split_once('.')).is_some_and(|(l, part)| {
+        l.parse::<usize>().is_ok() && Part::ALL.iter().any(|&p| arch::layer(0, p).strip_prefix("encoder.layer.0.") == Some(part))
+    });
+    embed || layer || module == CLASSIFIER
+}
+
+fn is_linear_weight(canon: &str) -> bool {
+    let linear = [Part::Query, Part::Key, Part::Value, Part::AttnOut, Part::FfnIn, Part::FfnOut];
+    canon == format!("{CLASSIFIER}.weight")
+        || canon.strip_prefix("encoder.layer.").and_then(|r| r.split_once('.')).is_some_and(|(_, rest)| {
+            linear.iter().any(|&p| arch::layer(0, p).strip_prefix("encoder.layer.0.").is_some_and(|path| rest == format!("{path}.weight")))
+        })
+}
+
+/// The nodes that read each value.
+fn readers(graph: &GraphProto) -> HashMap<&str, Vec<&NodeProto>> {
+    let mut map: HashMap<&str, Vec<&NodeProto>> = HashMap::new();
+    for n in &graph.node {
+        for i in &n.input {
+            map.entry(i.as_str()).or_default().push(n);
+        }
+    }
+    map
+}
+
+fn transposed(v: Value) -> Value {
+    let [k, n] = v.dims[..] else { unreachable!("checked 2-D") };
+    let src = v.f32();
+    let mut out = vec![0.0; k * n];
+    for (i, row) in src.chunks_exact(n).enumerate() {
+        for (j, &x) in row.iter().enumerate() {
+            out[j * k + i] = x;
+        }
+    }
+    Value { dims: vec![n, k], data: super::values::Data::F32(out) }
+}
+
+/// The attention head size D: the last dimension of the graph's (B, T, H, D) Reshapes (or (B*T, H, D)), the one
+/// most of them use.
+fn head_dim(file: &Path, graph: &GraphProto, consts: &Consts, c: usize) -> Result<usize> {
+    let mut seen: BTreeMap<usize, usize> = BTreeMap::new();
+    for node in graph.node.iter().filter(|n| n.op_type == "Reshape") {
+        let Some(shape) = node.input.get(1) else { continue };
+        // The shape is a constant, or a Concat of the batch and sequence sizes (or B*T) with constants.
+        let last = match consts.eval(shape)? {
+            Some(v) => v.ints().and_then(|s| s.last().copied()),
+            None => match consts.producer(shape) {
+                Some(cat) if cat.op_type == "Concat" => match cat.input.last() {
+                    Some(tail) => consts.eval(tail)?.and_then(|v| v.ints()?.last().copied()),
+                    None => None,
+                },
+                _ => None,
+            },
+        };
+        // Heads x head size is C, so D divides it and is below it; (.., C) and (.., F) reshapes drop out.
+        if let Some(d) = last.filter(|&d| d > 1 && (d as usize) < c && c.is_multiple_of(d as usize)) {
+            *seen.entry(d as usize).or_default() += 1;
+        }
+    }
+    seen.into_iter().max_by_key(|&(d, n)| (n, d)).map(|(d, _)| d).ok_or_else(|| {
+        anyhow!("{}: cannot tell the attention head size: no Reshape to (batch, sequence, heads, head size) with a constant head size", file.display())
+    })
+}
+
+/// id2label from the model's metadata, as shrink's export writes it.
+fn labels(model: &ModelProto) -> Option<Vec<String>> {
+    let text = &model.metadata_props.iter().find(|e| e.key == "id2label")?.value;
+    let map: BTreeMap<String, String> = serde_json::from_str(text).ok()?;
+    let mut v: Vec<(usize, String)> = map.into_iter().filter_map(|(k, l)| Some((k.parse().ok()?, l))).collect();
+    v.sort();
+    v.iter().enumerate().all(|(i, (k, _))| i == *k).then(|| v.into_iter().map(|(_, l)| l).collect())
+}
