@@ -260,8 +260,12 @@ fn pruned_trimmed_classifier_keeps_its_predictions() {
     eprintln!("QDQ graph imported: agrees with ONNX Runtime on the file on {:.2}% of texts", 100.0 * same);
     assert!(same >= 0.985, "imported QDQ classifier: argmax agreement {same}");
     let q8 = tmp.path().join("q8.onnx");
-    let err = fails(&["convert", q8.to_str().unwrap(), "--out", &p("q8-back")]);
-    assert!(err.contains("MatMulInteger") && err.contains("does not import"), "{err}");
+    // A dynamic graph (MatMulInteger, quantize_dynamic's form) likewise, its weight scales found after each one.
+    ok(&["convert", q8.to_str().unwrap(), "--out", &p("q8-back")]);
+    let (c, d) = both(&tmp.path().join("q8-back"), &q8, &texts, 32, "logits");
+    let same = argmax(&c, labels).iter().zip(argmax(&d, labels)).filter(|(x, y)| **x == *y).count() as f64 / texts.len() as f64;
+    eprintln!("dynamic int8 graph imported: agrees with ONNX Runtime on the file on {:.2}% of texts", 100.0 * same);
+    assert!(same >= 0.985, "imported dynamic classifier: argmax agreement {same}");
 
     // Bad input: clear errors, no panic, nothing written.
     let q8s = q8.to_str().unwrap();
@@ -336,15 +340,22 @@ fn onnx_files_from_pypi_import_and_match_onnx_runtime() {
     let junk = tmp.path().join("l3/junk.onnx");
     std::fs::write(&junk, b"not an onnx file at all").unwrap();
     assert!(fails(&["convert", junk.to_str().unwrap(), "--out", &tmp.path().join("j").display().to_string()]).contains("not an ONNX model"));
+    // Same-length renames keep the protobuf valid: no checkpoint names left; an op it does not know.
     let bytes = std::fs::read(&l3).unwrap();
-    let renamed = bytes.windows(15).enumerate().filter(|(_, w)| w == b"word_embeddings").map(|(i, _)| i).collect::<Vec<_>>();
-    let mut anon = bytes.clone();
-    for i in renamed {
-        anon[i..i + 15].copy_from_slice(b"word_embeddingz");
-    }
-    std::fs::write(&junk, anon).unwrap();
-    let err = fails(&["convert", junk.to_str().unwrap(), "--out", &tmp.path().join("j").display().to_string()]);
+    let renamed = |from: &[u8], to: &[u8]| {
+        let mut b = bytes.clone();
+        for i in bytes.windows(from.len()).enumerate().filter(|(_, w)| *w == from).map(|(i, _)| i) {
+            b[i..i + from.len()].copy_from_slice(to);
+        }
+        b
+    };
+    let out = tmp.path().join("j").display().to_string();
+    std::fs::write(&junk, renamed(b"word_embeddings", b"word_embeddingz")).unwrap();
+    let err = fails(&["convert", junk.to_str().unwrap(), "--out", &out]);
     assert!(err.contains("junk.onnx") && err.contains("checkpoint names"), "{err}");
+    std::fs::write(&junk, renamed(b"LayerNormalization", b"LayerNormalizatioX")).unwrap();
+    let err = fails(&["convert", junk.to_str().unwrap(), "--out", &out]);
+    assert!(err.contains("LayerNormalizatioX") && err.contains("does not import"), "{err}");
     assert!(!tmp.path().join("j").exists());
 }
 
@@ -356,6 +367,7 @@ fn embed(dir: &Path, texts: &[String]) -> Vec<f32> {
 }
 
 /// Past the size limit the initializers move to `<model>.onnx.data`; ONNX Runtime reads them and gets the same output.
+/// Exports read back: fp32 (through the external data) bit for bit, int8 as its integers times their scales.
 #[test]
 fn external_data_round_trips() {
     let tmp = tempfile::tempdir().unwrap();
@@ -383,5 +395,19 @@ fn external_data_round_trips() {
     for n in names {
         let shape = orig.shape(n).unwrap().to_vec();
         assert!(orig.f32(n, &shape).unwrap() == read.f32(n, &shape).unwrap(), "{n} differs after export and import");
+    }
+
+    // An int8 export (tables gathered as int8 and scaled per row, MatMulInteger): read back as the int8 values
+    // times their scales, exactly.
+    let q8 = tmp.path().join("q8");
+    ok(&["quantize", dir.to_str().unwrap(), "--scheme", "int8-dynamic", "--embeddings", "int8", "--out", q8.to_str().unwrap()]);
+    let onnx = tmp.path().join("q8.onnx");
+    export(&q8, &onnx, &[]);
+    shrink_format::onnx::import(&onnx, &common::out_dir(&tmp.path().join("q8-back"))).unwrap();
+    let (stored, read) = (shrink_format::TensorFile::open(&q8.join("model.safetensors")).unwrap(), shrink_format::TensorFile::open(&tmp.path().join("q8-back/model.safetensors")).unwrap());
+    for (name, n, k) in [("embeddings.word_embeddings", 30522, 384), ("encoder.layer.3.intermediate.dense", 1536, 384)] {
+        let w = shrink_format::quant::Int8Weight::read(&stored, name, n, k).unwrap();
+        let want: Vec<f32> = w.q.chunks_exact(k).zip(&w.scale).flat_map(|(row, s)| row.iter().map(move |&q| q as f32 * s)).collect();
+        assert!(read.f32(&format!("{name}.weight"), &[n, k]).unwrap()[..] == want[..], "{name}: not the int8 values times their scales");
     }
 }

@@ -5,7 +5,8 @@
 //! it traced (`model.0.auto_model.` for a sentence-transformers wrapper), and stores each Linear's weight transposed
 //! under an anonymous name (`onnx::MatMul_470`). So a Linear is found from its bias: a MatMul (or Gemm) whose
 //! weight is constant and whose output an Add of a named `{module}.bias` reads. Weights the graph dequantizes
-//! (`Cast(int8) * scale`, `DequantizeLinear`, QDQ) are read as the f32 values it computes (`values.rs`). What cannot
+//! (`Cast(int8) * scale`, `DequantizeLinear`, QDQ) are read as the f32 values it computes (`values.rs`), and a
+//! `MatMulInteger`'s (quantize_dynamic) with the weight scale found after it. What cannot
 //! be mapped this way (fused com.microsoft ops, graphs with no names at all) is refused by name.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -17,7 +18,7 @@ use prost::Message;
 use serde_json::json;
 
 use super::proto::{GraphProto, ModelProto, NodeProto};
-use super::values::{attr, Consts, Value};
+use super::values::{attr, dequantize, Consts, Value};
 use crate::arch::{self, Arch, Module, Part};
 use crate::folder::{open_regular, write_model_dir, OutDir};
 use crate::schema::lineage::{file_hash, Input, Step};
@@ -40,9 +41,9 @@ pub struct Imported {
 
 /// Ops an unfused encoder graph uses; any other is a graph this importer would misread.
 const OPS: &[&str] = &[
-    "Abs", "Add", "And", "Cast", "CastLike", "Clip", "Concat", "Constant", "ConstantOfShape", "CumSum", "DequantizeLinear", "Div", "Equal",
+    "Abs", "Add", "And", "Cast", "CastLike", "Clip", "Concat", "Constant", "ConstantOfShape", "CumSum", "DequantizeLinear", "Div", "DynamicQuantizeLinear", "Equal",
     "Erf", "Exp", "Expand", "Flatten", "Gather", "GatherElements", "GatherND", "Gelu", "Gemm", "Greater", "GreaterOrEqual", "Identity",
-    "IsInf", "IsNaN", "LayerNormalization", "Less", "LessOrEqual", "MatMul", "Max", "Min", "Mul", "Neg", "Not", "Or", "Pow",
+    "IsInf", "IsNaN", "LayerNormalization", "Less", "LessOrEqual", "MatMul", "MatMulInteger", "Max", "Min", "Mul", "Neg", "Not", "Or", "Pow",
     "QuantizeLinear", "Range", "Reciprocal", "ReduceL2", "ReduceMax", "ReduceMean", "ReduceSum", "Reshape", "ScatterND", "Shape", "Sign",
     "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Tanh", "Tile", "Transpose", "Trilu", "Unsqueeze", "Where",
 ];
@@ -222,8 +223,8 @@ fn check_ops(file: &Path, graph: &GraphProto) -> Result<()> {
         .collect();
     if !odd.is_empty() {
         bail!(
-            "{}: the graph uses {}, which shrink does not import; it reads unfused float, weight-only int8 and QDQ encoder graphs \
-             (export without ONNX Runtime's graph optimisations or quantize_dynamic)",
+            "{}: the graph uses {}, which shrink does not import; it reads unfused float, weight-only int8, QDQ and \
+             quantize_dynamic encoder graphs (export without ONNX Runtime's graph optimisations)",
             file.display(),
             odd.into_iter().collect::<Vec<_>>().join(", ")
         );
@@ -243,7 +244,15 @@ struct Found {
 
 impl Found {
     fn collect(file: &Path, graph: &GraphProto, consts: &Consts) -> Result<Self> {
-        let names: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).chain(graph.node.iter().flat_map(|n| n.output.iter().map(String::as_str))).collect();
+        let readers = readers(graph);
+        let gathered = gathered_tables(graph, &readers, consts)?;
+        let names: Vec<&str> = graph
+            .initializer
+            .iter()
+            .map(|t| t.name.as_str())
+            .chain(graph.node.iter().flat_map(|n| n.output.iter().map(String::as_str)))
+            .chain(gathered.keys().map(String::as_str))
+            .collect();
         let prefix = names.iter().find_map(|n| n.strip_suffix(WORD)).ok_or_else(|| {
             anyhow!(
                 "{}: no tensor is named ...{WORD}: shrink maps a graph's weights by the checkpoint names torch.onnx.export keeps, \
@@ -264,21 +273,36 @@ impl Found {
         }
         let mut values = HashMap::new();
         for (canon, graph_name) in &by_name {
-            if let Some(v) = consts.eval(graph_name)? {
+            let v = match gathered.get(*graph_name) {
+                Some(v) => Some(v.clone()),
+                None => consts.eval(graph_name)?,
+            };
+            if let Some(v) = v {
+                let v = if v.ints().is_some() { scaled(file, graph_name, v, consts)? } else { v };
                 values.insert(canon.clone(), v);
             }
         }
         // Linears: a constant weight found through the bias its output gets.
-        let readers = readers(graph);
         let mut unplaced = 0;
-        for node in graph.node.iter().filter(|n| n.op_type == "MatMul" || n.op_type == "Gemm") {
+        let bias_after = |out: &str| {
+            let add = readers.get(out).into_iter().flatten().find(|n| n.op_type == "Add")?;
+            add.input.iter().map(String::as_str).find(|i| *i != out)
+        };
+        for node in graph.node.iter().filter(|n| matches!(n.op_type.as_str(), "MatMul" | "Gemm" | "MatMulInteger")) {
+            let out = node.output.first().map(String::as_str).unwrap_or_default();
+            // MatMulInteger's weight scale sits after it: y = Cast(acc) * (x_scale * w_scale), as quantize_dynamic
+            // (and shrink's dynamic export) write it.
+            let mut scale = None;
             let (w, bias) = match node.op_type.as_str() {
                 "Gemm" => (node.input.get(1), node.input.get(2).map(String::as_str)),
-                _ => {
-                    let out = node.output.first().map(String::as_str).unwrap_or_default();
-                    let add = readers.get(out).into_iter().flatten().find(|n| n.op_type == "Add");
-                    (node.input.get(1), add.and_then(|a| a.input.iter().map(String::as_str).find(|i| *i != out)))
-                }
+                "MatMulInteger" => match integer_scale(out, &readers, consts)? {
+                    Some((y, ws)) => {
+                        scale = Some(ws);
+                        (node.input.get(1), bias_after(y))
+                    }
+                    None => continue,
+                },
+                _ => (node.input.get(1), bias_after(out)),
             };
             let Some(w) = w else { continue };
             let target = bias.and_then(|b| b.strip_prefix(prefix)).map(arch::canonical).and_then(|b| b.strip_suffix(".bias").map(|m| format!("{m}.weight")));
@@ -294,6 +318,13 @@ impl Found {
                 continue;
             }
             let Some(mut value) = consts.eval(w)? else { continue };
+            if let Some(ws) = scale {
+                let zero = match node.input.get(3).filter(|z| !z.is_empty()) {
+                    Some(z) => consts.eval(z)?,
+                    None => None,
+                };
+                value = dequantize(&value, &ws, zero.as_ref(), 1).with_context(|| format!("{}: {target}'s MatMulInteger weight", file.display()))?;
+            }
             if value.dims.len() != 2 {
                 bail!("{}: {target} is a MatMul weight of shape {:?}, expected 2-D", file.display(), value.dims);
             }
@@ -313,6 +344,58 @@ impl Found {
         }
         Ok(Self { prefix: prefix.to_string(), spelled, values, layers })
     }
+}
+
+/// Tables a graph gathers quantized and dequantizes after the Gather (quantize_dynamic's embeddings), by the name
+/// of the stored table without its `_quantized`: the whole table dequantized with the same per-tensor scale.
+fn gathered_tables(graph: &GraphProto, readers: &HashMap<&str, Vec<&NodeProto>>, consts: &Consts) -> Result<HashMap<String, Value>> {
+    let mut tables = HashMap::new();
+    for g in graph.node.iter().filter(|n| n.op_type == "Gather") {
+        let (Some(data), Some(out)) = (g.input.first(), g.output.first()) else { continue };
+        let Some(name) = data.strip_suffix("_quantized") else { continue };
+        let Some(dq) = readers.get(out.as_str()).into_iter().flatten().find(|n| n.op_type == "DequantizeLinear" && n.input.first() == Some(out)) else { continue };
+        let eval = |i: usize| match dq.input.get(i).filter(|x| !x.is_empty()) {
+            Some(x) => consts.eval(x),
+            None => Ok(None),
+        };
+        let (Some(q), Some(scale)) = (consts.eval(data)?, eval(1)?) else { continue };
+        // A per-axis scale would apply to the gathered rows' axes, not the table's.
+        if scale.dims.iter().product::<usize>() == 1 {
+            tables.insert(name.to_string(), dequantize(&q, &scale, eval(2)?.as_ref(), 1)?);
+        }
+    }
+    Ok(tables)
+}
+
+/// A table stored as integers and scaled after its Gather (shrink's int8 export gathers `{name}_scale` per row):
+/// the table times that scale, per row or per tensor. Integers with no such scale are refused, not read as floats.
+fn scaled(file: &Path, name: &str, q: Value, consts: &Consts) -> Result<Value> {
+    let scale_name = format!("{name}_scale");
+    let Some(mut scale) = consts.eval(&scale_name)? else {
+        bail!("{}: {name} is stored as integers, and no {scale_name} says how to scale them", file.display());
+    };
+    let n: usize = scale.dims.iter().product();
+    let rows = q.dims.first().copied().unwrap_or(0);
+    if n != 1 && n != rows {
+        bail!("{}: {scale_name} has shape {:?}: neither one scale nor one per row of {name} {:?}", file.display(), scale.dims, q.dims);
+    }
+    scale.dims = vec![n];
+    dequantize(&q, &scale, None, 0).with_context(|| format!("{}: {name}", file.display()))
+}
+
+/// After a MatMulInteger's output `acc`: the value `Cast(acc) * (x_scale * w_scale)` and the constant w_scale.
+fn integer_scale<'g>(acc: &str, readers: &HashMap<&str, Vec<&'g NodeProto>>, consts: &Consts<'g>) -> Result<Option<(&'g str, Value)>> {
+    let next = |v: &str, op: &str| readers.get(v).into_iter().flatten().find(|n| n.op_type == op).copied();
+    let Some(cast) = next(acc, "Cast") else { return Ok(None) };
+    let Some(mul) = cast.output.first().and_then(|c| next(c, "Mul")) else { return Ok(None) };
+    let Some(product) = mul.input.iter().find(|i| Some(*i) != cast.output.first()) else { return Ok(None) };
+    let Some(scales) = consts.producer(product).filter(|p| p.op_type == "Mul") else { return Ok(None) };
+    for i in &scales.input {
+        if let Some(ws) = consts.eval(i)? {
+            return Ok(mul.output.first().map(|y| (y.as_str(), ws)));
+        }
+    }
+    Ok(None)
 }
 
 /// Whether a canonical name is one the table (or shrink's classifier) has.

@@ -350,7 +350,7 @@ fn binary(op: &str, x: &Value, y: &Value) -> Result<Value> {
 }
 
 /// (x - zero) * scale; scale and zero are scalars or 1-D along `axis`.
-fn dequantize(x: &Value, scale: &Value, zero: Option<&Value>, axis: i64) -> Result<Value> {
+pub fn dequantize(x: &Value, scale: &Value, zero: Option<&Value>, axis: i64) -> Result<Value> {
     let q = x.ints().context("DequantizeLinear of a float tensor")?;
     let s = scale.f32();
     let z: Vec<f32> = zero.map(|z| z.f32().into_owned()).unwrap_or_else(|| vec![0.0; s.len()]);
