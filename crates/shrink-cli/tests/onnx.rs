@@ -109,7 +109,8 @@ fn both(dir: &Path, onnx: &Path, texts: &[String], max_len: usize, output: &str)
 }
 
 /// fp32: transformers' golden hidden states and embeddings one sentence at a time, then all eight padded into one
-/// batch against the runtime; DistilBERT (no token types) and RoBERTa (positions after padding) against theirs.
+/// batch against the runtime; DistilBERT (no token types) and RoBERTa (positions after padding) against theirs,
+/// exported and also imported back.
 #[test]
 fn fp32_exports_match_transformers_and_the_runtime() {
     let tmp = tempfile::tempdir().unwrap();
@@ -141,12 +142,21 @@ fn fp32_exports_match_transformers_and_the_runtime() {
 
     for family in ["distilbert-random", "roberta-random"] {
         let golden = root().join("../shared/golden").join(family);
-        let path = tmp.path().join(format!("{family}.onnx"));
+        // A folder each: the import takes the tokenizer files beside the .onnx (these checkpoints have none).
+        let path = tmp.path().join(family).join("model.onnx");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         export(&golden.join("model"), &path, &["--outputs", "last-hidden-state"]);
         let bytes = std::fs::read(golden.join("golden.safetensors")).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         let get = |n: &str| st.tensor(n).unwrap();
         let mut o = Onnx::load(&path);
+        // And read back: the family (token types or not, positions after the padding id) from the graph alone.
+        let back = tmp.path().join(format!("{family}-back"));
+        shrink_format::onnx::import(&path, &common::out_dir(&back)).unwrap();
+        let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(back.join("config.json")).unwrap()).unwrap();
+        let orig: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(golden.join("model/config.json")).unwrap()).unwrap();
+        assert_eq!((&cfg["model_type"], &cfg["pad_token_id"]), (&orig["model_type"], &orig["pad_token_id"]), "{family}");
+        let mut engine = Engine::load_ids(&back, Options { threads: 1, ..Default::default() }).unwrap();
         for c in 0.. {
             let Ok(t) = st.tensor(&format!("c{c}.input_ids")) else { break };
             let (b, t_len) = (t.shape()[0], t.shape()[1]);
@@ -155,6 +165,8 @@ fn fp32_exports_match_transformers_and_the_runtime() {
             let want: Vec<f32> = get(&format!("c{c}.last_hidden_state")).data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
             let d = max_diff(&o.run(&batch, "last_hidden_state"), &want);
             assert!(d <= F32_TOL, "{family} case {c}: {d}");
+            let d = max_diff(engine.forward(&batch.ids, &batch.mask, batch.b, batch.t).unwrap(), &want);
+            assert!(d <= F32_TOL, "{family} case {c}, imported back: {d}");
         }
     }
 }

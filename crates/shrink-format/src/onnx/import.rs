@@ -71,16 +71,17 @@ pub fn import(file: &Path, out: &OutDir) -> Result<Imported> {
     let consts = Consts::new(file, graph);
     let found = Found::collect(file, graph, &consts)?;
     let mut notes = Vec::new();
-    let arch = if found.spelled.iter().any(|n| n.contains("transformer.layer.")) {
-        Arch::DistilBert
-    } else if graph.node.iter().any(|n| n.op_type == "CumSum") || found.prefix.contains("roberta") {
-        // RoBERTa numbers positions by a cumulative sum over the mask, after the padding id.
+    let weight = |m: Module| format!("{}.weight", arch::name(m));
+    let pad = roberta_pad(graph, &consts)?;
+    let arch = if pad.is_some() || found.prefix.contains("roberta") {
         Arch::Roberta
+    } else if found.spelled.iter().any(|n| n.contains("transformer.layer.")) || !found.values.contains_key(&weight(Module::TokenType)) {
+        // DistilBERT is the family without a token-type table (shrink's export writes BERT's names for it).
+        Arch::DistilBert
     } else {
         Arch::Bert
     };
     let get = |name: &str| found.values.get(name).ok_or_else(|| anyhow!("{}: no tensor for {name} in the graph (looked for `{}{name}`, or a MatMul whose bias it is)", file.display(), found.prefix));
-    let weight = |m: Module| format!("{}.weight", arch::name(m));
     let bias = |m: Module| format!("{}.bias", arch::name(m));
     let word = get(&weight(Module::Word))?;
     let [v, c] = word.dims[..] else { bail!("{}: {} has shape {:?}, expected (V, C)", file.display(), weight(Module::Word), word.dims) };
@@ -179,7 +180,7 @@ pub fn import(file: &Path, out: &OutDir) -> Result<Imported> {
         "max_position_embeddings": p,
         "type_vocab_size": types,
         "layer_norm_eps": eps,
-        "pad_token_id": if arch == Arch::Roberta { 1 } else { 0 },
+        "pad_token_id": if arch == Arch::Roberta { pad.unwrap_or(1) } else { 0 },
         "position_embedding_type": "absolute",
     });
     let obj = map.as_object_mut().expect("an object");
@@ -211,6 +212,32 @@ pub fn import(file: &Path, out: &OutDir) -> Result<Imported> {
     let beside = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     write_model_dir(out, &config, &weights, beside)?;
     Ok(Imported { arch, layers, tensors: n, bytes, classifier, notes })
+}
+
+/// RoBERTa's padding id, when the graph numbers positions as RoBERTa does: a cumulative sum over the mask, times
+/// the mask, plus the padding id (`create_position_ids_from_input_ids`). None: no such CumSum.
+fn roberta_pad(graph: &GraphProto, consts: &Consts) -> Result<Option<usize>> {
+    let readers = readers(graph);
+    let Some(cumsum) = graph.node.iter().find(|n| n.op_type == "CumSum") else { return Ok(None) };
+    // A few ops on (casts, the mask product) to the Add of a constant.
+    let mut frontier: Vec<&str> = cumsum.output.iter().map(String::as_str).collect();
+    for _ in 0..4 {
+        let mut next = Vec::new();
+        for v in frontier {
+            for n in readers.get(v).into_iter().flatten() {
+                if n.op_type == "Add" {
+                    for i in n.input.iter().filter(|i| *i != v) {
+                        if let Some(c) = consts.eval(i)?.and_then(|c| c.ints().and_then(|x| x.first().copied())) {
+                            return Ok(Some(c.max(0) as usize));
+                        }
+                    }
+                }
+                next.extend(n.output.iter().map(String::as_str));
+            }
+        }
+        frontier = next;
+    }
+    Ok(Some(1))
 }
 
 /// Refuses a graph with ops outside `OPS` (fused attention, MatMulInteger, ...), naming them.
