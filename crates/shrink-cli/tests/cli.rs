@@ -286,7 +286,7 @@ fn convert_writes_an_hf_folder_that_runs_as_the_gguf_file() {
     let b: serde_json::Value = serde_json::from_str(&ok(&["--threads", "1", "bench", d, "--pp", "8", "--tg", "4", "--runs", "1", "--warmup", "0", "--json"])).unwrap();
     assert!(b["tg_tokens_per_s"].as_f64().unwrap() > 0.0, "{b}");
     // Refused by name: not a .gguf, an existing folder, a folder whose config is not llama.
-    assert!(fails(&["convert", d, "--out", tmp.path().join("x").to_str().unwrap()]).contains("convert reads a .gguf file"));
+    assert!(fails(&["convert", d, "--out", tmp.path().join("x").to_str().unwrap()]).contains("convert reads a .gguf or a .onnx file"));
     assert!(fails(&["convert", gguf, "--out", d]).contains("--force"));
     let bad = tmp.path().join("bad");
     std::fs::create_dir(&bad).unwrap();
