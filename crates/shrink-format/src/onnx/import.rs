@@ -69,10 +69,11 @@ pub fn import(file: &Path, out: &OutDir) -> Result<Imported> {
     let graph = model.graph.as_ref().expect("checked by read_model");
     check_ops(file, graph)?;
     let consts = Consts::new(file, graph);
-    let found = Found::collect(file, graph, &consts)?;
+    let readers = readers(graph);
+    let found = Found::collect(file, graph, &consts, &readers)?;
     let mut notes = Vec::new();
     let weight = |m: Module| format!("{}.weight", arch::name(m));
-    let pad = roberta_pad(graph, &consts)?;
+    let pad = roberta_pad(graph, &consts, &readers)?;
     let arch = if pad.is_some() || found.prefix.contains("roberta") {
         Arch::Roberta
     } else if found.spelled.iter().any(|n| n.contains("transformer.layer.")) || !found.values.contains_key(&weight(Module::TokenType)) {
@@ -216,8 +217,7 @@ pub fn import(file: &Path, out: &OutDir) -> Result<Imported> {
 
 /// RoBERTa's padding id, when the graph numbers positions as RoBERTa does: a cumulative sum over the mask, times
 /// the mask, plus the padding id (`create_position_ids_from_input_ids`). None: no such CumSum.
-fn roberta_pad(graph: &GraphProto, consts: &Consts) -> Result<Option<usize>> {
-    let readers = readers(graph);
+fn roberta_pad(graph: &GraphProto, consts: &Consts, readers: &Readers) -> Result<Option<usize>> {
     let Some(cumsum) = graph.node.iter().find(|n| n.op_type == "CumSum") else { return Ok(None) };
     // A few ops on (casts, the mask product) to the Add of a constant.
     let mut frontier: Vec<&str> = cumsum.output.iter().map(String::as_str).collect();
@@ -270,9 +270,8 @@ struct Found {
 }
 
 impl Found {
-    fn collect(file: &Path, graph: &GraphProto, consts: &Consts) -> Result<Self> {
-        let readers = readers(graph);
-        let gathered = gathered_tables(graph, &readers, consts)?;
+    fn collect(file: &Path, graph: &GraphProto, consts: &Consts, readers: &Readers) -> Result<Self> {
+        let gathered = gathered_tables(graph, readers, consts)?;
         let names: Vec<&str> = graph
             .initializer
             .iter()
@@ -322,7 +321,7 @@ impl Found {
             let mut scale = None;
             let (w, bias) = match node.op_type.as_str() {
                 "Gemm" => (node.input.get(1), node.input.get(2).map(String::as_str)),
-                "MatMulInteger" => match integer_scale(out, &readers, consts)? {
+                "MatMulInteger" => match integer_scale(out, readers, consts)? {
                     Some((y, ws)) => {
                         scale = Some(ws);
                         (node.input.get(1), bias_after(y))
@@ -361,7 +360,7 @@ impl Found {
             }
             values.insert(target, value);
         }
-        let layers = values.keys().filter_map(|n| n.strip_prefix("encoder.layer.")?.split('.').next()?.parse::<usize>().ok()).max().map_or(0, |l| l + 1);
+        let layers = values.keys().filter_map(|n| layer_param(n)).map(|(l, _, _)| l + 1).max().unwrap_or(0);
         if unplaced > 0 && (0..layers).any(|l| !values.contains_key(&format!("{}.weight", arch::layer(l, Part::Query)))) {
             bail!(
                 "{}: {unplaced} MatMul weights carry no checkpoint name (neither their own nor a named bias after them), so they cannot be \
@@ -375,7 +374,7 @@ impl Found {
 
 /// Tables a graph gathers quantized and dequantizes after the Gather (quantize_dynamic's embeddings), by the name
 /// of the stored table without its `_quantized`: the whole table dequantized with the same per-tensor scale.
-fn gathered_tables(graph: &GraphProto, readers: &HashMap<&str, Vec<&NodeProto>>, consts: &Consts) -> Result<HashMap<String, Value>> {
+fn gathered_tables(graph: &GraphProto, readers: &Readers, consts: &Consts) -> Result<HashMap<String, Value>> {
     let mut tables = HashMap::new();
     for g in graph.node.iter().filter(|n| n.op_type == "Gather") {
         let (Some(data), Some(out)) = (g.input.first(), g.output.first()) else { continue };
@@ -411,7 +410,7 @@ fn scaled(file: &Path, name: &str, q: Value, consts: &Consts) -> Result<Value> {
 }
 
 /// After a MatMulInteger's output `acc`: the value `Cast(acc) * (x_scale * w_scale)` and the constant w_scale.
-fn integer_scale<'g>(acc: &str, readers: &HashMap<&str, Vec<&'g NodeProto>>, consts: &Consts<'g>) -> Result<Option<(&'g str, Value)>> {
+fn integer_scale<'g>(acc: &str, readers: &Readers<'g>, consts: &Consts<'g>) -> Result<Option<(&'g str, Value)>> {
     let next = |v: &str, op: &str| readers.get(v).into_iter().flatten().find(|n| n.op_type == op).copied();
     let Some(cast) = next(acc, "Cast") else { return Ok(None) };
     let Some(mul) = cast.output.first().and_then(|c| next(c, "Mul")) else { return Ok(None) };
@@ -428,26 +427,30 @@ fn integer_scale<'g>(acc: &str, readers: &HashMap<&str, Vec<&'g NodeProto>>, con
 /// Whether a canonical name is one the table (or shrink's classifier) has.
 fn known(canon: &str) -> bool {
     let Some((module, leaf)) = canon.rsplit_once('.') else { return false };
-    if leaf != "weight" && leaf != "bias" {
-        return false;
-    }
     let embed = [Module::Word, Module::Position, Module::TokenType, Module::EmbedNorm].into_iter().any(|m| arch::name(m) == module);
-    let layer = module.strip_prefix("encoder.layer.").and_then(|r| r.split_once('.')).is_some_and(|(l, part)| {
-        l.parse::<usize>().is_ok() && Part::ALL.iter().any(|&p| arch::layer(0, p).strip_prefix("encoder.layer.0.") == Some(part))
-    });
-    embed || layer || module == CLASSIFIER
+    (leaf == "weight" || leaf == "bias") && (embed || module == CLASSIFIER || layer_param(canon).is_some())
+}
+
+/// A layer parameter's (layer, part, leaf) from its canonical name (`encoder.layer.3.intermediate.dense.weight`).
+fn layer_param(canon: &str) -> Option<(usize, Part, &str)> {
+    let (l, rest) = canon.strip_prefix("encoder.layer.")?.split_once('.')?;
+    let l = l.parse().ok()?;
+    Part::ALL.into_iter().find_map(|p| {
+        let path = arch::layer(0, p);
+        let leaf = rest.strip_prefix(path.strip_prefix("encoder.layer.0.")?)?.strip_prefix('.')?;
+        Some((l, p, leaf))
+    })
 }
 
 fn is_linear_weight(canon: &str) -> bool {
-    let linear = [Part::Query, Part::Key, Part::Value, Part::AttnOut, Part::FfnIn, Part::FfnOut];
     canon == format!("{CLASSIFIER}.weight")
-        || canon.strip_prefix("encoder.layer.").and_then(|r| r.split_once('.')).is_some_and(|(_, rest)| {
-            linear.iter().any(|&p| arch::layer(0, p).strip_prefix("encoder.layer.0.").is_some_and(|path| rest == format!("{path}.weight")))
-        })
+        || layer_param(canon).is_some_and(|(_, p, leaf)| leaf == "weight" && !matches!(p, Part::AttnNorm | Part::OutNorm))
 }
 
 /// The nodes that read each value.
-fn readers(graph: &GraphProto) -> HashMap<&str, Vec<&NodeProto>> {
+type Readers<'g> = HashMap<&'g str, Vec<&'g NodeProto>>;
+
+fn readers(graph: &GraphProto) -> Readers<'_> {
     let mut map: HashMap<&str, Vec<&NodeProto>> = HashMap::new();
     for n in &graph.node {
         for i in &n.input {
