@@ -4,7 +4,8 @@
 Pairs, each timed by bench/ort_time.py in fresh processes, interleaved, ROUNDS rounds, medians:
   fp32: shrink export of all-MiniLM-L6-v2   vs  torch.onnx.export's file (bench/work/ort/fp32.onnx)
   int8: shrink export of its int8-dynamic folder (int8 embeddings) vs ORT quantize_dynamic per-channel
-        (bench/work/ort/int8.onnx)
+        (bench/work/ort/int8.onnx); the export per token (default, shrink's integers) and per tensor
+        (--int8 dynamic-tensor, quantize_dynamic's DynamicQuantizeLinear)
 1x128, 1 thread. Then accuracy: mean cosine of each int8 model's mean-pooled embedding to the fp32 export's on
 the 448 BBC test bodies (128 tokens). Writes bench/results/export-ort.json.
 
@@ -16,6 +17,7 @@ from pathlib import Path
 ap = argparse.ArgumentParser()
 ap.add_argument("--shrink-fp32", required=True)
 ap.add_argument("--shrink-int8", required=True)
+ap.add_argument("--shrink-int8-tensor", required=True)
 ap.add_argument("--rounds", type=int, default=5)
 ap.add_argument("--runs", type=int, default=30)
 args = ap.parse_args()
@@ -24,6 +26,7 @@ models = {
     "shrink-fp32": args.shrink_fp32,
     "ort-int8": "bench/work/ort/int8.onnx",
     "shrink-int8": args.shrink_int8,
+    "shrink-int8-tensor": args.shrink_int8_tensor,
 }
 times = {k: [] for k in models}
 for r in range(args.rounds):
@@ -51,14 +54,15 @@ def embeddings(path):
 
 
 ref = embeddings(models["shrink-fp32"])
-cosine = {k: float((embeddings(models[k]) * ref).sum(1).mean()) for k in ("ort-int8", "shrink-int8")}
+cosine = {k: float((embeddings(models[k]) * ref).sum(1).mean()) for k in ("ort-int8", "shrink-int8", "shrink-int8-tensor")}
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
 res = {
     "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpu": cpu, "case": "1x128, 1 thread",
     "rounds": args.rounds, "mean_cosine_to_fp32_bbc_test": cosine, "median_ms": med, "rounds_ms": times,
     "ratio_fp32": med["shrink-fp32"] / med["ort-fp32"], "ratio_int8": med["shrink-int8"] / med["ort-int8"],
+    "ratio_int8_tensor": med["shrink-int8-tensor"] / med["ort-int8"],
     "file_mb": {k: Path(p).stat().st_size / 1e6 for k, p in models.items()},
 }
 Path("bench/results").mkdir(parents=True, exist_ok=True)
 Path("bench/results/export-ort.json").write_text(json.dumps(res, indent=2) + "\n")
-print(json.dumps({k: res[k] for k in ("cpu", "median_ms", "ratio_fp32", "ratio_int8", "mean_cosine_to_fp32_bbc_test", "file_mb")}, indent=2))
+print(json.dumps({k: res[k] for k in ("cpu", "median_ms", "ratio_fp32", "ratio_int8", "ratio_int8_tensor", "mean_cosine_to_fp32_bbc_test", "file_mb")}, indent=2))

@@ -8,7 +8,7 @@
 
 use anyhow::{anyhow, bail, Result};
 use shrink_format::arch::{self, Module, Part, Positions, Site};
-use shrink_format::quant::{leaf, Format, Int4Weight, Int8Weight, TableFormat};
+use shrink_format::quant::{leaf, Acts, Format, Int4Weight, Int8Weight, TableFormat};
 use shrink_format::{Config, TensorFile};
 
 use crate::graph::{Attr, Graph};
@@ -229,8 +229,10 @@ pub fn encoder(g: &mut Graph, file: &TensorFile, cfg: &Config, form: Int8Form, i
     let bias = g.op("Mul", &[&inv, &masked], vec![]);
     let axes = g.i64s(&[1, 2]);
     let bias = g.op("Unsqueeze", &[&bias, &axes], vec![]);
-    // QDQ graphs run flat, rows = B*T tokens: NNAPI takes a MatMul only as 2-D x constant 2-D.
-    let flat = (form == Int8Form::Qdq).then(|| g.op("Shape", &[inputs.ids], vec![]));
+    // QDQ graphs run flat, rows = B*T tokens: NNAPI takes a MatMul only as 2-D x constant 2-D. So do per-token
+    // int8 ones, whose scales are per row of a Gemm.
+    let per_token = form == Int8Form::Dynamic && cfg.quantization.as_ref().is_some_and(|q| q.layers.values().any(|f| f.acts != Acts::F32));
+    let flat = (form == Int8Form::Qdq || per_token).then(|| g.op("Shape", &[inputs.ids], vec![]));
     if flat.is_some() {
         let rows = g.i64s(&[-1, cfg.hidden_size as i64]);
         x = g.op("Reshape", &[&x, &rows], vec![]);

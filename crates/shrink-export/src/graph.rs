@@ -32,6 +32,10 @@ pub struct Graph {
     /// Prefix of generated names (`layer.0.attn`), so the graph reads like the checkpoint.
     pub scope: String,
     count: usize,
+    /// The default domain's opset (ReduceMin / ReduceMax take their axes as an input from 18).
+    pub opset: i64,
+    /// Per-token int8 activations by input value: (q, scale, zero point), shared by Linears that read one input.
+    pub per_token: HashMap<String, [String; 3]>,
 }
 
 fn attribute(name: &str, a: Attr) -> AttributeProto {
@@ -56,6 +60,11 @@ pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 impl Graph {
+    /// An empty graph for the default domain's `opset`.
+    pub fn new(opset: i64) -> Self {
+        Self { opset, ..Self::default() }
+    }
+
     fn fresh(&mut self, op: &str) -> String {
         self.count += 1;
         match self.scope.as_str() {
@@ -125,6 +134,16 @@ impl Graph {
     /// A 0-d i64 constant (an index, an axis).
     pub fn i64_scalar(&mut self, v: i64) -> String {
         self.constant(dtype::INT64, &[], v.to_le_bytes().to_vec())
+    }
+
+    /// ReduceMin / ReduceMax / ReduceMean of x over `axes`, keeping the reduced dimensions.
+    pub fn reduce(&mut self, op: &str, x: &str, axes: &[i64]) -> String {
+        if self.opset >= 18 {
+            let a = self.i64s(axes);
+            self.op(op, &[x, &a], vec![])
+        } else {
+            self.op(op, &[x], vec![("axes", Attr::Ints(axes.to_vec()))])
+        }
     }
 
     /// A 0-d u8 constant (a zero point).

@@ -147,7 +147,7 @@ pub fn export(model: &Path, out: &Path, opts: &Options) -> Result<Exported> {
         false => opts.outputs.clone(),
     };
 
-    let mut g = Graph::default();
+    let mut g = Graph::new(opts.opset);
     let types = cfg.arch().spec().names.token_type.is_some() && cfg.type_vocab_size > 0;
     let inputs = encoder::Inputs { ids: "input_ids", mask: "attention_mask", types: types.then_some("token_type_ids") };
     let values = encoder::encoder(&mut g, &file, &cfg, form, &inputs, &outputs).with_context(|| format!("exporting {}", model.display()))?;
@@ -186,7 +186,8 @@ pub fn export(model: &Path, out: &Path, opts: &Options) -> Result<Exported> {
     let mut quantization = BTreeMap::from([("scheme".to_string(), scheme), ("embeddings".to_string(), table.name())]);
     if !quantized.is_empty() {
         let f = match form {
-            Int8Form::Dynamic => "dynamic (DynamicQuantizeLinear + MatMulInteger; u8 per tensor)",
+            Int8Form::Dynamic => "dynamic (u8 per token as on shrink's runtime + com.microsoft MatMulIntegerToFloat)",
+            Int8Form::DynamicTensor => "dynamic-tensor (DynamicQuantizeLinear + MatMulInteger; u8 per tensor)",
             Int8Form::Qdq => "qdq (QuantizeLinear / DequantizeLinear, calibrated u8 per tensor)",
         };
         quantization.insert("int8".into(), f.into());
@@ -196,7 +197,7 @@ pub fn export(model: &Path, out: &Path, opts: &Options) -> Result<Exported> {
     if formats.values().any(|f| f.storage == Storage::Sparse) {
         notes.push("sparse Linears are written dense: ONNX Runtime has no sparse MatMul on its CPU or mobile providers".into());
     }
-    if formats.values().any(|f| f.acts == Acts::Dynamic) {
+    if form == Int8Form::DynamicTensor && formats.values().any(|f| f.acts == Acts::Dynamic) {
         notes.push("int8 activations are quantized per tensor (DynamicQuantizeLinear), not per token as on shrink's runtime: outputs differ slightly".into());
     }
     if cfg.quantization.as_ref().is_some_and(|q| q.attention == shrink_format::schema::quant::AttentionPrecision::Bf16) {

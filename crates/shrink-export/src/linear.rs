@@ -1,9 +1,12 @@
 //! One Linear y = x·Wᵀ + b as ONNX nodes, in the form each runtime fuses for the folder's storage:
 //! - fp32 / fp16 / sparse: MatMul with W as a [K, N] initializer (fp16 through a Cast that ORT folds at load;
 //!   sparse weights decoded dense);
-//! - int8, dynamic activations: `DynamicQuantizeLinear` + `MatMulInteger` + the scale product, the form ONNX
-//!   Runtime's own `quantize_dynamic` writes (and fuses into `DynamicQuantizeMatMul`). Its activations are u8 per
-//!   tensor where shrink's are per token, so outputs differ a little;
+//! - int8, dynamic activations per token: the runtime's u8 grid built from plain ops (row range, scale, zero
+//!   point, `QuantizeLinear` at scale 1 to round and saturate), then `MatMulInteger` and the zero point's
+//!   correction through the weights' column sums, so ONNX Runtime computes the runtime's integers;
+//! - int8, dynamic per tensor: `DynamicQuantizeLinear` + `MatMulInteger` + the scale product, the form ONNX
+//!   Runtime's own `quantize_dynamic` writes (and fuses into `DynamicQuantizeMatMul`): one grid for the whole
+//!   tensor where shrink's is per token, so outputs differ a little;
 //! - int8, static: QDQ with the calibrated grid (`QuantizeLinear` + `DequantizeLinear` on the input, a per-channel
 //!   `DequantizeLinear` on W), which ORT fuses to `QLinearMatMul` and NNAPI / QNN take whole;
 //! - int4 groups: `com.microsoft.MatMulNBits` with the stored nibbles (offset to its unsigned grid) and scales;
@@ -19,8 +22,11 @@ use crate::proto::dtype;
 /// How int8 activations are expressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Int8Form {
-    /// `DynamicQuantizeLinear` + `MatMulInteger` (CPU; calibrated grids of static folders are not used).
+    /// Per-token u8 activations as on shrink's runtime, then `MatMulInteger` (CPU; calibrated grids of static
+    /// folders are not used).
     Dynamic,
+    /// `DynamicQuantizeLinear` + `MatMulInteger`: ONNX Runtime's own per-tensor form.
+    DynamicTensor,
     /// QuantizeLinear / DequantizeLinear with the calibrated grid (needs a static folder).
     Qdq,
 }
@@ -37,6 +43,44 @@ fn transposed<T: Copy>(w: &[T], n: usize, k: usize) -> Vec<T> {
 /// MatMulNBits' unsigned nibbles (q + 8, its default zero point) from shrink's two's complement ones.
 pub fn nbits_nibbles(packed: &[u8]) -> Vec<u8> {
     packed.iter().map(|b| b ^ 0x88).collect()
+}
+
+/// x [M, K] (the graph runs flat for this form) quantized per token as the runtime does (kernels'
+/// `qgemm/acts.rs`): the row's range widened to include 0, scale = (hi - lo) / 255, zero = round(-lo / scale),
+/// q = round(x / scale) + zero saturated to u8 by a per-row QuantizeLinear, rounding half to even like the runtime.
+/// (The runtime rounds x (1 / scale) + zero: an integer can differ by one where the two round apart.) Returns
+/// q [M, K] u8, the scales [M, 1] and [scale * zero, 1] [M, 2], the rows that the zero point's correction and the
+/// bias are multiplied by. Built once per input value (Q, K and V share theirs).
+fn per_token(g: &mut Graph, x: &str) -> [String; 3] {
+    if let Some(v) = g.per_token.get(x) {
+        return v.clone();
+    }
+    let zero = g.scalar(0.0);
+    let lo = g.reduce("ReduceMin", x, &[-1]);
+    let lo = g.op("Min", &[&lo, &zero], vec![]);
+    let hi = g.reduce("ReduceMax", x, &[-1]);
+    let hi = g.op("Max", &[&hi, &zero], vec![]);
+    let range = g.op("Sub", &[&hi, &lo], vec![]);
+    let levels = g.scalar(255.0);
+    let s = g.op("Div", &[&range, &levels], vec![]);
+    // An all-zero row is exact on any grid (the runtime takes scale 1, this the smallest normal float).
+    let tiny = g.scalar(f32::MIN_POSITIVE);
+    let s = g.op("Max", &[&s, &tiny], vec![]); // [M, 1]
+    let inv = g.op("Reciprocal", &[&s], vec![]);
+    let neg = g.op("Neg", &[&lo], vec![]);
+    let z = g.op("Mul", &[&neg, &inv], vec![]);
+    let z = g.op("Round", &[&z], vec![]); // [M, 1], in 0..=255
+    let flat = g.i64s(&[-1]);
+    let s1 = g.op("Reshape", &[&s, &flat], vec![]);
+    let z1 = g.op("Reshape", &[&z, &flat], vec![]);
+    let z1 = g.op("Cast", &[&z1], vec![("to", Attr::I(dtype::UINT8 as i64))]);
+    let q = g.op("QuantizeLinear", &[x, &s1, &z1], vec![("axis", Attr::I(0))]);
+    let sz = g.op("Mul", &[&s, &z], vec![]);
+    let ones = g.op("Div", &[&s, &s], vec![]); // s > 0: a column of exact ones
+    let rows = g.op("Concat", &[&sz, &ones], vec![("axis", Attr::I(1))]);
+    let out = [q, s, rows];
+    g.per_token.insert(x.to_string(), out.clone());
+    out
 }
 
 /// Emits the Linear `name` (N outputs, K inputs) stored as `format`, reading `x` [.., K]; returns y [.., N].
@@ -91,14 +135,28 @@ pub fn linear(g: &mut Graph, file: &TensorFile, name: &str, n: usize, k: usize, 
             let q = transposed(&w.q, n, k).iter().map(|&v| v as u8).collect();
             let wq = g.init(&t("weight_quantized"), dtype::INT8, &[k, n], q);
             let ws = g.f32(&t(leaf::WEIGHT_SCALE), &[n], &w.scale);
-            let wz = g.init(&t("weight_zero_point"), dtype::INT8, &[n], vec![0; n]);
             match static_input {
                 Some(grid) => {
                     let xq = qdq(g, &x, grid);
+                    let wz = g.init(&t("weight_zero_point"), dtype::INT8, &[n], vec![0; n]);
                     let wd = g.op("DequantizeLinear", &[&wq, &ws, &wz], vec![("axis", Attr::I(1))]);
                     g.op("MatMul", &[&xq, &wd], vec![])
                 }
+                None if form == Int8Form::Dynamic => {
+                    let [q, s, rows] = per_token(g, &x);
+                    // s ws Σ (q - z) w + b = s ws Σ q w + [s z, 1] [-ws Σ w; b]: ONNX Runtime's MatMulIntegerToFloat
+                    // gives the first term (per-row scales multiply its output), a Gemm adds the second. The
+                    // column sums (|Σ w| <= 127 K) are exact in f32.
+                    let y = g.node_in(MS, "MatMulIntegerToFloat", &[&q, &wq, &s, &ws], 1, vec![]).remove(0);
+                    let sums: Vec<f32> = (0..n).map(|r| -w.scale[r] * w.q[r * k..(r + 1) * k].iter().map(|&v| v as i32).sum::<i32>() as f32).collect();
+                    let sums = g.f32(&t("weight_column_sums"), &[1, n], &sums);
+                    let axis = g.i64s(&[0]);
+                    let b = g.op("Unsqueeze", &[&bias, &axis], vec![]);
+                    let fix = g.op("Concat", &[&sums, &b], vec![("axis", Attr::I(0))]); // [2, N], folded at load
+                    return Ok(g.op("Gemm", &[&rows, &fix, &y], vec![]));
+                }
                 None => {
+                    let wz = g.init(&t("weight_zero_point"), dtype::INT8, &[n], vec![0; n]);
                     let d = g.node_in("", "DynamicQuantizeLinear", &[&x], 3, vec![]);
                     let acc = g.op("MatMulInteger", &[&d[0], &wq, &d[2], &wz], vec![]);
                     let acc = g.op("Cast", &[&acc], vec![("to", Attr::I(dtype::FLOAT as i64))]);

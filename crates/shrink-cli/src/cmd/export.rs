@@ -11,8 +11,10 @@ enum FormatArg {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Int8Arg {
-    /// DynamicQuantizeLinear + MatMulInteger (ONNX Runtime's quantize_dynamic form; CPU).
+    /// Per-token u8 activations as on shrink's runtime (the same integers), MatMulInteger (CPU).
     Dynamic,
+    /// DynamicQuantizeLinear + MatMulInteger: ONNX Runtime's quantize_dynamic form, one grid per tensor (CPU).
+    DynamicTensor,
     /// QuantizeLinear / DequantizeLinear with the calibrated scales of an int8-static folder (NNAPI, QNN).
     Qdq,
 }
@@ -66,6 +68,7 @@ impl Args {
         let outputs: Vec<Output> = outputs.collect();
         let int8 = self.int8.map(|f| match f {
             Int8Arg::Dynamic => Int8Form::Dynamic,
+            Int8Arg::DynamicTensor => Int8Form::DynamicTensor,
             Int8Arg::Qdq => Int8Form::Qdq,
         });
         let opts = Options { opset: self.opset, int8, outputs, force: self.force, ..Options::default() };

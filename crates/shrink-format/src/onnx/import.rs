@@ -6,8 +6,10 @@
 //! under an anonymous name (`onnx::MatMul_470`). So a Linear is found from its bias: a MatMul (or Gemm) whose
 //! weight is constant and whose output an Add of a named `{module}.bias` reads. Weights the graph dequantizes
 //! (`Cast(int8) * scale`, `DequantizeLinear`, QDQ) are read as the f32 values it computes (`values.rs`), and a
-//! `MatMulInteger`'s (quantize_dynamic) with the weight scale found after it. What cannot
-//! be mapped this way (fused com.microsoft ops, graphs with no names at all) is refused by name.
+//! `MatMulInteger`'s (quantize_dynamic) with the weight scale found after it. A `com.microsoft`
+//! `MatMulIntegerToFloat` (shrink's per-token int8 export) names its weight `{linear}.weight_quantized` and takes
+//! the scale as an input. What cannot be mapped this way (other com.microsoft ops, fused graphs, graphs with no
+//! names at all) is refused by name.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
@@ -44,7 +46,7 @@ const OPS: &[&str] = &[
     "Abs", "Add", "And", "Cast", "CastLike", "Clip", "Concat", "Constant", "ConstantOfShape", "CumSum", "DequantizeLinear", "Div", "DynamicQuantizeLinear", "Equal",
     "Erf", "Exp", "Expand", "Flatten", "Gather", "GatherElements", "GatherND", "Gelu", "Gemm", "Greater", "GreaterOrEqual", "Identity",
     "IsInf", "IsNaN", "LayerNormalization", "Less", "LessOrEqual", "MatMul", "MatMulInteger", "Max", "Min", "Mul", "Neg", "Not", "Or", "Pow",
-    "QuantizeLinear", "Range", "Reciprocal", "ReduceL2", "ReduceMax", "ReduceMean", "ReduceSum", "Reshape", "ScatterND", "Shape", "Sign",
+    "QuantizeLinear", "Range", "Reciprocal", "ReduceL2", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum", "Reshape", "Round", "ScatterND", "Shape", "Sign",
     "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Tanh", "Tile", "Transpose", "Trilu", "Unsqueeze", "Where",
 ];
 
@@ -245,7 +247,10 @@ fn check_ops(file: &Path, graph: &GraphProto) -> Result<()> {
     let odd: BTreeSet<String> = graph
         .node
         .iter()
-        .filter(|n| !(n.domain.is_empty() || n.domain == "ai.onnx") || !OPS.contains(&n.op_type.as_str()))
+        .filter(|n| match n.domain.as_str() {
+            "" | "ai.onnx" => !OPS.contains(&n.op_type.as_str()),
+            d => !(d == "com.microsoft" && n.op_type == "MatMulIntegerToFloat"),
+        })
         .map(|n| if n.domain.is_empty() { n.op_type.clone() } else { format!("{} ({})", n.op_type, n.domain) })
         .collect();
     if !odd.is_empty() {
@@ -314,10 +319,11 @@ impl Found {
             let add = readers.get(out).into_iter().flatten().find(|n| n.op_type == "Add")?;
             add.input.iter().map(String::as_str).find(|i| *i != out)
         };
-        for node in graph.node.iter().filter(|n| matches!(n.op_type.as_str(), "MatMul" | "Gemm" | "MatMulInteger")) {
+        let linears = graph.node.iter().filter(|n| matches!(n.op_type.as_str(), "MatMul" | "Gemm" | "MatMulInteger" | "MatMulIntegerToFloat"));
+        for node in linears {
             let out = node.output.first().map(String::as_str).unwrap_or_default();
             // MatMulInteger's weight scale sits after it: y = Cast(acc) * (x_scale * w_scale), as quantize_dynamic
-            // (and shrink's dynamic export) write it.
+            // (and shrink's per-tensor export) write it. MatMulIntegerToFloat takes it as input 3.
             let mut scale = None;
             let (w, bias) = match node.op_type.as_str() {
                 "Gemm" => (node.input.get(1), node.input.get(2).map(String::as_str)),
@@ -328,10 +334,20 @@ impl Found {
                     }
                     None => continue,
                 },
+                "MatMulIntegerToFloat" => {
+                    let Some(ws) = node.input.get(3) else { continue };
+                    scale = consts.eval(ws)?;
+                    (node.input.get(1), None)
+                }
                 _ => (node.input.get(1), bias_after(out)),
             };
             let Some(w) = w else { continue };
-            let target = bias.and_then(|b| b.strip_prefix(prefix)).map(arch::canonical).and_then(|b| b.strip_suffix(".bias").map(|m| format!("{m}.weight")));
+            let target = match node.op_type.as_str() {
+                // Its weight keeps its name (`{linear}.weight_quantized`, shrink's per-token export): the bias
+                // is folded into the Gemm after it, with the zero point's correction.
+                "MatMulIntegerToFloat" => w.strip_suffix("_quantized").and_then(|b| b.strip_prefix(prefix)).map(arch::canonical),
+                _ => bias.and_then(|b| b.strip_prefix(prefix)).map(arch::canonical).and_then(|b| b.strip_suffix(".bias").map(|m| format!("{m}.weight"))),
+            };
             let target = target.filter(|t| known(t));
             let Some(target) = target else {
                 // Attention's MatMuls read no constant; a constant weight with no named bias cannot be placed.
@@ -345,7 +361,8 @@ impl Found {
             }
             let Some(mut value) = consts.eval(w)? else { continue };
             if let Some(ws) = scale {
-                let zero = match node.input.get(3).filter(|z| !z.is_empty()) {
+                let at = if node.op_type == "MatMulIntegerToFloat" { 5 } else { 3 };
+                let zero = match node.input.get(at).filter(|z| !z.is_empty()) {
                     Some(z) => consts.eval(z)?,
                     None => None,
                 };
@@ -409,19 +426,33 @@ fn scaled(file: &Path, name: &str, q: Value, consts: &Consts) -> Result<Value> {
     dequantize(&q, &scale, None, 0).with_context(|| format!("{}: {name}", file.display()))
 }
 
-/// After a MatMulInteger's output `acc`: the value `Cast(acc) * (x_scale * w_scale)` and the constant w_scale.
+/// After a MatMulInteger's output `acc`, through its Cast and the Sub / Mul chain that scales it, up to the Add
+/// of a bias: the value that Add reads, and the constant weight scale multiplied in on the way, either directly
+/// (shrink's per-token export: `(Cast(acc) - z Σw) * w_scale * x_scale`) or through a product
+/// (quantize_dynamic: `Cast(acc) * (x_scale * w_scale)`).
 fn integer_scale<'g>(acc: &str, readers: &Readers<'g>, consts: &Consts<'g>) -> Result<Option<(&'g str, Value)>> {
-    let next = |v: &str, op: &str| readers.get(v).into_iter().flatten().find(|n| n.op_type == op).copied();
-    let Some(cast) = next(acc, "Cast") else { return Ok(None) };
-    let Some(mul) = cast.output.first().and_then(|c| next(c, "Mul")) else { return Ok(None) };
-    let Some(product) = mul.input.iter().find(|i| Some(*i) != cast.output.first()) else { return Ok(None) };
-    let Some(scales) = consts.producer(product).filter(|p| p.op_type == "Mul") else { return Ok(None) };
-    for i in &scales.input {
-        if let Some(ws) = consts.eval(i)? {
-            return Ok(mul.output.first().map(|y| (y.as_str(), ws)));
+    let only = |v: &str| match readers.get(v).map(Vec::as_slice) {
+        Some([n]) => Some(*n),
+        _ => None,
+    };
+    let Some(cast) = only(acc).filter(|n| n.op_type == "Cast") else { return Ok(None) };
+    let Some(mut y) = cast.output.first().map(String::as_str) else { return Ok(None) };
+    let mut scale = None;
+    while let Some(n) = only(y).filter(|n| matches!(n.op_type.as_str(), "Mul" | "Sub")) {
+        if n.op_type == "Mul" && scale.is_none() {
+            let other = n.input.iter().map(String::as_str).find(|i| *i != y).unwrap_or_default();
+            scale = match consts.eval(other)? {
+                Some(ws) => Some(ws),
+                None => match consts.producer(other).filter(|p| p.op_type == "Mul") {
+                    Some(p) => p.input.iter().map(|i| consts.eval(i)).find_map(|v| v.transpose()).transpose()?,
+                    None => None,
+                },
+            };
         }
+        let Some(out) = n.output.first() else { break };
+        y = out;
     }
-    Ok(None)
+    Ok(scale.map(|ws| (y, ws)))
 }
 
 /// Whether a canonical name is one the table (or shrink's classifier) has.
