@@ -2,8 +2,9 @@
 //! - fp32 / fp16 / sparse: MatMul with W as a [K, N] initializer (fp16 through a Cast that ORT folds at load;
 //!   sparse weights decoded dense);
 //! - int8, dynamic activations per token: the runtime's u8 grid built from plain ops (row range, scale, zero
-//!   point, `QuantizeLinear` at scale 1 to round and saturate), then `MatMulInteger` and the zero point's
-//!   correction through the weights' column sums, so ONNX Runtime computes the runtime's integers;
+//!   point, a per-row `QuantizeLinear`), then `com.microsoft.MatMulIntegerToFloat` and a Gemm that adds the zero
+//!   point's correction (through the weights' column sums) and the bias, so ONNX Runtime computes the runtime's
+//!   integers;
 //! - int8, dynamic per tensor: `DynamicQuantizeLinear` + `MatMulInteger` + the scale product, the form ONNX
 //!   Runtime's own `quantize_dynamic` writes (and fuses into `DynamicQuantizeMatMul`): one grid for the whole
 //!   tensor where shrink's is per token, so outputs differ a little;
@@ -22,8 +23,8 @@ use crate::proto::dtype;
 /// How int8 activations are expressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Int8Form {
-    /// Per-token u8 activations as on shrink's runtime, then `MatMulInteger` (CPU; calibrated grids of static
-    /// folders are not used).
+    /// Per-token u8 activations as on shrink's runtime, then `MatMulIntegerToFloat` (CPU; calibrated grids of
+    /// static folders are not used).
     Dynamic,
     /// `DynamicQuantizeLinear` + `MatMulInteger`: ONNX Runtime's own per-tensor form.
     DynamicTensor,
@@ -145,11 +146,11 @@ pub fn linear(g: &mut Graph, file: &TensorFile, name: &str, n: usize, k: usize, 
                 None if form == Int8Form::Dynamic => {
                     let [q, s, rows] = per_token(g, &x);
                     // s ws Σ (q - z) w + b = s ws Σ q w + [s z, 1] [-ws Σ w; b]: ONNX Runtime's MatMulIntegerToFloat
-                    // gives the first term (per-row scales multiply its output), a Gemm adds the second. The
-                    // column sums (|Σ w| <= 127 K) are exact in f32.
+                    // gives the first term (per-row scales multiply its output), a Gemm adds the second. Σ w is
+                    // exact in i32, then rounded once when scaled.
                     let y = g.node_in(MS, "MatMulIntegerToFloat", &[&q, &wq, &s, &ws], 1, vec![]).remove(0);
                     let sums: Vec<f32> = (0..n).map(|r| -w.scale[r] * w.q[r * k..(r + 1) * k].iter().map(|&v| v as i32).sum::<i32>() as f32).collect();
-                    let sums = g.f32(&t("weight_column_sums"), &[1, n], &sums);
+                    let sums = g.f32(&t("zero_point_correction"), &[1, n], &sums);
                     let axis = g.i64s(&[0]);
                     let b = g.op("Unsqueeze", &[&bias, &axis], vec![]);
                     let fix = g.op("Concat", &[&sums, &b], vec![("axis", Attr::I(0))]); // [2, N], folded at load

@@ -8,7 +8,7 @@ use crate::args::OutArgs;
 /// tokenizer_config.json with the chat template), as transformers saves one: every tensor dequantized, named and
 /// ordered as transformers expects. generate, eval and bench read the folder as they read the file.
 ///
-/// A BERT-family .onnx (BERT, DistilBERT, RoBERTa; fp32, fp16, weight-only int8, QDQ or quantize_dynamic) becomes a shrink encoder
+/// A BERT-family .onnx (BERT, DistilBERT, RoBERTa; fp32, fp16, weight-only int8, QDQ, quantize_dynamic or shrink's own int8 exports) becomes a shrink encoder
 /// folder in f32: each parameter found by the checkpoint name the exporter kept, dequantized as the graph does, and
 /// the tokenizer files beside the .onnx copied along. Every command also takes the .onnx directly where it takes a
 /// folder (imported once into shrink's cache).

@@ -426,33 +426,19 @@ fn scaled(file: &Path, name: &str, q: Value, consts: &Consts) -> Result<Value> {
     dequantize(&q, &scale, None, 0).with_context(|| format!("{}: {name}", file.display()))
 }
 
-/// After a MatMulInteger's output `acc`, through its Cast and the Sub / Mul chain that scales it, up to the Add
-/// of a bias: the value that Add reads, and the constant weight scale multiplied in on the way, either directly
-/// (shrink's per-token export: `(Cast(acc) - z Σw) * w_scale * x_scale`) or through a product
-/// (quantize_dynamic: `Cast(acc) * (x_scale * w_scale)`).
+/// After a MatMulInteger's output `acc`: the value `Cast(acc) * (x_scale * w_scale)` and the constant w_scale.
 fn integer_scale<'g>(acc: &str, readers: &Readers<'g>, consts: &Consts<'g>) -> Result<Option<(&'g str, Value)>> {
-    let only = |v: &str| match readers.get(v).map(Vec::as_slice) {
-        Some([n]) => Some(*n),
-        _ => None,
-    };
-    let Some(cast) = only(acc).filter(|n| n.op_type == "Cast") else { return Ok(None) };
-    let Some(mut y) = cast.output.first().map(String::as_str) else { return Ok(None) };
-    let mut scale = None;
-    while let Some(n) = only(y).filter(|n| matches!(n.op_type.as_str(), "Mul" | "Sub")) {
-        if n.op_type == "Mul" && scale.is_none() {
-            let other = n.input.iter().map(String::as_str).find(|i| *i != y).unwrap_or_default();
-            scale = match consts.eval(other)? {
-                Some(ws) => Some(ws),
-                None => match consts.producer(other).filter(|p| p.op_type == "Mul") {
-                    Some(p) => p.input.iter().map(|i| consts.eval(i)).find_map(|v| v.transpose()).transpose()?,
-                    None => None,
-                },
-            };
+    let next = |v: &str, op: &str| readers.get(v).into_iter().flatten().find(|n| n.op_type == op).copied();
+    let Some(cast) = next(acc, "Cast") else { return Ok(None) };
+    let Some(mul) = cast.output.first().and_then(|c| next(c, "Mul")) else { return Ok(None) };
+    let Some(product) = mul.input.iter().find(|i| Some(*i) != cast.output.first()) else { return Ok(None) };
+    let Some(scales) = consts.producer(product).filter(|p| p.op_type == "Mul") else { return Ok(None) };
+    for i in &scales.input {
+        if let Some(ws) = consts.eval(i)? {
+            return Ok(mul.output.first().map(|y| (y.as_str(), ws)));
         }
-        let Some(out) = n.output.first() else { break };
-        y = out;
     }
-    Ok(scale.map(|ws| (y, ws)))
+    Ok(None)
 }
 
 /// Whether a canonical name is one the table (or shrink's classifier) has.
