@@ -285,16 +285,45 @@ fn convert_writes_an_hf_folder_that_runs_as_the_gguf_file() {
     assert_eq!(chat(gguf), chat(d));
     let b: serde_json::Value = serde_json::from_str(&ok(&["--threads", "1", "bench", d, "--pp", "8", "--tg", "4", "--runs", "1", "--warmup", "0", "--json"])).unwrap();
     assert!(b["tg_tokens_per_s"].as_f64().unwrap() > 0.0, "{b}");
-    // Refused by name: not a .gguf, an existing folder, a folder whose config is not llama.
-    assert!(fails(&["convert", d, "--out", tmp.path().join("x").to_str().unwrap()]).contains("convert reads a .gguf or a .onnx file"));
+    // And back to GGUF: llama.cpp's metadata (hyperparameters, the whole tokenizer) as the original file states it,
+    // every tensor the same values (Q and K rows back in GGUF's order).
+    let back = tmp.path().join("back.gguf");
+    ok(&["convert", d, "--out", back.to_str().unwrap()]);
+    let (orig, read) = (shrink_format::gguf::GgufFile::open(Path::new(gguf)).unwrap(), shrink_format::gguf::GgufFile::open(&back).unwrap());
+    let keys: Vec<&str> = orig.metadata.iter().map(|(k, _)| k.as_str()).filter(|k| k.starts_with("llama.") || k.starts_with("tokenizer.")).collect();
+    assert!(keys.len() >= 20 && keys.contains(&"tokenizer.ggml.merges"), "{keys:?}");
+    for k in keys {
+        assert_eq!(orig.get(k), read.get(k), "metadata {k}");
+    }
+    assert_eq!(orig.tensors.len(), read.tensors.len());
+    for t in &orig.tensors {
+        assert!(orig.dequantize(&t.name).unwrap() == read.dequantize(&t.name).unwrap(), "{}", t.name);
+        assert_eq!(t.dims, read.tensor(&t.name).unwrap().dims, "{}", t.name);
+    }
+    // So quantizing the folder writes the tensors quantizing the file does.
+    let (qa, qb) = (tmp.path().join("qa.gguf"), tmp.path().join("qb.gguf"));
+    ok(&["quantize", gguf, "--scheme", "int8-dynamic", "--out", qa.to_str().unwrap()]);
+    ok(&["quantize", d, "--scheme", "int8-dynamic", "--out", qb.to_str().unwrap()]);
+    let (a, b) = (shrink_format::gguf::GgufFile::open(&qa).unwrap(), shrink_format::gguf::GgufFile::open(&qb).unwrap());
+    for t in &a.tensors {
+        let u = b.tensor(&t.name).unwrap();
+        assert!((t.kind.id, &t.dims, a.bytes(t)) == (u.kind.id, &u.dims, b.bytes(u)), "{} differs", t.name);
+    }
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with(".shrink")).collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+    // Refused by name: a folder to anything but a .gguf, an existing output, a folder whose config is not llama.
+    assert!(fails(&["convert", d, "--out", tmp.path().join("x").to_str().unwrap()]).contains("name --out FILE.gguf"));
+    assert!(fails(&["convert", d, "--out", back.to_str().unwrap()]).contains("--force"));
     assert!(fails(&["convert", gguf, "--out", d]).contains("--force"));
     let bad = tmp.path().join("bad");
     std::fs::create_dir(&bad).unwrap();
     std::fs::write(bad.join("config.json"), r#"{"model_type": "llama", "hidden_size": 64}"#).unwrap();
-    let err = fails(&["quantize", d, "--scheme", "int8-dynamic", "--out", tmp.path().join("q").to_str().unwrap()]);
-    assert!(err.contains("an HF Llama folder; decoders are quantized from a .gguf file so far"), "{err}");
     let err = fails(&["generate", bad.to_str().unwrap(), "--prompt", "x"]);
     assert!(err.contains("bad/config.json: num_attention_heads is missing"), "{err}");
+    let err = fails(&["convert", bad.to_str().unwrap(), "--out", tmp.path().join("bad.gguf").to_str().unwrap()]);
+    assert!(err.contains("bad/config.json: num_attention_heads is missing"), "{err}");
+    assert!(!tmp.path().join("bad.gguf").exists());
 }
 
 #[test]
@@ -329,7 +358,7 @@ fn decoder_mixed_precision_keeps_held_out_perplexity_within_its_budget() {
     let err = fails(&[&["quantize", gguf, "--scheme", "int8-dynamic", "--out", r][..], &budget].concat());
     assert!(err.contains("--max-ppl-increase promotes int4 sites to int8: pass --scheme int4"), "{err}");
     let err = fails(&["quantize", &model(), "--scheme", "int4", "--max-ppl-increase", "1", "--out", tmp.path().join("enc").to_str().unwrap()]);
-    assert!(err.contains("--max-ppl-increase is a decoder's (.gguf) budget"), "{err}");
+    assert!(err.contains("--max-ppl-increase is a decoder's (.gguf or HF Llama folder) budget"), "{err}");
     let err = fails(&["quantize", gguf, "--scheme", "int4", "--max-ppl-increase", "NaN", "--calib", calib, "--out", r]);
     assert!(err.contains("--max-ppl-increase NaN: a percentage"), "{err}");
     let err = fails(&["quantize", gguf, "--scheme", "int4", "--max-ppl-increase", "5", "--out", r]);

@@ -1,6 +1,6 @@
 //! `shrink convert`: a Llama GGUF file as an HF Llama folder, as transformers saves one: config.json,
 //! model.safetensors (f32: every tensor dequantized), tokenizer.json rebuilt from the file's metadata and
-//! tokenizer_config.json with its chat template, generation_config.json with the stop ids. Names and the row order of Q and K come from
+//! tokenizer_config.json with its chat template and special tokens, generation_config.json with the stop ids. Names and the row order of Q and K come from
 //! `shrink_format::arch::llama`; the runtime reads the folder back as the same model.
 
 use std::path::Path;
@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 use shrink_format::arch::llama::{halves_apart, hf_name, HfConfig};
 use shrink_format::folder::{write_atomic, CONFIG_FILE, GENERATION_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
-use shrink_format::gguf::{tokenizer::tokenizer, GgufFile};
+use shrink_format::gguf::{tokenizer::tokenizer, GgufFile, Value};
 use shrink_format::tensors::{serialize, OwnedTensor};
 use shrink_format::outdir::OutDir;
 
@@ -48,6 +48,9 @@ pub fn gguf_to_hf(input: &Path, out: &OutDir) -> Result<Converted> {
         "tokenizer_class": "GPT2Tokenizer",
         "bos_token": special(cfg.bos),
         "eos_token": special(cfg.eos),
+        "unk_token": special(f.uint("tokenizer.ggml.unknown_token_id").ok()),
+        "pad_token": special(f.uint("tokenizer.ggml.padding_token_id").ok()),
+        "add_bos_token": f.get("tokenizer.ggml.add_bos_token").is_some_and(|v| matches!(v, Value::Bool(true))),
         "chat_template": f.string("tokenizer.chat_template").ok(),
         "model_max_length": f.uint("llama.context_length").ok(),
     });
@@ -57,7 +60,9 @@ pub fn gguf_to_hf(input: &Path, out: &OutDir) -> Result<Converted> {
     let generation_config = json!({ "bos_token_id": cfg.bos, "eos_token_id": stops });
     out.write(|dir| {
         write_atomic(&dir.join(WEIGHTS_FILE), &weights)?;
-        write_atomic(&dir.join(CONFIG_FILE), serde_json::to_string_pretty(&cfg.to_json())?.as_bytes())?;
+        let mut config = cfg.to_json();
+        config["max_position_embeddings"] = json!(f.uint("llama.context_length").ok());
+        write_atomic(&dir.join(CONFIG_FILE), serde_json::to_string_pretty(&config)?.as_bytes())?;
         let tok_json = tok.to_string(false).map_err(|e| anyhow::anyhow!("{}: cannot write the tokenizer: {e}", input.display()))?;
         write_atomic(&dir.join(TOKENIZER_FILE), tok_json.as_bytes())?;
         write_atomic(&dir.join("tokenizer_config.json"), serde_json::to_string_pretty(&tokenizer_config)?.as_bytes())?;

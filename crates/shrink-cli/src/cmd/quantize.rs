@@ -8,7 +8,7 @@ use shrink_compress::quantize::EmbeddingStorage;
 use crate::args::{OutArgs, QuantArgs};
 
 /// Quantize a model folder for the runtime; the output is an HF-style folder every shrink command loads. A decoder
-/// given as a .gguf file (int8-dynamic or int4 in groups of 32, rounded to nearest or by --gptq, optionally after
+/// given as a .gguf file or an HF Llama folder (converted to a temp f32 .gguf beside --out first; int8-dynamic or int4 in groups of 32, rounded to nearest or by --gptq, optionally after
 /// --smooth-alpha or --awq, calibrated on --calib text; embeddings int8 unless --embeddings says otherwise; int4
 /// mixed with int8 sites within a perplexity budget by --max-ppl-increase) is written as a .gguf file that
 /// llama.cpp runs too.
@@ -21,7 +21,8 @@ use crate::args::{OutArgs, QuantArgs};
     shrink quantize assets/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf --scheme int4 --gptq --act-order --awq \\\n      \
     --calib ../shared/data/wikitext-2/valid.txt --out out/smollm2-int4.gguf\n  \
     shrink quantize assets/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf --scheme int4 --gptq --act-order --awq \\\n      \
-    --max-ppl-increase 5 --calib ../shared/data/wikitext-2/valid.txt --out out/smollm2-int4-mixed.gguf")]
+    --max-ppl-increase 5 --calib ../shared/data/wikitext-2/valid.txt --out out/smollm2-int4-mixed.gguf\n  \
+    shrink quantize out/smollm2-hf --scheme int8-dynamic --out out/smollm2-int8.gguf")]
 pub struct Args {
     model: String,
     #[command(flatten)]
@@ -64,11 +65,12 @@ impl Args {
         if let Some(gguf) = shrink_format::gguf::file_of(self.model.as_ref()) {
             return self.decoder(&gguf);
         }
-        if self.max_ppl_increase.is_some() {
-            bail!("--max-ppl-increase is a decoder's (.gguf) budget; an encoder's is --max-drop");
-        }
         if shrink_format::arch::llama::HfConfig::is_folder(self.model.as_ref()) {
-            bail!("{}: an HF Llama folder; decoders are quantized from a .gguf file so far (llama.cpp's convert_hf_to_gguf.py writes one)", self.model);
+            let dir = PathBuf::from(&self.model);
+            return self.decoder(&dir);
+        }
+        if self.max_ppl_increase.is_some() {
+            bail!("--max-ppl-increase is a decoder's (.gguf or HF Llama folder) budget; an encoder's is --max-drop");
         }
         let out = self.out.dir(&[&self.model])?;
         let job = Job {
@@ -113,7 +115,10 @@ impl Args {
             bail!("--max-ppl-increase {p}: a percentage, 0 or more");
         }
         let budget = self.max_ppl_increase.map(|max_increase| decoder::MixedBudget { max_increase, dev_tokens: self.dev_tokens });
-        let r = decoder::quantize_gguf(input, out, &opts, calib.as_ref(), budget.as_ref())?;
+        let r = match input.is_dir() {
+            true => decoder::quantize_hf(input, out, &opts, calib.as_ref(), budget.as_ref())?,
+            false => decoder::quantize_gguf(input, out, &opts, calib.as_ref(), budget.as_ref())?,
+        };
         if !r.awq.is_empty() {
             eprintln!("{}", decoder::describe(&r.awq));
         }

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use shrink_format::gguf::from_hf::from_hf;
 use shrink_format::gguf::ours::{kind, q4_0_of, q8_0_of, Q4_0, Q8_0};
 use shrink_format::gguf::tokenizer::tokenizer;
 use shrink_format::gguf::write::{write, Tensor};
@@ -150,6 +151,16 @@ pub fn quantize_gguf(input: &Path, out: &Path, opts: &Options, calib: Option<&Ca
         Some(b) => Some(mixed::Budget { max_increase: b.max_increase, dev: &dev[..b.dev_tokens], ctx: c.ctx }),
     };
     quantize_file(&f, out, opts, stats.as_ref(), budget.as_ref())
+}
+
+/// `quantize_gguf` for an HF Llama folder, written first as a GGUF file in f32 (a temp file beside `out`, removed
+/// after), as llama.cpp converts a folder before it quantizes.
+pub fn quantize_hf(dir: &Path, out: &Path, opts: &Options, calib: Option<&Calib>, budget: Option<&MixedBudget>) -> Result<Summary> {
+    is_int4(opts, calib.is_some(), budget.is_some())?;
+    let beside = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let f32_file = tempfile::Builder::new().prefix(".shrink-f32-").suffix(".gguf").tempfile_in(beside).with_context(|| format!("{}: cannot create a temp file", beside.display()))?;
+    from_hf(dir, f32_file.path())?;
+    quantize_gguf(f32_file.path(), out, opts, calib, budget)
 }
 
 /// `quantize_gguf` with the calibration statistics and the held-out tokens at hand.

@@ -8,6 +8,7 @@
 //! data), then the data, starting at the next multiple of `general.alignment` (default 32).
 
 pub mod blocks;
+pub mod from_hf;
 pub mod kquants;
 pub mod tokenizer;
 pub mod write;
