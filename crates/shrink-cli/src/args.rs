@@ -46,6 +46,18 @@ impl OutArgs {
         let inputs: Vec<&Path> = inputs.iter().map(Path::new).collect();
         OutDir::new(&self.out, &inputs, self.force)
     }
+
+    /// The checked destination of a decoder written as one GGUF file (`what` says what becomes it).
+    pub fn gguf_file(&self, what: &str) -> Result<&Path> {
+        let out = self.out.as_path();
+        if out.extension().is_none_or(|e| e != "gguf") {
+            bail!("{}: {what} is written as one .gguf file; name --out FILE.gguf", out.display());
+        }
+        if out.exists() && !self.force {
+            bail!("{}: exists; pass --force to replace it", out.display());
+        }
+        Ok(out)
+    }
 }
 
 /// Optimisation and data flags shared by finetune, distill, qat and sparsify.

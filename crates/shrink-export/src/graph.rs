@@ -34,7 +34,8 @@ pub struct Graph {
     count: usize,
     /// The default domain's opset (ReduceMin / ReduceMax take their axes as an input from 18).
     pub opset: i64,
-    /// Per-token int8 activations by input value: (q, scale, zero point), shared by Linears that read one input.
+    /// Per-token int8 activations by input value (`linear::per_token`'s q, scales and correction rows), shared by
+    /// the Linears that read one input.
     pub per_token: HashMap<String, [String; 3]>,
 }
 

@@ -52,7 +52,7 @@ pub fn gguf_to_hf(input: &Path, out: &OutDir) -> Result<Converted> {
         "pad_token": special(f.uint("tokenizer.ggml.padding_token_id").ok()),
         "add_bos_token": f.get("tokenizer.ggml.add_bos_token").is_some_and(|v| matches!(v, Value::Bool(true))),
         "chat_template": f.string("tokenizer.chat_template").ok(),
-        "model_max_length": f.uint("llama.context_length").ok(),
+        "model_max_length": cfg.context,
     });
     // generate stops at the chat template's end of turn too: transformers reads every stop id from here.
     let mut stops: Vec<u64> = cfg.eos.into_iter().collect();
@@ -60,9 +60,7 @@ pub fn gguf_to_hf(input: &Path, out: &OutDir) -> Result<Converted> {
     let generation_config = json!({ "bos_token_id": cfg.bos, "eos_token_id": stops });
     out.write(|dir| {
         write_atomic(&dir.join(WEIGHTS_FILE), &weights)?;
-        let mut config = cfg.to_json();
-        config["max_position_embeddings"] = json!(f.uint("llama.context_length").ok());
-        write_atomic(&dir.join(CONFIG_FILE), serde_json::to_string_pretty(&config)?.as_bytes())?;
+        write_atomic(&dir.join(CONFIG_FILE), serde_json::to_string_pretty(&cfg.to_json())?.as_bytes())?;
         let tok_json = tok.to_string(false).map_err(|e| anyhow::anyhow!("{}: cannot write the tokenizer: {e}", input.display()))?;
         write_atomic(&dir.join(TOKENIZER_FILE), tok_json.as_bytes())?;
         write_atomic(&dir.join("tokenizer_config.json"), serde_json::to_string_pretty(&tokenizer_config)?.as_bytes())?;

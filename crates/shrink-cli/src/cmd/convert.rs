@@ -41,13 +41,7 @@ impl Args {
             return Ok(());
         }
         if shrink_format::arch::llama::HfConfig::is_folder(path) {
-            let out = &self.out.out;
-            if out.extension().is_none_or(|e| e != "gguf") {
-                bail!("{}: an HF Llama folder becomes one .gguf file; name --out FILE.gguf", out.display());
-            }
-            if out.exists() && !self.out.force {
-                bail!("{}: exists; pass --force to replace it", out.display());
-            }
+            let out = self.out.gguf_file("an HF Llama folder")?;
             let r = shrink_format::gguf::from_hf::from_hf(path, out)?;
             eprintln!("wrote {} tensors in f32 ({:.1} MB) to {}", r.tensors, r.bytes as f64 / 1e6, out.display());
             return Ok(());

@@ -98,16 +98,10 @@ impl Args {
     }
 
     fn decoder(self, input: &Path) -> Result<()> {
-        let out = &self.out.out;
         if self.max_drop.is_some() {
             bail!("--max-drop is an encoder's accuracy budget; a decoder's is --max-ppl-increase");
         }
-        if out.extension().is_none_or(|e| e != "gguf") {
-            bail!("{}: a decoder is written as one .gguf file; name --out FILE.gguf", out.display());
-        }
-        if out.exists() && !self.out.force {
-            bail!("{}: exists; pass --force to replace it", out.display());
-        }
+        let out = self.out.gguf_file("a decoder")?;
         let mut opts = self.q.options();
         opts.embeddings = self.q.embeddings.unwrap_or(EmbeddingStorage::Int8);
         let calib = self.q.calib.as_deref().map(|path| decoder::Calib { path, tokens: self.calib_tokens, ctx: self.q.max_len.unwrap_or(512) });

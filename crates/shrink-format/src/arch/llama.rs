@@ -77,6 +77,8 @@ pub struct HfConfig {
     pub tied: bool,
     pub bos: Option<u64>,
     pub eos: Option<u64>,
+    /// The context length it was trained for (`max_position_embeddings`, GGUF's `llama.context_length`).
+    pub context: Option<u64>,
 }
 
 impl HfConfig {
@@ -118,6 +120,7 @@ impl HfConfig {
             tied: f.tensor("output.weight").is_err(),
             bos: f.uint("tokenizer.ggml.bos_token_id").ok(),
             eos: f.uint("tokenizer.ggml.eos_token_id").ok(),
+            context: f.uint("llama.context_length").ok(),
         })
     }
 
@@ -148,6 +151,7 @@ impl HfConfig {
             tied: v["tie_word_embeddings"].as_bool().unwrap_or(false),
             bos: v["bos_token_id"].as_u64(),
             eos: v["eos_token_id"].as_u64(),
+            context: v["max_position_embeddings"].as_u64(),
         })
     }
 
@@ -168,6 +172,7 @@ impl HfConfig {
             "tie_word_embeddings": self.tied,
             "bos_token_id": self.bos,
             "eos_token_id": self.eos,
+            "max_position_embeddings": self.context,
             "torch_dtype": "float32",
         })
     }
@@ -196,7 +201,7 @@ mod tests {
 
     #[test]
     fn config_round_trips_and_bad_ones_are_named() {
-        let c = HfConfig { layers: 2, hidden: 64, heads: 4, kv_heads: 2, ffn: 96, vocab: 40, eps: 1e-5, rope_theta: 1e5, tied: true, bos: Some(1), eos: Some(2) };
+        let c = HfConfig { layers: 2, hidden: 64, heads: 4, kv_heads: 2, ffn: 96, vocab: 40, eps: 1e-5, rope_theta: 1e5, tied: true, bos: Some(1), eos: Some(2), context: Some(2048) };
         assert_eq!(HfConfig::parse(&c.to_json(), "config.json").unwrap(), c);
         let mut bad = c.to_json();
         bad["model_type"] = json!("gpt2");

@@ -56,11 +56,10 @@ fn pre_name(pre: &Json, path: &Path) -> Result<&'static str> {
     }
 }
 
-/// The tokenizer.ggml.* metadata of `dir`'s tokenizer files, for `vocab` token ids.
-fn tokenizer_metadata(dir: &Path, cfg: &HfConfig, vocab: usize) -> Result<Vec<(String, Value)>> {
+/// The tokenizer.ggml.* metadata of `dir`'s tokenizer files (`tc`: its tokenizer_config.json), for `vocab` ids.
+fn tokenizer_metadata(dir: &Path, tc: &Json, cfg: &HfConfig, vocab: usize) -> Result<Vec<(String, Value)>> {
     let path = dir.join(TOKENIZER_FILE);
     let t = json(&path, "tokenizer")?;
-    let tc = optional(&dir.join("tokenizer_config.json"), "tokenizer config")?;
     let model = &t["model"];
     if model["type"] != "BPE" {
         bail!("{}: tokenizer model {}; shrink writes byte-level BPE (gpt2) tokenizers", path.display(), model["type"]);
@@ -126,9 +125,8 @@ fn tokenizer_metadata(dir: &Path, cfg: &HfConfig, vocab: usize) -> Result<Vec<(S
 /// Writes the HF Llama folder `dir` as the GGUF file `out` (f32 tensors, written whole or not at all).
 pub fn from_hf(dir: &Path, out: &Path) -> Result<Written> {
     let cfg = HfConfig::read(dir)?;
-    let config = json(&dir.join(CONFIG_FILE), "config")?;
     let tc = optional(&dir.join("tokenizer_config.json"), "tokenizer config")?;
-    let context = config["max_position_embeddings"].as_u64().or_else(|| tc["model_max_length"].as_u64().filter(|&n| n < 1 << 32));
+    let context = cfg.context.or_else(|| tc["model_max_length"].as_u64().filter(|&n| n < 1 << 32));
     let Some(context) = context else {
         bail!("{}: no max_position_embeddings (nor model_max_length in tokenizer_config.json): llama.cpp needs the context length", dir.join(CONFIG_FILE).display());
     };
@@ -151,7 +149,7 @@ pub fn from_hf(dir: &Path, out: &Path) -> Result<Written> {
         ("llama.vocab_size".into(), u(cfg.vocab)),
         ("llama.rope.dimension_count".into(), u(d)),
     ];
-    metadata.extend(tokenizer_metadata(dir, &cfg, cfg.vocab)?);
+    metadata.extend(tokenizer_metadata(dir, &tc, &cfg, cfg.vocab)?);
 
     let file = TensorFile::open(&dir.join(WEIGHTS_FILE))?;
     let f32_kind = type_info(0).expect("ggml type 0 is F32");
@@ -187,15 +185,15 @@ mod tests {
     use super::*;
 
     fn cfg() -> HfConfig {
-        HfConfig { layers: 1, hidden: 8, heads: 2, kv_heads: 1, ffn: 16, vocab: 6, eps: 1e-5, rope_theta: 1e4, tied: true, bos: Some(0), eos: Some(1) }
+        HfConfig { layers: 1, hidden: 8, heads: 2, kv_heads: 1, ffn: 16, vocab: 6, eps: 1e-5, rope_theta: 1e4, tied: true, bos: Some(0), eos: Some(1), context: None }
     }
 
     fn metadata(tokenizer: serde_json::Value) -> Result<Vec<(String, Value)>> {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(TOKENIZER_FILE), tokenizer.to_string()).unwrap();
-        std::fs::write(dir.path().join("tokenizer_config.json"), r#"{"unk_token": {"content": "<unk>"}, "chat_template": "{{ x }}"}"#).unwrap();
         std::fs::write(dir.path().join(GENERATION_FILE), r#"{"eos_token_id": [1, 2]}"#).unwrap();
-        tokenizer_metadata(dir.path(), &cfg(), cfg().vocab)
+        let tc = serde_json::json!({"unk_token": {"content": "<unk>"}, "chat_template": "{{ x }}"});
+        tokenizer_metadata(dir.path(), &tc, &cfg(), cfg().vocab)
     }
 
     fn tokenizer(merges: serde_json::Value, pre: serde_json::Value) -> serde_json::Value {
